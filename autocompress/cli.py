@@ -1,0 +1,298 @@
+"""Command line: parse, call the library, show progress; errors become one line and exit 2."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from autocompress.errors import AutocompressError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Search compression plans (depth, pruning, bit-widths) for a Hugging Face encoder classifier.",
+)
+out = Console()
+err = Console(stderr=True)
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what each stage does.")] = False,
+) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else (logging.INFO if verbose else logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    import optuna
+
+    import warnings
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR if not (verbose or debug) else optuna.logging.INFO)
+    optuna.logging.disable_propagation()
+    if not debug:
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+StorageOpt = Annotated[
+    Optional[str],
+    typer.Option("--storage", help="Optuna storage URL (default: sqlite:///studies/<study>.db)."),
+]
+
+
+def _storage_for(name: str, storage: str | None) -> str:
+    from autocompress.study import default_storage
+
+    return storage or default_storage(name)
+
+
+def _progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[best]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+def _best_text(study, max_drop: float | None) -> str:
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if not done:
+        return ""
+    best_acc = max(t.values[0] for t in done)
+    budget = 1.0 if max_drop is None else max_drop
+    ok = [t.user_attrs.get("speedup", 0) for t in done if t.user_attrs.get("accuracy_drop", 99) <= budget]
+    fast = f", fastest within {budget:g} pt: {max(ok):.2f}×" if ok else ""
+    return f"best acc {best_acc:.1f}%{fast}"
+
+
+def _print_front(study) -> None:
+    from autocompress.report import collect
+
+    info = collect(study)
+    table = Table(title=f"Pareto front of '{study.study_name}' ({len(info.front)} of {len(info.complete)} trials)")
+    for col in ("trial", "baseline", "accuracy %", "drop pt", "speedup", "size MB", "plan"):
+        table.add_column(col, justify="left" if col in ("plan", "baseline") else "right")
+    for t in info.front:
+        table.add_row(
+            str(t.number),
+            t.baseline or "",
+            f"{t.accuracy:.2f}",
+            f"{t.accuracy_drop:+.2f}" if t.accuracy_drop is not None else "",
+            f"{t.speedup:.2f}×" if t.speedup else "",
+            f"{t.size_mb:.1f}" if t.size_mb is not None else "",
+            t.plan_summary + (" (simulated bits)" if t.simulated else ""),
+        )
+    out.print(table)
+
+
+def _run_study(cfg, name: str, url: str, trials: int, timeout: float | None, cache_dir: Path, config_file: str | None) -> None:
+    from autocompress import study as st
+    from autocompress.objective import prepare
+    from autocompress.report import collect, write_report
+
+    storage = st.open_storage(url)
+    # fail fast on an incompatible existing study, before minutes of teacher preparation
+    import optuna
+
+    try:
+        existing = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        existing = None
+    if existing is not None:
+        changed = st._compatible(existing.user_attrs.get("config") or {}, cfg.to_dict())
+        if changed:
+            from autocompress.errors import ConfigError
+
+            raise ConfigError(
+                f"study '{name}' already exists with different {', '.join(changed)} settings; "
+                "run it with its original file, or give a new name with --study",
+                key=changed[0],
+            )
+    err.print(f"study [bold]{name}[/] in {st.mask_url(url)}")
+    with _progress_bar() as bar:
+        prep = bar.add_task("preparing teacher", total=None, best="")
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            bar.update(prep, completed=step, total=total, best=f"loss {loss:.3f}", description="fine-tuning teacher")
+
+        bench = prepare(cfg, cache_dir, progress=on_step, config_file=config_file)
+        note = "from cache" if bench.teacher.from_cache else f"fine-tuned in {bench.teacher.fine_tune_seconds:.0f} s"
+        bar.update(prep, total=1, completed=1, description="teacher ready", best=f"acc {100 * bench.teacher.eval_accuracy.value:.2f}% ({note})")
+        study = st.create_or_load(cfg, storage, name, bench)
+        study.set_user_attr("target_trials", max(trials, study.user_attrs.get("target_trials", 0)) if existing else trials)
+        done0 = st.completed(study)
+        task = bar.add_task("trials", total=trials, completed=min(done0, trials), best=_best_text(study, cfg.objectives.max_accuracy_drop))
+
+        def on_trial(s, _t) -> None:
+            bar.update(task, completed=min(st.completed(s), trials), best=_best_text(s, cfg.objectives.max_accuracy_drop))
+
+        try:
+            result = st.run(study, bench, n_trials=trials, timeout=timeout, callbacks=[on_trial])
+        except KeyboardInterrupt:
+            bar.stop()
+            err.print(
+                f"[yellow]interrupted[/]: {st.completed(study)}/{trials} trials complete; the running trial was "
+                f"recorded as failed. Resume with: autocompress resume {name}"
+                + (f" --storage '{st.mask_url(url)}'" if url != st.default_storage(name) else "")
+            )
+            raise typer.Exit(130) from None
+    if result.gave_up:
+        err.print(
+            f"[yellow]stopped after 10 failed trials in a row[/]; last reason: {result.last_failure}", highlight=False
+        )
+    _print_front(study)
+    report_path = Path("studies") / f"{name}.html"
+    write_report(collect(study), report_path)
+    out.print(f"report: {report_path.resolve()}")
+
+
+@app.command()
+def run(
+    space: Annotated[Path, typer.Argument(help="Search-space YAML file (see search_spaces/).")],
+    study: Annotated[Optional[str], typer.Option("--study", help="Study name (default: the file's `name`).")] = None,
+    storage: StorageOpt = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Completed trials to reach (default: search.trials).")] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", min=1, help="Stop starting trials after this many seconds.")] = None,
+    cache_dir: Annotated[Path, typer.Option("--cache-dir", help="Where fine-tuned teachers are cached.")] = Path("studies/cache"),
+) -> None:
+    """Create a study from SPACE, or continue the study of the same name."""
+    from autocompress.config import load_config
+
+    cfg = load_config(space)
+    name = study or cfg.name
+    _run_study(cfg, name, _storage_for(name, storage), trials or cfg.search.trials, timeout, cache_dir, str(space))
+
+
+@app.command()
+def resume(
+    name: Annotated[str, typer.Argument(help="Name of an existing study.")],
+    storage: StorageOpt = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Completed trials to reach (default: the study's target).")] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", min=1)] = None,
+    cache_dir: Annotated[Path, typer.Option("--cache-dir")] = Path("studies/cache"),
+) -> None:
+    """Continue a study with the config stored in it (from any machine that reaches its storage)."""
+    from autocompress import study as st
+
+    url = _storage_for(name, storage)
+    existing = st.load(name, st.open_storage(url, must_exist=True))
+    cfg = st.stored_config(existing)
+    target = trials or existing.user_attrs.get("target_trials") or cfg.search.trials
+    _run_study(cfg, name, url, target, timeout, cache_dir, None)
+
+
+@app.command()
+def report(
+    name: Annotated[str, typer.Argument(help="Name of the study.")],
+    storage: StorageOpt = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="HTML file to write (default: studies/<name>.html).")] = None,
+) -> None:
+    """Write the study's offline HTML report from the database alone."""
+    from autocompress import study as st
+    from autocompress.report import collect, write_report
+
+    s = st.load(name, st.open_storage(_storage_for(name, storage), must_exist=True))
+    path = write_report(collect(s), output or Path("studies") / f"{name}.html")
+    out.print(f"report: {path.resolve()}")
+
+
+@app.command()
+def studies(storage: StorageOpt = None) -> None:
+    """List studies: trials complete/failed/running, front size, best accuracy and speedup."""
+    from autocompress import study as st
+
+    urls = [storage] if storage else [f"sqlite:///{p}" for p in sorted(st.DEFAULT_ROOT.glob("*.db"))]
+    rows = []
+    for url in urls:
+        rows += st.list_studies(st.open_storage(url, must_exist=True), url)
+    if not rows:
+        out.print("no studies found" + ("" if storage else f" in {st.DEFAULT_ROOT}/ (give --storage URL for another place)"))
+        return
+    table = Table()
+    for col in ("study", "complete", "failed", "running", "front", "best acc %", "best speedup", "storage"):
+        table.add_column(col, justify="left" if col in ("study", "storage") else "right")
+    for r in rows:
+        table.add_row(
+            r.name, str(r.complete), str(r.failed), str(r.running), str(r.front_size),
+            f"{r.best_accuracy:.2f}" if r.best_accuracy is not None else "—",
+            f"{r.best_speedup:.2f}×" if r.best_speedup else "—",
+            r.storage,
+        )
+    out.print(table)
+
+
+@app.command()
+def validate(space: Annotated[Path, typer.Argument(help="Search-space YAML file.")]) -> None:
+    """Check a search space (config, model and data) without running anything costly."""
+    from autocompress.config import load_config
+    from autocompress.data import load_task
+    from autocompress.models import resolve_model_source
+
+    cfg = load_config(space)
+    resolve_model_source(cfg.model.source)
+    task = load_task(cfg.task)
+    out.print(
+        f"{space}: ok — study '{cfg.name}', {len(task.train)} train / {len(task.eval)} eval examples, "
+        f"{task.num_labels} classes ({', '.join(task.label_names)})"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: library errors become one line on stderr and exit code 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except AutocompressError as exc:
+        if _state["debug"]:
+            raise
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

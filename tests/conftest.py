@@ -1,0 +1,98 @@
+"""Shared fixtures: tiny random BERT-like models and small local datasets (no downloads)."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+WORDS_POS = ["good", "great", "love", "happy", "fine", "nice", "best", "fun"]
+WORDS_NEG = ["bad", "awful", "hate", "sad", "poor", "worst", "ugly", "dull"]
+WORDS_NEU = ["the", "a", "car", "day", "road", "city", "news", "today", "is", "was"]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS_POS, *WORDS_NEG, *WORDS_NEU]
+
+
+def tiny_bert(num_labels: int = 3, layers: int = 4, heads: int = 4, hidden: int = 32, ffn: int = 64, seed: int = 0):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=ffn,
+        max_position_embeddings=128,
+        num_labels=num_labels,
+    )
+    return BertForSequenceClassification(cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A saved tiny BERT classifier with its tokenizer, loadable by path."""
+    from transformers import BertTokenizerFast
+
+    d = tmp_path_factory.mktemp("tiny-bert")
+    vocab = d / "vocab.txt"
+    vocab.write_text("\n".join(VOCAB) + "\n")
+    BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(d)
+    tiny_bert().save_pretrained(d)
+    return d
+
+
+def sentiment_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.choice(["negative", "neutral", "positive"])
+        words = rng.sample(WORDS_NEU, 4)
+        if label == "positive":
+            words += rng.sample(WORDS_POS, 2)
+        elif label == "negative":
+            words += rng.sample(WORDS_NEG, 2)
+        rng.shuffle(words)
+        rows.append({"sentence": " ".join(words), "sentiment": label})
+    return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "sentiment.csv"
+    rows = sentiment_rows(300)
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["sentence", "sentiment"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def tiny_config_dict(model_dir: Path, csv_path: Path, **overrides: Any) -> dict[str, Any]:
+    """A complete, fast study config on the tiny model and CSV."""
+    cfg: dict[str, Any] = {
+        "name": "tiny",
+        "model": {"source": str(model_dir), "finetuned": False},
+        "task": {
+            "source": str(csv_path),
+            "text_column": "sentence",
+            "label_column": "sentiment",
+            "train_size": 200,
+            "eval_size": 80,
+            "max_length": 16,
+        },
+        "teacher": {"epochs": 2.0, "learning_rate": 1.0e-3, "batch_size": 16},
+        "recovery": {"epochs": 0.0},
+        "profile": {"name": "test", "threads": 1, "batch_size": 1, "seq_len": 16, "warmup": 1, "repeats": 3, "max_repeats": 6},
+        "space": {"heads": [1.0, 0.5], "ffn": [1.0, 0.5], "bits": [32, 8], "depth": {"min": 2}},
+        "search": {"trials": 6, "sampler": "random", "seed": 0},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
