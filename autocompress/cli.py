@@ -119,27 +119,15 @@ def _print_front(study) -> None:
 
 def _run_study(cfg, name: str, url: str, trials: int, timeout: float | None, cache_dir: Path, config_file: str | None) -> None:
     from autocompress import study as st
+    from autocompress.data import load_task
+    from autocompress.models import resolve_model_source
     from autocompress.objective import prepare
     from autocompress.report import collect, write_report
 
-    storage = st.open_storage(url)
-    # fail fast on an incompatible existing study, before minutes of teacher preparation
-    import optuna
-
-    try:
-        existing = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        existing = None
-    if existing is not None:
-        changed = st._compatible(existing.user_attrs.get("config") or {}, cfg.to_dict())
-        if changed:
-            from autocompress.errors import ConfigError
-
-            raise ConfigError(
-                f"study '{name}' already exists with different {', '.join(changed)} settings; "
-                "run it with its original file, or give a new name with --study",
-                key=changed[0],
-            )
+    resolve_model_source(cfg.model.source)  # fail fast on a wrong model path or bad data
+    task_data = load_task(cfg.task)
+    # refuse an incompatible existing study before minutes of teacher preparation
+    st.check_can_continue(cfg, url, name)
     err.print(f"study [bold]{name}[/] in {st.mask_url(url)}")
     with _progress_bar() as bar:
         prep = bar.add_task("preparing teacher", total=None, best="")
@@ -147,11 +135,12 @@ def _run_study(cfg, name: str, url: str, trials: int, timeout: float | None, cac
         def on_step(step: int, total: int, loss: float) -> None:
             bar.update(prep, completed=step, total=total, best=f"loss {loss:.3f}", description="fine-tuning teacher")
 
-        bench = prepare(cfg, cache_dir, progress=on_step, config_file=config_file)
+        bench = prepare(cfg, cache_dir, progress=on_step, config_file=config_file, task=task_data)
+        storage = st.open_storage(url)
         note = "from cache" if bench.teacher.from_cache else f"fine-tuned in {bench.teacher.fine_tune_seconds:.0f} s"
         bar.update(prep, total=1, completed=1, description="teacher ready", best=f"acc {100 * bench.teacher.eval_accuracy.value:.2f}% ({note})")
         study = st.create_or_load(cfg, storage, name, bench)
-        study.set_user_attr("target_trials", max(trials, study.user_attrs.get("target_trials", 0)) if existing else trials)
+        study.set_user_attr("target_trials", trials)  # what `resume` aims for
         done0 = st.completed(study)
         task = bar.add_task("trials", total=trials, completed=min(done0, trials), best=_best_text(study, cfg.objectives.max_accuracy_drop))
 
@@ -276,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     except AutocompressError as exc:
         if _state["debug"]:
             raise
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -206,11 +206,12 @@ def load_task(cfg: TaskConfig) -> TaskData:
             )
         train_idx, eval_idx, eval_src = idx[: cfg.train_size], e_idx[: cfg.eval_size], eval_rows
 
-    all_labels, label_names = _labels(
-        [rows[cfg.label_column][i] for i in train_idx] + [eval_src[cfg.label_column][i] for i in eval_idx],
-        names,
-        where,
-    )
+    # label names come from every usable row, so a class missing from the sample keeps its id
+    col = cfg.label_column
+    every = [rows[col][i] for i in clean(rows)] + ([eval_rows[col][i] for i in clean(eval_rows)] if eval_rows else [])
+    ids, label_names = _labels(every, names, where)
+    id_of = dict(zip(every, ids))
+    all_labels = [id_of[rows[col][i]] for i in train_idx] + [id_of[eval_src[col][i]] for i in eval_idx]
     if len(set(all_labels[: len(train_idx)])) < 2:
         raise DataError(
             f"{where}: column '{cfg.label_column}' has only one class in the train split; "

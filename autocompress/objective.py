@@ -59,9 +59,15 @@ class Workbench:
     host: dict[str, Any]
 
 
-def prepare(cfg: StudyConfig, cache_dir: Path, progress: Progress | None = None, config_file: str | None = None) -> Workbench:
-    """Load data and tokenizer, and get the fine-tuned teacher (from the cache when possible)."""
-    task = load_task(cfg.task)
+def prepare(
+    cfg: StudyConfig,
+    cache_dir: Path,
+    progress: Progress | None = None,
+    config_file: str | None = None,
+    task: TaskData | None = None,
+) -> Workbench:
+    """Load data (unless given) and tokenizer, and get the fine-tuned teacher (cached when possible)."""
+    task = task or load_task(cfg.task)
     tokenizer = load_tokenizer(cfg.model.source)
     train = encode(tokenizer, task.train, cfg.task.max_length)
     eval_ = encode(tokenizer, task.eval, cfg.task.max_length)

@@ -39,8 +39,10 @@ class LayerPlan(BaseModel):
     @field_validator("heads", "ffn", mode="before")
     @classmethod
     def _int_ratio_is_float(cls, v: Any) -> Any:
-        # YAML writes 1.0 back as 1; accept ints for ratios without loosening strictness elsewhere.
-        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+        # YAML writes 1.0 back as 1: accept ints as ratios, but nothing else that is not a float.
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"must be a number in (0, 1], got {v!r}")
+        return float(v)
 
     @field_validator("bits", mode="before")
     @classmethod
@@ -161,6 +163,10 @@ class CompressionPlan(BaseModel):
             if n:
                 label = "int8" if bits == 8 else f"{bits}-bit (simulated)"
                 parts.append(f"{label} ×{n}")
+        if self.head_bits == 8:
+            parts.append("int8 head")
+        if self.embedding_bits == 8:
+            parts.append("8-bit embeddings (simulated)")
         if len(parts) == 1 and len(kept) == self.num_layers:
             parts.append("uncompressed")
         return " · ".join(parts)

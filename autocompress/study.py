@@ -29,6 +29,7 @@ __all__ = [
     "default_storage",
     "mask_url",
     "open_storage",
+    "check_can_continue",
     "create_or_load",
     "load",
     "stored_config",
@@ -60,10 +61,18 @@ def _sqlite_path(url: str) -> Path | None:
     return None
 
 
-def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.RDBStorage:
+def open_storage(
+    url: str,
+    *,
+    must_exist: bool = False,
+    heartbeat_seconds: int = HEARTBEAT_SECONDS,
+    grace_seconds: int = GRACE_SECONDS,
+) -> optuna.storages.RDBStorage:
     """Open an Optuna RDB storage with heartbeats (so a killed worker's trial is marked failed).
 
     ``must_exist``: for reading, refuse to create a new SQLite file where none exists.
+    A running trial whose heartbeat is older than ``grace_seconds`` is marked failed by the next
+    worker that starts a trial.
     """
     path = _sqlite_path(url)
     if path is not None:
@@ -80,8 +89,8 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.RDBSt
         return optuna.storages.RDBStorage(
             url,
             engine_kwargs=engine_kwargs,
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=GRACE_SECONDS,
+            heartbeat_interval=heartbeat_seconds,
+            grace_period=grace_seconds,
         )
     except ImportError as exc:
         raise StorageError(
@@ -120,33 +129,43 @@ def load(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
         raise StudyNotFoundError(f"no study named '{name}'{hint}") from None
 
 
-def _compatible(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Top-level sections whose change would make old and new trials incomparable."""
+def check_can_continue(cfg: StudyConfig, url: str, name: str) -> bool:
+    """Whether study ``name`` already exists at ``url``; raises if ``cfg`` cannot continue it.
+
+    Continuing refuses a config whose model, task, teacher, recovery, profile, space or
+    objectives differ from the stored one: old and new trials would not be comparable.
+    Creates nothing (a missing SQLite file simply means the study does not exist yet).
+    """
+    path = _sqlite_path(url)
+    if path is not None and not path.is_file():
+        return False
+    try:
+        existing = optuna.load_study(study_name=name, storage=open_storage(url))
+    except KeyError:
+        return False
+    stored = existing.user_attrs.get("config") or {}
+    new = cfg.to_dict()
     keys = ("model", "task", "teacher", "recovery", "profile", "space", "objectives")
-    return [k for k in keys if stored.get(k) != new.get(k)]
+    changed = [k for k in keys if stored.get(k) != new.get(k)]
+    if changed:
+        raise ConfigError(
+            f"study '{name}' already exists with different {', '.join(changed)} settings; "
+            "run it with its original file, or give a new name with --study",
+            key=changed[0],
+        )
+    return True
 
 
 def create_or_load(cfg: StudyConfig, storage: optuna.storages.BaseStorage, name: str, bench: Workbench) -> optuna.Study:
     """Create the study (seeded with the uniform baselines) or continue the one of that name.
 
-    Continuing refuses a config whose model, task, teacher, recovery, profile, space or
-    objectives differ from the stored one: old and new trials would not be comparable.
+    Call :func:`check_can_continue` first: this function does not compare configs.
     """
     directions = [d for _, d in OBJECTIVES]
     try:
-        existing = optuna.load_study(study_name=name, storage=storage)
+        return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        existing = None
-    if existing is not None:
-        stored = existing.user_attrs.get("config") or {}
-        changed = _compatible(stored, cfg.to_dict())
-        if changed:
-            raise ConfigError(
-                f"study '{name}' already exists with different {', '.join(changed)} settings; "
-                "run it with its original file, or give a new name with --study",
-                key=changed[0],
-            )
-        return existing
+        pass
     study = optuna.create_study(study_name=name, storage=storage, directions=directions)
     study.set_metric_names([n for n, _ in OBJECTIVES])
     study.set_user_attr("config", cfg.to_dict())

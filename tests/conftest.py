@@ -96,3 +96,36 @@ def tiny_config_dict(model_dir: Path, csv_path: Path, **overrides: Any) -> dict[
         else:
             cfg[key] = value
     return cfg
+
+
+@pytest.fixture
+def lively_bert():
+    """Factory of tiny BERTs (same arguments as :func:`tiny_bert`) with large random weights.
+
+    The default init (std 0.02) leaves logits nearly constant, so a wrongly removed head or neuron
+    would hardly show; with std 0.2 every head and neuron visibly moves the logits.
+    """
+
+    def make(seed: int = 0, **kwargs: Any):
+        model = tiny_bert(seed=seed, **kwargs)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, torch.nn.Linear):
+                    module.weight.normal_(0.0, 0.2, generator=g)
+                    module.bias.normal_(0.0, 0.1, generator=g)
+        return model
+
+    return make
+
+
+@pytest.fixture
+def token_batch() -> dict[str, torch.Tensor]:
+    """Four random sequences of 12 tokens; rows 1 and 3 are padded (attention_mask 0 at the end)."""
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, len(VOCAB), (4, 12), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    mask[3, 3:] = 0
+    ids[mask == 0] = 0  # [PAD]
+    return {"input_ids": ids, "attention_mask": mask}

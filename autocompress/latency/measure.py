@@ -138,6 +138,8 @@ def measure_pair(
                         elapsed = clock() - start
                         (ta if which == "a" else tb).append(elapsed)
                 ratios = [b / a for a, b in zip(ta, tb) if a > 0]
+                if not ratios:
+                    raise RuntimeError("the clock did not advance while timing the baseline")
                 q1, med, q3 = _quartiles(ratios)
                 spread = (q3 - q1) / med if med > 0 else float("inf")
                 if spread <= profile.max_spread or target >= profile.max_repeats:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["DeviceProfile"]
 
@@ -20,3 +20,9 @@ class DeviceProfile(BaseModel):
     repeats: int = Field(20, ge=3, le=100_000)  # timed forward passes per model (interleaved A/B)
     max_repeats: int = Field(80, ge=3, le=100_000)  # cap when the spread asks for more repeats
     max_spread: float = Field(0.10, gt=0, le=10)  # IQR / median of the ratio above which we measure more
+
+    @model_validator(mode="after")
+    def _cap_covers_repeats(self) -> "DeviceProfile":
+        if self.max_repeats < self.repeats:
+            raise ValueError(f"max_repeats ({self.max_repeats}) must be at least repeats ({self.repeats})")
+        return self

@@ -18,7 +18,7 @@ from autocompress.models import adapter_for
 from autocompress.plan import CompressionPlan
 from autocompress.transforms.depth import drop_layers_
 from autocompress.transforms.prune import prune_ffn_, prune_heads_
-from autocompress.transforms.quantize import fake_quantize_, quantize_int8_
+from autocompress.transforms.quantize import fake_quantize_, quantize_int8_, quantize_int8_named_
 
 __all__ = ["Importance", "apply_plan", "apply_plan_", "apply_structure_", "apply_bits_", "simulated_widths"]
 
@@ -80,12 +80,11 @@ def apply_bits_(model: nn.Module, plan: CompressionPlan) -> None:
     if plan.embedding_bits == 8:
         fake_quantize_(model.base_model.embeddings, 8)
     if plan.head_bits == 8:
-        for name, child in model.named_children():
-            if name != model.base_model_prefix:
-                quantize_int8_(child)
-        pooler = getattr(model.base_model, "pooler", None)
-        if pooler is not None:
-            quantize_int8_(pooler)
+        # quantize_dynamic replaces children only, so name the head modules from the top model
+        names = [name for name, _ in model.named_children() if name != model.base_model_prefix]
+        if getattr(model.base_model, "pooler", None) is not None:
+            names.append(f"{model.base_model_prefix}.pooler")
+        quantize_int8_named_(model, names)
 
 
 def simulated_widths(model: nn.Module, plan: CompressionPlan) -> dict[str, int]:

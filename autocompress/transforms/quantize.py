@@ -13,7 +13,7 @@ import warnings
 import torch
 from torch import nn
 
-__all__ = ["quantize_int8_", "fake_quantize_", "fake_quantize_weight"]
+__all__ = ["quantize_int8_", "quantize_int8_named_", "fake_quantize_", "fake_quantize_weight"]
 
 
 def quantize_int8_(module: nn.Module) -> None:
@@ -23,6 +23,15 @@ def quantize_int8_(module: nn.Module) -> None:
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
         quantize_dynamic(module, {nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
+
+
+def quantize_int8_named_(model: nn.Module, names: list[str]) -> None:
+    """Quantise the submodules of ``model`` called ``names`` (Linears themselves, or modules holding them)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        quantize_dynamic(model, {name: per_channel_dynamic_qconfig for name in names}, inplace=True)
 
 
 def fake_quantize_weight(weight: torch.Tensor, bits: int) -> torch.Tensor:

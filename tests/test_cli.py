@@ -1,0 +1,136 @@
+"""The command line: a tiny study end to end, and one clear line for every bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autocompress.cli import main
+from conftest import tiny_config_dict
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return info.value.code or 0, captured.out, captured.err
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def workdir(tiny_model_dir, tiny_csv, tmp_path_factory):
+    """A directory holding a finished tiny study (studies/tiny.db) and its config."""
+    d = tmp_path_factory.mktemp("cli")
+    cfg = tiny_config_dict(tiny_model_dir, tiny_csv, teacher={"epochs": 10.0}, search={"trials": 5, "sampler": "random"})
+    (d / "space.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "autocompress.cli", "run", "space.yaml"],
+        cwd=d, capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "report:" in proc.stdout and (d / "studies" / "tiny.html").is_file()
+    assert "Pareto front" in proc.stdout
+    return d
+
+
+def test_run_then_studies_report_and_resume(workdir, capsys, monkeypatch):
+    monkeypatch.chdir(workdir)
+    code, out, _ = run_cli(capsys, "studies")
+    assert code == 0 and "tiny" in out
+    row = next(line for line in out.splitlines() if "tiny" in line)
+    assert " 5 " in row  # five complete trials
+    code, out, _ = run_cli(capsys, "report", "tiny", "-o", "again.html")
+    assert code == 0 and (workdir / "again.html").stat().st_size > 100_000  # plotly inlined
+    code, out, err = run_cli(capsys, "resume", "tiny", "--trials", "6")
+    assert code == 0, err
+    code, out, _ = run_cli(capsys, "studies")
+    row = next(line for line in out.splitlines() if "tiny" in line)
+    assert " 6 " in row
+
+
+def _bad(workdir: Path, **overrides) -> Path:
+    cfg = yaml.safe_load((workdir / "space.yaml").read_text())
+    for key, value in overrides.items():
+        section, _, field = key.partition("__")
+        if field:
+            cfg[section][field] = value
+        else:
+            cfg[section] = value
+    path = workdir / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"search__sampler": "annealing"}, "search.sampler"),
+        ({"space__bogus": 1}, "unknown key"),
+        ({"task__train_size": -5}, "task.train_size"),
+        ({"model__source": "/no/such/model"}, "does not exist"),
+        ({"task__text_column": "tweet"}, "no column 'tweet'"),
+    ],
+)
+def test_bad_inputs_give_one_line_exit_2_and_keep_the_study(workdir, capsys, monkeypatch, overrides, expected):
+    monkeypatch.chdir(workdir)
+    db = workdir / "studies" / "tiny.db"
+    before = _digest(db)
+    path = _bad(workdir, **overrides)
+    code, out, err = run_cli(capsys, "run", str(path), "--study", "other")
+    assert code == 2
+    assert "Traceback" not in err
+    assert not (workdir / "studies" / "other.db").exists(), "nothing is created for a bad input"
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert lines[0].startswith("error:"), err
+    assert expected in " ".join(lines)
+    assert _digest(db) == before, "a bad input must leave the stored study untouched"
+
+
+def test_single_class_dataset_is_refused(workdir, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(workdir)
+    one = tmp_path / "one.csv"
+    one.write_text("sentence,sentiment\n" + "".join(f"good day {i},positive\n" for i in range(400)))
+    code, _, err = run_cli(capsys, "run", str(_bad(workdir, task__source=str(one))), "--study", "other")
+    assert code == 2 and "only one class" in err and "Traceback" not in err
+
+
+def test_malformed_yaml_and_missing_file(workdir, capsys, monkeypatch):
+    monkeypatch.chdir(workdir)
+    (workdir / "broken.yaml").write_text("name: x\nspace: [1, 2\n")
+    code, _, err = run_cli(capsys, "run", "broken.yaml")
+    assert code == 2 and "broken.yaml" in err and "line" in err
+    code, _, err = run_cli(capsys, "validate", "nope.yaml")
+    assert code == 2 and "not found" in err
+
+
+def test_missing_study_and_bad_storage(workdir, capsys, monkeypatch):
+    monkeypatch.chdir(workdir)
+    code, _, err = run_cli(capsys, "report", "ghost")
+    assert code == 2 and "ghost" in err and "Traceback" not in err
+    assert not (workdir / "studies" / "ghost.db").exists()
+    code, _, err = run_cli(capsys, "resume", "ghost", "--storage", f"sqlite:///{workdir / 'studies' / 'tiny.db'}")
+    assert code == 2 and "no study named 'ghost'" in err and "tiny" in err
+    code, _, err = run_cli(capsys, "studies", "--storage", "postgresql://me:hunter2@127.0.0.1:1/x")
+    assert code == 2 and "cannot open storage" in err and "hunter2" not in err
+    code, _, err = run_cli(capsys, "run", "space.yaml", "--storage", "nosuchdb://x")
+    assert code == 2 and "cannot open storage" in err
+
+
+def test_changed_config_on_existing_study_is_refused(workdir, capsys, monkeypatch):
+    monkeypatch.chdir(workdir)
+    db = workdir / "studies" / "tiny.db"
+    before = _digest(db)
+    code, _, err = run_cli(capsys, "run", str(_bad(workdir, space__bits=[32])), "--study", "tiny")
+    assert code == 2 and "already exists with different space" in err
+    assert _digest(db) == before

@@ -1,0 +1,169 @@
+"""load_config: valid search-space files load; every mistake is a ConfigError naming file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import tiny_config_dict
+from pydantic import ValidationError
+
+from autocompress.config import StudyConfig, load_config
+from autocompress.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path: Path, content: dict[str, Any] | str, name: str = "study.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False))
+    return path
+
+
+def _config(**overrides: Any) -> dict[str, Any]:
+    return tiny_config_dict(Path("/models/tiny"), Path("/data/sentiment.csv"), **overrides)
+
+
+def test_valid_config_loads_with_its_values_and_defaults(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, _config()))
+    assert isinstance(cfg, StudyConfig)
+    assert cfg.name == "tiny"
+    assert cfg.task.text_column == "sentence" and cfg.task.train_size == 200
+    assert cfg.space.heads == (1.0, 0.5) and cfg.space.bits == (32, 8)
+    assert cfg.space.depth.min == 2 and cfg.space.depth.max is None
+    assert cfg.search.sampler == "random"
+    assert cfg.profile.name == "test" and cfg.profile.repeats == 3
+    # documented defaults for what the file leaves out
+    assert cfg.task.seed == 0 and cfg.recovery.temperature == 2.0 and cfg.space.per_layer is True
+
+
+def test_config_round_trips_through_to_dict(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, _config()))
+    again = load_config(_write(tmp_path, cfg.to_dict(), name="again.yaml"))
+    assert again == cfg
+
+
+def test_unquoted_exponent_float_is_accepted_as_learning_rate(tmp_path: Path) -> None:
+    # YAML 1.1 (safe_load) reads an unquoted 5e-5 as the string "5e-5"
+    text = (
+        "name: lr\n"
+        "task:\n  source: data.csv\n"
+        "teacher:\n  learning_rate: 5e-5\n"
+        "recovery:\n  learning_rate: 1e-4\n  epochs: 1\n"
+    )
+    cfg = load_config(_write(tmp_path, text))
+    assert cfg.teacher.learning_rate == pytest.approx(5e-5)
+    assert isinstance(cfg.teacher.learning_rate, float)
+    assert cfg.recovery.learning_rate == pytest.approx(1e-4)
+    assert cfg.recovery.epochs == 1.0
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "name: broken\ntask:\n  source: a.csv\n  bad: [1, 2\nsearch: {}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "line 5" in message
+    assert info.value.file == str(path)
+
+
+def test_missing_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match="not found") as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("content", ["", "- a\n- b\n", "just a string\n"], ids=["empty", "list", "scalar"])
+def test_top_level_must_be_a_mapping(tmp_path: Path, content: str) -> None:
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(_write(tmp_path, content))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "allowed"),
+    [
+        ({"bogus": 1}, "bogus", ["name", "task", "space", "search"]),
+        ({"space": {"bogus": 1}}, "space.bogus", ["heads", "ffn", "bits", "depth", "per_layer"]),
+        ({"space": {"depth": {"min": 2, "bogus": 1}}}, "space.depth.bogus", ["min", "max", "selection"]),
+        ({"task": {"text_colum": "x"}}, "task.text_colum", ["text_column", "label_column"]),
+        ({"profile": {"threds": 2}}, "profile.threds", ["threads", "repeats"]),
+    ],
+)
+def test_unknown_key_names_key_path_and_lists_allowed_keys(
+    tmp_path: Path, overrides: dict[str, Any], key: str, allowed: list[str]
+) -> None:
+    path = _write(tmp_path, _config(**overrides))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    err = info.value
+    assert err.key == key
+    assert f"'{key}'" in str(err) and str(path) in str(err)
+    for name in allowed:
+        assert name in str(err)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"task": {"train_size": -1}}, "task.train_size"),
+        ({"task": {"train_size": "100"}}, "task.train_size"),
+        ({"task": {"max_length": 100_000}}, "task.max_length"),
+        ({"space": {"heads": [1.5]}}, "space.heads"),
+        ({"space": {"ffn": [0]}}, "space.ffn"),
+        ({"space": {"heads": []}}, "space.heads"),
+        ({"space": {"bits": [16]}}, "space.bits[0]"),
+        ({"space": {"depth": {"min": 4, "max": 2}}}, "space.depth"),
+        ({"space": {"depth": {"selection": ["middle"]}}}, "space.depth.selection[0]"),
+        ({"search": {"sampler": "foo"}}, "search.sampler"),
+        ({"search": {"trials": 0}}, "search.trials"),
+        ({"teacher": {"learning_rate": "fast"}}, "teacher.learning_rate"),
+        ({"teacher": {"epochs": True}}, "teacher.epochs"),
+        ({"recovery": {"alpha": 1.5}}, "recovery.alpha"),
+        ({"profile": {"threads": 0}}, "profile.threads"),
+        ({"name": "has spaces"}, "name"),
+    ],
+)
+def test_wrong_type_or_out_of_range_names_key_path(tmp_path: Path, overrides: dict[str, Any], key: str) -> None:
+    path = _write(tmp_path, _config(**overrides))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == key
+    assert f"key '{key}'" in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_missing_required_section_is_named(tmp_path: Path) -> None:
+    data = _config()
+    del data["task"]
+    with pytest.raises(ConfigError, match="required") as info:
+        load_config(_write(tmp_path, data))
+    assert info.value.key == "task"
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, _config()))
+    with pytest.raises(ValidationError):
+        cfg.search.trials = 99  # type: ignore[misc]
+    assert cfg.search.trials == 6
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)
+def test_bundled_search_spaces_load(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.name
+    assert cfg.task.source.startswith("bundled:")
+
+
+def test_there_are_bundled_search_spaces() -> None:
+    assert len(list((REPO / "search_spaces").glob("*.yaml"))) >= 2
+
+
+def test_max_repeats_below_repeats_is_rejected(tmp_path: Path) -> None:
+    path = _write(tmp_path, _config(profile={"repeats": 20, "max_repeats": 6}))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert (info.value.key or "").startswith("profile")

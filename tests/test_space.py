@@ -1,0 +1,172 @@
+"""The search space: sampled plans stay inside it, and the seeded baselines are what they are named."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pytest
+
+from autocompress.config import DepthSpace, SpaceConfig
+from autocompress.errors import ConfigError
+from autocompress.models import ArchInfo
+from autocompress.plan import CompressionPlan, LayerPlan
+from autocompress.space import baseline_plans, check_space, plan_params, select_layers, suggest_plan
+
+ARCH6 = ArchInfo(family="bert", num_layers=6, num_heads=4, intermediate_size=64, hidden_size=32)
+
+
+def _study(seed: int = 0) -> optuna.Study:
+    return optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+
+
+def _sample(
+    space: SpaceConfig, n: int, seed: int = 0, arch: ArchInfo = ARCH6
+) -> list[tuple[dict[str, Any], CompressionPlan]]:
+    study = _study(seed)
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        plan = suggest_plan(trial, space, arch)
+        out.append((dict(trial.params), plan))
+        study.tell(trial, 0.0)
+    return out
+
+
+# ---------------------------------------------------------------------------- select_layers
+def test_select_layers_even_is_the_distilbert_recipe() -> None:
+    assert select_layers(6, 3, "even") == [0, 2, 4]
+    assert select_layers(12, 6, "even") == [0, 2, 4, 6, 8, 10]
+    assert select_layers(12, 4, "even") == [0, 3, 6, 9]
+    assert select_layers(6, 6, "even") == [0, 1, 2, 3, 4, 5]
+    assert select_layers(6, 1, "even") == [0]
+
+
+def test_select_layers_first_and_last() -> None:
+    assert select_layers(6, 2, "first") == [0, 1]
+    assert select_layers(6, 2, "last") == [4, 5]
+    assert select_layers(6, 6, "last") == list(range(6))
+
+
+@pytest.mark.parametrize("how", ["even", "first", "last"])
+def test_select_layers_always_returns_depth_distinct_sorted_layers(how: str) -> None:
+    for n in range(1, 13):
+        for depth in range(1, n + 1):
+            kept = select_layers(n, depth, how)
+            assert len(kept) == depth, (n, depth, kept)
+            assert kept == sorted(set(kept)) and 0 <= kept[0] and kept[-1] < n
+
+
+@pytest.mark.parametrize(("depth", "how"), [(0, "even"), (7, "first"), (3, "middle")])
+def test_select_layers_rejects_impossible_requests(depth: int, how: str) -> None:
+    with pytest.raises(ValueError):
+        select_layers(6, depth, how)
+
+
+# ---------------------------------------------------------------------------- suggest_plan
+@pytest.mark.parametrize("per_layer", [True, False])
+def test_sampled_plans_are_valid_and_inside_the_space(per_layer: bool) -> None:
+    space = SpaceConfig(
+        heads=(1.0, 0.75, 0.5),
+        ffn=(1.0, 0.25),
+        bits=(32, 8, 4),
+        depth=DepthSpace(min=2, max=5, selection=("even", "first", "last")),
+        per_layer=per_layer,
+    )
+    depths = set()
+    for _params, plan in _sample(space, 40, seed=1):
+        assert CompressionPlan.from_dict(plan.to_dict()) == plan  # valid and storable
+        assert plan.num_layers == 6
+        kept = plan.kept_layers
+        assert 2 <= len(kept) <= 5
+        depths.add(len(kept))
+        for i, layer in enumerate(plan.layers):
+            if layer.keep:
+                assert layer.heads in space.heads and layer.ffn in space.ffn and layer.bits in space.bits
+            else:
+                assert layer == LayerPlan(keep=False)  # dropped layers carry neutral values
+        if not per_layer:
+            assert len({(plan.layers[i].heads, plan.layers[i].ffn, plan.layers[i].bits) for i in kept}) == 1
+    assert len(depths) > 1  # the depth dimension is actually searched
+
+
+def test_kept_layers_follow_the_suggested_selection() -> None:
+    space = SpaceConfig(depth=DepthSpace(min=1, max=5, selection=("even", "first", "last")))
+    for params, plan in _sample(space, 30, seed=2):
+        assert plan.kept_layers == select_layers(6, params["depth"], params["selection"])
+
+
+def test_single_choice_dimensions_are_not_suggested() -> None:
+    space = SpaceConfig(heads=(0.5,), ffn=(1.0,), bits=(8,), depth=DepthSpace(min=6))
+    for params, plan in _sample(space, 3):
+        assert params == {}
+        assert plan == CompressionPlan.uniform(6, heads=0.5, bits=8)
+
+
+def test_same_seed_samples_same_plans() -> None:
+    space = SpaceConfig()
+    first = [plan for _, plan in _sample(space, 5, seed=7)]
+    again = [plan for _, plan in _sample(space, 5, seed=7)]
+    other = [plan for _, plan in _sample(space, 5, seed=8)]
+    assert first == again
+    assert first != other
+
+
+# ---------------------------------------------------------------------------- baselines
+@pytest.mark.parametrize("per_layer", [True, False])
+def test_enqueued_baselines_yield_exactly_the_uniform_plans_they_are_named_for(per_layer: bool) -> None:
+    space = SpaceConfig(heads=(1.0, 0.75, 0.5, 0.25), bits=(32, 8), depth=DepthSpace(min=2), per_layer=per_layer)
+    expected = {
+        "teacher": CompressionPlan.uniform(6),
+        "int8": CompressionPlan.uniform(6, bits=8),
+        "prune50": CompressionPlan.uniform(6, heads=0.5, ffn=0.5),
+        "half_depth": CompressionPlan.uniform(6, keep=[0, 2, 4]),
+    }
+    baselines = baseline_plans(space, ARCH6)
+    assert list(baselines) == list(expected)
+    study = _study()
+    for params in baselines.values():
+        study.enqueue_trial(params)
+    for name in baselines:
+        trial = study.ask()
+        plan = suggest_plan(trial, space, ARCH6)
+        assert plan == expected[name], name
+        assert trial.params == baselines[name]  # nothing else was sampled at random
+        study.tell(trial, 0.0)
+    assert expected["half_depth"].kept_layers == [0, 2, 4]
+
+
+def test_baselines_outside_the_space_are_left_out() -> None:
+    space = SpaceConfig(heads=(1.0, 0.75), ffn=(1.0, 0.5), bits=(32,), depth=DepthSpace(min=4))
+    assert set(baseline_plans(space, ARCH6)) == {"teacher"}
+    only_first = SpaceConfig(depth=DepthSpace(min=2, selection=("first",)))
+    assert "half_depth" not in baseline_plans(only_first, ARCH6)
+
+
+def test_plan_params_refuses_values_outside_the_choices() -> None:
+    space = SpaceConfig(heads=(1.0, 0.5), ffn=(1.0,), bits=(32, 8), depth=DepthSpace(min=2, max=4))
+    kwargs = dict(selection="even", heads=1.0, ffn=1.0, bits=32)
+    assert plan_params(space, ARCH6, depth=6, **kwargs) is None  # deeper than depth.max
+    assert plan_params(space, ARCH6, depth=3, **{**kwargs, "heads": 0.25}) is None
+    assert plan_params(space, ARCH6, depth=3, **{**kwargs, "selection": "last"}) is None
+    assert plan_params(space, ARCH6, depth=3, **kwargs) is not None
+
+
+# ---------------------------------------------------------------------------- check_space
+def test_check_space_rejects_depth_max_larger_than_the_model() -> None:
+    space = SpaceConfig(depth=DepthSpace(min=2, max=12))
+    with pytest.raises(ConfigError, match="12 exceeds the model's 6 layers") as info:
+        check_space(space, ARCH6, file="study.yaml")
+    assert info.value.key == "space.depth.max"
+    assert "study.yaml" in str(info.value)
+
+
+def test_check_space_rejects_depth_min_larger_than_the_model() -> None:
+    with pytest.raises(ConfigError) as info:
+        check_space(SpaceConfig(depth=DepthSpace(min=8)), ARCH6)
+    assert info.value.key == "space.depth.min"
+
+
+def test_check_space_accepts_a_space_that_fits() -> None:
+    check_space(SpaceConfig(depth=DepthSpace(min=1, max=6)), ARCH6)
+    check_space(SpaceConfig(), ARCH6)

@@ -1,0 +1,133 @@
+"""Studies on a temporary SQLite DB: complete, interrupt, resume, kill, list."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from autocompress import study as st
+from autocompress.config import parse_config
+from autocompress.errors import ConfigError, StorageError, StudyNotFoundError
+from autocompress.objective import Objective, prepare
+from autocompress.plan import CompressionPlan
+from conftest import tiny_config_dict
+
+
+@pytest.fixture(scope="module")
+def bench(tiny_model_dir, tiny_csv, tmp_path_factory):
+    cfg = parse_config(tiny_config_dict(tiny_model_dir, tiny_csv, teacher={"epochs": 10.0}))
+    return prepare(cfg, tmp_path_factory.mktemp("cache"))
+
+
+def _numbers(study: optuna.Study, state: TrialState) -> list[int]:
+    return [t.number for t in study.get_trials(deepcopy=False, states=(state,))]
+
+
+def test_study_completes_n_trials_with_plans_and_metrics(bench, tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = st.create_or_load(bench.config, st.open_storage(url), "s", bench)
+    result = st.run(study, bench, n_trials=6)
+    assert result.completed == 6
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 6
+    for t in trials:
+        plan = CompressionPlan.from_dict(t.user_attrs["plan"])  # stored plan rebuilds the candidate
+        assert plan.num_layers == bench.arch.num_layers
+        assert 0 <= t.values[0] <= 100 and t.values[1] > 0 and t.values[2] > 0
+        assert t.user_attrs["latency"]["rounds"] >= bench.config.profile.repeats
+        assert t.user_attrs["host"]["cores"] >= 1
+    # the uniform baselines run first, labelled
+    labels = [t.user_attrs.get("baseline") for t in trials[:4]]
+    assert labels == ["teacher", "int8", "prune50", "half_depth"]
+    teacher_trial = trials[0]
+    assert teacher_trial.values[0] == pytest.approx(100 * bench.teacher.eval_accuracy.value)
+    assert study.best_trials, "a multi-objective study has a Pareto front"
+
+
+def test_interrupt_then_resume_reaches_n_without_loss_or_duplicates(bench, tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    study = st.create_or_load(bench.config, st.open_storage(url), "r", bench)
+    real_call = Objective.__call__
+    calls = {"n": 0}
+
+    def interrupting(self, trial):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_call(self, trial)
+
+    monkeypatch.setattr(Objective, "__call__", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        st.run(study, bench, n_trials=7)
+    assert len(_numbers(study, TrialState.COMPLETE)) == 3
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert len(failed) == 1 and "interrupted" in failed[0].user_attrs["fail_reason"]
+    before = {t.number: t.values for t in study.get_trials(states=(TrialState.COMPLETE,))}
+
+    monkeypatch.setattr(Objective, "__call__", real_call)
+    resumed = st.load("r", st.open_storage(url))  # as a new process would
+    result = st.run(resumed, bench, n_trials=7)
+    assert result.completed == 7
+    after = {t.number: t.values for t in resumed.get_trials(states=(TrialState.COMPLETE,))}
+    assert len(after) == 7
+    assert all(after[n] == v for n, v in before.items()), "completed trials are kept as they were"
+    assert len(_numbers(resumed, TrialState.FAIL)) == 1  # the interrupted one, not retried as a duplicate
+
+
+def test_killed_trial_is_marked_failed_by_heartbeat(bench, tmp_path):
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    storage = st.open_storage(url, heartbeat_seconds=1, grace_seconds=2)
+    study = st.create_or_load(bench.config, storage, "k", bench)
+    st.run(study, bench, n_trials=2)
+    # a worker that died mid-trial leaves a RUNNING trial whose heartbeat stops
+    orphan = study.ask()
+    storage.record_heartbeat(orphan._trial_id)
+    time.sleep(3)
+    st.run(st.load("k", storage), bench, n_trials=3)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[orphan.number] == TrialState.FAIL
+    assert len(_numbers(study, TrialState.COMPLETE)) == 3
+
+
+def test_continuing_with_a_changed_space_is_refused(bench, tmp_path):
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    storage = st.open_storage(url)
+    assert not st.check_can_continue(bench.config, url, "c")
+    st.create_or_load(bench.config, storage, "c", bench)
+    assert st.check_can_continue(bench.config, url, "c")
+    changed = bench.config.model_copy(update={"space": bench.config.space.model_copy(update={"bits": (32,)})})
+    with pytest.raises(ConfigError, match="space"):
+        st.check_can_continue(changed, url, "c")
+
+
+def test_missing_study_and_database_give_clear_errors(tmp_path):
+    with pytest.raises(StudyNotFoundError, match="no study database"):
+        st.open_storage(f"sqlite:///{tmp_path / 'none.db'}", must_exist=True)
+    assert not (tmp_path / "none.db").exists(), "reading must not create a database"
+    storage = st.open_storage(f"sqlite:///{tmp_path / 'empty.db'}")
+    with pytest.raises(StudyNotFoundError, match="no study named 'ghost'"):
+        st.load("ghost", storage)
+
+
+def test_unreachable_storage_and_password_masking():
+    with pytest.raises(StorageError) as info:
+        st.open_storage("postgresql://bob:s3cret@127.0.0.1:1/nowhere")
+    assert "s3cret" not in str(info.value)
+    assert "***" in str(info.value)
+    assert st.mask_url("postgresql://u:p@h/db") == "postgresql://u:***@h/db"
+    assert st.mask_url("sqlite:///studies/x.db") == "sqlite:///studies/x.db"
+
+
+def test_list_studies_summarises_each_study(bench, tmp_path):
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    storage = st.open_storage(url)
+    study = st.create_or_load(bench.config, storage, "l", bench)
+    st.run(study, bench, n_trials=4)
+    (summary,) = st.list_studies(storage, url)
+    assert summary.name == "l" and summary.complete == 4 and summary.failed == 0
+    assert summary.front_size >= 1
+    assert summary.best_speedup and summary.best_speedup > 1.0  # half depth is faster than the teacher
