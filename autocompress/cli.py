@@ -120,11 +120,13 @@ def _print_front(study) -> None:
 def _run_study(cfg, name: str, url: str, trials: int, timeout: float | None, cache_dir: Path, config_file: str | None) -> None:
     from autocompress import study as st
     from autocompress.data import load_task
-    from autocompress.models import resolve_model_source
+    from autocompress.models import peek_arch
     from autocompress.objective import prepare
+    from autocompress.space import check_space
     from autocompress.report import collect, write_report
 
-    resolve_model_source(cfg.model.source)  # fail fast on a wrong model path or bad data
+    # fail fast on a wrong model, a space that does not fit it, or bad data
+    check_space(cfg.space, peek_arch(cfg.model.source), file=config_file)
     task_data = load_task(cfg.task)
     # refuse an incompatible existing study before minutes of teacher preparation
     st.check_can_continue(cfg, url, name)
@@ -247,10 +249,11 @@ def validate(space: Annotated[Path, typer.Argument(help="Search-space YAML file.
     """Check a search space (config, model and data) without running anything costly."""
     from autocompress.config import load_config
     from autocompress.data import load_task
-    from autocompress.models import resolve_model_source
+    from autocompress.models import peek_arch
+    from autocompress.space import check_space
 
     cfg = load_config(space)
-    resolve_model_source(cfg.model.source)
+    check_space(cfg.space, peek_arch(cfg.model.source), file=str(space))
     task = load_task(cfg.task)
     out.print(
         f"{space}: ok — study '{cfg.name}', {len(task.train)} train / {len(task.eval)} eval examples, "

@@ -22,6 +22,8 @@ __all__ = [
     "TaskConfig",
     "TrainConfig",
     "RecoveryConfig",
+    "PruningConfig",
+    "FidelityConfig",
     "SpaceConfig",
     "ObjectivesConfig",
     "SearchConfig",
@@ -91,10 +93,31 @@ class RecoveryConfig(_Frozen):
         return _int_to_float(v)
 
 
+class PruningConfig(_Frozen):
+    """How heads, FFN neurons and layers are ranked for removal (scored once per study, cached)."""
+
+    criterion: Literal["taylor", "magnitude"] = "taylor"  # |W·∂L/∂W| on calibration data, or |W|
+    calibration_examples: int = Field(256, ge=8, le=100_000)  # train examples used for scoring
+
+
+class FidelityConfig(_Frozen):
+    """Cheap first, full only for candidates that could reach the front (see objective.Objective)."""
+
+    enabled: bool = True
+    cheap_eval_size: int = Field(500, ge=10)  # eval examples scored before recovery
+    margin: float = Field(0.5, ge=0, le=100)  # points below the teacher that count as "recovered already"
+
+    @field_validator("margin", mode="before")
+    @classmethod
+    def _as_float(cls, v: Any) -> Any:
+        return _int_to_float(v)
+
+
 class DepthSpace(_Frozen):
     min: int = Field(1, ge=1)  # fewest layers the student may keep
     max: int | None = Field(None, ge=1)  # most layers (default: all of the base model)
-    selection: tuple[Literal["even", "first", "last"], ...] = ("even", "first")  # which layers are kept
+    # which layers are kept: evenly spaced, the bottom ones, the top ones, or the most important
+    selection: tuple[Literal["even", "first", "last", "importance"], ...] = ("even", "first", "importance")
 
     @model_validator(mode="after")
     def _min_le_max(self) -> "DepthSpace":
@@ -166,6 +189,8 @@ class StudyConfig(_Frozen):
     task: TaskConfig
     teacher: TrainConfig = TrainConfig()
     recovery: RecoveryConfig = RecoveryConfig()
+    pruning: PruningConfig = PruningConfig()
+    fidelity: FidelityConfig = FidelityConfig()
     profile: DeviceProfile = DeviceProfile()
     space: SpaceConfig = SpaceConfig()
     objectives: ObjectivesConfig = ObjectivesConfig()

@@ -28,6 +28,7 @@ __all__ = [
     "arch_info",
     "load_classifier",
     "load_tokenizer",
+    "peek_arch",
     "resolve_model_source",
 ]
 
@@ -223,6 +224,26 @@ def load_classifier(source: str, num_labels: int, *, trust_remote_code: bool = F
         raise ModelError(f"cannot load model '{source}'{offline}: {str(exc).splitlines()[0]}") from None
     adapter_for(model)  # fail early on an unsupported architecture
     return model
+
+
+def peek_arch(source: str) -> ArchInfo:
+    """The architecture of ``source`` read from its config alone (no weights loaded)."""
+    from transformers import AutoConfig
+
+    where = resolve_model_source(source)
+    try:
+        cfg = AutoConfig.from_pretrained(where)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read the config of model '{source}': {str(exc).splitlines()[0]}") from None
+    if cfg.model_type not in _ADAPTERS:
+        raise UnknownNameError("architecture", cfg.model_type, _ADAPTERS)
+    return ArchInfo(
+        family=cfg.model_type,
+        num_layers=cfg.num_hidden_layers,
+        num_heads=cfg.num_attention_heads,
+        intermediate_size=cfg.intermediate_size,
+        hidden_size=cfg.hidden_size,
+    )
 
 
 def load_tokenizer(source: str):  # -> PreTrainedTokenizerBase

@@ -25,12 +25,13 @@ from autocompress.data import TaskData, load_task
 from autocompress.distill import Progress, recover_
 from autocompress.errors import PlanError
 from autocompress.evaluate import Size, accuracy, model_size, predict_logits
-from autocompress.latency.measure import example_inputs, host_info, measure_pair
+from autocompress.latency.measure import LatencyResult, example_inputs, host_info, measure_pair
 from autocompress.models import ArchInfo, arch_info, load_tokenizer
 from autocompress.plan import CompressionPlan
 from autocompress.space import check_space, suggest_plan
-from autocompress.teacher import Teacher, prepare_teacher
-from autocompress.transforms import apply_bits_, apply_structure_, simulated_widths
+from autocompress.importance import layer_importance, unit_importance
+from autocompress.teacher import Teacher, cached_tensors, prepare_teacher
+from autocompress.transforms import Importance, apply_bits_, apply_structure_, simulated_widths
 
 __all__ = ["OBJECTIVES", "Workbench", "prepare", "Objective", "plan_changes_structure"]
 
@@ -57,6 +58,8 @@ class Workbench:
     teacher_size: Size
     latency_inputs: dict[str, torch.Tensor]
     host: dict[str, Any]
+    importance: Importance  # head / FFN-neuron scores of the teacher, per layer
+    layer_ranking: list[float]  # calibration-loss increase when each layer alone is skipped
 
 
 def prepare(
@@ -74,6 +77,13 @@ def prepare(
     teacher = prepare_teacher(cfg, task.num_labels, train, eval_, cache_dir, progress)
     arch = arch_info(teacher.model)
     check_space(cfg.space, arch, file=config_file)
+    calib = train.head(cfg.pruning.calibration_examples)
+    crit = cfg.pruning.criterion
+    scores = cached_tensors(
+        teacher,
+        f"importance-{crit}-{len(calib)}",
+        lambda: _scores_to_dict(unit_importance(teacher.model, crit, calib), layer_importance(teacher.model, calib)),
+    )
     return Workbench(
         config=cfg,
         task=task,
@@ -84,7 +94,19 @@ def prepare(
         teacher_size=model_size(teacher.model),
         latency_inputs=example_inputs(cfg.profile, teacher.model.config.vocab_size),
         host=host_info(),
+        importance=Importance(
+            heads={int(k): v for k, v in scores["heads"].items()}, ffn={int(k): v for k, v in scores["ffn"].items()}
+        ),
+        layer_ranking=scores["layers"].tolist(),
     )
+
+
+def _scores_to_dict(units: Importance, layers: torch.Tensor) -> dict[str, Any]:
+    return {
+        "heads": {str(k): v for k, v in units.heads.items()},
+        "ffn": {str(k): v for k, v in units.ffn.items()},
+        "layers": layers,
+    }
 
 
 def plan_changes_structure(plan: CompressionPlan) -> bool:
@@ -93,63 +115,106 @@ def plan_changes_structure(plan: CompressionPlan) -> bool:
 
 
 class Objective:
-    """Callable for ``study.optimize``: builds, scores and records one candidate per trial."""
+    """Callable for ``study.optimize``: builds, scores and records one candidate per trial.
+
+    Two fidelities: a candidate that needs recovery is first built without it and scored cheaply
+    (a subset of the eval split; latency and size are already final, since recovery changes
+    weights, not shapes). If a completed full-fidelity trial is at least as fast and as small and
+    already within ``fidelity.margin`` points of the teacher, recovery could not put the
+    candidate on the front: the trial is pruned (recorded with ``fidelity: cheap``). Otherwise
+    it is recovered and evaluated on the whole eval split (``fidelity: full``).
+    """
 
     def __init__(self, bench: Workbench) -> None:
         self.bench = bench
 
-    def build(self, plan: CompressionPlan) -> tuple[torch.nn.Module, dict[str, Any]]:
-        """The candidate model for ``plan`` and facts about how it was made."""
+    def _structure(self, plan: CompressionPlan) -> torch.nn.Module:
+        student = copy.deepcopy(self.bench.teacher.model)
+        apply_structure_(student, plan, self.bench.importance)
+        return student
+
+    def _recover_(self, student: torch.nn.Module) -> dict[str, Any]:
         b = self.bench
         rec = b.config.recovery
-        student = copy.deepcopy(b.teacher.model)
-        apply_structure_(student, plan)
+        n = min(len(b.train), rec.max_examples or len(b.train))
+        start = time.perf_counter()
+        loss = recover_(student, b.teacher.train_logits[:n], b.train.head(n), rec)
+        return {"recovered": True, "recovery_seconds": time.perf_counter() - start, "recovery_loss": loss, "recovery_examples": n}
+
+    def build(self, plan: CompressionPlan) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """The full-fidelity candidate model for ``plan`` and facts about how it was made."""
+        student = self._structure(plan)
         facts: dict[str, Any] = {"recovered": False}
-        if rec.epochs > 0 and plan_changes_structure(plan):
-            n = min(len(b.train), rec.max_examples or len(b.train))
-            data = b.train.head(n)
-            start = time.perf_counter()
-            loss = recover_(student, b.teacher.train_logits[:n], data, rec)
-            facts.update(recovered=True, recovery_seconds=time.perf_counter() - start, recovery_loss=loss, recovery_examples=n)
+        if self.needs_recovery(plan):
+            facts = self._recover_(student)
         apply_bits_(student, plan)
-        student.eval()
-        return student, facts
+        return student.eval(), facts
+
+    def needs_recovery(self, plan: CompressionPlan) -> bool:
+        return self.bench.config.recovery.epochs > 0 and plan_changes_structure(plan)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float, float]:
         b = self.bench
         cfg = b.config
-        plan = suggest_plan(trial, cfg.space, b.arch)
+        plan = suggest_plan(trial, cfg.space, b.arch, b.layer_ranking)
         trial.set_user_attr("plan", plan.to_dict())
         trial.set_user_attr("plan_summary", plan.describe())
         trial.set_user_attr("simulated", plan.simulated)
+        trial.set_user_attr("host", b.host)
+        seconds: dict[str, float] = {}
         t0 = time.perf_counter()
         try:
-            student, facts = self.build(plan)
+            student = self._structure(plan)
         except PlanError as exc:
             trial.set_user_attr("fail_reason", str(exc))
             raise
-        t1 = time.perf_counter()
+        staged = self.needs_recovery(plan) and cfg.fidelity.enabled
+        facts: dict[str, Any] = {"recovered": False}
+        if staged:
+            cheap_model = copy.deepcopy(student)
+            apply_bits_(cheap_model, plan)
+            seconds["build"] = time.perf_counter() - t0
+            lat, size = self._measure(trial, cheap_model, plan, seconds)
+            cheap_eval = b.eval.head(cfg.fidelity.cheap_eval_size)
+            t = time.perf_counter()
+            cheap_acc = accuracy(predict_logits(cheap_model.eval(), cheap_eval), cheap_eval.labels)
+            seconds["cheap_evaluate"] = time.perf_counter() - t
+            del cheap_model
+            trial.set_user_attr("cheap_accuracy", cheap_acc.to_dict())
+            blocker = self._dominating_trial(trial, lat.ratio, size.megabytes)
+            if blocker is not None:
+                trial.set_user_attr("fidelity", "cheap")
+                trial.set_user_attr("seconds", seconds)
+                reason = (
+                    f"not recovered: trial {blocker} is already as fast, as small and within "
+                    f"{cfg.fidelity.margin:g} pt of the teacher (cheap accuracy {100 * cheap_acc.value:.1f}%)"
+                )
+                trial.set_user_attr("prune_reason", reason)
+                raise optuna.TrialPruned(reason)
+            t = time.perf_counter()
+            facts = self._recover_(student)
+            apply_bits_(student, plan)
+            student.eval()
+            seconds["recover"] = time.perf_counter() - t
+        else:
+            if self.needs_recovery(plan):
+                facts = self._recover_(student)
+            apply_bits_(student, plan)
+            student.eval()
+            seconds["build"] = time.perf_counter() - t0
+            lat, size = self._measure(trial, student, plan, seconds)
+        t = time.perf_counter()
         logits = predict_logits(student, b.eval)
         acc = accuracy(logits, b.eval.labels)
+        seconds["evaluate"] = time.perf_counter() - t
         agreement = (logits.argmax(-1) == b.teacher.eval_logits.argmax(-1)).float().mean().item()
-        t2 = time.perf_counter()
-        lat = measure_pair(b.teacher.model, student, cfg.profile, inputs=b.latency_inputs)
-        t3 = time.perf_counter()
-        size = model_size(student, simulated_widths(student, plan))
         acc_pct = 100 * acc.value
         drop = 100 * b.teacher.eval_accuracy.value - acc_pct
         trial.set_user_attr("accuracy", acc.to_dict())
         trial.set_user_attr("accuracy_drop", drop)
         trial.set_user_attr("teacher_agreement", agreement)
-        trial.set_user_attr("latency", lat.to_dict())
-        trial.set_user_attr("speedup", lat.speedup)
-        trial.set_user_attr("size", size.to_dict())
-        trial.set_user_attr("size_ratio", size.effective_bytes / b.teacher_size.effective_bytes)
         trial.set_user_attr("fidelity", "full")
-        trial.set_user_attr("host", b.host)
-        trial.set_user_attr(
-            "seconds", {"build": t1 - t0, "evaluate": t2 - t1, "latency": t3 - t2, **{k: v for k, v in facts.items() if k.endswith("seconds")}}
-        )
+        trial.set_user_attr("seconds", seconds)
         trial.set_user_attr("recovery", facts)
         if cfg.objectives.max_accuracy_drop is not None:
             trial.set_constraint("accuracy_drop", drop - cfg.objectives.max_accuracy_drop)
@@ -159,3 +224,26 @@ class Objective:
         )
         return acc_pct, lat.ratio, size.megabytes
 
+    def _measure(
+        self, trial: optuna.Trial, model: torch.nn.Module, plan: CompressionPlan, seconds: dict[str, float]
+    ) -> tuple[LatencyResult, Size]:
+        """Latency against the teacher and size, recorded on the trial."""
+        b = self.bench
+        t = time.perf_counter()
+        lat = measure_pair(b.teacher.model, model, b.config.profile, inputs=b.latency_inputs)
+        seconds["latency"] = time.perf_counter() - t
+        size = model_size(model, simulated_widths(model, plan))
+        trial.set_user_attr("latency", lat.to_dict())
+        trial.set_user_attr("speedup", lat.speedup)
+        trial.set_user_attr("size", size.to_dict())
+        trial.set_user_attr("size_ratio", size.effective_bytes / b.teacher_size.effective_bytes)
+        return lat, size
+
+    def _dominating_trial(self, trial: optuna.Trial, ratio: float, size_mb: float) -> int | None:
+        """A full-fidelity trial that makes recovering this candidate pointless, if any."""
+        b = self.bench
+        floor = 100 * b.teacher.eval_accuracy.value - b.config.fidelity.margin
+        for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            if t.values and t.values[1] <= ratio and t.values[2] <= size_mb and t.values[0] >= floor:
+                return t.number
+        return None

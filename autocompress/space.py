@@ -13,6 +13,7 @@ same model have the same plan.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
@@ -27,11 +28,12 @@ __all__ = ["select_layers", "suggest_plan", "plan_params", "baseline_plans", "ch
 log = logging.getLogger(__name__)
 
 
-def select_layers(num_layers: int, depth: int, how: str) -> list[int]:
+def select_layers(num_layers: int, depth: int, how: str, ranking: Sequence[float] | None = None) -> list[int]:
     """Indices of the ``depth`` layers kept out of ``num_layers`` by strategy ``how``.
 
     ``even``: evenly spaced from the bottom (6 → 3 keeps 0, 2, 4, as DistilBERT does);
-    ``first``: the bottom ``depth`` layers; ``last``: the top ones.
+    ``first``: the bottom ``depth`` layers; ``last``: the top ones; ``importance``: the
+    ``depth`` layers with the highest ``ranking`` (one score per layer), in their original order.
     """
     if not 1 <= depth <= num_layers:
         raise ValueError(f"depth {depth} is outside 1..{num_layers}")
@@ -41,6 +43,11 @@ def select_layers(num_layers: int, depth: int, how: str) -> list[int]:
         return list(range(depth))
     if how == "last":
         return list(range(num_layers - depth, num_layers))
+    if how == "importance":
+        if ranking is None or len(ranking) != num_layers:
+            raise ValueError("layer selection 'importance' needs one score per layer")
+        order = sorted(range(num_layers), key=lambda i: (-ranking[i], i))
+        return sorted(order[:depth])
     raise ValueError(f"unknown layer selection '{how}'")
 
 
@@ -66,13 +73,19 @@ def _choose(trial: optuna.Trial, name: str, choices: tuple[Any, ...]) -> Any:
     return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, list(choices))
 
 
-def suggest_plan(trial: optuna.Trial, space: SpaceConfig, arch: ArchInfo) -> CompressionPlan:
-    """Sample one :class:`CompressionPlan` from ``space`` for a model shaped like ``arch``."""
+def suggest_plan(
+    trial: optuna.Trial, space: SpaceConfig, arch: ArchInfo, layer_ranking: Sequence[float] | None = None
+) -> CompressionPlan:
+    """Sample one :class:`CompressionPlan` from ``space`` for a model shaped like ``arch``.
+
+    ``layer_ranking`` (one importance score per layer) is needed when the space offers the
+    ``importance`` layer selection.
+    """
     n = arch.num_layers
     lo, hi = _depth_bounds(space, arch)
     depth = lo if lo == hi else trial.suggest_int("depth", lo, hi)
     how = "even" if depth == n else _choose(trial, "selection", space.depth.selection)
-    kept = set(select_layers(n, depth, how))
+    kept = set(select_layers(n, depth, how, layer_ranking))
     layers = []
     shared: dict[str, Any] = {}
     if not space.per_layer:

@@ -132,7 +132,7 @@ def load(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
 def check_can_continue(cfg: StudyConfig, url: str, name: str) -> bool:
     """Whether study ``name`` already exists at ``url``; raises if ``cfg`` cannot continue it.
 
-    Continuing refuses a config whose model, task, teacher, recovery, profile, space or
+    Continuing refuses a config whose model, task, teacher, recovery, pruning, profile, space or
     objectives differ from the stored one: old and new trials would not be comparable.
     Creates nothing (a missing SQLite file simply means the study does not exist yet).
     """
@@ -145,7 +145,7 @@ def check_can_continue(cfg: StudyConfig, url: str, name: str) -> bool:
         return False
     stored = existing.user_attrs.get("config") or {}
     new = cfg.to_dict()
-    keys = ("model", "task", "teacher", "recovery", "profile", "space", "objectives")
+    keys = ("model", "task", "teacher", "recovery", "pruning", "profile", "space", "objectives")
     changed = [k for k in keys if stored.get(k) != new.get(k)]
     if changed:
         raise ConfigError(

@@ -15,7 +15,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from autocompress.distill import Progress, fine_tune_
 from autocompress.evaluate import Accuracy, accuracy, predict_logits
 from autocompress.models import load_classifier, load_tokenizer
 
-__all__ = ["Teacher", "teacher_fingerprint", "prepare_teacher"]
+__all__ = ["Teacher", "cached_tensors", "teacher_fingerprint", "prepare_teacher"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ _LOGITS = "teacher-logits.pt"
 class Teacher:
     model: nn.Module
     weights: str  # where the weights live: the cache, or the user's own fine-tuned model source
+    cache: Path  # this teacher's cache directory (also holds its importance scores)
     eval_accuracy: Accuracy
     eval_logits: torch.Tensor  # teacher logits on the eval split
     train_logits: torch.Tensor  # teacher logits on the train split (soft targets for KD)
@@ -97,6 +98,7 @@ def _load(target: Path, cfg: StudyConfig, num_labels: int, fp: str) -> Teacher:
     return Teacher(
         model=model,
         weights=weights,
+        cache=target,
         eval_accuracy=Accuracy(**meta["eval_accuracy"]),
         eval_logits=logits["eval"],
         train_logits=logits["train"],
@@ -148,6 +150,7 @@ def _build(
     return Teacher(
         model=model,
         weights=weights,
+        cache=target,
         eval_accuracy=acc,
         eval_logits=eval_logits,
         train_logits=train_logits,
@@ -155,3 +158,16 @@ def _build(
         fine_tune_seconds=seconds,
         from_cache=False,
     )
+
+
+def cached_tensors(teacher: Teacher, name: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``compute()`` once per teacher: stored as ``<cache>/<name>.pt`` and loaded afterwards."""
+    path = teacher.cache / f"{name}.pt"
+    with _file_lock(teacher.cache.with_name(teacher.cache.name + ".lock")):
+        if path.is_file():
+            return torch.load(path, weights_only=True)
+        value = compute()
+        tmp = path.with_suffix(".tmp")
+        torch.save(value, tmp)
+        tmp.rename(path)
+        return value

@@ -129,3 +129,18 @@ def token_batch() -> dict[str, torch.Tensor]:
     mask[3, 3:] = 0
     ids[mask == 0] = 0  # [PAD]
     return {"input_ids": ids, "attention_mask": mask}
+
+
+@pytest.fixture(scope="session")
+def finished(tiny_model_dir, tiny_csv, tmp_path_factory) -> str:
+    """Storage URL of a finished six-trial tiny study named 'rep' (shared by the report tests)."""
+    from autocompress import study as st
+    from autocompress.config import parse_config
+    from autocompress.objective import prepare
+
+    cfg = parse_config(tiny_config_dict(tiny_model_dir, tiny_csv, teacher={"epochs": 10.0}))
+    bench = prepare(cfg, tmp_path_factory.mktemp("cache"))
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'rep.db'}"
+    study = st.create_or_load(cfg, st.open_storage(url), "rep", bench)
+    st.run(study, bench, n_trials=6)
+    return url

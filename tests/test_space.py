@@ -14,6 +14,7 @@ from autocompress.plan import CompressionPlan, LayerPlan
 from autocompress.space import baseline_plans, check_space, plan_params, select_layers, suggest_plan
 
 ARCH6 = ArchInfo(family="bert", num_layers=6, num_heads=4, intermediate_size=64, hidden_size=32)
+RANKING = [0.9, 0.1, 0.5, 0.3, 0.8, 0.2]  # layer importance scores for the 'importance' selection
 
 
 def _study(seed: int = 0) -> optuna.Study:
@@ -27,7 +28,7 @@ def _sample(
     out = []
     for _ in range(n):
         trial = study.ask()
-        plan = suggest_plan(trial, space, arch)
+        plan = suggest_plan(trial, space, arch, RANKING[: arch.num_layers] if arch.num_layers == 6 else None)
         out.append((dict(trial.params), plan))
         study.tell(trial, 0.0)
     return out
@@ -40,6 +41,13 @@ def test_select_layers_even_is_the_distilbert_recipe() -> None:
     assert select_layers(12, 4, "even") == [0, 3, 6, 9]
     assert select_layers(6, 6, "even") == [0, 1, 2, 3, 4, 5]
     assert select_layers(6, 1, "even") == [0]
+
+
+def test_select_layers_by_importance_keeps_the_best_in_order() -> None:
+    assert select_layers(6, 3, "importance", RANKING) == [0, 2, 4]
+    assert select_layers(6, 2, "importance", RANKING) == [0, 4]
+    with pytest.raises(ValueError, match="one score per layer"):
+        select_layers(6, 2, "importance")
 
 
 def test_select_layers_first_and_last() -> None:
@@ -129,7 +137,7 @@ def test_enqueued_baselines_yield_exactly_the_uniform_plans_they_are_named_for(p
         study.enqueue_trial(params)
     for name in baselines:
         trial = study.ask()
-        plan = suggest_plan(trial, space, ARCH6)
+        plan = suggest_plan(trial, space, ARCH6, RANKING)
         assert plan == expected[name], name
         assert trial.params == baselines[name]  # nothing else was sampled at random
         study.tell(trial, 0.0)

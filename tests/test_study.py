@@ -131,3 +131,53 @@ def test_list_studies_summarises_each_study(bench, tmp_path):
     assert summary.name == "l" and summary.complete == 4 and summary.failed == 0
     assert summary.front_size >= 1
     assert summary.best_speedup and summary.best_speedup > 1.0  # half depth is faster than the teacher
+
+
+def test_cheap_fidelity_prunes_a_candidate_that_cannot_reach_the_front(tiny_model_dir, tiny_csv, tmp_path):
+    cfg = parse_config(
+        tiny_config_dict(
+            tiny_model_dir, tiny_csv,
+            teacher={"epochs": 10.0},
+            recovery={"epochs": 1.0, "learning_rate": 1.0e-3},
+            fidelity={"cheap_eval_size": 40, "margin": 0.5},
+            search={"trials": 3, "sampler": "random", "seed_baselines": False},
+        )
+    )
+    bench = prepare(cfg, tmp_path / "cache")
+    study = st.create_or_load(cfg, st.open_storage(f"sqlite:///{tmp_path / 'f.db'}"), "f", bench)
+    # a completed trial that is faster, smaller and as accurate as the teacher dominates any student
+    teacher_acc = 100 * bench.teacher.eval_accuracy.value
+    study.add_trial(optuna.trial.create_trial(values=[teacher_acc, 1e-3, 1e-6], params={}, distributions={}))
+    half = {"depth": 2, "selection": "even", **{f"{k}_{i}": v for i in range(4) for k, v in (("heads", 1.0), ("ffn", 1.0), ("bits", 32))}}
+    int8 = {"depth": 4, **{f"{k}_{i}": v for i in range(4) for k, v in (("heads", 1.0), ("ffn", 1.0), ("bits", 8))}}
+    study.enqueue_trial(half)
+    study.enqueue_trial(int8)
+    study.optimize(Objective(bench), n_trials=2, catch=())
+    pruned, full = study.trials[1], study.trials[2]
+    assert pruned.state == TrialState.PRUNED
+    assert pruned.user_attrs["fidelity"] == "cheap" and "trial 0" in pruned.user_attrs["prune_reason"]
+    assert pruned.user_attrs["speedup"] > 1.0 and "cheap_accuracy" in pruned.user_attrs
+    assert "recover" not in pruned.user_attrs["seconds"], "a pruned candidate is never distilled"
+    # no recovery needed (int8 only): evaluated at full fidelity straight away
+    assert full.state == TrialState.COMPLETE and full.user_attrs["fidelity"] == "full"
+
+
+def test_promising_candidate_is_recovered_and_fully_evaluated(tiny_model_dir, tiny_csv, tmp_path):
+    cfg = parse_config(
+        tiny_config_dict(
+            tiny_model_dir, tiny_csv,
+            teacher={"epochs": 10.0},
+            recovery={"epochs": 1.0, "learning_rate": 1.0e-3},
+            fidelity={"cheap_eval_size": 40},
+            search={"trials": 1, "sampler": "random", "seed_baselines": False},
+        )
+    )
+    bench = prepare(cfg, tmp_path / "cache")
+    study = st.create_or_load(cfg, st.open_storage(f"sqlite:///{tmp_path / 'g.db'}"), "g", bench)
+    study.enqueue_trial({"depth": 2, "selection": "first", **{f"{k}_{i}": v for i in range(4) for k, v in (("heads", 0.5), ("ffn", 1.0), ("bits", 32))}})
+    study.optimize(Objective(bench), n_trials=1, catch=())
+    (t,) = study.trials
+    assert t.state == TrialState.COMPLETE and t.user_attrs["fidelity"] == "full"
+    assert t.user_attrs["recovery"]["recovered"] and t.user_attrs["seconds"]["recover"] > 0
+    assert t.user_attrs["accuracy"]["n"] == cfg.task.eval_size
+    assert t.user_attrs["cheap_accuracy"]["n"] == cfg.fidelity.cheap_eval_size

@@ -20,6 +20,7 @@ class TrialRow:
     accuracy_drop: float | None  # points below the teacher
     speedup: float | None  # teacher latency / candidate latency, same host, interleaved
     latency_ms: float | None
+    baseline_ms: float | None  # the teacher's latency in the same interleaved rounds
     latency_iqr_ms: float | None
     noisy: bool
     size_mb: float | None
@@ -30,7 +31,8 @@ class TrialRow:
     simulated: bool
     feasible: bool
     on_front: bool
-    fail_reason: str | None
+    fail_reason: str | None  # why it failed, or why it was pruned at the cheap fidelity
+    fidelity: str | None  # "full", or "cheap" for a trial stopped before recovery
     duration_s: float | None
 
 
@@ -81,6 +83,7 @@ def collect(study: optuna.Study) -> ReportInfo:
                 accuracy_drop=ua.get("accuracy_drop"),
                 speedup=ua.get("speedup"),
                 latency_ms=lat.get("candidate_ms"),
+                baseline_ms=lat.get("baseline_ms"),
                 latency_iqr_ms=lat.get("candidate_iqr_ms"),
                 noisy=bool(lat.get("noisy", False)),
                 size_mb=t.values[2] if done and len(t.values) > 2 else size.get("megabytes"),
@@ -91,7 +94,8 @@ def collect(study: optuna.Study) -> ReportInfo:
                 simulated=bool(ua.get("simulated", False)),
                 feasible=_feasible(t),
                 on_front=t.number in front,
-                fail_reason=ua.get("fail_reason"),
+                fail_reason=ua.get("fail_reason") or ua.get("prune_reason"),
+                fidelity=ua.get("fidelity"),
                 duration_s=duration,
             )
         )

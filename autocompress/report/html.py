@@ -70,12 +70,12 @@ def _all_trials_table(info: ReportInfo) -> str:
         rows.append(
             f"<tr><td>{t.number}</td><td class='l'>{escape(t.state)}</td><td class='l'>{escape(t.baseline or '')}</td>"
             f"<td>{_fmt(t.accuracy)}</td><td>{_fmt(t.speedup, '.2f', '×')}</td><td>{_fmt(t.size_mb, '.1f')}</td>"
-            f"<td class='l'>{escape(t.plan_summary)}</td><td class='l'>{reason}</td>"
+            f"<td class='l'>{escape(t.plan_summary)}</td><td class='l'>{escape(t.fidelity or '')}</td><td class='l'>{reason}</td>"
             f"<td>{_fmt(t.duration_s, '.0f')}</td></tr>"
         )
     return (
         "<table><thead><tr><th>trial</th><th>state</th><th>baseline</th><th>accuracy %</th><th>speedup</th>"
-        "<th>size MB</th><th>plan</th><th>failure reason</th><th>seconds</th></tr></thead><tbody>"
+        "<th>size MB</th><th>plan</th><th>fidelity</th><th>failure / prune reason</th><th>seconds</th></tr></thead><tbody>"
         + "".join(rows)
         + "</tbody></table>"
     )
@@ -90,7 +90,7 @@ def _summary(info: ReportInfo) -> str:
     acc = (teacher.get("accuracy") or {}).get("value")
     size = (teacher.get("size") or {}).get("megabytes")
     complete = info.complete
-    base_ms = [t.latency_ms / t.speedup for t in complete if t.latency_ms and t.speedup]
+    base_ms = [t.baseline_ms for t in complete if t.baseline_ms]
     base_ms.sort()
     teacher_ms = base_ms[len(base_ms) // 2] if base_ms else None
     items = {
@@ -100,7 +100,8 @@ def _summary(info: ReportInfo) -> str:
             f"{prof.get('name', '?')}: {prof.get('threads', '?')} threads, batch {prof.get('batch_size', '?')}, "
             f"sequence {prof.get('seq_len', '?')} (measured on this host, interleaved with the teacher)"
         ),
-        "trials": f"{len(complete)} complete, {info.count('FAIL')} failed, {info.count('RUNNING')} running, "
+        "trials": f"{len(complete)} complete (full fidelity), {info.count('PRUNED')} stopped at the cheap fidelity, "
+        f"{info.count('FAIL')} failed, {info.count('RUNNING')} running, "
         f"{len(info.front)} on the front",
         "teacher": f"accuracy {_fmt(None if acc is None else 100 * acc)}%, latency {_fmt(teacher_ms, '.1f')} ms, size {_fmt(size, '.1f')} MB",
     }

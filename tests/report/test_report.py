@@ -8,20 +8,8 @@ import optuna
 import pytest
 
 from autocompress import study as st
-from autocompress.config import parse_config
-from autocompress.objective import OBJECTIVES, prepare
+from autocompress.objective import OBJECTIVES
 from autocompress.report import collect, render_html, write_report
-from conftest import tiny_config_dict
-
-
-@pytest.fixture(scope="module")
-def finished(tiny_model_dir, tiny_csv, tmp_path_factory):
-    cfg = parse_config(tiny_config_dict(tiny_model_dir, tiny_csv, teacher={"epochs": 10.0}))
-    bench = prepare(cfg, tmp_path_factory.mktemp("cache"))
-    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'rep.db'}"
-    study = st.create_or_load(cfg, st.open_storage(url), "rep", bench)
-    st.run(study, bench, n_trials=6)
-    return url
 
 
 def test_report_from_database_contains_front_and_baselines(finished, tmp_path):
