@@ -96,14 +96,17 @@ class ModelAdapter(ABC):
     def set_ffn_(self, layer: nn.Module, parts: FFNParts) -> None: ...
 
     def info(self, model: nn.Module) -> ArchInfo:
-        cfg = model.config
-        return ArchInfo(
-            family=cfg.model_type,
-            num_layers=cfg.num_hidden_layers,
-            num_heads=cfg.num_attention_heads,
-            intermediate_size=cfg.intermediate_size,
-            hidden_size=cfg.hidden_size,
-        )
+        return _arch_from_config(model.config)
+
+
+def _arch_from_config(cfg) -> ArchInfo:  # a transformers PretrainedConfig
+    return ArchInfo(
+        family=cfg.model_type,
+        num_layers=cfg.num_hidden_layers,
+        num_heads=cfg.num_attention_heads,
+        intermediate_size=cfg.intermediate_size,
+        hidden_size=cfg.hidden_size,
+    )
 
 
 _ADAPTERS: dict[str, ModelAdapter] = {}
@@ -237,13 +240,7 @@ def peek_arch(source: str) -> ArchInfo:
         raise ModelError(f"cannot read the config of model '{source}': {str(exc).splitlines()[0]}") from None
     if cfg.model_type not in _ADAPTERS:
         raise UnknownNameError("architecture", cfg.model_type, _ADAPTERS)
-    return ArchInfo(
-        family=cfg.model_type,
-        num_layers=cfg.num_hidden_layers,
-        num_heads=cfg.num_attention_heads,
-        intermediate_size=cfg.intermediate_size,
-        hidden_size=cfg.hidden_size,
-    )
+    return _arch_from_config(cfg)
 
 
 def load_tokenizer(source: str):  # -> PreTrainedTokenizerBase

@@ -8,14 +8,12 @@ same teacher at once: the second waits and then loads what the first wrote.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from torch import nn
 from autocompress.batches import Encoded
 from autocompress.config import StudyConfig
 from autocompress.distill import Progress, fine_tune_
+from autocompress.locks import file_lock
 from autocompress.evaluate import Accuracy, accuracy, predict_logits
 from autocompress.models import load_classifier, load_tokenizer
 
@@ -61,17 +60,6 @@ def teacher_fingerprint(cfg: StudyConfig) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def prepare_teacher(
     cfg: StudyConfig,
     num_labels: int,
@@ -83,7 +71,7 @@ def prepare_teacher(
     """Load the teacher from the cache, or fine-tune (if needed), score and cache it."""
     fp = teacher_fingerprint(cfg)
     target = Path(cache_dir) / f"teacher-{fp}"
-    with _file_lock(Path(cache_dir) / f"teacher-{fp}.lock"):
+    with file_lock(Path(cache_dir) / f"teacher-{fp}.lock"):
         if (target / _META).is_file():
             return _load(target, cfg, num_labels, fp)
         return _build(target, cfg, num_labels, train, eval_, fp, progress)
@@ -163,7 +151,7 @@ def _build(
 def cached_tensors(teacher: Teacher, name: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """``compute()`` once per teacher: stored as ``<cache>/<name>.pt`` and loaded afterwards."""
     path = teacher.cache / f"{name}.pt"
-    with _file_lock(teacher.cache.with_name(teacher.cache.name + ".lock")):
+    with file_lock(teacher.cache.with_name(teacher.cache.name + ".lock")):
         if path.is_file():
             return torch.load(path, weights_only=True)
         value = compute()

@@ -11,14 +11,13 @@ running at once on one host.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import torch
 from torch import nn
 
 from autocompress.latency.profile import DeviceProfile
+from autocompress.locks import file_lock
 
 __all__ = ["LatencyResult", "host_info", "measure_pair", "measurement_lock"]
 
@@ -75,16 +75,9 @@ def host_info() -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
-def measurement_lock(path: str | Path | None = None) -> Iterator[None]:
+def measurement_lock(path: str | Path | None = None) -> contextlib.AbstractContextManager[None]:
     """Hold a host-wide exclusive lock so that no two measurements overlap on this machine."""
-    path = Path(path or Path(tempfile.gettempdir()) / "autocompress-latency.lock")
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return file_lock(path or Path(tempfile.gettempdir()) / "autocompress-latency.lock")
 
 
 def _quartiles(xs: list[float]) -> tuple[float, float, float]:
