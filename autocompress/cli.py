@@ -232,8 +232,8 @@ def studies(storage: StorageOpt = None) -> None:
         out.print("no studies found" + ("" if storage else f" in {st.DEFAULT_ROOT}/ (give --storage URL for another place)"))
         return
     table = Table()
-    for col in ("study", "complete", "failed", "running", "front", "best acc %", "best speedup", "storage"):
-        table.add_column(col, justify="left" if col in ("study", "storage") else "right")
+    for col in ("study", "complete", "failed", "running", "front", "best acc %", "best speedup in budget", "storage"):
+        table.add_column(col, justify="left" if col in ("study", "storage") else "right", overflow="fold")
     for r in rows:
         table.add_row(
             r.name, str(r.complete), str(r.failed), str(r.running), str(r.front_size),
@@ -268,7 +268,9 @@ def main(argv: list[str] | None = None) -> None:
     except AutocompressError as exc:
         if _state["debug"]:
             raise
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

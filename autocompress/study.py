@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autocompress.config import SearchConfig, StudyConfig, parse_config
 from autocompress.errors import ConfigError, StorageError, StudyNotFoundError
 from autocompress.objective import OBJECTIVES, Objective, Workbench
+from autocompress.report.collect import feasible
 from autocompress.space import baseline_plans
 
 __all__ = [
@@ -92,10 +93,10 @@ def open_storage(
             heartbeat_interval=heartbeat_seconds,
             grace_period=grace_seconds,
         )
-    except ImportError as exc:
+    except ImportError:
         raise StorageError(
-            f"cannot open storage {mask_url(url)}: missing driver ({exc.name or exc}); "
-            "for PostgreSQL: pip install 'autocompress[postgres]'"
+            f"cannot open storage {mask_url(url)}: its database driver is not installed; "
+            "for PostgreSQL: pip install 'psycopg[binary]' (or the extra autocompress[postgres])"
         ) from None
     except Exception as exc:  # SQLAlchemy / driver errors of every kind mean "cannot open"
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -274,7 +275,7 @@ class StudySummary:
     running: int
     front_size: int
     best_accuracy: float | None
-    best_speedup: float | None
+    best_speedup: float | None  # among trials within the study's accuracy-drop budget
 
 
 def list_studies(storage: optuna.storages.BaseStorage, url: str) -> list[StudySummary]:
@@ -293,7 +294,9 @@ def list_studies(storage: optuna.storages.BaseStorage, url: str) -> list[StudySu
                 running=sum(t.state == TrialState.RUNNING for t in trials),
                 front_size=len(front),
                 best_accuracy=max((t.values[0] for t in complete), default=None),
-                best_speedup=max((t.user_attrs.get("speedup", 0.0) for t in complete), default=None),
+                best_speedup=max(
+                    (t.user_attrs.get("speedup", 0.0) for t in complete if feasible(t)), default=None
+                ),
             )
         )
     return out

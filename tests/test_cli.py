@@ -134,3 +134,15 @@ def test_changed_config_on_existing_study_is_refused(workdir, capsys, monkeypatc
     code, _, err = run_cli(capsys, "run", str(_bad(workdir, space__bits=[32])), "--study", "tiny")
     assert code == 2 and "already exists with different space" in err
     assert _digest(db) == before
+
+
+def test_error_text_is_printed_verbatim_not_as_markup(capsys, monkeypatch):
+    from autocompress import config
+    from autocompress.errors import ConfigError
+
+    def boom(path):
+        raise ConfigError("bad value", file=str(path), key="space.heads[0]")
+
+    monkeypatch.setattr(config, "load_config", boom)
+    code, _, err = run_cli(capsys, "validate", "x.yaml")
+    assert code == 2 and "space.heads[0]" in err

@@ -8,7 +8,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-__all__ = ["TrialRow", "ReportInfo", "collect"]
+__all__ = ["TrialRow", "ReportInfo", "collect", "feasible"]
 
 
 @dataclass(frozen=True)
@@ -55,10 +55,9 @@ class ReportInfo:
         return sum(t.state == state for t in self.trials)
 
 
-def _feasible(trial: optuna.trial.FrozenTrial) -> bool:
-    cons = getattr(trial, "constraints", None) or {}
-    values = cons.values() if isinstance(cons, dict) else cons
-    return all(v <= 0 for v in values)
+def feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    """True unless the trial broke one of its constraints (e.g. the accuracy-drop budget)."""
+    return all(v <= 0 for v in (trial.constraints or {}).values())
 
 
 def collect(study: optuna.Study) -> ReportInfo:
@@ -92,7 +91,7 @@ def collect(study: optuna.Study) -> ReportInfo:
                 plan_summary=ua.get("plan_summary", ""),
                 baseline=ua.get("baseline"),
                 simulated=bool(ua.get("simulated", False)),
-                feasible=_feasible(t),
+                feasible=feasible(t),
                 on_front=t.number in front,
                 fail_reason=ua.get("fail_reason") or ua.get("prune_reason"),
                 fidelity=ua.get("fidelity"),
