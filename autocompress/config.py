@@ -132,6 +132,8 @@ class SpaceConfig(_Frozen):
     heads: tuple[Ratio, ...] = (1.0, 0.75, 0.5, 0.25)  # attention-head keep ratios, per layer
     ffn: tuple[Ratio, ...] = (1.0, 0.75, 0.5, 0.25)  # FFN-neuron keep ratios, per layer
     bits: tuple[Literal[32, 8, 4, 2], ...] = (32, 8)  # bit-widths per layer (4, 2: simulated)
+    head_bits: tuple[Literal[32, 8], ...] = (32,)  # pooler + classifier: float, or also int8
+    embedding_bits: tuple[Literal[32, 8], ...] = (32,)  # embeddings: float, or 8 (simulated)
     depth: DepthSpace = DepthSpace()
     per_layer: bool = True  # false: one ratio/bit-width shared by all layers
 
@@ -148,7 +150,7 @@ class SpaceConfig(_Frozen):
             return tuple(v)
         return v
 
-    @field_validator("bits", mode="before")
+    @field_validator("bits", "head_bits", "embedding_bits", mode="before")
     @classmethod
     def _bits(cls, v: Any) -> Any:
         if isinstance(v, list):

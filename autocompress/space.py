@@ -4,7 +4,8 @@ Parameters (all categorical unless noted; a dimension with one choice is not sug
 
 * ``depth`` (int, ``space.depth.min`` … ``max``) and ``selection`` (which layers are kept);
 * per layer ``i`` (``space.per_layer``): ``heads_i``, ``ffn_i``, ``bits_i`` — or shared
-  ``heads``, ``ffn``, ``bits`` for all layers.
+  ``heads``, ``ffn``, ``bits`` for all layers;
+* ``head_bits`` and ``embedding_bits`` (the classifier head and the embeddings, float by default).
 
 Dropped layers keep the neutral values (1.0, 1.0, 32) in the plan, so two trials that build the
 same model have the same plan.
@@ -107,7 +108,11 @@ def suggest_plan(
             layers.append(LayerPlan(keep=True, heads=values["heads"], ffn=values["ffn"], bits=values["bits"]))
         else:
             layers.append(LayerPlan(keep=False))
-    return CompressionPlan(layers=tuple(layers))
+    return CompressionPlan(
+        layers=tuple(layers),
+        head_bits=_choose(trial, "head_bits", space.head_bits),
+        embedding_bits=_choose(trial, "embedding_bits", space.embedding_bits),
+    )
 
 
 def plan_params(
@@ -129,6 +134,11 @@ def plan_params(
         params["selection"] = selection
     elif depth != arch.num_layers and space.depth.selection[0] != selection:
         return None
+    for key, choices in (("head_bits", space.head_bits), ("embedding_bits", space.embedding_bits)):
+        if 32 not in choices:
+            return None  # the baselines keep the head and the embeddings in float
+        if len(choices) > 1:
+            params[key] = 32
     names = [f"{{}}_{i}" for i in range(arch.num_layers)] if space.per_layer else ["{}"]
     for template in names:
         for key, value, choices in (("heads", heads, space.heads), ("ffn", ffn, space.ffn), ("bits", bits, space.bits)):

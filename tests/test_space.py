@@ -178,3 +178,19 @@ def test_check_space_rejects_depth_min_larger_than_the_model() -> None:
 def test_check_space_accepts_a_space_that_fits() -> None:
     check_space(SpaceConfig(depth=DepthSpace(min=1, max=6)), ARCH6)
     check_space(SpaceConfig(), ARCH6)
+
+
+def test_head_and_embedding_bits_are_searched_when_offered() -> None:
+    space = SpaceConfig(head_bits=(32, 8), embedding_bits=(32, 8), depth=DepthSpace(min=6))
+    seen = {(p.head_bits, p.embedding_bits) for _, p in _sample(space, 40)}
+    assert seen == {(32, 32), (32, 8), (8, 32), (8, 8)}
+    assert all(p.simulated for _, p in _sample(space, 40) if p.embedding_bits == 8)
+    # the uniform baselines still reproduce exactly (head and embeddings in float)
+    study = _study()
+    for name, params in baseline_plans(space, ARCH6).items():
+        study.enqueue_trial(params)
+        trial = study.ask()
+        plan = suggest_plan(trial, space, ARCH6, RANKING)
+        assert plan.head_bits == 32 and plan.embedding_bits == 32, name
+        study.tell(trial, 0.0)
+    assert baseline_plans(SpaceConfig(head_bits=(8,)), ARCH6) == {}
