@@ -32,6 +32,19 @@ class Encoded:
         types = self.token_type_ids[:n] if self.token_type_ids else None
         return Encoded(self.input_ids[:n], types, self.labels[:n], self.pad_id)
 
+    def concat(self, other: "Encoded") -> "Encoded":
+        """These examples followed by ``other``'s (same tokenizer)."""
+        if (self.token_type_ids is None) != (other.token_type_ids is None):
+            a = self.token_type_ids or [[0] * len(x) for x in self.input_ids]
+            b = other.token_type_ids or [[0] * len(x) for x in other.input_ids]
+        else:
+            a, b = self.token_type_ids, other.token_type_ids
+        types = None if a is None else a + b
+        return Encoded(self.input_ids + other.input_ids, types, torch.cat([self.labels, other.labels]), self.pad_id)
+
+    def with_labels(self, labels: torch.Tensor) -> "Encoded":
+        return Encoded(self.input_ids, self.token_type_ids, labels, self.pad_id)
+
     def batches(
         self, batch_size: int, *, shuffle: bool = False, seed: int = 0, by_length: bool = False
     ) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:

@@ -56,6 +56,7 @@ class TaskConfig(_Frozen):
     label_column: str = "label"
     train_size: int = Field(3000, ge=10)  # labelled examples to fine-tune on
     eval_size: int = Field(1000, ge=10)  # examples the search evaluates accuracy on
+    transfer_size: int = Field(0, ge=0)  # extra examples for distillation, used without their labels
     max_length: int = Field(128, ge=8, le=4096)  # tokens per example at train/eval time
     seed: int = 0  # seed of the train/eval split
 
@@ -84,7 +85,7 @@ class RecoveryConfig(_Frozen):
     batch_size: int = Field(32, ge=1, le=4096)
     temperature: float = Field(2.0, gt=0, le=100)  # softmax temperature of the soft targets
     alpha: float = Field(0.5, ge=0, le=1)  # weight of the soft (KL) loss; 1 - alpha on the hard CE
-    max_examples: int | None = Field(None, ge=1)  # cap on the transfer set (default: the train split)
+    max_examples: int | None = Field(None, ge=1)  # labelled train examples used (default: all), plus task.transfer_size
     seed: int = 0
 
     @field_validator("epochs", "learning_rate", "temperature", "alpha", mode="before")

@@ -42,6 +42,7 @@ class TaskData:
     train: Examples
     eval: Examples
     label_names: list[str]
+    transfer: Examples | None = None  # unlabelled for our purposes: the teacher labels them for KD
 
     @property
     def num_labels(self) -> int:
@@ -190,12 +191,13 @@ def load_task(cfg: TaskConfig) -> TaskData:
     rng.shuffle(idx)
     if eval_rows is None:
         need = cfg.train_size + cfg.eval_size
-        if len(idx) < need:
+        if len(idx) < need + cfg.transfer_size:
             raise DataError(
-                f"{where} has {len(idx)} usable examples but train_size + eval_size = {need}; "
-                "lower task.train_size or task.eval_size"
+                f"{where} has {len(idx)} usable examples but train_size + eval_size + transfer_size = "
+                f"{need + cfg.transfer_size}; lower task.train_size, task.eval_size or task.transfer_size"
             )
         train_idx, eval_idx, eval_src = idx[: cfg.train_size], idx[cfg.train_size : need], rows
+        transfer_idx = idx[need : need + cfg.transfer_size]
     else:
         e_idx = clean(eval_rows)
         random.Random(cfg.seed + 1).shuffle(e_idx)
@@ -205,6 +207,12 @@ def load_task(cfg: TaskConfig) -> TaskData:
                 f"train_size={cfg.train_size} / eval_size={cfg.eval_size}; lower them"
             )
         train_idx, eval_idx, eval_src = idx[: cfg.train_size], e_idx[: cfg.eval_size], eval_rows
+        transfer_idx = idx[cfg.train_size : cfg.train_size + cfg.transfer_size]
+        if len(transfer_idx) < cfg.transfer_size:
+            raise DataError(
+                f"{where} split '{cfg.train_split}' has {len(idx)} examples, fewer than "
+                f"train_size + transfer_size = {cfg.train_size + cfg.transfer_size}; lower task.transfer_size"
+            )
 
     # label names come from every usable row, so a class missing from the sample keeps its id
     col = cfg.label_column
@@ -227,4 +235,5 @@ def load_task(cfg: TaskConfig) -> TaskData:
         train=examples(rows, train_idx, all_labels[:n_train]),
         eval=examples(eval_src, eval_idx, all_labels[n_train:]),
         label_names=label_names,
+        transfer=examples(rows, transfer_idx, [-1] * len(transfer_idx)) if transfer_idx else None,
     )

@@ -58,6 +58,8 @@ class Workbench:
     teacher_size: Size
     latency_inputs: dict[str, torch.Tensor]
     host: dict[str, Any]
+    transfer: Encoded  # distillation set: train examples, then teacher-labelled transfer examples
+    transfer_logits: torch.Tensor  # teacher logits on ``transfer``
     importance: Importance  # head / FFN-neuron scores of the teacher, per layer
     layer_ranking: list[float]  # calibration-loss increase when each layer alone is skipped
 
@@ -84,6 +86,15 @@ def prepare(
         f"importance-{crit}-{len(calib)}",
         lambda: _scores_to_dict(unit_importance(teacher.model, crit, calib), layer_importance(teacher.model, calib)),
     )
+    kd_train = train.head(cfg.recovery.max_examples or len(train))
+    kd_logits = teacher.train_logits[: len(kd_train)]
+    if task.transfer is not None:
+        extra = encode(tokenizer, task.transfer, cfg.task.max_length)
+        extra_logits = cached_tensors(
+            teacher, f"transfer-logits-{len(extra)}", lambda: {"logits": predict_logits(teacher.model, extra)}
+        )["logits"]
+        kd_train = kd_train.concat(extra.with_labels(extra_logits.argmax(-1)))  # teacher's labels
+        kd_logits = torch.cat([kd_logits, extra_logits])
     return Workbench(
         config=cfg,
         task=task,
@@ -94,6 +105,8 @@ def prepare(
         teacher_size=model_size(teacher.model),
         latency_inputs=example_inputs(cfg.profile, teacher.model.config.vocab_size),
         host=host_info(),
+        transfer=kd_train,
+        transfer_logits=kd_logits,
         importance=Importance(
             heads={int(k): v for k, v in scores["heads"].items()}, ffn={int(k): v for k, v in scores["ffn"].items()}
         ),
@@ -135,11 +148,14 @@ class Objective:
 
     def _recover_(self, student: torch.nn.Module) -> dict[str, Any]:
         b = self.bench
-        rec = b.config.recovery
-        n = min(len(b.train), rec.max_examples or len(b.train))
         start = time.perf_counter()
-        loss = recover_(student, b.teacher.train_logits[:n], b.train.head(n), rec)
-        return {"recovered": True, "recovery_seconds": time.perf_counter() - start, "recovery_loss": loss, "recovery_examples": n}
+        loss = recover_(student, b.transfer_logits, b.transfer, b.config.recovery)
+        return {
+            "recovered": True,
+            "recovery_seconds": time.perf_counter() - start,
+            "recovery_loss": loss,
+            "recovery_examples": len(b.transfer),
+        }
 
     def build(self, plan: CompressionPlan) -> tuple[torch.nn.Module, dict[str, Any]]:
         """The full-fidelity candidate model for ``plan`` and facts about how it was made."""

@@ -53,7 +53,7 @@ def teacher_fingerprint(cfg: StudyConfig) -> str:
     """A short hash of every setting that changes the teacher or the examples it is scored on."""
     key = {
         "model": cfg.model.model_dump(mode="json"),
-        "task": cfg.task.model_dump(mode="json"),
+        "task": cfg.task.model_dump(mode="json", exclude={"transfer_size"}),  # KD-only data: same teacher
         "teacher": None if cfg.model.finetuned else cfg.teacher.model_dump(mode="json"),
         "v": 1,
     }

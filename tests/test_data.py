@@ -180,3 +180,15 @@ def test_bundled_sources_load_offline(source: str, names: list[str]) -> None:
     assert len(data.train) == 200 and len(data.eval) == 100
     assert len(set(data.train.labels)) == len(names)
     assert all(isinstance(t, str) and t.strip() for t in data.train.texts)
+
+
+def test_transfer_examples_are_extra_and_disjoint(tmp_path: Path) -> None:
+    path = _write(_frame(), tmp_path / "r.csv")
+    plain = load_task(_cfg(path, train_size=50, eval_size=30))
+    data = load_task(_cfg(path, train_size=50, eval_size=30, transfer_size=25))
+    assert plain.transfer is None
+    assert data.train == plain.train and data.eval == plain.eval, "adding transfer data leaves the splits alone"
+    assert len(data.transfer) == 25
+    assert not set(data.transfer.texts) & (set(data.train.texts) | set(data.eval.texts))
+    with pytest.raises(DataError, match="transfer_size"):
+        load_task(_cfg(path, train_size=50, eval_size=30, transfer_size=500))

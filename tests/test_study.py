@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import optuna
+import torch
 import pytest
 from optuna.trial import TrialState
 
@@ -181,3 +182,20 @@ def test_promising_candidate_is_recovered_and_fully_evaluated(tiny_model_dir, ti
     assert t.user_attrs["recovery"]["recovered"] and t.user_attrs["seconds"]["recover"] > 0
     assert t.user_attrs["accuracy"]["n"] == cfg.task.eval_size
     assert t.user_attrs["cheap_accuracy"]["n"] == cfg.fidelity.cheap_eval_size
+
+
+def test_transfer_set_is_labelled_by_the_teacher_and_keeps_the_cached_teacher(tiny_model_dir, tiny_csv, tmp_path):
+    from autocompress.teacher import teacher_fingerprint
+
+    base = tiny_config_dict(tiny_model_dir, tiny_csv, teacher={"epochs": 10.0},
+                            task={"train_size": 150, "eval_size": 80}, recovery={"epochs": 1.0})
+    plain = parse_config(base)
+    more = parse_config({**base, "task": {**base["task"], "transfer_size": 60}})
+    assert teacher_fingerprint(plain) == teacher_fingerprint(more)
+    first = prepare(plain, tmp_path / "cache")
+    bench = prepare(more, tmp_path / "cache")
+    assert bench.teacher.from_cache, "KD-only data does not fine-tune the teacher again"
+    assert len(bench.transfer) == 150 + 60 == len(bench.transfer_logits)
+    extra_labels = bench.transfer.labels[150:]
+    assert torch.equal(extra_labels, bench.transfer_logits[150:].argmax(-1))
+    assert torch.equal(bench.transfer.labels[:150], first.train.labels)
