@@ -245,15 +245,46 @@ def studies(storage: StorageOpt = None) -> None:
 
 
 @app.command()
+def profiles(
+    name: Annotated[Optional[str], typer.Argument(help="Show one profile in full (bundled name or YAML path).")] = None,
+) -> None:
+    """List the bundled device profiles (measured on this host, or predicted for absent devices)."""
+    import yaml
+
+    from autocompress.latency.profile import bundled_profiles, load_profile
+
+    if name:
+        prof = load_profile(name)
+        text = yaml.safe_dump(prof.model_dump(mode="json", exclude_none=True), sort_keys=False, allow_unicode=True, width=200)
+        out.print(text, end="", highlight=False, markup=False, soft_wrap=True)
+        return
+    table = Table()
+    for col in ("profile", "kind", "device", "threads", "batch × seq"):
+        table.add_column(col, overflow="fold", no_wrap=col == "profile")
+    for pname in bundled_profiles():
+        p = load_profile(pname)
+        where = p.spec.cpu.split(" (")[0] if p.spec else ("this host's GPU" if p.device == "cuda" else "this host's CPU")
+        table.add_row(pname, p.kind, where, str(p.threads), ", ".join(f"{b}×{q}" for b, q in p.shapes))
+    out.print(table)
+    out.print("A search space names one as 'profile: NAME' (the latency objective) and may list others under "
+              "'report_profiles'. Predicted figures come from a cost model calibrated on this host. "
+              "'autocompress profiles NAME' shows one in full.", highlight=False)
+
+
+@app.command()
 def validate(space: Annotated[Path, typer.Argument(help="Search-space YAML file.")]) -> None:
-    """Check a search space (config, model and data) without running anything costly."""
+    """Check a search space (config, model, profiles and data) without running anything costly."""
     from autocompress.config import load_config
     from autocompress.data import load_task
-    from autocompress.models import peek_arch
+    from autocompress.latency.measure import check_profile_fits
+    from autocompress.models import _arch_from_config, peek_config
     from autocompress.space import check_space
 
     cfg = load_config(space)
-    check_space(cfg.space, peek_arch(cfg.model.source), file=str(space))
+    model_config = peek_config(cfg.model.source)
+    check_space(cfg.space, _arch_from_config(model_config), file=str(space))
+    for prof in cfg.all_profiles:
+        check_profile_fits(prof, model_config)
     task = load_task(cfg.task)
     out.print(
         f"{space}: ok — study '{cfg.name}', {len(task.train)} train / {len(task.eval)} eval examples, "

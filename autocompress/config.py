@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from autocompress.errors import ConfigError
-from autocompress.latency.profile import DeviceProfile
+from autocompress.latency.profile import DeviceProfile, resolve_profile
 
 __all__ = [
     "ModelConfig",
@@ -194,10 +194,41 @@ class StudyConfig(_Frozen):
     recovery: RecoveryConfig = RecoveryConfig()
     pruning: PruningConfig = PruningConfig()
     fidelity: FidelityConfig = FidelityConfig()
-    profile: DeviceProfile = DeviceProfile()
+    profile: DeviceProfile = DeviceProfile()  # the latency objective: a bundled name, a YAML path or a mapping
+    report_profiles: tuple[DeviceProfile, ...] = ()  # also measured / predicted for every trial, not optimised
     space: SpaceConfig = SpaceConfig()
     objectives: ObjectivesConfig = ObjectivesConfig()
     search: SearchConfig = SearchConfig()
+
+    @field_validator("profile", mode="before")
+    @classmethod
+    def _profile(cls, v: Any) -> Any:
+        return resolve_profile(v) if isinstance(v, str) else v
+
+    @field_validator("report_profiles", mode="before")
+    @classmethod
+    def _report_profiles(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return tuple(resolve_profile(x) if isinstance(x, str) else x for x in v)
+        return v
+
+    @model_validator(mode="after")
+    def _profiles_fit(self) -> "StudyConfig":
+        names = [p.name for p in self.all_profiles]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"profile names must differ; {', '.join(dupes)} appears twice (rename one with 'name')")
+        if self.profile.device == "cuda" and 8 in self.space.bits + self.space.head_bits:
+            raise ValueError(
+                f"profile '{self.profile.name}' runs on CUDA, where int8 dynamic quantisation has no kernels; "
+                "use space.bits and space.head_bits without 8 (4 and 2 stay available as simulated widths)"
+            )
+        return self
+
+    @property
+    def all_profiles(self) -> tuple[DeviceProfile, ...]:
+        """The objective's profile first, then the reported ones."""
+        return (self.profile, *self.report_profiles)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -234,7 +265,7 @@ def parse_config(data: Any, *, file: str = "<config>") -> StudyConfig:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             parent = loc[:-1]
             allowed = _allowed_keys(parent)

@@ -13,6 +13,7 @@ __all__ = [
     "AutocompressError",
     "ConfigError",
     "DataError",
+    "LatencyError",
     "ModelError",
     "PlanError",
     "StorageError",
@@ -66,3 +67,7 @@ class StorageError(AutocompressError):
 
 class StudyNotFoundError(AutocompressError):
     """A named study does not exist in the given storage."""
+
+
+class LatencyError(AutocompressError):
+    """A latency profile cannot be measured or predicted here (memory, device, calibration)."""

@@ -29,6 +29,7 @@ __all__ = [
     "load_classifier",
     "load_tokenizer",
     "peek_arch",
+    "peek_config",
     "resolve_model_source",
 ]
 
@@ -229,8 +230,8 @@ def load_classifier(source: str, num_labels: int, *, trust_remote_code: bool = F
     return model
 
 
-def peek_arch(source: str) -> ArchInfo:
-    """The architecture of ``source`` read from its config alone (no weights loaded)."""
+def peek_config(source: str):  # -> transformers.PretrainedConfig
+    """The Hugging Face config of ``source`` (no weights loaded); refuses unsupported architectures."""
     from transformers import AutoConfig
 
     where = resolve_model_source(source)
@@ -240,7 +241,12 @@ def peek_arch(source: str) -> ArchInfo:
         raise ModelError(f"cannot read the config of model '{source}': {str(exc).splitlines()[0]}") from None
     if cfg.model_type not in _ADAPTERS:
         raise UnknownNameError("architecture", cfg.model_type, _ADAPTERS)
-    return _arch_from_config(cfg)
+    return cfg
+
+
+def peek_arch(source: str) -> ArchInfo:
+    """The architecture of ``source`` read from its config alone (no weights loaded)."""
+    return _arch_from_config(peek_config(source))
 
 
 def load_tokenizer(source: str):  # -> PreTrainedTokenizerBase

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,9 @@ from autocompress.data import TaskData, load_task
 from autocompress.distill import Progress, recover_
 from autocompress.errors import PlanError
 from autocompress.evaluate import Size, accuracy, model_size, predict_logits
-from autocompress.latency.measure import LatencyResult, example_inputs, host_info, measure_pair
-from autocompress.models import ArchInfo, arch_info, load_tokenizer
+from autocompress.latency.measure import ProfileLatency, check_profile_fits, host_info, measure_profile
+from autocompress.latency.predict import Calibration, cached_calibration, predict_profile
+from autocompress.models import ArchInfo, arch_info, load_tokenizer, peek_config
 from autocompress.plan import CompressionPlan
 from autocompress.space import check_space, suggest_plan
 from autocompress.importance import layer_importance, unit_importance
@@ -56,8 +58,8 @@ class Workbench:
     teacher: Teacher
     arch: ArchInfo
     teacher_size: Size
-    latency_inputs: dict[str, torch.Tensor]
     host: dict[str, Any]
+    calibration: Calibration | None  # this host's latency cost model, when a profile is predicted
     transfer: Encoded  # distillation set: train examples, then teacher-labelled transfer examples
     transfer_logits: torch.Tensor  # teacher logits on ``transfer``
     importance: Importance  # head / FFN-neuron scores of the teacher, per layer
@@ -72,6 +74,9 @@ def prepare(
     task: TaskData | None = None,
 ) -> Workbench:
     """Load data (unless given) and tokenizer, and get the fine-tuned teacher (cached when possible)."""
+    model_config = peek_config(cfg.model.source)
+    for profile in cfg.all_profiles:  # before anything slow: a profile this model or host cannot run
+        check_profile_fits(profile, model_config)
     task = task or load_task(cfg.task)
     tokenizer = load_tokenizer(cfg.model.source)
     train = encode(tokenizer, task.train, cfg.task.max_length)
@@ -95,6 +100,20 @@ def prepare(
         )["logits"]
         kd_train = kd_train.concat(extra.with_labels(extra_logits.argmax(-1)))  # teacher's labels
         kd_logits = torch.cat([kd_logits, extra_logits])
+    calibration = None
+    predicted = [p for p in cfg.all_profiles if p.predicted]
+    if predicted:
+        main = cfg.profile
+        threads = main.threads if not main.predicted and main.device == "cpu" else min(os.cpu_count() or 1, 4)
+
+        def variant(plan: CompressionPlan) -> torch.nn.Module:
+            student = copy.deepcopy(teacher.model)
+            apply_structure_(student, plan)
+            apply_bits_(student, plan)
+            return student.eval()
+
+        shapes = sorted({shape for p in predicted for shape in p.shapes})
+        calibration = cached_calibration(teacher.model, variant, cache_dir, threads=threads, shapes=shapes)
     return Workbench(
         config=cfg,
         task=task,
@@ -103,8 +122,8 @@ def prepare(
         teacher=teacher,
         arch=arch,
         teacher_size=model_size(teacher.model),
-        latency_inputs=example_inputs(cfg.profile, teacher.model.config.vocab_size),
         host=host_info(),
+        calibration=calibration,
         transfer=kd_train,
         transfer_logits=kd_logits,
         importance=Importance(
@@ -242,14 +261,29 @@ class Objective:
 
     def _measure(
         self, trial: optuna.Trial, model: torch.nn.Module, plan: CompressionPlan, seconds: dict[str, float]
-    ) -> tuple[LatencyResult, Size]:
-        """Latency against the teacher and size, recorded on the trial."""
+    ) -> tuple[ProfileLatency, Size]:
+        """Latency against the teacher on every profile, and size, recorded on the trial.
+
+        The objective's profile comes first; the reported profiles are stored under ``latencies``.
+        """
         b = self.bench
         t = time.perf_counter()
-        lat = measure_pair(b.teacher.model, model, b.config.profile, inputs=b.latency_inputs)
+        lats: dict[str, ProfileLatency] = {}
+        for profile in b.config.all_profiles:
+            if profile.predicted:
+                calibration = b.calibration
+                if calibration is None:
+                    raise RuntimeError("a predicted profile needs the latency calibration; prepare() makes it")
+                lats[profile.name] = predict_profile(b.teacher.model, model, profile, calibration)
+            else:
+                lats[profile.name] = measure_profile(
+                    b.teacher.model, model, profile, vocab_size=b.teacher.model.config.vocab_size
+                )
         seconds["latency"] = time.perf_counter() - t
+        lat = lats[b.config.profile.name]
         size = model_size(model, simulated_widths(model, plan))
         trial.set_user_attr("latency", lat.to_dict())
+        trial.set_user_attr("latencies", {name: v.to_dict() for name, v in lats.items()})
         trial.set_user_attr("speedup", lat.speedup)
         trial.set_user_attr("size", size.to_dict())
         trial.set_user_attr("size_ratio", size.effective_bytes / b.teacher_size.effective_bytes)

@@ -26,7 +26,7 @@ import torch
 
 from autocompress.config import parse_config
 from autocompress.evaluate import accuracy, model_size, predict_logits
-from autocompress.latency.measure import host_info, measure_pair
+from autocompress.latency.measure import host_info, measure_profile
 from autocompress.objective import Objective, prepare
 from autocompress.plan import CompressionPlan
 from autocompress.transforms import apply_bits_, simulated_widths
@@ -77,17 +77,17 @@ def main() -> None:
             apply_bits_(raw, plan)
             recovered_acc = accuracy(predict_logits(raw.eval(), bench.eval), bench.eval.labels)
         final = raw if recovered_acc is not None else unrecovered
-        lat = measure_pair(teacher.model, final, cfg.profile, inputs=bench.latency_inputs)
+        lat = measure_profile(teacher.model, final, cfg.profile, vocab_size=teacher.model.config.vocab_size).to_dict()
         size = model_size(final, simulated_widths(final, plan))
         acc1 = recovered_acc or acc0
         row = {
             "name": name,
             "plan": plan.describe(),
-            "speedup": lat.speedup,
-            "speedup_iqr": [1 / lat.ratio_q3, 1 / lat.ratio_q1],
-            "latency_ms": lat.candidate_ms,
-            "baseline_ms": lat.baseline_ms,
-            "noisy": lat.noisy,
+            "speedup": lat["speedup"],
+            "speedup_iqr": [1 / lat["ratio_iqr"][1], 1 / lat["ratio_iqr"][0]],
+            "latency_ms": lat["candidate_ms"],
+            "baseline_ms": lat["baseline_ms"],
+            "noisy": lat["noisy"],
             "size_ratio": size.effective_bytes / bench.teacher_size.effective_bytes,
             "accuracy_no_recovery": 100 * acc0.value,
             "accuracy_no_recovery_ci": [100 * acc0.ci_low, 100 * acc0.ci_high],

@@ -133,12 +133,15 @@ def token_batch() -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="session")
 def finished(tiny_model_dir, tiny_csv, tmp_path_factory) -> str:
-    """Storage URL of a finished six-trial tiny study named 'rep' (shared by the report tests)."""
+    """Storage URL of a finished six-trial tiny study named 'rep' (shared by the report tests).
+
+    Its latency objective is measured; it also reports a predicted profile (rpi4).
+    """
     from autocompress import study as st
     from autocompress.config import parse_config
     from autocompress.objective import prepare
 
-    cfg = parse_config(tiny_config_dict(tiny_model_dir, tiny_csv, teacher={"epochs": 10.0}))
+    cfg = parse_config(tiny_config_dict(tiny_model_dir, tiny_csv, teacher={"epochs": 10.0}, report_profiles=["rpi4"]))
     bench = prepare(cfg, tmp_path_factory.mktemp("cache"))
     url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'rep.db'}"
     study = st.create_or_load(cfg, st.open_storage(url), "rep", bench)

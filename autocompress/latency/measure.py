@@ -11,7 +11,9 @@ running at once on one host.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
+import math
 import os
 import platform
 import statistics
@@ -25,10 +27,20 @@ from typing import Any
 import torch
 from torch import nn
 
+from autocompress.errors import LatencyError
 from autocompress.latency.profile import DeviceProfile
 from autocompress.locks import file_lock
 
-__all__ = ["LatencyResult", "host_info", "measure_pair", "measurement_lock"]
+__all__ = [
+    "LatencyResult",
+    "ProfileLatency",
+    "check_profile_fits",
+    "example_inputs",
+    "host_info",
+    "measure_pair",
+    "measure_profile",
+    "measurement_lock",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +78,19 @@ def host_info() -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return {
+    info: dict[str, Any] = {
         "host": platform.node(),
         "cpu": cpu,
         "cores": os.cpu_count(),
-        "torch": torch.__version__,
         "python": platform.python_version(),
+        "torch": torch.__version__,
     }
+    for lib in ("transformers", "optuna"):
+        with contextlib.suppress(ImportError):
+            info[lib] = __import__(lib).__version__
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
 
 
 def measurement_lock(path: str | Path | None = None) -> contextlib.AbstractContextManager[None]:
@@ -87,11 +105,11 @@ def _quartiles(xs: list[float]) -> tuple[float, float, float]:
     return q1, q2, q3
 
 
-def example_inputs(profile: DeviceProfile, vocab_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random token ids of the profile's batch and sequence length (content does not change speed)."""
+def example_inputs(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random token ids of one batch shape (their content does not change the speed)."""
     g = torch.Generator().manual_seed(seed)
     low = min(100, vocab_size // 2)  # skip the special tokens at the start of most vocabularies
-    ids = torch.randint(low, vocab_size, (profile.batch_size, profile.seq_len), generator=g)
+    ids = torch.randint(low, vocab_size, (batch_size, seq_len), generator=g)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
@@ -104,13 +122,14 @@ def measure_pair(
     clock: Clock = time.perf_counter,
     lock: bool = True,
 ) -> LatencyResult:
-    """Time ``candidate`` against ``baseline`` under ``profile`` (see the module docstring).
+    """Time ``candidate`` against ``baseline`` under ``profile`` for one input shape.
 
-    Models are called as ``model(**inputs)``; zero-argument callables are called as they are
-    (used by tests with a fake clock).
+    Models are called as ``model(**inputs)`` (followed by a CUDA synchronise on a CUDA profile);
+    zero-argument callables are called as they are (used by tests with a fake clock).
     """
-    run_a = _as_runner(baseline, inputs)
-    run_b = _as_runner(candidate, inputs)
+    sync = profile.device == "cuda"
+    run_a = _as_runner(baseline, inputs, sync)
+    run_b = _as_runner(candidate, inputs, sync)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(profile.threads)
     ctx = measurement_lock() if lock else contextlib.nullcontext()
@@ -157,9 +176,138 @@ def measure_pair(
     )
 
 
-def _as_runner(model: nn.Module | Callable[[], Any], inputs: dict[str, torch.Tensor] | None) -> Callable[[], Any]:
-    if isinstance(model, nn.Module):
-        if inputs is None:
-            raise ValueError("inputs are required to time a model")
-        return lambda: model(**inputs)
-    return model
+def _as_runner(
+    model: nn.Module | Callable[[], Any], inputs: dict[str, torch.Tensor] | None, sync: bool = False
+) -> Callable[[], Any]:
+    if not isinstance(model, nn.Module):
+        return model
+    if inputs is None:
+        raise ValueError("inputs are required to time a model")
+    if sync:
+        return lambda: (model(**inputs), torch.cuda.synchronize())
+    return lambda: model(**inputs)
+
+
+@dataclass(frozen=True)
+class ProfileLatency:
+    """A candidate's latency on one profile: measured on this host, or predicted for a device.
+
+    With several input shapes, ``ratio`` is the geometric mean of the per-shape ratios and the
+    millisecond figures are geometric means too; ``shapes`` keeps each shape's own figures.
+    """
+
+    profile: str
+    kind: str  # "measured" or "predicted": never shown without it
+    ratio: float  # candidate / baseline: the figure the study compares
+    candidate_ms: float
+    baseline_ms: float
+    noisy: bool  # measured only: some shape's ratio spread stayed above the profile's limit
+    shapes: tuple[dict[str, Any], ...]
+
+    @property
+    def speedup(self) -> float:
+        return 1.0 / self.ratio
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["shapes"] = list(self.shapes)
+        out["speedup"] = self.speedup
+        if self.kind == "measured":
+            out["rounds"] = sum(int(d.get("rounds", 0)) for d in self.shapes)
+            if len(self.shapes) == 1:  # a spread only means something for one shape
+                out["candidate_iqr_ms"] = self.shapes[0].get("candidate_iqr_ms")
+                out["ratio_iqr"] = [self.shapes[0].get("ratio_q1"), self.shapes[0].get("ratio_q3")]
+        return out
+
+    @classmethod
+    def combine(cls, profile: DeviceProfile, per_shape: list[tuple[int, int, dict[str, Any]]]) -> "ProfileLatency":
+        """Merge per-shape figures (each with ``ratio``, ``candidate_ms``, ``baseline_ms``)."""
+        def gmean(key: str) -> float:
+            return math.exp(sum(math.log(d[key]) for _, _, d in per_shape) / len(per_shape))
+
+        return cls(
+            profile=profile.name,
+            kind=profile.kind,
+            ratio=gmean("ratio"),
+            candidate_ms=gmean("candidate_ms"),
+            baseline_ms=gmean("baseline_ms"),
+            noisy=any(d.get("noisy", False) for _, _, d in per_shape),
+            shapes=tuple({"batch_size": b, "seq_len": s, **d} for b, s, d in per_shape),
+        )
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+def measure_profile(
+    baseline: nn.Module, candidate: nn.Module, profile: DeviceProfile, *, vocab_size: int, lock: bool = True
+) -> ProfileLatency:
+    """Measure ``candidate`` against ``baseline`` on every input shape of a measured profile.
+
+    Raises :class:`LatencyError` with advice when a shape does not fit in memory.
+    """
+    if profile.predicted:
+        raise ValueError(f"profile '{profile.name}' is predicted, not measured")
+    if profile.device == "cuda":
+        if not torch.cuda.is_available():
+            raise LatencyError(f"profile '{profile.name}' runs on CUDA but this host has no CUDA device")
+        baseline = copy.deepcopy(baseline).to("cuda")
+        candidate = copy.deepcopy(candidate).to("cuda")
+    per_shape = []
+    try:
+        for b, s in profile.shapes:
+            inputs = {k: v.to(profile.device) for k, v in example_inputs(b, s, vocab_size).items()}
+            try:
+                r = measure_pair(baseline, candidate, profile, inputs=inputs, lock=lock)
+            except (RuntimeError, MemoryError) as exc:
+                if _out_of_memory(exc):
+                    raise LatencyError(
+                        f"batch {b} × {s} tokens does not fit in memory on {profile.device}; "
+                        f"lower batch_size or seq_len of profile '{profile.name}'"
+                    ) from None
+                raise
+            per_shape.append((b, s, r.to_dict()))
+    finally:
+        if profile.device == "cuda":
+            del baseline, candidate
+            torch.cuda.empty_cache()
+    return ProfileLatency.combine(profile, per_shape)
+
+
+def _available_bytes(device: str) -> int | None:
+    if device == "cuda":
+        return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else None
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def check_profile_fits(profile: DeviceProfile, model_config: Any) -> None:
+    """Refuse, before a study starts, a profile whose inputs the model cannot take or memory cannot hold.
+
+    ``model_config`` is the teacher's Hugging Face config. The activation estimate is a floor
+    (one layer's hidden states, FFN activations and attention scores at a time).
+    """
+    max_pos = getattr(model_config, "max_position_embeddings", None)
+    heads = model_config.num_attention_heads
+    hidden, inter = model_config.hidden_size, model_config.intermediate_size
+    for b, s in profile.shapes:
+        if max_pos is not None and s > max_pos:
+            raise LatencyError(
+                f"profile '{profile.name}' has seq_len {s}, but the model takes at most {max_pos} tokens; "
+                "lower the profile's seq_len"
+            )
+    if profile.predicted:
+        return
+    b, s = max(profile.shapes, key=lambda x: x[0] * x[1] * (x[1] + hidden))
+    need = 4 * b * s * (4 * hidden + inter) + 4 * 2 * b * heads * s * s
+    have = _available_bytes(profile.device)
+    if have is not None and need > 0.8 * have:
+        raise LatencyError(
+            f"profile '{profile.name}': batch {b} × {s} tokens needs at least {need / 2**30:.1f} GiB for "
+            f"activations but {have / 2**30:.1f} GiB are free on {profile.device}; lower batch_size or seq_len"
+        )

@@ -1,28 +1,173 @@
-"""Device profiles: the conditions under which latency is measured."""
+"""Device profiles: named, validated conditions under which latency is measured or predicted.
+
+A profile is plain YAML data. A *measured* profile describes how to time candidates on this
+host (threads, input shapes, warm-up and repeats, backend). A *predicted* profile describes a
+device that is not here: the same input shapes plus the device's peak compute and memory
+bandwidth (with the source of the figures), from which :mod:`autocompress.latency.predict`
+scales a cost model calibrated on this host. Bundled profiles live in ``latency/profiles/``;
+users pass their own by path.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import difflib
+import itertools
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
 
-__all__ = ["DeviceProfile"]
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from autocompress.errors import ConfigError
+
+__all__ = ["BUNDLED_DIR", "DeviceProfile", "DeviceSpec", "bundled_profiles", "load_profile", "resolve_profile"]
+
+BUNDLED_DIR = Path(__file__).parent / "profiles"
 
 
-class DeviceProfile(BaseModel):
-    """Where and how a candidate's latency is measured on this host."""
+class DeviceSpec(BaseModel):
+    """Peak figures of a device, per core, used to scale predictions to it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    name: str = "cpu-2t"  # a label stored with every measurement
+    cpu: str = Field(min_length=1)  # what the device is, in words
+    cores: int = Field(ge=1, le=1024)
+    clock_ghz: float = Field(gt=0, le=10)
+    fp32_gflops_per_core: float = Field(gt=0)  # peak single-precision FLOP/s per core, in GFLOP/s
+    int8_gops_per_core: float = Field(gt=0)  # peak int8 multiply-accumulate throughput, in GOP/s
+    memory_gbs: float = Field(gt=0)  # sustained memory bandwidth (e.g. STREAM copy), GB/s
+    sources: tuple[str, ...] = Field(min_length=1)  # where each figure comes from
+
+    @field_validator("clock_ghz", "fp32_gflops_per_core", "int8_gops_per_core", "memory_gbs", mode="before")
+    @classmethod
+    def _float(cls, v: Any) -> Any:
+        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _tuple(cls, v: Any) -> Any:
+        return tuple(v) if isinstance(v, list) else v
+
+
+class DeviceProfile(BaseModel):
+    """Where and how a candidate's latency is measured (on this host) or predicted (elsewhere)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    name: str = "cpu-2t"  # a label stored with every figure
+    description: str = ""
+    kind: Literal["measured", "predicted"] = "measured"
+    backend: Literal["torch"] = "torch"  # PyTorch eager, under torch.inference_mode()
+    device: Literal["cpu", "cuda"] = "cpu"  # where a measured profile runs
     threads: int = Field(2, ge=1, le=1024)  # intra-op threads (torch.set_num_threads)
-    batch_size: int = Field(1, ge=1, le=4096)  # sequences per forward pass
-    seq_len: int = Field(128, ge=1, le=8192)  # tokens per sequence
+    batch_size: int | tuple[int, ...] = 1  # sequences per forward pass; several: all are timed
+    seq_len: int | tuple[int, ...] = 128  # tokens per sequence; several: all are timed
     warmup: int = Field(5, ge=0, le=10_000)  # untimed forward passes per model before timing
     repeats: int = Field(20, ge=3, le=100_000)  # timed forward passes per model (interleaved A/B)
     max_repeats: int = Field(80, ge=3, le=100_000)  # cap when the spread asks for more repeats
     max_spread: float = Field(0.10, gt=0, le=10)  # IQR / median of the ratio above which we measure more
+    spec: DeviceSpec | None = None  # peak figures; required for a predicted profile
+
+    @field_validator("batch_size", "seq_len", mode="before")
+    @classmethod
+    def _sizes(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("give at least one size")
+            v = tuple(v)
+        values = v if isinstance(v, tuple) else (v,)
+        for x in values:
+            if not isinstance(x, int) or isinstance(x, bool) or not 1 <= x <= 65_536:
+                raise ValueError(f"sizes must be whole numbers from 1 to 65536, got {x!r}")
+        return v
+
+    @field_validator("max_spread", mode="before")
+    @classmethod
+    def _float(cls, v: Any) -> Any:
+        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
     @model_validator(mode="after")
-    def _cap_covers_repeats(self) -> "DeviceProfile":
+    def _consistent(self) -> "DeviceProfile":
         if self.max_repeats < self.repeats:
             raise ValueError(f"max_repeats ({self.max_repeats}) must be at least repeats ({self.repeats})")
+        if self.kind == "predicted" and self.spec is None:
+            raise ValueError("a predicted profile needs 'spec' (the device's peak compute and memory bandwidth)")
+        if self.kind == "predicted" and self.device != "cpu":
+            raise ValueError("predicted profiles describe CPUs; remove 'device'")
         return self
+
+    @property
+    def shapes(self) -> list[tuple[int, int]]:
+        """Every (batch size, sequence length) the profile times, in order."""
+        bs = self.batch_size if isinstance(self.batch_size, tuple) else (self.batch_size,)
+        ss = self.seq_len if isinstance(self.seq_len, tuple) else (self.seq_len,)
+        return list(itertools.product(bs, ss))
+
+    @property
+    def predicted(self) -> bool:
+        return self.kind == "predicted"
+
+    def summary(self) -> str:
+        shapes = ", ".join(f"{b}×{s}" for b, s in self.shapes)
+        where = self.spec.cpu if self.spec else self.device
+        return f"{self.name}: {self.kind}, {where}, {self.threads} thread(s), batch×seq {shapes}"
+
+
+def bundled_profiles() -> dict[str, Path]:
+    """Bundled profile names and their files."""
+    return {p.stem: p for p in sorted(BUNDLED_DIR.glob("*.yaml"))}
+
+
+def _looks_like_path(ref: str) -> bool:
+    return ref.endswith((".yaml", ".yml")) or "/" in ref or ref.startswith(("~", "."))
+
+
+def resolve_profile(ref: str | dict[str, Any] | DeviceProfile) -> DeviceProfile:
+    """A profile from a bundled name, a YAML path, a mapping or a profile; raises ``ValueError``.
+
+    ``ValueError`` (not :class:`ConfigError`) so that a config that names a profile reports the
+    problem under its own file and key.
+    """
+    if isinstance(ref, DeviceProfile):
+        return ref
+    if isinstance(ref, dict):
+        return DeviceProfile.model_validate(ref)
+    if not isinstance(ref, str):
+        raise ValueError(f"a profile is a name, a path to a YAML file or a mapping, not {type(ref).__name__}")
+    bundled = bundled_profiles()
+    if ref in bundled:
+        return _load_file(str(bundled[ref]))
+    if _looks_like_path(ref):
+        path = Path(ref).expanduser()
+        if not path.is_file():
+            raise ValueError(f"profile file '{ref}' does not exist")
+        return _load_file(str(path))
+    close = difflib.get_close_matches(ref, list(bundled), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(f"Unknown profile '{ref}'.{hint} Available: {', '.join(bundled)} (or a path to a YAML file)")
+
+
+@cache
+def _load_file(path: str) -> DeviceProfile:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"profile file '{path}' is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"profile file '{path}' must hold a mapping of settings")
+    data.setdefault("name", Path(path).stem)
+    try:
+        return DeviceProfile.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise ValueError(f"profile file '{path}', key '{key}': {err['msg']}") from None
+
+
+def load_profile(ref: str) -> DeviceProfile:
+    """A profile by bundled name or path, for callers outside a config (raises :class:`ConfigError`)."""
+    try:
+        return resolve_profile(ref)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -34,6 +34,9 @@ class TrialRow:
     fail_reason: str | None  # why it failed, or why it was pruned at the cheap fidelity
     fidelity: str | None  # "full", or "cheap" for a trial stopped before recovery
     duration_s: float | None
+    latency_kind: str = "measured"  # of the objective's profile: "measured" or "predicted"
+    profile_speedups: dict[str, float] = field(default_factory=dict)  # every profile's speedup, by name
+    host: str | None = None  # where the measured figures come from
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,11 @@ class ReportInfo:
     @property
     def complete(self) -> list[TrialRow]:
         return [t for t in self.trials if t.state == "COMPLETE" and t.accuracy is not None]
+
+    @property
+    def profiles(self) -> list[dict[str, Any]]:
+        """The study's profiles as stored in its config: the objective's first, then the reported ones."""
+        return [p for p in [self.config.get("profile"), *(self.config.get("report_profiles") or [])] if p]
 
     @property
     def front(self) -> list[TrialRow]:
@@ -96,6 +104,11 @@ def collect(study: optuna.Study) -> ReportInfo:
                 fail_reason=ua.get("fail_reason") or ua.get("prune_reason"),
                 fidelity=ua.get("fidelity"),
                 duration_s=duration,
+                latency_kind=lat.get("kind", "measured"),
+                profile_speedups={
+                    name: v["speedup"] for name, v in (ua.get("latencies") or {}).items() if v.get("speedup")
+                },
+                host=(ua.get("host") or {}).get("host"),
             )
         )
     return ReportInfo(

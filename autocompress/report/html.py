@@ -41,10 +41,17 @@ def _front_table(info: ReportInfo) -> str:
         return '<p class="muted">No completed trial yet, so there is no front.</p>'
     n_layers = max(len((t.plan or {}).get("layers", [])) for t in front)
     head = "".join(f"<th>L{i}</th>" for i in range(n_layers))
+    others = info.profiles[1:]
+    other_head = "".join(
+        f"<th title='{escape(p.get('description', ''))}'>speedup on {escape(p['name'])}"
+        f"<br><span class='muted'>({escape(p.get('kind', 'measured'))})</span></th>"
+        for p in others
+    )
     rows = []
     for t in front:
         layers = (t.plan or {}).get("layers", [])
         cells = "".join(_layer_cell(layer) for layer in layers)
+        other_cells = "".join(f"<td>{_fmt(t.profile_speedups.get(p['name']), '.2f', '×')}</td>" for p in others)
         ci = f" <span class='muted'>[{t.accuracy_ci[0]:.1f}, {t.accuracy_ci[1]:.1f}]</span>" if t.accuracy_ci else ""
         label = escape(t.baseline) if t.baseline else ""
         noisy = ' <span class="warn" title="latency spread stayed high">noisy</span>' if t.noisy else ""
@@ -52,14 +59,18 @@ def _front_table(info: ReportInfo) -> str:
         rows.append(
             f"<tr><td>{t.number}</td><td class='l'>{label}</td><td>{_fmt(t.accuracy)}{ci}</td>"
             f"<td>{_fmt(t.accuracy_drop, '+.2f')}</td><td>{_fmt(t.speedup, '.2f', '×')}{noisy}{sim}</td>"
-            f"<td>{_fmt(t.latency_ms, '.1f')}</td><td>{_fmt(t.size_mb, '.1f')}</td>{cells}</tr>"
+            f"<td>{_fmt(t.latency_ms, '.1f')}</td>{other_cells}<td>{_fmt(t.size_mb, '.1f')}</td>{cells}</tr>"
         )
+    kind = front[0].latency_kind
     return (
         "<table><thead><tr><th>trial</th><th>baseline</th><th>accuracy %</th><th>drop (pt)</th>"
-        f"<th>speedup</th><th>latency ms</th><th>size MB</th>{head}</tr></thead><tbody>"
+        f"<th>speedup<br><span class='muted'>({escape(kind)})</span></th><th>latency ms</th>{other_head}"
+        f"<th>size MB</th>{head}</tr></thead><tbody>"
         + "".join(rows)
         + "</tbody></table><p class='muted'>h = attention heads kept, f = FFN neurons kept; "
-        "int8 = real int8 kernels; 4b*/2b* = simulated bit-widths (accuracy and size only).</p>"
+        "int8 = real int8 kernels; 4b*/2b* = simulated bit-widths (accuracy and size only). "
+        "Measured = timed on this host interleaved with the teacher; predicted = cost model calibrated on this "
+        "host, scaled to the profile's device figures (never a measurement).</p>"
     )
 
 
@@ -81,11 +92,21 @@ def _all_trials_table(info: ReportInfo) -> str:
     )
 
 
+def _describe_profile(p: dict[str, Any], objective: bool) -> str:
+    role = "objective" if objective else "reported"
+    shapes = f"batch {p.get('batch_size', '?')}, sequence {p.get('seq_len', '?')}"
+    if p.get("kind") == "predicted":
+        spec = p.get("spec") or {}
+        how = f"PREDICTED for {spec.get('cpu', '?')} from a cost model calibrated on the measuring host"
+    else:
+        how = f"measured on {p.get('device', 'cpu')}, interleaved with the teacher"
+    return f"{p.get('name', '?')} ({role}): {p.get('threads', '?')} thread(s), {shapes} — {how}"
+
+
 def _summary(info: ReportInfo) -> str:
     cfg = info.config
     model = (cfg.get("model") or {}).get("source", "?")
     task = cfg.get("task") or {}
-    prof = cfg.get("profile") or {}
     teacher = info.teacher
     acc = (teacher.get("accuracy") or {}).get("value")
     size = (teacher.get("size") or {}).get("megabytes")
@@ -96,10 +117,8 @@ def _summary(info: ReportInfo) -> str:
     items = {
         "model": escape(str(model)),
         "task": escape(f"{task.get('source', '?')} — train {task.get('train_size', '?')}, eval {task.get('eval_size', '?')}, max {task.get('max_length', '?')} tokens"),
-        "device profile": escape(
-            f"{prof.get('name', '?')}: {prof.get('threads', '?')} threads, batch {prof.get('batch_size', '?')}, "
-            f"sequence {prof.get('seq_len', '?')} (measured on this host, interleaved with the teacher)"
-        ),
+        "device profiles": "<br>".join(escape(_describe_profile(p, i == 0)) for i, p in enumerate(info.profiles)),
+        "hosts": escape(", ".join(sorted({t.host for t in complete if t.host})) or "?"),
         "trials": f"{len(complete)} complete (full fidelity), {info.count('PRUNED')} stopped at the cheap fidelity, "
         f"{info.count('FAIL')} failed, {info.count('RUNNING')} running, "
         f"{len(info.front)} on the front",
@@ -115,7 +134,10 @@ def render_html(info: ReportInfo) -> str:
     title = f"autocompress report — {info.study_name}"
     if info.complete:
         figs = [
-            pareto_figure(info, "speedup", "Accuracy vs speed", "speedup over the teacher (×, measured)"),
+            pareto_figure(
+                info, "speedup", "Accuracy vs speed",
+                f"speedup over the teacher on {(info.profiles or [{}])[0].get('name', '?')} (×, {info.complete[0].latency_kind})",
+            ),
             pareto_figure(info, "size_mb", "Accuracy vs size", "model size (MB; simulated bits counted at their width)"),
         ]
         plots = "".join(

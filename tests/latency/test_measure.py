@@ -113,7 +113,7 @@ def test_real_tiny_models_are_measured() -> None:
     profile = DeviceProfile(name="test", threads=1, batch_size=2, seq_len=16, warmup=1, repeats=3, max_repeats=6)
     teacher = tiny_bert(layers=4)
     student = apply_plan(teacher, CompressionPlan.uniform(4, keep=[0, 2]))
-    inputs = example_inputs(profile, teacher.config.vocab_size)
+    inputs = example_inputs(2, 16, teacher.config.vocab_size)
     assert inputs["input_ids"].shape == (2, 16)
     result = measure_pair(teacher, student, profile, inputs=inputs, lock=False)
     assert result.baseline_ms > 0 and result.candidate_ms > 0

@@ -1,0 +1,92 @@
+"""What a forward pass of an encoder costs, op by op, read from the model's structure alone.
+
+For one input shape, every Linear (by its real width after pruning and its kernel: fp32 or
+dynamic int8), the attention matmuls (by the heads a layer still has), and the memory-bound
+element-wise work (softmax, GELU, LayerNorm, residual adds, embedding gathers, the activation
+quantisation of int8 Linears) become :class:`OpCost` records: FLOPs and bytes moved. These are
+the features of the latency cost model (:mod:`autocompress.latency.predict`) and the inputs of
+the roofline bound. Written by hand: FLOP counters (``torch.utils.flop_counter``) do not see the
+quantised kernels and do not report bytes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from torch import nn
+
+from autocompress.models import adapter_for
+
+__all__ = ["OP_KINDS", "OpCost", "model_costs", "totals"]
+
+#: Kinds of op the cost model tells apart; each gets its own calibrated throughput.
+OP_KINDS = ("linear_fp32", "linear_int8", "attention", "elementwise")
+
+_F32 = 4  # bytes per fp32 value
+
+
+@dataclass(frozen=True)
+class OpCost:
+    kind: str  # one of OP_KINDS
+    flops: float
+    bytes: float
+
+
+def _linear(m: nn.Module, rows: int) -> list[OpCost]:
+    """A Linear (fp32 or dynamic int8) applied to ``rows`` vectors."""
+    n_in, n_out = int(m.in_features), int(m.out_features)
+    flops = 2.0 * rows * n_in * n_out
+    acts = _F32 * rows * (n_in + n_out)
+    if isinstance(m, nn.Linear):
+        return [OpCost("linear_fp32", flops, _F32 * n_in * n_out + acts)]
+    # dynamic int8: the fp32 input is quantised on the fly (read + write int8), then an int8 GEMM
+    return [
+        OpCost("elementwise", 2.0 * rows * n_in, (_F32 + 1) * rows * n_in),
+        OpCost("linear_int8", flops, n_in * n_out + rows * n_in + _F32 * rows * n_out),
+    ]
+
+
+def _is_linear(m: nn.Module | None) -> bool:
+    return m is not None and hasattr(m, "in_features") and hasattr(m, "out_features")
+
+
+def model_costs(model: nn.Module, batch_size: int, seq_len: int) -> list[OpCost]:
+    """The ops of one forward pass of ``model`` on ``batch_size`` sequences of ``seq_len`` tokens."""
+    adapter = adapter_for(model)
+    cfg = model.config
+    tokens = batch_size * seq_len
+    hidden = cfg.hidden_size
+    ops: list[OpCost] = [
+        # word + position + type gathers, their sum and a LayerNorm
+        OpCost("elementwise", 8.0 * tokens * hidden, _F32 * tokens * hidden * 6),
+    ]
+    for layer in adapter.layers(model):
+        attn = adapter.attention(layer)
+        heads = int(attn.module.num_attention_heads)
+        hd = attn.head_size
+        for lin in (attn.query, attn.key, attn.value, attn.out):
+            ops += _linear(lin, tokens)
+        scores = batch_size * heads * seq_len * seq_len
+        ops.append(OpCost("attention", 4.0 * scores * hd, _F32 * (3 * tokens * heads * hd + 2 * scores)))
+        ops.append(OpCost("elementwise", 5.0 * scores, _F32 * 2 * scores))  # masked softmax
+        ffn = adapter.ffn(layer)
+        ops += _linear(ffn.up, tokens)
+        ops.append(OpCost("elementwise", 8.0 * tokens * ffn.up.out_features, _F32 * 2 * tokens * ffn.up.out_features))
+        ops += _linear(ffn.down, tokens)
+        for _ in range(2):  # residual add + LayerNorm after attention and after the FFN
+            ops.append(OpCost("elementwise", 10.0 * tokens * hidden, _F32 * 5 * tokens * hidden))
+    head = [m for name, m in model.named_modules() if _is_linear(m) and ("pooler" in name or "classifier" in name)]
+    for m in head:  # pooler and classifier act on one vector per sequence
+        ops += _linear(m, batch_size)
+    return ops
+
+
+def totals(ops: list[OpCost]) -> dict[str, float]:
+    """FLOPs and bytes per op kind, and the op count: ``{"flops:attention": …, "bytes:…": …, "ops": n}``."""
+    out: dict[str, float] = defaultdict(float)
+    for op in ops:
+        out[f"flops:{op.kind}"] += op.flops
+        out[f"bytes:{op.kind}"] += op.bytes
+    out["ops"] = float(len(ops))
+    return dict(out)

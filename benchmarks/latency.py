@@ -1,0 +1,159 @@
+"""How far the latency figures can be trusted, on MiniLM (batch 1, 128 tokens, 2 threads).
+
+(a) repeatability: one candidate (50 % heads and FFN + int8) measured against the teacher in 5
+    separate processes; coefficient of variation of the 5 speedups (target ≤ 5 %).
+(b) predictor accuracy: the cost model is calibrated on one set of plans, then predicts held-out
+    plans (other random plans, never used for the fit); share predicted within ±15 % of measured
+    (target ≥ 90 %). Measured ms = ratio to the teacher in the same rounds × the teacher's median.
+(c) roofline efficiency: the roofline bound (each op at the slower of this host's measured GEMM
+    peak and copy bandwidth) divided by the measured latency, for the teacher and the candidates.
+
+Also records what the calibrated model predicts for the bundled predicted profiles. Writes
+``benchmarks/results/latency.json``; run it alone on the machine (about 3 minutes on 2 cores).
+
+    python benchmarks/latency.py [--heldout 30] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import platform
+import statistics
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from autocompress.latency.cost import model_costs
+from autocompress.latency.measure import example_inputs, host_info, measure_pair, measurement_lock
+from autocompress.latency.predict import calibrate, calibration_plans, predict_ms, roofline_ms
+from autocompress.latency.profile import DeviceProfile, load_profile
+from autocompress.models import load_classifier
+from autocompress.plan import CompressionPlan
+from autocompress.transforms import apply_plan
+
+RESULTS = Path(__file__).parent / "results"
+THREADS, BATCH, SEQ = 2, 1, 128
+PROFILE = DeviceProfile(name="cpu-2t", threads=THREADS, batch_size=BATCH, seq_len=SEQ, warmup=10, repeats=30, max_repeats=120)
+
+
+def teacher() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return load_classifier("bundled:all-MiniLM-L6-v2", num_labels=3).eval()
+
+
+def candidate_plan(n: int) -> CompressionPlan:
+    return CompressionPlan.uniform(n, heads=0.5, ffn=0.5, bits=8)
+
+
+def one_run() -> None:
+    """Child process of (a): print one speedup."""
+    base = teacher()
+    cand = apply_plan(base, candidate_plan(base.config.num_hidden_layers))
+    r = measure_pair(base, cand, PROFILE, inputs=example_inputs(BATCH, SEQ, base.config.vocab_size))
+    print(json.dumps({"speedup": r.speedup, "rounds": r.rounds, "noisy": r.noisy}))
+
+
+def repeatability(runs: int) -> dict:
+    speedups = []
+    for i in range(runs):
+        out = subprocess.run([sys.executable, __file__, "--one-run"], capture_output=True, text=True, check=True)
+        rec = json.loads(out.stdout.strip().splitlines()[-1])
+        logging.info("run %d: %.3f× (%d rounds)", i + 1, rec["speedup"], rec["rounds"])
+        speedups.append(rec)
+    s = [r["speedup"] for r in speedups]
+    return {"runs": speedups, "mean_speedup": statistics.mean(s), "cv": statistics.stdev(s) / statistics.mean(s)}
+
+
+def measured_ms(base: torch.nn.Module, model: torch.nn.Module) -> tuple[float, float]:
+    r = measure_pair(base, model, PROFILE, inputs=example_inputs(BATCH, SEQ, base.config.vocab_size), lock=False)
+    return r.ratio * r.baseline_ms, r.baseline_ms
+
+
+def heldout_plans(n_layers: int, count: int) -> list[CompressionPlan]:
+    fitted = {p for p in calibration_plans(n_layers, 24, seed=0)}
+    out = [p for p in calibration_plans(n_layers, count + 8, seed=12345)[4:] if p not in fitted]
+    return out[:count]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--one-run", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--heldout", type=int, default=30)
+    args = ap.parse_args()
+    if args.one_run:
+        one_run()
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    rep = repeatability(args.runs)
+    logging.info("(a) repeatability: CV of the speedup %.2f%%", 100 * rep["cv"])
+
+    base = teacher()
+    n = base.config.num_hidden_layers
+    cal = calibrate(base, lambda p: apply_plan(base, p), threads=THREADS, shapes=[(BATCH, SEQ)],
+                    plans=calibration_plans(n, 24, seed=0))
+    rows = []
+    with measurement_lock():
+        torch.set_num_threads(THREADS)
+        for plan in heldout_plans(n, args.heldout):
+            model = apply_plan(base, plan)
+            meas, base_ms = measured_ms(base, model)
+            pred = predict_ms(model, cal, BATCH, SEQ)
+            rows.append({"plan": plan.describe(), "measured_ms": meas, "predicted_ms": pred, "error": pred / meas - 1})
+            logging.info("%-60s measured %6.2f ms, predicted %6.2f ms (%+.1f%%)", plan.describe()[:60], meas, pred,
+                         100 * rows[-1]["error"])
+    within = sum(abs(r["error"]) <= 0.15 for r in rows) / len(rows)
+    logging.info("(b) predictor: %.0f%% of %d held-out plans within ±15%%", 100 * within, len(rows))
+
+    roof = []
+    with measurement_lock():
+        for name, plan in {"teacher": CompressionPlan.uniform(n), "prune50_int8": candidate_plan(n),
+                           "half_depth": CompressionPlan.uniform(n, keep=list(range(0, n, 2)))}.items():
+            model = base if name == "teacher" else apply_plan(base, plan)
+            meas, _ = measured_ms(base, model)
+            bound = roofline_ms(model_costs(model, BATCH, SEQ), cal.peaks)
+            roof.append({"model": name, "measured_ms": meas, "roofline_ms": bound, "efficiency": bound / meas})
+            logging.info("(c) %s: roofline %.2f ms / measured %.2f ms = %.0f%%", name, bound, meas, 100 * bound / meas)
+
+    predicted = {}
+    for pname in ("rpi4", "phone-bigcore"):
+        prof = load_profile(pname)
+        t_ms = predict_ms(base, cal, BATCH, SEQ, prof)
+        c_ms = predict_ms(apply_plan(base, candidate_plan(n)), cal, BATCH, SEQ, prof)
+        predicted[pname] = {"teacher_ms": t_ms, "prune50_int8_ms": c_ms, "speedup": t_ms / c_ms, "kind": "predicted"}
+
+    out = {
+        "repeatability_cv": rep["cv"],
+        "predictor_within_15pct": within,
+        "n_heldout_plans": len(rows),
+        "roofline_efficiency": next(r["efficiency"] for r in roof if r["model"] == "teacher"),
+        "machine": {**host_info(), "platform": platform.platform()},
+        "date": date.today().isoformat(),
+        "profile": PROFILE.model_dump(mode="json"),
+        "repeatability": rep,
+        "calibration": cal.to_dict(),
+        "heldout": rows,
+        "predictor_median_abs_error": statistics.median(abs(r["error"]) for r in rows),
+        "roofline": roof,
+        "predicted_devices": predicted,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "latency.json"
+    path.write_text(json.dumps(out, indent=2))
+    print(f"(a) repeatability: CV {100 * rep['cv']:.2f}% over {args.runs} runs (target ≤ 5%)")
+    print(f"(b) predictor: {100 * within:.0f}% of {len(rows)} held-out plans within ±15% (target ≥ 90%), "
+          f"median |error| {100 * out['predictor_median_abs_error']:.1f}%")
+    print(f"(c) roofline efficiency of the teacher: {100 * out['roofline_efficiency']:.0f}%")
+    for k, v in predicted.items():
+        print(f"    predicted on {k}: teacher {v['teacher_ms']:.1f} ms, candidate {v['speedup']:.2f}× faster")
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()
