@@ -121,7 +121,6 @@ def _run_study(cfg, name: str, url: str, trials: int, timeout: float | None, cac
     from autocompress import study as st
     from autocompress.data import load_task
     from autocompress.models import peek_arch
-    from autocompress.objective import prepare
     from autocompress.space import check_space
     from autocompress.report import collect, write_report
 
@@ -137,11 +136,11 @@ def _run_study(cfg, name: str, url: str, trials: int, timeout: float | None, cac
         def on_step(step: int, total: int, loss: float) -> None:
             bar.update(prep, completed=step, total=total, best=f"loss {loss:.3f}", description="fine-tuning teacher")
 
-        bench = prepare(cfg, cache_dir, progress=on_step, config_file=config_file, task=task_data)
         storage = st.open_storage(url)
+        study = st.create_or_load(cfg, storage, name)
+        bench = st.prepare_shared(study, url, cfg, cache_dir, progress=on_step, config_file=config_file, task=task_data)
         note = "from cache" if bench.teacher.from_cache else f"fine-tuned in {bench.teacher.fine_tune_seconds:.0f} s"
         bar.update(prep, total=1, completed=1, description="teacher ready", best=f"acc {100 * bench.teacher.eval_accuracy.value:.2f}% ({note})")
-        study = st.create_or_load(cfg, storage, name, bench)
         study.set_user_attr("target_trials", trials)  # what `resume` aims for
         done0 = st.completed(study)
         task = bar.add_task("trials", total=trials, completed=min(done0, trials), best=_best_text(study, cfg.objectives.max_accuracy_drop))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from autocompress.errors import ConfigError
 from autocompress.latency.profile import DeviceProfile, resolve_profile
@@ -196,7 +196,7 @@ class StudyConfig(_Frozen):
     fidelity: FidelityConfig = FidelityConfig()
     profile: DeviceProfile = DeviceProfile()  # the latency objective: a bundled name, a YAML path or a mapping
     report_profiles: tuple[DeviceProfile, ...] = ()  # also measured / predicted for every trial, not optimised
-    space: SpaceConfig = SpaceConfig()
+    space: SpaceConfig = Field(SpaceConfig(), validate_default=True)  # checked against the profile even when left out
     objectives: ObjectivesConfig = ObjectivesConfig()
     search: SearchConfig = SearchConfig()
 
@@ -212,18 +212,29 @@ class StudyConfig(_Frozen):
             return tuple(resolve_profile(x) if isinstance(x, str) else x for x in v)
         return v
 
-    @model_validator(mode="after")
-    def _profiles_fit(self) -> "StudyConfig":
-        names = [p.name for p in self.all_profiles]
+    # Cross-field checks as field validators (not one model validator) so that the error names
+    # the key to change: 'report_profiles' for a repeated name, 'space' for int8 on CUDA.
+    @field_validator("report_profiles", mode="after")
+    @classmethod
+    def _distinct_names(cls, v: tuple[DeviceProfile, ...], info: ValidationInfo) -> tuple[DeviceProfile, ...]:
+        main = info.data.get("profile")  # absent when the profile itself was invalid
+        names = [p.name for p in ((main,) if main is not None else ()) + v]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"profile names must differ; {', '.join(dupes)} appears twice (rename one with 'name')")
-        if self.profile.device == "cuda" and 8 in self.space.bits + self.space.head_bits:
+        return v
+
+    @field_validator("space", mode="after")
+    @classmethod
+    def _space_fits_profile(cls, v: SpaceConfig, info: ValidationInfo) -> SpaceConfig:
+        profiles = [info.data.get("profile"), *info.data.get("report_profiles", ())]  # reported ones run too
+        profile = next((p for p in profiles if p is not None and p.device == "cuda"), None)
+        if profile is not None and 8 in v.bits + v.head_bits:
             raise ValueError(
-                f"profile '{self.profile.name}' runs on CUDA, where int8 dynamic quantisation has no kernels; "
+                f"profile '{profile.name}' runs on CUDA, where int8 dynamic quantisation has no kernels; "
                 "use space.bits and space.head_bits without 8 (4 and 2 stay available as simulated widths)"
             )
-        return self
+        return v
 
     @property
     def all_profiles(self) -> tuple[DeviceProfile, ...]:

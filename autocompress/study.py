@@ -8,8 +8,11 @@ teacher's figures and the names of its objectives.
 
 from __future__ import annotations
 
+import inspect
 import logging
+import os
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +20,13 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import exc as sa_exc
 
 from autocompress.config import SearchConfig, StudyConfig, parse_config
 from autocompress.errors import ConfigError, StorageError, StudyNotFoundError
 from autocompress.objective import OBJECTIVES, Objective, Workbench
 from autocompress.report.collect import feasible
+from autocompress.shared import artifact_store_for, fetch_shared_cache, publish_shared_cache, study_lock
 from autocompress.space import baseline_plans
 
 __all__ = [
@@ -32,6 +37,10 @@ __all__ = [
     "open_storage",
     "check_can_continue",
     "create_or_load",
+    "prepare_shared",
+    "record_teacher",
+    "retry_stale_trial",
+    "run_trials",
     "load",
     "stored_config",
     "make_sampler",
@@ -43,8 +52,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_ROOT = Path("studies")
-HEARTBEAT_SECONDS = 10  # a running trial proves it is alive this often
-GRACE_SECONDS = 30  # a running trial silent this long is marked failed (its process died)
+# a running trial proves it is alive this often; one silent for the grace period is marked failed
+# (its process died) and queued again. AUTOCOMPRESS_HEARTBEAT / AUTOCOMPRESS_GRACE override them.
+HEARTBEAT_SECONDS = int(os.environ.get("AUTOCOMPRESS_HEARTBEAT", "10"))
+GRACE_SECONDS = int(os.environ.get("AUTOCOMPRESS_GRACE", "30"))
 
 
 def default_storage(name: str, root: Path = DEFAULT_ROOT) -> str:
@@ -86,12 +97,16 @@ def open_storage(
         engine_kwargs["connect_args"] = {"timeout": 60}  # wait for a lock instead of failing at once
     elif url.startswith("postgresql"):
         engine_kwargs["pool_pre_ping"] = True
+    # Optuna 4.9 renamed the stale-trial hook; use whichever this Optuna has
+    params = inspect.signature(optuna.storages.RDBStorage).parameters
+    hook = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
     try:
         return optuna.storages.RDBStorage(
             url,
             engine_kwargs=engine_kwargs,
             heartbeat_interval=heartbeat_seconds,
             grace_period=grace_seconds,
+            **{hook: retry_stale_trial},
         )
     except ImportError:
         raise StorageError(
@@ -157,20 +172,36 @@ def check_can_continue(cfg: StudyConfig, url: str, name: str) -> bool:
     return True
 
 
-def create_or_load(cfg: StudyConfig, storage: optuna.storages.BaseStorage, name: str, bench: Workbench) -> optuna.Study:
-    """Create the study (seeded with the uniform baselines) or continue the one of that name.
+def create_or_load(
+    cfg: StudyConfig, storage: optuna.storages.BaseStorage, name: str, bench: Workbench | None = None
+) -> optuna.Study:
+    """Create the study or continue the one of that name; with ``bench``, also :func:`record_teacher`.
 
-    Call :func:`check_can_continue` first: this function does not compare configs.
+    Call :func:`check_can_continue` first: this function does not compare configs. Several
+    workers may call it at once: the one that loses the race to create loads the winner's study.
     """
     directions = [d for _, d in OBJECTIVES]
     try:
-        return optuna.load_study(study_name=name, storage=storage)
+        study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        pass
-    study = optuna.create_study(study_name=name, storage=storage, directions=directions)
-    study.set_metric_names([n for n, _ in OBJECTIVES])
-    study.set_user_attr("config", cfg.to_dict())
-    study.set_user_attr("autocompress", {"objectives": [list(o) for o in OBJECTIVES], "schema_version": 1})
+        try:
+            study = optuna.create_study(study_name=name, storage=storage, directions=directions)
+        except optuna.exceptions.DuplicatedStudyError:
+            study = optuna.load_study(study_name=name, storage=storage)
+        else:
+            study.set_metric_names([n for n, _ in OBJECTIVES])
+            study.set_user_attr("config", cfg.to_dict())
+            study.set_user_attr("autocompress", {"objectives": [list(o) for o in OBJECTIVES], "schema_version": 1})
+    if bench is not None:
+        record_teacher(study, bench)
+    return study
+
+
+def record_teacher(study: optuna.Study, bench: Workbench) -> None:
+    """Store the teacher's figures and enqueue the uniform baselines, once per study."""
+    if "teacher" in study.user_attrs:
+        return
+    cfg = bench.config
     study.set_user_attr(
         "teacher",
         {
@@ -185,47 +216,86 @@ def create_or_load(cfg: StudyConfig, storage: optuna.storages.BaseStorage, name:
     if cfg.search.seed_baselines:
         for label, params in baseline_plans(cfg.space, bench.arch).items():
             study.enqueue_trial(params, user_attrs={"baseline": label}, skip_if_exists=True)
-    return study
+
+
+def prepare_shared(
+    study: optuna.Study, url: str, cfg: StudyConfig, cache_dir: Path, **prepare_kwargs: Any
+) -> Workbench:
+    """:func:`prepare` the workbench as one of possibly many workers of ``study``.
+
+    Under the study's lock (so that two workers starting together do not both fine-tune): fetch
+    the teacher another machine published, prepare (a no-op for a cached teacher), publish it
+    if this worker made it, and record the teacher's figures on the study once.
+    """
+    from autocompress.objective import prepare
+
+    with study_lock(url, study.study_name, cache_dir):
+        store = artifact_store_for(url)
+        if store is not None:
+            fetched = fetch_shared_cache(study, store, cache_dir)
+            if fetched:
+                log.info("using the teacher shared by another worker: %s", ", ".join(fetched))
+        bench = prepare(cfg, cache_dir, **prepare_kwargs)
+        if store is not None:
+            publish_shared_cache(study, store, bench.teacher.cache)
+        record_teacher(study, bench)
+    return bench
 
 
 def completed(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
-class _StopAfter:
-    """Stop when the study holds ``target`` complete trials, or after too many failures in a row."""
-
-    def __init__(self, target: int, max_consecutive_failures: int) -> None:
-        self.target = target
-        self.max_failures = max_consecutive_failures
-        self.failures = 0
-        self.gave_up = False
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.failures = self.failures + 1 if trial.state == TrialState.FAIL else 0
-        if self.failures >= self.max_failures:
-            self.gave_up = True
-            study.stop()
-        elif completed(study) >= self.target:
-            study.stop()
-
-
 class _Recorded:
-    """Wraps the objective so that every failure, Ctrl-C included, leaves its reason on the trial."""
+    """Wraps the objective: every failure, Ctrl-C included, leaves its reason on the trial; a trial
+    that would take the study past its target (several workers asked at once) stops at once."""
 
-    def __init__(self, objective: Objective) -> None:
+    def __init__(self, objective: Callable[[optuna.Trial], Sequence[float]], target: int) -> None:
         self.objective = objective
+        self.target = target
 
     def __call__(self, trial: optuna.Trial) -> Sequence[float]:
+        study = trial.study
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.number < trial.number]
+        if done + len(ahead) >= self.target:
+            reason = f"not needed: {done} complete and {len(ahead)} running trials already reach the target of {self.target}"
+            trial.set_user_attr("prune_reason", reason)
+            raise optuna.TrialPruned(reason)
         try:
             return self.objective(trial)
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", "interrupted (Ctrl-C); the trial will be run again on resume")
             raise
+        except optuna.TrialPruned:
+            raise
         except Exception as exc:
             if "fail_reason" not in trial.user_attrs:
                 trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
             raise
+
+
+def retry_stale_trial(study: optuna.Study, trial: FrozenTrial, max_retry: int = 2) -> None:
+    """Failed-trial callback: a trial whose worker died (no heartbeat) is queued again, same plan.
+
+    Like Optuna's ``RetryFailedTrialCallback``, but the new trial inherits only the baseline
+    label, not the dead trial's half-written metrics.
+    """
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    if len(history) > max_retry:
+        log.warning("trial %d died %d times; not retrying it again", trial.number, len(history))
+        return
+    user_attrs = {k: v for k, v in trial.user_attrs.items() if k == "baseline"}
+    study.add_trial(
+        optuna.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs={**user_attrs, "retry_of": trial.number},
+            system_attrs={"failed_trial": trial.number, "retry_history": history},
+        )
+    )
+    log.info("trial %d lost its worker; queued again", trial.number)
 
 
 @dataclass(frozen=True)
@@ -236,6 +306,70 @@ class RunResult:
     last_failure: str | None = None
 
 
+_TRANSIENT = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)
+
+
+def run_trials(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], Sequence[float]],
+    *,
+    n_trials: int,
+    timeout: float | None = None,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+    max_consecutive_failures: int = 10,
+    poll_seconds: float = 2.0,
+    outage_seconds: float = 120.0,
+) -> RunResult:
+    """Run trials, one at a time in this process, until the study holds ``n_trials`` complete ones.
+
+    Safe with many workers on one storage: a worker starts a trial only while complete + running
+    trials are below the target, waits while the others finish (a dead worker's trial is failed
+    by its missing heartbeat and queued again), and stops when the target is reached — the study
+    ends with exactly ``n_trials`` complete trials. Storage outages are retried with backoff for
+    ``outage_seconds``, then raise :class:`StorageError`.
+    """
+    deadline = time.monotonic() + timeout if timeout else None
+    recorded = _Recorded(objective, n_trials)
+    streak = 0
+    outage_since: float | None = None
+    backoff = 1.0
+    while True:
+        try:
+            optuna.storages.fail_stale_trials(study)
+            done = completed(study)
+            if done >= n_trials or (deadline is not None and time.monotonic() >= deadline):
+                break
+            if streak >= max_consecutive_failures:
+                break
+            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            if done + running >= n_trials:
+                time.sleep(poll_seconds)  # others are finishing the last trials; one may die
+                continue
+            states: list[TrialState] = []
+            study.optimize(
+                recorded, n_trials=1, catch=(Exception,), gc_after_trial=True,
+                callbacks=[lambda _s, t: states.append(t.state), *callbacks],
+            )
+            for state in states:
+                streak = streak + 1 if state == TrialState.FAIL else (0 if state == TrialState.COMPLETE else streak)
+            outage_since, backoff = None, 1.0
+        except _TRANSIENT as exc:
+            now = time.monotonic()
+            outage_since = outage_since or now
+            if now - outage_since > outage_seconds:
+                raise StorageError(
+                    f"the study's storage has been unreachable for {outage_seconds:.0f} s "
+                    f"({mask_url(str(exc).splitlines()[0])}); completed trials are safe in it; run the same "
+                    "command again once it is back (a trial cut off now is failed by heartbeat and retried)"
+                ) from None
+            log.warning("storage unreachable (%s); retrying in %.0f s", mask_url(str(exc).splitlines()[0]), backoff)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 15.0)
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    last = failed[-1].user_attrs.get("fail_reason") if failed else None
+    return RunResult(completed(study), n_trials, streak >= max_consecutive_failures, last)
+
+
 def run(
     study: optuna.Study,
     bench: Workbench,
@@ -244,26 +378,16 @@ def run(
     timeout: float | None = None,
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
 ) -> RunResult:
-    """Run trials until the study holds ``n_trials`` complete ones (or ``timeout`` seconds pass).
+    """Run the study's own objective until it holds ``n_trials`` complete trials (see :func:`run_trials`).
 
     A trial that raises (a plan that cannot apply, memory exhausted, ...) is recorded as failed
-    with its reason and the study goes on; ten failures in a row stop it. ``KeyboardInterrupt`` propagates after the running trial is marked failed.
+    with its reason and the study goes on; ten failures in a row stop it. ``KeyboardInterrupt``
+    propagates after the running trial is marked failed.
     """
-    done = completed(study)
-    if done >= n_trials:
-        return RunResult(done, n_trials, False)
+    if completed(study) >= n_trials:
+        return RunResult(completed(study), n_trials, False)
     study.sampler = make_sampler(bench.config.search, offset=len(study.trials))
-    stopper = _StopAfter(n_trials, max_consecutive_failures=10)
-    study.optimize(
-        _Recorded(Objective(bench)),
-        timeout=timeout,
-        catch=(Exception,),
-        callbacks=[stopper, *callbacks],
-        gc_after_trial=True,
-    )
-    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-    last = failed[-1].user_attrs.get("fail_reason") if failed else None
-    return RunResult(completed(study), n_trials, stopper.gave_up, last)
+    return run_trials(study, Objective(bench), n_trials=n_trials, timeout=timeout, callbacks=callbacks)
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,8 @@ def prepare_teacher(
 def _load(target: Path, cfg: StudyConfig, num_labels: int, fp: str) -> Teacher:
     meta = json.loads((target / _META).read_text())
     weights = meta["weights"]
+    if weights == "." or ((target / "config.json").is_file() and not Path(weights).exists()):
+        weights = str(target.resolve())
     model = load_classifier(weights, num_labels, trust_remote_code=cfg.model.trust_remote_code).eval()
     logits = torch.load(target / _LOGITS, weights_only=True)
     log.info("teacher loaded from the cache %s (accuracy %.2f%%)", target, 100 * meta["eval_accuracy"]["value"])
@@ -118,7 +120,7 @@ def _build(
         seconds = time.perf_counter() - start
         model.save_pretrained(tmp)  # safetensors
         load_tokenizer(cfg.model.source).save_pretrained(tmp)
-        weights = str(target.resolve())  # where the files will be once tmp is renamed
+        weights = "."  # this cache entry itself: it may be moved to another machine and path
     model.eval()
     eval_logits = predict_logits(model, eval_)
     train_logits = predict_logits(model, train)
@@ -137,7 +139,7 @@ def _build(
     log.info("teacher ready: accuracy %.2f%% after %.0f s of fine-tuning", 100 * acc.value, seconds)
     return Teacher(
         model=model,
-        weights=weights,
+        weights=str(target.resolve()) if weights == "." else weights,
         cache=target,
         eval_accuracy=acc,
         eval_logits=eval_logits,

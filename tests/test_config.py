@@ -167,3 +167,83 @@ def test_max_repeats_below_repeats_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert (info.value.key or "").startswith("profile")
+
+
+# --- device profiles: a bundled name, a YAML path or a mapping; reported profiles ----------------
+
+
+def test_profile_by_bundled_name_and_report_profiles(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, _config(profile="cpu-2t-batch", report_profiles=["rpi4", "phone-bigcore"])))
+    assert cfg.profile.name == "cpu-2t-batch" and cfg.profile.shapes == [(8, 64), (8, 128)]
+    assert [p.name for p in cfg.all_profiles] == ["cpu-2t-batch", "rpi4", "phone-bigcore"]
+    assert [p.kind for p in cfg.all_profiles] == ["measured", "predicted", "predicted"]
+    # the stored config holds the profiles in full, and loads back to the same study config
+    again = load_config(_write(tmp_path, cfg.to_dict(), name="again.yaml"))
+    assert again == cfg
+    assert cfg.to_dict()["report_profiles"][0]["spec"]["cores"] == 4
+
+
+def test_profile_by_path_relative_or_absolute(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "box.yaml").write_text(yaml.safe_dump({"threads": 1, "batch_size": [1, 2], "seq_len": 16}))
+    cfg = load_config(_write(tmp_path, _config(profile=str(tmp_path / "box.yaml"))))
+    assert cfg.profile.name == "box" and cfg.profile.shapes == [(1, 16), (2, 16)]
+    monkeypatch.chdir(tmp_path)
+    assert load_config(_write(tmp_path, _config(report_profiles=["./box.yaml"]))).report_profiles[0].name == "box"
+
+
+def test_predicted_profile_as_a_mapping(tmp_path: Path) -> None:
+    spec = {"cpu": "My board", "cores": 2, "clock_ghz": 1.2, "fp32_gflops_per_core": 5, "int8_gops_per_core": 10,
+            "memory_gbs": 3, "sources": ["board manual"]}
+    cfg = load_config(_write(tmp_path, _config(profile={"name": "board", "kind": "predicted", "threads": 2, "spec": spec})))
+    assert cfg.profile.predicted and cfg.profile.spec is not None and cfg.profile.spec.cpu == "My board"
+    assert cfg.profile.spec.memory_gbs == 3.0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "message"),
+    [
+        ({"profile": "rpi"}, "profile", "Did you mean 'rpi4'?"),
+        ({"profile": "nope"}, "profile", "Available: cpu-1t"),
+        ({"profile": "missing.yaml"}, "profile", "does not exist"),
+        ({"report_profiles": ["cpu-2"]}, "report_profiles", "Did you mean 'cpu-2t'"),
+        ({"profile": {"name": "x", "kind": "predicted"}}, "profile", "needs 'spec'"),
+        ({"report_profiles": "rpi4"}, "report_profiles", "report_profiles"),
+    ],
+)
+def test_bad_profile_reference_names_the_key(tmp_path: Path, overrides, key: str, message: str) -> None:
+    path = _write(tmp_path, _config(**overrides))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == key
+    assert message in str(info.value) and str(path) in str(info.value)
+
+
+def test_duplicate_profile_names_are_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, _config(profile="rpi4", report_profiles=["cpu-1t", "rpi4"]))
+    with pytest.raises(ConfigError, match="rpi4 appears twice") as info:
+        load_config(path)
+    assert info.value.key == "report_profiles"
+    renamed = {**yaml.safe_load((REPO / "autocompress/latency/profiles/rpi4.yaml").read_text()), "name": "rpi4-b"}
+    cfg = load_config(_write(tmp_path, _config(profile="rpi4", report_profiles=[renamed])))
+    assert [p.name for p in cfg.all_profiles] == ["rpi4", "rpi4-b"]
+
+
+def test_cuda_profile_with_int8_in_the_space_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="CUDA.*without 8") as info:
+        load_config(_write(tmp_path, _config(profile="gpu")))
+    assert info.value.key == "space"
+    with pytest.raises(ConfigError, match="CUDA"):
+        load_config(_write(tmp_path, _config(profile="gpu", space={"bits": [32, 4], "head_bits": [32, 8]})))
+    default_space = _config(profile="gpu")
+    del default_space["space"]  # the default space searches int8 too
+    with pytest.raises(ConfigError, match="CUDA") as info:
+        load_config(_write(tmp_path, default_space))
+    assert info.value.key == "space"
+    cfg = load_config(_write(tmp_path, _config(profile="gpu", space={"bits": [32, 4]})))
+    assert cfg.profile.device == "cuda" and cfg.space.bits == (32, 4)
+    # a reported GPU profile times every candidate on CUDA too
+    with pytest.raises(ConfigError, match="profile 'gpu' runs on CUDA") as info:
+        load_config(_write(tmp_path, _config(report_profiles=["rpi4", "gpu"])))
+    assert info.value.key == "space"
+    cfg = load_config(_write(tmp_path, _config(report_profiles=["gpu"], space={"bits": [32]})))
+    assert cfg.report_profiles[0].device == "cuda"

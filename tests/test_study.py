@@ -199,3 +199,52 @@ def test_transfer_set_is_labelled_by_the_teacher_and_keeps_the_cached_teacher(ti
     extra_labels = bench.transfer.labels[150:]
     assert torch.equal(extra_labels, bench.transfer_logits[150:].argmax(-1))
     assert torch.equal(bench.transfer.labels[:150], first.train.labels)
+
+
+def test_trials_record_every_profile_and_label_the_predicted_one(finished):
+    """The shared study (objective measured on 'test', rpi4 reported) stores both figures on each trial."""
+    study = st.load("rep", st.open_storage(finished, must_exist=True))
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 6
+    for t in trials:
+        lats = t.user_attrs["latencies"]
+        assert list(lats) == ["test", "rpi4"], "the objective's profile first, then the reported ones"
+        assert lats["test"]["kind"] == "measured" and lats["test"]["rounds"] >= 3
+        assert lats["rpi4"]["kind"] == "predicted" and "rounds" not in lats["rpi4"]
+        assert [(s["batch_size"], s["seq_len"]) for s in lats["rpi4"]["shapes"]] == [(1, 128)]
+        assert t.user_attrs["latency"] == lats["test"]
+        assert t.values[1] == pytest.approx(lats["test"]["ratio"]), "the study optimises the objective's profile"
+    by_label = {t.user_attrs.get("baseline"): t.user_attrs["latencies"]["rpi4"] for t in trials}
+    assert by_label["teacher"]["ratio"] == pytest.approx(1.0), "a prediction of the teacher against itself is exact"
+    assert by_label["half_depth"]["speedup"] > 1.0
+    assert by_label["half_depth"]["baseline_ms"] > 0
+
+
+def test_a_predicted_objective_profile_runs_a_study(tiny_model_dir, tiny_csv, tmp_path, monkeypatch):
+    from autocompress import objective
+    from autocompress.latency import predict
+
+    # a smaller calibration than the default (24 variants, 10 rounds) keeps this test short
+    real_cached, real_calibrate = predict.cached_calibration, predict.calibrate
+    monkeypatch.setattr(objective, "cached_calibration", lambda *a, **k: real_cached(*a, **{**k, "count": 6}))
+    monkeypatch.setattr(predict, "calibrate", lambda *a, **k: real_calibrate(*a, **{**k, "repeats": 3}))
+    spec = {"cpu": "Small board", "cores": 2, "clock_ghz": 1.0, "fp32_gflops_per_core": 4.0,
+            "int8_gops_per_core": 8.0, "memory_gbs": 2.0, "sources": ["a test"]}
+    cfg = parse_config(tiny_config_dict(
+        tiny_model_dir, tiny_csv,
+        profile={"name": "board", "kind": "predicted", "threads": 2, "batch_size": 1, "seq_len": 16, "spec": spec},
+    ))
+    bench = prepare(cfg, tmp_path / "cache")
+    assert bench.calibration is not None and bench.calibration.shapes == [[1, 16]]
+    assert list((tmp_path / "cache").rglob("latency-calibration/*.json")), "the calibration is cached for the next study"
+    study = st.create_or_load(cfg, st.open_storage(f"sqlite:///{tmp_path / 'p.db'}"), "p", bench)
+    result = st.run(study, bench, n_trials=4)
+    assert result.completed == 4
+    trials = {t.user_attrs["baseline"]: t for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    for t in trials.values():
+        lat = t.user_attrs["latency"]
+        assert lat["kind"] == "predicted" and lat["profile"] == "board"
+        assert list(t.user_attrs["latencies"]) == ["board"]
+        assert t.values[1] == pytest.approx(lat["ratio"])
+    assert trials["teacher"].values[1] == pytest.approx(1.0)
+    assert trials["half_depth"].values[1] < 1.0

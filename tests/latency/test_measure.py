@@ -10,8 +10,17 @@ import pytest
 import torch
 from conftest import tiny_bert
 
-from autocompress.latency import DeviceProfile, measure_pair
-from autocompress.latency.measure import example_inputs, measurement_lock
+from autocompress.errors import LatencyError
+from autocompress.latency import DeviceProfile, measure, measure_pair
+from autocompress.latency.measure import (
+    ProfileLatency,
+    check_profile_fits,
+    example_inputs,
+    host_info,
+    measure_profile,
+    measurement_lock,
+)
+from autocompress.latency.profile import resolve_profile
 from autocompress.plan import CompressionPlan
 from autocompress.transforms import apply_plan
 
@@ -130,3 +139,127 @@ def test_measurement_lock_is_exclusive_while_held(tmp_path) -> None:
     with open(path) as other:  # released afterwards
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
         fcntl.flock(other, fcntl.LOCK_UN)
+
+
+# --- per-profile latency: several shapes, memory checks, out-of-memory advice ---------------------
+
+
+def _shape(ratio: float, cand: float, base: float, **kw) -> dict:
+    return {"ratio": ratio, "candidate_ms": cand, "baseline_ms": base, **kw}
+
+
+def test_several_shapes_combine_by_geometric_mean() -> None:
+    profile = DeviceProfile(name="two", batch_size=[1, 8], seq_len=16, threads=1)
+    lat = ProfileLatency.combine(
+        profile,
+        [(1, 16, _shape(0.25, 2.0, 8.0, rounds=4)), (8, 16, _shape(1.0, 8.0, 8.0, rounds=6, noisy=True))],
+    )
+    assert lat.ratio == pytest.approx(0.5)  # sqrt(0.25 · 1.0), not the arithmetic mean 0.625
+    assert lat.speedup == pytest.approx(2.0)
+    assert lat.candidate_ms == pytest.approx(4.0) and lat.baseline_ms == pytest.approx(8.0)
+    assert lat.noisy, "one noisy shape makes the profile's figure noisy"
+    assert [(s["batch_size"], s["seq_len"]) for s in lat.shapes] == [(1, 16), (8, 16)]
+    d = lat.to_dict()
+    assert d["kind"] == "measured" and d["profile"] == "two"
+    assert d["speedup"] == pytest.approx(2.0)
+    assert d["rounds"] == 10
+    assert "candidate_iqr_ms" not in d, "a spread over different shapes means nothing"
+
+
+def test_one_measured_shape_keeps_its_spread_and_rounds() -> None:
+    profile = DeviceProfile(name="one", seq_len=16, threads=1)
+    shape = _shape(0.5, 4.0, 8.0, rounds=5, candidate_iqr_ms=0.3, ratio_q1=0.45, ratio_q3=0.55)
+    d = ProfileLatency.combine(profile, [(1, 16, shape)]).to_dict()
+    assert d["ratio"] == pytest.approx(0.5) and d["rounds"] == 5
+    assert d["candidate_iqr_ms"] == 0.3 and d["ratio_iqr"] == [0.45, 0.55]
+    assert d["shapes"] == [{"batch_size": 1, "seq_len": 16, **shape}]
+
+
+def test_predicted_figures_carry_no_rounds() -> None:
+    profile = DeviceProfile.model_validate(
+        {"name": "far", "kind": "predicted", "spec": {
+            "cpu": "x", "cores": 1, "clock_ghz": 1.0, "fp32_gflops_per_core": 1.0, "int8_gops_per_core": 1.0,
+            "memory_gbs": 1.0, "sources": ["s"]}}
+    )
+    d = ProfileLatency.combine(profile, [(1, 128, _shape(0.8, 8.0, 10.0))]).to_dict()
+    assert d["kind"] == "predicted"
+    assert "rounds" not in d and "candidate_iqr_ms" not in d
+
+
+def test_measure_profile_times_every_shape_of_real_models() -> None:
+    profile = DeviceProfile(name="multi", threads=1, batch_size=[1, 2], seq_len=8, warmup=1, repeats=3, max_repeats=3)
+    teacher = tiny_bert(layers=2)
+    student = apply_plan(teacher, CompressionPlan.uniform(2, keep=[0]))
+    lat = measure_profile(teacher, student, profile, vocab_size=teacher.config.vocab_size, lock=False)
+    assert lat.kind == "measured" and lat.profile == "multi"
+    assert [(s["batch_size"], s["seq_len"]) for s in lat.shapes] == [(1, 8), (2, 8)]
+    assert all(s["rounds"] == 3 and s["baseline_ms"] > 0 for s in lat.shapes)
+    gmean = (lat.shapes[0]["ratio"] * lat.shapes[1]["ratio"]) ** 0.5
+    assert lat.ratio == pytest.approx(gmean)
+
+
+def test_measure_profile_refuses_a_predicted_profile() -> None:
+    profile = resolve_profile("rpi4")
+    with pytest.raises(ValueError, match="predicted"):
+        measure_profile(tiny_bert(layers=1), tiny_bert(layers=1), profile, vocab_size=30, lock=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this host has CUDA")
+def test_cuda_profile_without_cuda_is_a_latency_error() -> None:
+    with pytest.raises(LatencyError, match="no CUDA device"):
+        measure_profile(tiny_bert(layers=1), tiny_bert(layers=1), resolve_profile("gpu"), vocab_size=30, lock=False)
+
+
+def test_out_of_memory_becomes_a_latency_error_with_advice(monkeypatch) -> None:
+    def oom(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 99999999999 bytes")
+
+    monkeypatch.setattr(measure, "measure_pair", oom)
+    profile = DeviceProfile(name="huge", threads=1, batch_size=4, seq_len=8)
+    with pytest.raises(LatencyError) as info:
+        measure_profile(tiny_bert(layers=1), tiny_bert(layers=1), profile, vocab_size=30, lock=False)
+    message = str(info.value)
+    assert "batch 4 × 8 tokens" in message and "does not fit in memory" in message
+    assert "lower batch_size or seq_len" in message and "'huge'" in message
+
+
+def test_other_runtime_errors_are_not_disguised_as_memory_errors(monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(measure, "measure_pair", broken)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        measure_profile(tiny_bert(layers=1), tiny_bert(layers=1), DeviceProfile(threads=1, seq_len=8),
+                        vocab_size=30, lock=False)
+
+
+def test_profile_longer_than_the_model_takes_is_refused_before_a_study() -> None:
+    cfg = tiny_bert(layers=1).config  # max_position_embeddings 128
+    check_profile_fits(DeviceProfile(name="ok", seq_len=[64, 128]), cfg)  # fits: no error
+    with pytest.raises(LatencyError, match="seq_len 256.*at most 128 tokens"):
+        check_profile_fits(DeviceProfile(name="long", seq_len=[64, 256]), cfg)
+    far = resolve_profile("rpi4").model_copy(update={"seq_len": 512})
+    with pytest.raises(LatencyError, match="at most 128"):
+        check_profile_fits(far, cfg)  # a predicted profile cannot feed the model more tokens either
+
+
+def test_absurd_batch_is_refused_with_the_memory_it_needs() -> None:
+    from transformers import BertConfig
+
+    cfg = BertConfig(hidden_size=1024, num_attention_heads=16, intermediate_size=4096, max_position_embeddings=512)
+    profile = DeviceProfile(name="absurd", batch_size=65_536, seq_len=512)
+    with pytest.raises(LatencyError) as info:
+        check_profile_fits(profile, cfg)
+    assert "GiB" in str(info.value) and "'absurd'" in str(info.value)
+    assert "lower batch_size or seq_len" in str(info.value)
+
+
+def test_host_info_names_the_machine_and_library_versions() -> None:
+    import optuna
+    import transformers
+
+    info = host_info()
+    assert info["torch"] == torch.__version__
+    assert info["transformers"] == transformers.__version__
+    assert info["optuna"] == optuna.__version__
+    assert info["cores"] >= 1 and info["cpu"] and info["python"]

@@ -1,0 +1,185 @@
+"""Shared studies: several worker processes on PostgreSQL (and SQLite), faults included.
+
+Each PostgreSQL test gets a database of its own on the server named by AUTOCOMPRESS_TEST_PG
+(default postgresql://postgres@127.0.0.1:5432/test). Without a reachable server they skip, unless
+AUTOCOMPRESS_REQUIRE_POSTGRES=1 (set by .ci/run), where they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from conftest import tiny_config_dict
+from optuna.trial import TrialState
+
+from autocompress import study as st
+from autocompress.shared import DBArtifactStore, fetch_shared_cache, publish_shared_cache, study_lock
+
+PG = os.environ.get("AUTOCOMPRESS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+WORKER = str(Path(__file__).with_name("worker_process.py"))
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture
+def pg_url():
+    """URL of a fresh, empty PostgreSQL database, dropped afterwards."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(PG, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            name = f"ac_test_{uuid.uuid4().hex[:10]}"
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # no server, no rights: say so
+        admin.dispose()
+        message = f"PostgreSQL at {st.mask_url(PG)} is not usable ({str(exc).splitlines()[0]})"
+        if os.environ.get("AUTOCOMPRESS_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message)
+        pytest.skip(message + "; set AUTOCOMPRESS_TEST_PG to a server where the test user may create databases")
+    url = PG.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _new_study(url: str, name: str = "shared") -> optuna.Study:
+    return optuna.create_study(
+        study_name=name, storage=st.open_storage(url), directions=["minimize", "minimize", "minimize"]
+    )
+
+
+def _workers(url: str, count: int, n_trials: int, sleep: float, name: str = "shared") -> list[subprocess.Popen]:
+    return [
+        subprocess.Popen([sys.executable, WORKER, url, name, str(n_trials), str(sleep)], env=ENV,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(count)
+    ]
+
+
+def _wait(procs: list[subprocess.Popen], timeout: float = 120) -> list[tuple[int, str, str]]:
+    out = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=timeout)
+        out.append((p.returncode, stdout, stderr))
+    return out
+
+
+def _states(url: str, name: str = "shared") -> dict[str, int]:
+    trials = optuna.load_study(study_name=name, storage=st.open_storage(url)).get_trials(deepcopy=False)
+    return {s.name: sum(t.state == s for t in trials) for s in TrialState}
+
+
+def test_four_workers_complete_exactly_the_target(pg_url) -> None:
+    _new_study(pg_url)
+    results = _wait(_workers(pg_url, 4, n_trials=12, sleep=0.3))
+    assert all(rc == 0 for rc, _, _ in results), results
+    states = _states(pg_url)
+    assert states["COMPLETE"] == 12  # none lost, none counted twice
+    assert states["RUNNING"] == 0 and states["WAITING"] == 0
+    pids = {t.user_attrs["pid"] for t in optuna.load_study(study_name="shared", storage=st.open_storage(pg_url)).trials
+            if t.state == TrialState.COMPLETE}
+    assert len(pids) > 1  # the work really was shared
+
+
+def test_killed_worker_trial_is_failed_then_retried_by_another(pg_url) -> None:
+    study = _new_study(pg_url)
+    procs = _workers(pg_url, 3, n_trials=6, sleep=2.0)
+    victim_pid, victim_trial = None, None
+    deadline = time.time() + 60
+    while victim_pid is None and time.time() < deadline:  # wait until a trial is running, then kill its worker
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if "pid" in t.user_attrs:
+                victim_pid, victim_trial = t.user_attrs["pid"], t.number
+                break
+        time.sleep(0.1)
+    assert victim_pid is not None, "no trial started"
+    os.kill(victim_pid, signal.SIGKILL)
+    survivors = [p for p in procs if p.pid != victim_pid]
+    results = _wait(survivors)
+    assert all(rc == 0 for rc, _, _ in results), results
+    for p in procs:
+        p.wait(timeout=10)
+    trials = optuna.load_study(study_name="shared", storage=st.open_storage(pg_url)).get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 6
+    dead = trials[victim_trial]
+    assert dead.state == TrialState.FAIL  # detected by its missing heartbeat
+    retries = [t for t in complete if t.system_attrs.get("failed_trial") == victim_trial]
+    assert len(retries) == 1 and retries[0].params == dead.params
+    assert retries[0].user_attrs["retry_of"] == victim_trial
+
+
+def test_a_second_process_resumes_the_study(pg_url) -> None:
+    _new_study(pg_url)
+    assert _wait(_workers(pg_url, 1, n_trials=3, sleep=0.05))[0][0] == 0
+    assert _states(pg_url)["COMPLETE"] == 3
+    assert _wait(_workers(pg_url, 1, n_trials=5, sleep=0.05))[0][0] == 0
+    assert _states(pg_url)["COMPLETE"] == 5
+
+
+def test_several_processes_on_sqlite_do_not_crash_on_locks(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'local.db'}"
+    _new_study(url)
+    results = _wait(_workers(url, 3, n_trials=9, sleep=0.1))
+    assert all(rc == 0 for rc, _, _ in results), [e[-400:] for _, _, e in results]
+    assert not any("database is locked" in e for _, _, e in results)
+    assert _states(url)["COMPLETE"] == 9
+
+
+def test_study_lock_excludes_a_second_holder(pg_url) -> None:
+    import threading
+
+    order: list[str] = []
+    with study_lock(pg_url, "s"):
+        t = threading.Thread(target=lambda: (study_lock(pg_url, "s").__enter__(), order.append("second")))
+        t.start()
+        time.sleep(0.5)
+        order.append("first released")
+    t.join(timeout=10)
+    assert order == ["first released", "second"]
+
+
+def test_cache_entry_published_once_and_fetched_elsewhere(pg_url, tmp_path) -> None:
+    study = _new_study(pg_url)
+    entry = tmp_path / "a" / "teacher-abc"
+    entry.mkdir(parents=True)
+    (entry / "weights.bin").write_bytes(os.urandom(4096))
+    store = DBArtifactStore(pg_url)
+    assert publish_shared_cache(study, store, entry)
+    assert not publish_shared_cache(study, store, entry)  # once per study
+    other = tmp_path / "b"
+    assert fetch_shared_cache(optuna.load_study(study_name="shared", storage=st.open_storage(pg_url)), store, other) == ["teacher-abc"]
+    assert (other / "teacher-abc" / "weights.bin").read_bytes() == (entry / "weights.bin").read_bytes()
+    assert fetch_shared_cache(study, store, other) == []  # already here
+
+
+def test_two_workers_starting_together_fine_tune_the_teacher_once(pg_url, tiny_model_dir, tiny_csv, tmp_path) -> None:
+    cfg = tiny_config_dict(tiny_model_dir, tiny_csv, search={"trials": 3, "sampler": "random", "seed": 0})
+    space = tmp_path / "tiny.yaml"
+    space.write_text(yaml.safe_dump(cfg))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "autocompress.cli", "-v", "run", str(space), "--storage", pg_url,
+             "--cache-dir", str(tmp_path / f"cache-{i}")],  # two machines: nothing shared but the database
+            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        )
+        for i in range(2)
+    ]
+    results = _wait(procs, timeout=600)
+    assert all(rc == 0 for rc, _, _ in results), [e[-800:] for _, _, e in results]
+    logs = [e for _, _, e in results]
+    assert sum("fine-tuning the teacher" in e for e in logs) == 1
+    assert sum("using the teacher shared by another worker" in e for e in logs) == 1
+    assert _states(pg_url, "tiny")["COMPLETE"] == 3
+    study = optuna.load_study(study_name="tiny", storage=st.open_storage(pg_url))
+    assert "teacher" in study.user_attrs and len(study.user_attrs["shared_cache"]) == 1
