@@ -26,7 +26,7 @@ from autocompress.data import TaskData, load_task
 from autocompress.distill import Progress, recover_
 from autocompress.errors import PlanError
 from autocompress.evaluate import Size, accuracy, model_size, predict_logits
-from autocompress.latency.measure import ProfileLatency, check_profile_fits, host_info, measure_profile
+from autocompress.latency.measure import ProfileLatency, check_profile_fits, compute_lock, host_info, measure_profile
 from autocompress.latency.predict import Calibration, cached_calibration, predict_profile
 from autocompress.models import ArchInfo, arch_info, load_tokenizer, peek_config
 from autocompress.plan import CompressionPlan
@@ -168,7 +168,8 @@ class Objective:
     def _recover_(self, student: torch.nn.Module) -> dict[str, Any]:
         b = self.bench
         start = time.perf_counter()
-        loss = recover_(student, b.transfer_logits, b.transfer, b.config.recovery)
+        with compute_lock():  # no local worker times a candidate meanwhile
+            loss = recover_(student, b.transfer_logits, b.transfer, b.config.recovery)
         return {
             "recovered": True,
             "recovery_seconds": time.perf_counter() - start,
@@ -212,7 +213,8 @@ class Objective:
             lat, size = self._measure(trial, cheap_model, plan, seconds)
             cheap_eval = b.eval.head(cfg.fidelity.cheap_eval_size)
             t = time.perf_counter()
-            cheap_acc = accuracy(predict_logits(cheap_model.eval(), cheap_eval), cheap_eval.labels)
+            with compute_lock():
+                cheap_acc = accuracy(predict_logits(cheap_model.eval(), cheap_eval), cheap_eval.labels)
             seconds["cheap_evaluate"] = time.perf_counter() - t
             del cheap_model
             trial.set_user_attr("cheap_accuracy", cheap_acc.to_dict())
@@ -239,7 +241,8 @@ class Objective:
             seconds["build"] = time.perf_counter() - t0
             lat, size = self._measure(trial, student, plan, seconds)
         t = time.perf_counter()
-        logits = predict_logits(student, b.eval)
+        with compute_lock():
+            logits = predict_logits(student, b.eval)
         acc = accuracy(logits, b.eval.labels)
         seconds["evaluate"] = time.perf_counter() - t
         agreement = (logits.argmax(-1) == b.teacher.eval_logits.argmax(-1)).float().mean().item()

@@ -309,6 +309,17 @@ class RunResult:
 _TRANSIENT = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)
 
 
+def _is_outage(exc: BaseException) -> bool:
+    """A lost or refused database connection (Optuna wraps some in StorageInternalError)."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, _TRANSIENT) or (isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
 def run_trials(
     study: optuna.Study,
     objective: Callable[[optuna.Trial], Sequence[float]],
@@ -353,7 +364,9 @@ def run_trials(
             for state in states:
                 streak = streak + 1 if state == TrialState.FAIL else (0 if state == TrialState.COMPLETE else streak)
             outage_since, backoff = None, 1.0
-        except _TRANSIENT as exc:
+        except (sa_exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+            if not _is_outage(exc):
+                raise
             now = time.monotonic()
             outage_since = outage_since or now
             if now - outage_since > outage_seconds:

@@ -146,3 +146,49 @@ def test_error_text_is_printed_verbatim_not_as_markup(capsys, monkeypatch):
     monkeypatch.setattr(config, "load_config", boom)
     code, _, err = run_cli(capsys, "validate", "x.yaml")
     assert code == 2 and "space.heads[0]" in err
+
+
+def test_profiles_lists_the_bundled_ones_with_their_kind(capsys):
+    from autocompress.latency.profile import bundled_profiles
+
+    code, out, _ = run_cli(capsys, "profiles")
+    assert code == 0
+    rows = {line.split()[1]: line for line in out.splitlines() if line.startswith("│")}
+    assert set(rows) == set(bundled_profiles())
+    assert "predicted" in rows["rpi4"] and "Cortex-A72" in rows["rpi4"]
+    assert "measured" in rows["cpu-2t"] and "8×64, 8×128" in rows["cpu-2t-batch"]
+    assert "report_profiles" in out
+
+
+def test_profiles_name_prints_a_profile_that_can_be_copied_into_a_file(capsys):
+    from autocompress.latency.profile import DeviceProfile, load_profile
+
+    code, out, _ = run_cli(capsys, "profiles", "rpi4")
+    assert code == 0
+    assert "kind: predicted" in out and "fp32_gflops_per_core: 12.0" in out and "sources:" in out
+    assert DeviceProfile.model_validate(yaml.safe_load(out)) == load_profile("rpi4")
+
+
+@pytest.mark.parametrize(("name", "expected"), [("nope", "Unknown profile 'nope'"), ("rpi", "Did you mean 'rpi4'?")])
+def test_unknown_profile_is_one_line_and_exit_2(capsys, name, expected):
+    code, out, err = run_cli(capsys, "profiles", name)
+    assert code == 2 and out == ""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:")
+    assert expected in lines[0] and "Available: cpu-1t" in lines[0] and "Traceback" not in err
+
+
+def test_validate_checks_every_profile_against_the_model(tiny_model_dir, tiny_csv, tmp_path, capsys):
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(yaml.safe_dump(tiny_config_dict(tiny_model_dir, tiny_csv, report_profiles=["rpi4"])))
+    code, out, err = run_cli(capsys, "validate", str(ok))
+    assert code == 0 and ": ok — study 'tiny'" in " ".join(out.split()), err
+    long = tmp_path / "long.yaml"
+    too_long = {"name": "long", "kind": "measured", "threads": 1, "seq_len": 512}
+    long.write_text(yaml.safe_dump(tiny_config_dict(tiny_model_dir, tiny_csv, report_profiles=[too_long])))
+    code, _, err = run_cli(capsys, "validate", str(long))
+    assert code == 2 and "profile 'long' has seq_len 512" in err and "at most 128 tokens" in err
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(yaml.safe_dump(tiny_config_dict(tiny_model_dir, tiny_csv, profile="cpu-2tt")))
+    code, _, err = run_cli(capsys, "validate", str(typo))
+    assert code == 2 and "key 'profile'" in err and "Did you mean 'cpu-2t'" in err

@@ -183,3 +183,110 @@ def test_two_workers_starting_together_fine_tune_the_teacher_once(pg_url, tiny_m
     assert _states(pg_url, "tiny")["COMPLETE"] == 3
     study = optuna.load_study(study_name="tiny", storage=st.open_storage(pg_url))
     assert "teacher" in study.user_attrs and len(study.user_attrs["shared_cache"]) == 1
+
+
+class _Proxy:
+    """A TCP proxy to the database that can be cut (every connection dropped) and restored."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+
+        self.target = ("127.0.0.1", target_port)
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.conns: list = []
+        self.server = None
+
+    def start(self) -> None:
+        import socket
+        import threading
+
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", self.port))
+        self.server.listen(64)
+        server = self.server
+
+        def pump(a, b) -> None:
+            try:
+                while data := a.recv(65536):
+                    b.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (a, b):
+                    try:
+                        s.close()
+                    except OSError:
+                        pass
+
+        def accept() -> None:
+            while True:
+                try:
+                    client, _ = server.accept()
+                except OSError:
+                    return
+                upstream = socket.create_connection(self.target)
+                self.conns += [client, upstream]
+                threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
+                threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+
+    def cut(self) -> None:
+        import socket
+
+        self.server.close()
+        for s in self.conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+        self.conns = []
+
+
+def _via_proxy(url: str, proxy: _Proxy) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+
+
+def test_workers_ride_out_a_database_restart(pg_url) -> None:
+    from sqlalchemy.engine import make_url
+
+    proxy = _Proxy(make_url(pg_url).port or 5432)
+    proxy.start()
+    url = _via_proxy(pg_url, proxy)
+    study = _new_study(pg_url)
+    procs = _workers(url, 2, n_trials=8, sleep=0.4)
+    deadline = time.time() + 60
+    while len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    proxy.cut()  # the database "restarts": every connection drops, new ones are refused
+    time.sleep(4)
+    proxy.start()
+    results = _wait(procs, timeout=180)
+    assert all(rc == 0 for rc, _, _ in results), [e[-600:] for _, _, e in results]
+    assert any("storage unreachable" in e for _, _, e in results)  # they noticed, waited, went on
+    assert _states(pg_url)["COMPLETE"] == 8
+
+
+def test_a_database_that_stays_down_ends_the_worker_with_a_clear_error(pg_url) -> None:
+    from sqlalchemy.engine import make_url
+
+    from autocompress.errors import StorageError
+
+    proxy = _Proxy(make_url(pg_url).port or 5432)
+    proxy.start()
+    url = make_url(_via_proxy(pg_url, proxy)).set(password="s3cret").render_as_string(hide_password=False)
+    study = optuna.load_study(study_name=_new_study(pg_url).study_name, storage=st.open_storage(url))
+    proxy.cut()
+    start = time.time()
+    with pytest.raises(StorageError) as info:
+        st.run_trials(study, lambda t: (0.0, 0.0, 0.0), n_trials=3, outage_seconds=3)
+    assert time.time() - start < 60
+    assert "unreachable" in str(info.value) and "s3cret" not in str(info.value)
+    assert _states(pg_url)["COMPLETE"] == 0

@@ -1,6 +1,6 @@
 """A worker process for the shared-study tests: a cheap objective run by ``study.run_trials``.
 
-    python tests/worker_process.py URL STUDY N_TRIALS SLEEP_SECONDS
+    python tests/worker_process.py URL STUDY N_TRIALS SLEEP_SECONDS [OUTAGE_SECONDS]
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ def objective(sleep: float):
 
 def main() -> None:
     url, name, n, sleep = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    outage = float(sys.argv[5]) if len(sys.argv) > 5 else 120.0
     storage = st.open_storage(url, heartbeat_seconds=1, grace_seconds=3)
     import optuna
 
     study = optuna.load_study(study_name=name, storage=storage)
-    result = st.run_trials(study, objective(sleep), n_trials=n, poll_seconds=0.3)
+    result = st.run_trials(study, objective(sleep), n_trials=n, poll_seconds=0.3, outage_seconds=outage)
     print(f"done {result.completed}/{result.target}", flush=True)
 
 

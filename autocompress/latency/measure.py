@@ -29,12 +29,13 @@ from torch import nn
 
 from autocompress.errors import LatencyError
 from autocompress.latency.profile import DeviceProfile
-from autocompress.locks import file_lock
+from autocompress.locks import exclusive_lock, shared_lock
 
 __all__ = [
     "LatencyResult",
     "ProfileLatency",
     "check_profile_fits",
+    "compute_lock",
     "example_inputs",
     "host_info",
     "measure_pair",
@@ -93,9 +94,18 @@ def host_info() -> dict[str, Any]:
     return info
 
 
+_LOCK_FILE = Path(tempfile.gettempdir()) / "autocompress-latency.lock"
+
+
 def measurement_lock(path: str | Path | None = None) -> contextlib.AbstractContextManager[None]:
-    """Hold a host-wide exclusive lock so that no two measurements overlap on this machine."""
-    return file_lock(path or Path(tempfile.gettempdir()) / "autocompress-latency.lock")
+    """Hold the host's measurement lock exclusively: no other measurement, and no computation
+    under :func:`compute_lock` by another local worker, overlaps it."""
+    return exclusive_lock(path or _LOCK_FILE)
+
+
+def compute_lock(path: str | Path | None = None) -> contextlib.AbstractContextManager[None]:
+    """Hold the host's measurement lock shared, around heavy computation (training, evaluation)."""
+    return shared_lock(path or _LOCK_FILE)
 
 
 def _quartiles(xs: list[float]) -> tuple[float, float, float]:

@@ -263,3 +263,36 @@ def test_host_info_names_the_machine_and_library_versions() -> None:
     assert info["transformers"] == transformers.__version__
     assert info["optuna"] == optuna.__version__
     assert info["cores"] >= 1 and info["cpu"] and info["python"]
+
+
+def test_measurement_waits_for_local_computation_and_blocks_new_computation(tmp_path) -> None:
+    import threading
+    import time
+
+    from autocompress.latency.measure import compute_lock
+
+    lock = tmp_path / "host.lock"
+    events: list[str] = []
+    held = []  # keeps the thread's lock alive after the thread ends
+
+    def measure() -> None:
+        cm = measurement_lock(lock)
+        cm.__enter__()
+        held.append(cm)
+        events.append("measuring")
+
+    with compute_lock(lock):  # another worker is training
+        t = threading.Thread(target=measure)
+        t.start()
+        time.sleep(0.3)
+        assert events == []  # the measurement waits for the computation to end
+        events.append("training done")
+    t.join(timeout=5)
+    assert events == ["training done", "measuring"]
+    # while it measures (the thread still holds the lock), new computation waits
+    started = threading.Event()
+    t2 = threading.Thread(target=lambda: (held.append(compute_lock(lock)), held[-1].__enter__(), started.set()))
+    t2.start()
+    assert not started.wait(0.3)
+    held[0].__exit__(None, None, None)  # measurement done: the computation goes ahead
+    assert started.wait(5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import optuna
 import pytest
@@ -41,3 +42,41 @@ def test_report_escapes_user_strings_and_handles_empty_study(tmp_path):
     study.tell(failed, state=optuna.trial.TrialState.FAIL)
     html = render_html(collect(study))
     assert "&lt;b&gt;boom&lt;/b&gt;" in html and "<b>boom</b>" not in html
+
+
+def test_report_shows_every_profile_and_labels_predicted_figures(finished):
+    study = st.load("rep", st.open_storage(finished, must_exist=True))
+    info = collect(study)
+    assert [p["name"] for p in info.profiles] == ["test", "rpi4"]
+    for t in info.complete:
+        assert set(t.profile_speedups) == {"test", "rpi4"}
+        assert t.latency_kind == "measured"
+    html = render_html(info)
+    # the front table: the objective's speedup, then a column for the reported, predicted profile
+    assert "<th>speedup<br><span class='muted'>(measured)</span></th>" in html
+    assert "speedup on rpi4<br><span class='muted'>(predicted)</span></th>" in html
+    for t in info.front:
+        row = re.search(rf"<tr><td>{t.number}</td>.*?</tr>", html)
+        assert row, f"front member {t.number} in the table"
+        assert f"<td>{t.profile_speedups['rpi4']:.2f}×</td>" in row.group(0), "its predicted rpi4 speedup is shown"
+    # the summary says which figures were timed here and which are predictions, and for what device
+    summary = html.split("<h2>Summary</h2>")[1].split("<h2>")[0]
+    assert "test (objective): 1 thread(s), batch 1, sequence 16 — measured on cpu" in summary
+    assert "rpi4 (reported): 4 thread(s), batch 1, sequence 128 — PREDICTED for Arm Cortex-A72" in summary
+    assert "PREDICTED" not in summary.split("rpi4 (reported)")[0], "the measured profile is not called predicted"
+
+
+def test_a_predicted_objective_is_labelled_in_the_table_and_axis(finished, tmp_path):
+    """A study whose objective is predicted says so wherever its speedups appear."""
+    study = st.load("rep", st.open_storage(finished, must_exist=True))
+    info = collect(study)
+    rpi4 = info.profiles[1]
+    swapped = replace(
+        info,
+        config={**info.config, "profile": rpi4, "report_profiles": []},
+        trials=[replace(t, latency_kind="predicted", speedup=t.profile_speedups.get("rpi4")) for t in info.trials],
+    )
+    html = render_html(swapped)
+    assert "<th>speedup<br><span class='muted'>(predicted)</span></th>" in html
+    assert "speedup over the teacher on rpi4 (×, predicted)" in html
+    assert "rpi4 (objective): 4 thread(s)" in html and "speedup on rpi4" not in html
