@@ -102,7 +102,8 @@ def _print_front(study) -> None:
 
     info = collect(study)
     table = Table(title=f"Pareto front of '{study.study_name}' ({len(info.front)} of {len(info.complete)} trials)")
-    for col in ("trial", "baseline", "accuracy %", "drop pt", "speedup", "size MB", "plan"):
+    kind = info.front[0].latency_kind if info.front else "measured"
+    for col in ("trial", "baseline", "accuracy %", "drop pt", f"speedup ({kind})", "size MB", "plan"):
         table.add_column(col, justify="left" if col in ("plan", "baseline") else "right")
     for t in info.front:
         table.add_row(

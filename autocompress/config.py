@@ -194,7 +194,7 @@ class StudyConfig(_Frozen):
     recovery: RecoveryConfig = RecoveryConfig()
     pruning: PruningConfig = PruningConfig()
     fidelity: FidelityConfig = FidelityConfig()
-    profile: DeviceProfile = DeviceProfile()  # the latency objective: a bundled name, a YAML path or a mapping
+    profile: DeviceProfile = Field(default_factory=lambda: resolve_profile("cpu-2t"))  # the latency objective: a bundled name, a YAML path or a mapping
     report_profiles: tuple[DeviceProfile, ...] = ()  # also measured / predicted for every trial, not optimised
     space: SpaceConfig = Field(SpaceConfig(), validate_default=True)  # checked against the profile even when left out
     objectives: ObjectivesConfig = ObjectivesConfig()

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -100,22 +100,42 @@ def open_storage(
     # Optuna 4.9 renamed the stale-trial hook; use whichever this Optuna has
     params = inspect.signature(optuna.storages.RDBStorage).parameters
     hook = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
+    kwargs = {"engine_kwargs": engine_kwargs, "heartbeat_interval": heartbeat_seconds,
+              "grace_period": grace_seconds, hook: retry_stale_trial}
+    for attempt in range(3):
+        try:
+            return _open_rdb(url, kwargs)
+        except _CreationRace:
+            # another worker created Optuna's tables at the same moment: they exist now; try again
+            time.sleep(0.5 + attempt)
+    return _open_rdb(url, kwargs, last=True)
+
+
+class _CreationRace(Exception):
+    pass
+
+
+def _open_rdb(url: str, kwargs: dict[str, Any], last: bool = False) -> optuna.storages.RDBStorage:
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_seconds,
-            grace_period=grace_seconds,
-            **{hook: retry_stale_trial},
-        )
-    except ImportError:
+        return optuna.storages.RDBStorage(url, **kwargs)
+    except Exception as exc:
+        cause: BaseException | None = exc
+        while cause is not None and not last:
+            if isinstance(cause, sa_exc.IntegrityError) or type(cause).__name__ == "UniqueViolation":
+                raise _CreationRace() from exc
+            cause = cause.__cause__ or cause.__context__
+        _storage_error(url, exc)
+
+
+def _storage_error(url: str, exc: Exception) -> NoReturn:
+    """One line saying why ``url`` cannot be opened, the password masked."""
+    if isinstance(exc, ImportError):
         raise StorageError(
             f"cannot open storage {mask_url(url)}: its database driver is not installed; "
             "for PostgreSQL: pip install 'psycopg[binary]' (or the extra autocompress[postgres])"
         ) from None
-    except Exception as exc:  # SQLAlchemy / driver errors of every kind mean "cannot open"
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StorageError(f"cannot open storage {mask_url(url)}: {mask_url(detail)}") from None
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    raise StorageError(f"cannot open storage {mask_url(url)}: {mask_url(detail)}") from None
 
 
 def make_sampler(search: SearchConfig, offset: int = 0) -> optuna.samplers.BaseSampler:

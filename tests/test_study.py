@@ -248,3 +248,23 @@ def test_a_predicted_objective_profile_runs_a_study(tiny_model_dir, tiny_csv, tm
         assert t.values[1] == pytest.approx(lat["ratio"])
     assert trials["teacher"].values[1] == pytest.approx(1.0)
     assert trials["half_depth"].values[1] < 1.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (runs where a GPU is lent)")
+def test_study_on_the_gpu_profile_trains_and_measures_on_cuda(tiny_model_dir, tiny_csv, tmp_path, caplog):
+    import logging
+
+    cfg = parse_config(tiny_config_dict(
+        tiny_model_dir, tiny_csv, profile="gpu", space={"heads": [1.0, 0.5], "ffn": [1.0, 0.5], "bits": [32]},
+        recovery={"epochs": 1.0}, search={"trials": 3, "sampler": "random", "seed": 0},
+    ))
+    with caplog.at_level(logging.INFO, logger="autocompress"):
+        bench = prepare(cfg, tmp_path / "cache")
+    assert any("on cuda" in r.getMessage() for r in caplog.records)  # the teacher trained on the GPU
+    study = st.create_or_load(cfg, st.open_storage(f"sqlite:///{tmp_path / 'g.db'}"), "g", bench)
+    st.run(study, bench, n_trials=3)
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 3
+    for t in done:
+        lat = t.user_attrs["latency"]
+        assert lat["profile"] == "gpu" and lat["kind"] == "measured" and lat["shapes"][0]["batch_size"] == 32

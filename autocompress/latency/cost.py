@@ -83,10 +83,11 @@ def model_costs(model: nn.Module, batch_size: int, seq_len: int) -> list[OpCost]
 
 
 def totals(ops: list[OpCost]) -> dict[str, float]:
-    """FLOPs and bytes per op kind, and the op count: ``{"flops:attention": …, "bytes:…": …, "ops": n}``."""
+    """FLOPs, bytes and op count per op kind, and the op count: ``{"flops:attention": …, "ops:…": …, "ops": n}``."""
     out: dict[str, float] = defaultdict(float)
     for op in ops:
         out[f"flops:{op.kind}"] += op.flops
         out[f"bytes:{op.kind}"] += op.bytes
+        out[f"ops:{op.kind}"] += 1.0
     out["ops"] = float(len(ops))
     return dict(out)

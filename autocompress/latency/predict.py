@@ -3,7 +3,7 @@
 The model is linear in the structural costs of :mod:`autocompress.latency.cost`::
 
     t = c_fp32 · FLOPs(fp32 Linear) + c_int8 · FLOPs(int8 Linear) + c_attn · FLOPs(attention)
-        + c_mem · bytes(element-wise) + c_op · ops + c_0
+        + c_mem · bytes(element-wise) + c_q · int8 Linear calls + c_op · ops + c_0
 
 Calibration measures a spread of compressed variants of the study's model on this host
 (interleaved with the uncompressed model, so that drift cancels: each variant's time is its
@@ -58,10 +58,18 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2
 
 #: Features of the cost model, in coefficient order.
-FEATURES = ("flops:linear_fp32", "flops:linear_int8", "flops:attention", "bytes:elementwise", "ops", "const")
+FEATURES = (
+    "flops:linear_fp32",
+    "flops:linear_int8",
+    "flops:attention",
+    "bytes:elementwise",
+    "ops:linear_int8",  # fixed cost per int8 call (packing, activation scale), apart from its FLOPs
+    "ops",
+    "const",
+)
 
 # which host peak each feature's throughput is a fraction of
 _PEAK_OF = {
@@ -69,6 +77,7 @@ _PEAK_OF = {
     "flops:linear_int8": "int8",
     "flops:attention": "fp32",
     "bytes:elementwise": "memory",
+    "ops:linear_int8": "clock",
     "ops": "clock",
     "const": "clock",
 }

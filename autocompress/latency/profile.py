@@ -55,7 +55,7 @@ class DeviceProfile(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    name: str = "cpu-2t"  # a label stored with every figure
+    name: str = "custom"  # a label stored with every figure
     description: str = ""
     kind: Literal["measured", "predicted"] = "measured"
     backend: Literal["torch"] = "torch"  # PyTorch eager, under torch.inference_mode()
@@ -137,7 +137,7 @@ def resolve_profile(ref: str | dict[str, Any] | DeviceProfile) -> DeviceProfile:
         raise ValueError(f"a profile is a name, a path to a YAML file or a mapping, not {type(ref).__name__}")
     bundled = bundled_profiles()
     if ref in bundled:
-        return _load_file(str(bundled[ref]))
+        return _load_bundled(str(bundled[ref]))
     if _looks_like_path(ref):
         path = Path(ref).expanduser()
         if not path.is_file():
@@ -149,7 +149,13 @@ def resolve_profile(ref: str | dict[str, Any] | DeviceProfile) -> DeviceProfile:
 
 
 @cache
+def _load_bundled(path: str) -> DeviceProfile:
+    """A bundled profile, read once per process (the package's files do not change under it)."""
+    return _load_file(path)
+
+
 def _load_file(path: str) -> DeviceProfile:
+    """A profile file as it is now: not cached, so that an edited user file is read again."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

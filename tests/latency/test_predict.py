@@ -71,7 +71,8 @@ def test_calibration_plans_start_with_the_corners_and_are_reproducible() -> None
 def test_calibrate_fits_non_negative_coefficients_that_reproduce_this_host(teacher) -> None:
     before = torch.get_num_threads()
     plans = calibration_plans(4, 6)
-    cal = calibrate(teacher, lambda plan: apply_plan(teacher, plan), threads=1, shapes=[(1, 16)], plans=plans, repeats=3)
+    build = lambda plan: apply_plan(teacher, plan)  # noqa: E731
+    cal = calibrate(teacher, build, threads=1, shapes=[(1, 16)], plans=plans, repeats=3)
     assert torch.get_num_threads() == before
     assert list(cal.coefficients) == list(FEATURES)
     assert all(c >= 0 and math.isfinite(c) for c in cal.coefficients.values())

@@ -147,3 +147,15 @@ def test_load_profile_raises_config_error_for_callers_outside_a_config() -> None
         load_profile("cpu-3t")
     with pytest.raises(ConfigError, match="does not exist"):
         load_profile("./no/such/profile.yaml")
+
+
+def test_an_edited_profile_file_is_read_again(tmp_path: Path) -> None:
+    # a long-lived session (a notebook, a worker) sees the file as it is now, not as it was first read
+    path = tmp_path / "box.yaml"
+    path.write_text("threads: 1\n")
+    assert resolve_profile(str(path)).threads == 1
+    path.write_text("threads: 3\n")
+    assert resolve_profile(str(path)).threads == 3
+    path.write_text("threads: 0\n")
+    with pytest.raises(ValueError, match="key 'threads'"):
+        resolve_profile(str(path))
