@@ -290,3 +290,15 @@ def test_a_database_that_stays_down_ends_the_worker_with_a_clear_error(pg_url) -
     assert time.time() - start < 60
     assert "unreachable" in str(info.value) and "s3cret" not in str(info.value)
     assert _states(pg_url)["COMPLETE"] == 0
+
+
+def test_trial_states_see_a_running_trial_that_another_worker_created(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    mine = _new_study(url)
+    mine.get_trials()  # this process has read the (empty) study once
+    other = optuna.load_study(study_name="shared", storage=st.open_storage(url))
+    running = other.ask()  # another worker starts a trial ...
+    later = other.ask()
+    other.tell(later, state=TrialState.PRUNED)  # ... and a newer one already finished
+    states = st.trial_states(mine)
+    assert states[running.number] == TrialState.RUNNING and states[later.number] == TrialState.PRUNED

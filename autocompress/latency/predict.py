@@ -256,7 +256,8 @@ def calibrate(
     ``build`` turns a plan into a compressed model (weights do not matter for speed).
     """
     profile = DeviceProfile(name="calibration", threads=threads, warmup=2, repeats=repeats, max_repeats=repeats)
-    rows, times = [], []
+    rows, ratios, shape_of = [], [], []
+    baselines: dict[tuple[int, int], list[float]] = {shape: [] for shape in shapes}
     vocab = model.config.vocab_size
     with measurement_lock():
         peaks = host_peaks(threads)
@@ -266,9 +267,15 @@ def calibrate(
                 inputs = example_inputs(b, s, vocab)
                 r = measure_pair(model, variant, profile, inputs=inputs, lock=False)
                 rows.append(features(variant, b, s))
-                times.append(r.ratio * r.baseline_ms / 1e3)
+                ratios.append(r.ratio)
+                shape_of.append((b, s))
+                baselines[(b, s)].append(r.baseline_ms)
             del variant
-    a, t = np.vstack(rows), np.array(times)
+    # a variant's time is its ratio to the baseline times the baseline's median over the whole
+    # calibration: the drift of the machine during calibration cancels out of the fit
+    ref = {shape: statistics.median(ms) / 1e3 for shape, ms in baselines.items()}
+    a = np.vstack(rows)
+    t = np.array([ratio * ref[shape] for ratio, shape in zip(ratios, shape_of, strict=True)])
     # relative error matters, not absolute: weight each sample by 1/t
     coef = _nnls(a / t[:, None], np.ones_like(t))
     fit = a @ coef
