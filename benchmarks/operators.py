@@ -10,6 +10,7 @@ data". Writes ``benchmarks/results/operators.json``.
     python benchmarks/operators.py            # full run (~20 min on 2 cores)
     python benchmarks/operators.py --quick    # smoke run (~3 min), results to operators-quick.json
     python benchmarks/operators.py --remeasure  # re-time the speedups of an existing results file
+    python benchmarks/operators.py --only combined --transfer 3000  # distil on 9,000 tweets
 
 ``--remeasure`` exists because speed does not depend on the weights: when the machine was busy
 during a full run, the speedups can be measured again on a quiet machine (structure only, same
@@ -39,11 +40,12 @@ from autocompress.transforms import apply_bits_, simulated_widths
 RESULTS = Path(__file__).parent / "results"
 
 
-def config(quick: bool) -> dict:
+def config(quick: bool, transfer: int = 0) -> dict:
     train, evals = (800, 400) if quick else (6000, 3000)
     return {
         "name": "bench-operators",
-        "task": {"source": "bundled:tweets", "train_size": train, "eval_size": evals, "max_length": 64, "seed": 1},
+        "task": {"source": "bundled:tweets", "train_size": train, "eval_size": evals, "max_length": 64, "seed": 1,
+                 "transfer_size": transfer},
         "teacher": {"epochs": 1.0 if quick else 3.0, "learning_rate": 5.0e-5, "batch_size": 32},
         "recovery": {"epochs": 0.5 if quick else 3.0, "learning_rate": 1.0e-4, "temperature": 2.0, "alpha": 0.5},
         "pruning": {"criterion": "taylor", "calibration_examples": 256},
@@ -66,16 +68,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small data, short training: a smoke run")
     ap.add_argument("--remeasure", action="store_true", help="re-time the speedups in operators.json")
+    ap.add_argument("--transfer", type=int, default=0, help="extra tweets, labelled by the teacher, to distil on")
+    ap.add_argument("--only", nargs="*", help="operators to run (default: all)")
     args = ap.parse_args()
     if args.remeasure:
         remeasure(args.quick)
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    cfg = parse_config(config(args.quick))
+    cfg = parse_config(config(args.quick, args.transfer))
     bench = prepare(cfg, Path("studies/cache"))
     objective = Objective(bench)
     n = bench.arch.num_layers
-    plans = operator_plans(n)
+    plans = {k: v for k, v in operator_plans(n).items() if not args.only or k in args.only}
     teacher = bench.teacher
     t_acc = 100 * teacher.eval_accuracy.value
     rows = []
@@ -132,7 +136,8 @@ def main() -> None:
         "quick": args.quick,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / ("operators-quick.json" if args.quick else "operators.json")
+    suffix = ("-quick" if args.quick else "") + (f"-transfer{args.transfer}" if args.transfer else "")
+    path = RESULTS / f"operators{suffix}.json"
     path.write_text(json.dumps(out, indent=2))
     print(f"{'operator':<12}{'speedup':>9}{'size':>7}{'drop raw':>10}{'drop KD':>9}")
     for r in rows:
