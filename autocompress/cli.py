@@ -47,6 +47,8 @@ def _main(
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
+        # torch's own notice about its quantised-tensor API, raised inside quantize_dynamic
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*", category=UserWarning)
     import datasets
 
     datasets.disable_progress_bars()

@@ -33,7 +33,7 @@ from autocompress.plan import CompressionPlan
 from autocompress.space import check_space, suggest_plan
 from autocompress.importance import layer_importance, unit_importance
 from autocompress.teacher import Teacher, cached_tensors, prepare_teacher
-from autocompress.transforms import Importance, apply_bits_, apply_structure_, simulated_widths
+from autocompress.transforms import Importance, apply_bits_, apply_plan, apply_structure_, simulated_widths
 
 __all__ = ["OBJECTIVES", "Workbench", "prepare", "Objective", "plan_changes_structure"]
 
@@ -106,14 +106,10 @@ def prepare(
         main = cfg.profile
         threads = main.threads if not main.predicted and main.device == "cpu" else min(os.cpu_count() or 1, 4)
 
-        def variant(plan: CompressionPlan) -> torch.nn.Module:
-            student = copy.deepcopy(teacher.model)
-            apply_structure_(student, plan)
-            apply_bits_(student, plan)
-            return student.eval()
-
         shapes = sorted({shape for p in predicted for shape in p.shapes})
-        calibration = cached_calibration(teacher.model, variant, cache_dir, threads=threads, shapes=shapes)
+        calibration = cached_calibration(
+            teacher.model, lambda plan: apply_plan(teacher.model, plan).eval(), cache_dir, threads=threads, shapes=shapes
+        )
     return Workbench(
         config=cfg,
         task=task,

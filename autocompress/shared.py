@@ -30,16 +30,13 @@ from sqlalchemy.pool import NullPool
 
 from autocompress.errors import StorageError
 from autocompress.locks import file_lock
+from autocompress.urls import mask_url, sqlite_path
 
 __all__ = ["DBArtifactStore", "artifact_store_for", "fetch_shared_cache", "publish_shared_cache", "study_lock"]
 
 log = logging.getLogger(__name__)
 
 SHARED_ATTR = "shared_cache"  # study user attribute: {cache entry name: artifact id}
-
-
-def _sqlite_path(url: str) -> Path | None:
-    return Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
 
 
 def _lock_key(name: str) -> int:
@@ -50,14 +47,12 @@ def _lock_key(name: str) -> int:
 @contextlib.contextmanager
 def study_lock(url: str, name: str, fallback_dir: Path | None = None) -> Iterator[None]:
     """Hold the study's exclusive lock across every worker that shares ``url``."""
-    path = _sqlite_path(url)
+    path = sqlite_path(url)
     if path is not None:
         with file_lock(path.with_name(path.name + f".{name}.lock")):
             yield
         return
     if url.startswith("postgresql"):
-        from autocompress.study import mask_url
-
         engine = sa.create_engine(url, poolclass=NullPool)
         try:
             conn = engine.connect()
@@ -115,7 +110,7 @@ class DBArtifactStore:
 
 def artifact_store_for(url: str) -> DBArtifactStore | None:
     """The store that shares cache entries between machines; ``None`` for SQLite (one machine)."""
-    if _sqlite_path(url) is not None:
+    if sqlite_path(url) is not None:
         return None
     return DBArtifactStore(url)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import re
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from autocompress.config import SearchConfig, StudyConfig, parse_config
 from autocompress.errors import ConfigError, StorageError, StudyNotFoundError
 from autocompress.objective import OBJECTIVES, Objective, Workbench
 from autocompress.report.collect import feasible
+from autocompress.urls import mask_url, sqlite_path
 from autocompress.shared import artifact_store_for, fetch_shared_cache, publish_shared_cache, study_lock
 from autocompress.space import baseline_plans
 
@@ -65,17 +65,6 @@ def default_storage(name: str, root: Path = DEFAULT_ROOT) -> str:
     return f"sqlite:///{root / f'{name}.db'}"
 
 
-def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe to print or log)."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-
-
-def _sqlite_path(url: str) -> Path | None:
-    if url.startswith("sqlite:///"):
-        return Path(url[len("sqlite:///") :])
-    return None
-
-
 def open_storage(
     url: str,
     *,
@@ -89,7 +78,7 @@ def open_storage(
     A running trial whose heartbeat is older than ``grace_seconds`` is marked failed by the next
     worker that starts a trial.
     """
-    path = _sqlite_path(url)
+    path = sqlite_path(url)
     if path is not None:
         if must_exist and not path.is_file():
             raise StudyNotFoundError(f"no study database at '{path}'; run `autocompress studies` to see what exists")
@@ -175,7 +164,7 @@ def check_can_continue(cfg: StudyConfig, url: str, name: str) -> bool:
     objectives differ from the stored one: old and new trials would not be comparable.
     Creates nothing (a missing SQLite file simply means the study does not exist yet).
     """
-    path = _sqlite_path(url)
+    path = sqlite_path(url)
     if path is not None and not path.is_file():
         return False
     try:
@@ -409,7 +398,9 @@ def run_trials(
             for state in states:
                 streak = streak + 1 if state == TrialState.FAIL else (0 if state == TrialState.COMPLETE else streak)
             outage_since, backoff = None, 1.0
-        except (sa_exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+        except Exception as exc:
+            # Optuna's own bookkeeping can turn a lost connection into another error (an
+            # AssertionError in its trial post-processing): judge by the whole exception chain.
             if not _is_outage(exc):
                 raise
             now = time.monotonic()
