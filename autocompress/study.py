@@ -24,12 +24,13 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from autocompress.config import SearchConfig, StudyConfig, parse_config
-from autocompress.errors import ConfigError, StorageError, StudyNotFoundError
+from autocompress.errors import ConfigError, PlanError, StorageError, StudyNotFoundError, UnknownNameError
 from autocompress.objective import OBJECTIVES, Objective, Workbench
 from autocompress.report.collect import feasible
 from autocompress.urls import mask_url, sqlite_path
 from autocompress.shared import artifact_store_for, fetch_shared_cache, publish_shared_cache, study_lock
-from autocompress.space import baseline_plans
+from autocompress.plan import CompressionPlan
+from autocompress.space import baseline_plans, params_for_plan
 
 __all__ = [
     "DEFAULT_ROOT",
@@ -47,6 +48,11 @@ __all__ = [
     "load",
     "stored_config",
     "make_sampler",
+    "with_sampler",
+    "SAMPLERS",
+    "WarmStart",
+    "open_warm_start_source",
+    "warm_start",
     "run",
     "list_studies",
     "completed",
@@ -130,14 +136,37 @@ def _storage_error(url: str, exc: Exception) -> NoReturn:
     raise StorageError(f"cannot open storage {mask_url(url)}: {mask_url(detail)}") from None
 
 
+#: the samplers ``search.sampler`` names. TPE, NSGA-II and GP read the accuracy-drop constraint
+#: that the objective records with ``trial.set_constraint`` (Optuna 5 samplers take it from the
+#: trial itself; their ``constraints_func`` argument is deprecated and would only copy it) and
+#: prefer feasible plans; random sampling ignores it.
+SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
+    # multivariate: the per-layer choices interact (depth × pruning × bits)
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8),
+    # small population: studies here run tens of trials, not thousands
+    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed, population_size=16),
+    # Gaussian process with (constrained) expected hypervolume improvement; categorical dimensions
+    # are handled by its kernel
+    "gp": lambda seed: optuna.samplers.GPSampler(seed=seed, n_startup_trials=8),
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+}
+
+
 def make_sampler(search: SearchConfig, offset: int = 0) -> optuna.samplers.BaseSampler:
     """The configured sampler, seeded with ``search.seed + offset`` (offset: trials already run)."""
-    seed = search.seed + offset
-    if search.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8)
-    if search.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=16)
-    return optuna.samplers.RandomSampler(seed=seed)
+    if search.sampler not in SAMPLERS:
+        raise UnknownNameError("sampler", search.sampler, SAMPLERS)
+    return SAMPLERS[search.sampler](search.seed + offset)
+
+
+def with_sampler(cfg: StudyConfig, sampler: str | None) -> StudyConfig:
+    """``cfg`` with ``search.sampler`` replaced (validated), or ``cfg`` itself for ``None``."""
+    if sampler is None or sampler == cfg.search.sampler:
+        return cfg
+    if sampler not in SAMPLERS:
+        raise UnknownNameError("sampler", sampler, SAMPLERS)
+    search = SearchConfig.model_validate({**cfg.search.model_dump(), "sampler": sampler})
+    return cfg.model_copy(update={"search": search})
 
 
 def stored_config(study: optuna.Study) -> StudyConfig:
@@ -172,6 +201,10 @@ def check_can_continue(cfg: StudyConfig, url: str, name: str) -> bool:
     except KeyError:
         return False
     stored = existing.user_attrs.get("config") or {}
+    try:  # a study stored before a setting existed has it at its default
+        stored = parse_config(stored).to_dict()
+    except ConfigError:
+        pass
     new = cfg.to_dict()
     keys = ("model", "task", "teacher", "recovery", "pruning", "profile", "space", "objectives")
     changed = [k for k in keys if stored.get(k) != new.get(k)]
@@ -219,6 +252,8 @@ def record_teacher(study: optuna.Study, bench: Workbench) -> None:
         {
             "fingerprint": bench.teacher.fingerprint,
             "accuracy": bench.teacher.eval_accuracy.to_dict(),
+            "metric": bench.teacher_metric.to_dict(),  # task.metric on the eval split: what drops are measured from
+            "test_metric": bench.teacher_test.to_dict() if bench.teacher_test else None,  # held-out, reported only
             "size": bench.teacher_size.to_dict(),
             "fine_tune_seconds": bench.teacher.fine_tune_seconds,
             "arch": vars(bench.arch),
@@ -228,6 +263,63 @@ def record_teacher(study: optuna.Study, bench: Workbench) -> None:
     if cfg.search.seed_baselines:
         for label, params in baseline_plans(cfg.space, bench.arch).items():
             study.enqueue_trial(params, user_attrs={"baseline": label}, skip_if_exists=True)
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """What :func:`warm_start` did with each plan on the source study's front."""
+
+    source: str  # the study warm-started from
+    enqueued: tuple[int, ...]  # its trial numbers whose plans were queued here
+    present: tuple[int, ...]  # whose plans this study already has (run, running or queued)
+    skipped: dict[int, str]  # trial number → why this study's space cannot express its plan
+
+
+def open_warm_start_source(name: str, url: str, cfg: StudyConfig) -> optuna.Study:
+    """The study to warm-start ``cfg``'s study from; refuses one that does not exist, was not made
+    by autocompress, or compresses another base model (its plans would mean something else)."""
+    source = load(name, open_storage(url, must_exist=True))
+    other = stored_config(source)
+    if other.model.source != cfg.model.source:
+        raise ConfigError(
+            f"cannot warm-start from study '{name}': it compresses {other.model.source}, "
+            f"this study {cfg.model.source}; warm-start only from a study on the same base model"
+        )
+    return source
+
+
+def warm_start(study: optuna.Study, source: optuna.Study, bench: Workbench) -> WarmStart:
+    """Queue the plans of ``source``'s Pareto front in ``study`` (feasible, full-fidelity trials).
+
+    Each plan is queued as the trial parameters that make this study's space build it, labelled
+    ``warm_start: "<source>#<trial>"``; a plan this space cannot express (another number of
+    layers, a value outside the choices, a layer set or per-layer pattern its selections and
+    schedule cannot make) is skipped with the reason, and one this study already has is not
+    queued twice. Running it again queues nothing new.
+    """
+    cfg = bench.config
+    existing = [t.system_attrs.get("fixed_params", t.params) for t in study.get_trials(deepcopy=False)]
+    enqueued: list[int] = []
+    present: list[int] = []
+    skipped: dict[int, str] = {}
+    front = [t for t in source.best_trials if t.user_attrs.get("fidelity") == "full" and "plan" in t.user_attrs]
+    for t in sorted(front, key=lambda t: t.number):
+        try:
+            plan = CompressionPlan.from_dict(t.user_attrs["plan"])
+            params = params_for_plan(plan, cfg.space, bench.arch, bench.layer_ranking)
+        except PlanError as exc:
+            skipped[t.number] = str(exc)
+            log.info("warm start: trial %d of '%s' is not expressible here: %s", t.number, source.study_name, exc)
+            continue
+        if params in existing:
+            present.append(t.number)
+            continue
+        study.enqueue_trial(params, user_attrs={"warm_start": f"{source.study_name}#{t.number}"}, skip_if_exists=True)
+        existing.append(params)
+        enqueued.append(t.number)
+    log.info("warm start from '%s': %d plans queued, %d already here, %d skipped",
+             source.study_name, len(enqueued), len(present), len(skipped))
+    return WarmStart(source.study_name, tuple(enqueued), tuple(present), skipped)
 
 
 def prepare_shared(
@@ -314,7 +406,7 @@ def retry_stale_trial(study: optuna.Study, trial: FrozenTrial, max_retry: int = 
     if len(history) > max_retry:
         log.warning("trial %d died %d times; not retrying it again", trial.number, len(history))
         return
-    user_attrs = {k: v for k, v in trial.user_attrs.items() if k == "baseline"}
+    user_attrs = {k: v for k, v in trial.user_attrs.items() if k in ("baseline", "warm_start")}
     study.add_trial(
         optuna.create_trial(
             state=TrialState.WAITING,
@@ -338,15 +430,19 @@ class RunResult:
 _TRANSIENT = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)
 
 
-def _is_outage(exc: BaseException) -> bool:
-    """A lost or refused database connection (Optuna wraps some in StorageInternalError)."""
+def _outage(exc: BaseException | None) -> BaseException | None:
+    """The lost or refused database connection behind ``exc``, if that is what it is.
+
+    Optuna wraps some in StorageInternalError, and its trial post-processing can raise an
+    unrelated error while handling one, so the whole exception chain is searched.
+    """
     seen = 0
     while exc is not None and seen < 5:
         if isinstance(exc, _TRANSIENT) or (isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated):
-            return True
+            return exc
         exc = exc.__cause__ or exc.__context__
         seen += 1
-    return False
+    return None
 
 
 def run_trials(
@@ -399,19 +495,19 @@ def run_trials(
                 streak = streak + 1 if state == TrialState.FAIL else (0 if state == TrialState.COMPLETE else streak)
             outage_since, backoff = None, 1.0
         except Exception as exc:
-            # Optuna's own bookkeeping can turn a lost connection into another error (an
-            # AssertionError in its trial post-processing): judge by the whole exception chain.
-            if not _is_outage(exc):
+            cause = _outage(exc)
+            if cause is None:
                 raise
+            detail = mask_url(str(cause).splitlines()[0] if str(cause) else type(cause).__name__)
             now = time.monotonic()
             outage_since = outage_since or now
             if now - outage_since > outage_seconds:
                 raise StorageError(
                     f"the study's storage has been unreachable for {outage_seconds:.0f} s "
-                    f"({mask_url(str(exc).splitlines()[0])}); completed trials are safe in it; run the same "
+                    f"({detail}); completed trials are safe in it; run the same "
                     "command again once it is back (a trial cut off now is failed by heartbeat and retried)"
                 ) from None
-            log.warning("storage unreachable (%s); retrying in %.0f s", mask_url(str(exc).splitlines()[0]), backoff)
+            log.warning("storage unreachable (%s); retrying in %.0f s", detail, backoff)
             time.sleep(backoff)
             backoff = min(backoff * 2, 15.0)
     failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
@@ -437,8 +533,27 @@ def run(
         return RunResult(completed(study), n_trials, False)
     study.sampler = make_sampler(bench.config.search, offset=len(study.trials))
     return run_trials(
-        study, Objective(bench), n_trials=n_trials, timeout=timeout, callbacks=callbacks, gc_after_trial=True
+        study, _Labelled(Objective(bench), bench.config.search.sampler), n_trials=n_trials, timeout=timeout,
+        callbacks=callbacks, gc_after_trial=True,
     )
+
+
+#: user attributes of a trial whose parameters were queued rather than sampled
+QUEUED_BY = ("baseline", "warm_start", "retry_of")
+
+
+class _Labelled:
+    """Records on each trial which sampler chose its plan (``sampler``), or ``"enqueued"`` when
+    its parameters were queued (a baseline, a warm start, a retried trial)."""
+
+    def __init__(self, objective: Callable[[optuna.Trial], Sequence[float]], sampler: str) -> None:
+        self.objective = objective
+        self.sampler = sampler
+
+    def __call__(self, trial: optuna.Trial) -> Sequence[float]:
+        queued = any(k in trial.user_attrs for k in QUEUED_BY)
+        trial.set_user_attr("sampler", "enqueued" if queued else self.sampler)
+        return self.objective(trial)
 
 
 @dataclass(frozen=True)
