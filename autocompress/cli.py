@@ -96,7 +96,12 @@ def _best_text(study, max_drop: float | None) -> str:
     budget = 1.0 if max_drop is None else max_drop
     ok = [t.user_attrs.get("speedup", 0) for t in done if t.user_attrs.get("accuracy_drop", 99) <= budget]
     fast = f", fastest within {budget:g} pt: {max(ok):.2f}×" if ok else ""
-    return f"best acc {best_acc:.1f}%{fast}"
+    return f"best {_metric_name(study)} {best_acc:.1f}%{fast}"
+
+
+def _metric_name(study) -> str:
+    """The study's task metric (its first objective), as its config names it."""
+    return ((study.user_attrs.get("config") or {}).get("task") or {}).get("metric", "accuracy")
 
 
 def _print_front(study) -> None:
@@ -105,7 +110,7 @@ def _print_front(study) -> None:
     info = collect(study)
     table = Table(title=f"Pareto front of '{study.study_name}' ({len(info.front)} of {len(info.complete)} trials)")
     kind = info.front[0].latency_kind if info.front else "measured"
-    for col in ("trial", "baseline", "accuracy %", "drop pt", f"speedup ({kind})", "size MB", "plan"):
+    for col in ("trial", "baseline", f"{_metric_name(study)} %", "drop pt", f"speedup ({kind})", "size MB", "plan"):
         table.add_column(col, justify="left" if col in ("plan", "baseline") else "right")
     for t in info.front:
         table.add_row(
@@ -123,12 +128,14 @@ def _print_front(study) -> None:
 def _run_study(cfg, name: str, url: str, trials: int, timeout: float | None, cache_dir: Path, config_file: str | None) -> None:
     from autocompress import study as st
     from autocompress.data import load_task
-    from autocompress.models import peek_arch
+    from autocompress.models import arch_from_config, check_max_length, peek_config
     from autocompress.space import check_space
     from autocompress.report import collect, write_report
 
-    # fail fast on a wrong model, a space that does not fit it, or bad data
-    check_space(cfg.space, peek_arch(cfg.model.source), file=config_file)
+    # fail fast on a wrong model, a space or token budget that does not fit it, or bad data
+    model_config = peek_config(cfg.model.source)
+    check_space(cfg.space, arch_from_config(model_config), file=config_file)
+    check_max_length(model_config, cfg.task.max_length)
     task_data = load_task(cfg.task)
     # refuse an incompatible existing study before minutes of teacher preparation
     st.check_can_continue(cfg, url, name)
@@ -143,7 +150,7 @@ def _run_study(cfg, name: str, url: str, trials: int, timeout: float | None, cac
         study = st.create_or_load(cfg, storage, name)
         bench = st.prepare_shared(study, url, cfg, cache_dir, progress=on_step, config_file=config_file, task=task_data)
         note = "from cache" if bench.teacher.from_cache else f"fine-tuned in {bench.teacher.fine_tune_seconds:.0f} s"
-        bar.update(prep, total=1, completed=1, description="teacher ready", best=f"acc {100 * bench.teacher.eval_accuracy.value:.2f}% ({note})")
+        bar.update(prep, total=1, completed=1, description="teacher ready", best=f"{bench.teacher_metric.name} {100 * bench.teacher_metric.value:.2f}% ({note})")
         study.set_user_attr("target_trials", trials)  # what `resume` aims for
         done0 = st.completed(study)
         task = bar.add_task("trials", total=trials, completed=min(done0, trials), best=_best_text(study, cfg.objectives.max_accuracy_drop))
@@ -279,17 +286,19 @@ def validate(space: Annotated[Path, typer.Argument(help="Search-space YAML file.
     from autocompress.config import load_config
     from autocompress.data import load_task
     from autocompress.latency.measure import check_profile_fits
-    from autocompress.models import _arch_from_config, peek_config
+    from autocompress.models import arch_from_config, check_max_length, peek_config
     from autocompress.space import check_space
 
     cfg = load_config(space)
     model_config = peek_config(cfg.model.source)
-    check_space(cfg.space, _arch_from_config(model_config), file=str(space))
+    check_space(cfg.space, arch_from_config(model_config), file=str(space))
+    check_max_length(model_config, cfg.task.max_length)
     for prof in cfg.all_profiles:
         check_profile_fits(prof, model_config)
     task = load_task(cfg.task)
     out.print(
-        f"{space}: ok — study '{cfg.name}', {len(task.train)} train / {len(task.eval)} eval examples, "
+        f"{space}: ok — study '{cfg.name}', {len(task.train)} train / {len(task.eval)} eval"
+        + (f" / {len(task.test)} test" if task.test is not None else "") + " examples, "
         f"{task.num_labels} classes ({', '.join(task.label_names)})"
     )
 

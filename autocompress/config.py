@@ -59,6 +59,25 @@ class TaskConfig(_Frozen):
     transfer_size: int = Field(0, ge=0)  # extra examples for distillation, used without their labels
     max_length: int = Field(128, ge=8, le=4096)  # tokens per example at train/eval time
     seed: int = 0  # seed of the train/eval split
+    metric: Literal["accuracy", "macro_f1"] = "accuracy"  # what the search maximises; macro_f1 for imbalanced classes
+    test_split: str | None = None  # hub datasets: a split to draw the held-out test examples from
+    test_size: int = Field(0, ge=0, validate_default=True)  # held-out test examples, reported for full trials, never optimised on (0: none)
+
+    @field_validator("text_pair_column", mode="after")
+    @classmethod
+    def _pair_differs(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and v == info.data.get("text_column"):
+            raise ValueError(f"names the same column as text_column ('{v}'); a pair task needs two text columns")
+        return v
+
+    @field_validator("test_size", mode="after")
+    @classmethod
+    def _test_size(cls, v: int, info: ValidationInfo) -> int:
+        if 0 < v < 10:
+            raise ValueError(f"{v} examples say nothing; use 0 (no test split) or at least 10")
+        if v == 0 and info.data.get("test_split"):
+            raise ValueError(f"test_split '{info.data['test_split']}' is set: say how many of its examples to score")
+        return v
 
 
 class TrainConfig(_Frozen):

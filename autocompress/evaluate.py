@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -9,8 +10,21 @@ import torch
 from torch import nn
 
 from autocompress.batches import Encoded
+from autocompress.errors import UnknownNameError
 
-__all__ = ["Accuracy", "Size", "predict_logits", "accuracy", "bootstrap_ci", "model_size"]
+__all__ = [
+    "METRICS",
+    "Accuracy",
+    "Metric",
+    "Size",
+    "predict_logits",
+    "accuracy",
+    "bootstrap_ci",
+    "macro_f1",
+    "macro_f1_of",
+    "metric",
+    "model_size",
+]
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,85 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> Accuracy:
     correct = (logits.argmax(dim=-1) == labels).float()
     lo, hi = bootstrap_ci(correct)
     return Accuracy(value=correct.mean().item(), ci_low=lo, ci_high=hi, n=int(correct.numel()))
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A task metric (named as in ``task.metric``) in [0, 1] with a 95 % bootstrap interval."""
+
+    name: str
+    value: float
+    ci_low: float
+    ci_high: float
+    n: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Metric":
+        return cls(name=str(d["name"]), value=float(d["value"]), ci_low=float(d["ci_low"]),
+                   ci_high=float(d["ci_high"]), n=int(d["n"]))
+
+
+def macro_f1_of(predicted: torch.Tensor, labels: torch.Tensor, num_labels: int | None = None) -> torch.Tensor:
+    """Macro-F1 of each row of ``predicted`` against the same row of ``labels``; shape ``(rows,)``.
+
+    Per class ``F1 = 2·TP / (2·TP + FP + FN)``, averaged over the classes that occur in the row's
+    labels or predictions (a class absent from both is not counted, as in scikit-learn's default).
+    1-D inputs are one row.
+    """
+    one = predicted.dim() == 1
+    p, y = (predicted[None], labels[None]) if one else (predicted, labels)
+    k = int(num_labels if num_labels is not None else max(int(p.max()), int(y.max())) + 1)
+    rows = p.shape[0]
+    offset = (torch.arange(rows) * k)[:, None]  # counts per (row, class) with one bincount each
+
+    def counts(cls: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+        flat = (offset + cls).reshape(-1)
+        if where is not None:
+            flat = flat[where.reshape(-1)]
+        return torch.bincount(flat, minlength=rows * k).view(rows, k).float()
+
+    tp = counts(y, p == y)
+    denom = counts(p) + counts(y)  # 2·TP + FP + FN
+    present = denom > 0
+    f1 = torch.where(present, 2 * tp / denom.clamp_min(1), torch.zeros_like(tp))
+    out = f1.sum(1) / present.sum(1).clamp_min(1)
+    return out[0] if one else out
+
+
+def macro_f1(logits: torch.Tensor, labels: torch.Tensor, *, samples: int = 1000, seed: int = 0) -> Metric:
+    """Macro-F1 of ``logits`` against ``labels``, with a 95 % percentile-bootstrap interval."""
+    predicted = logits.argmax(dim=-1)
+    k = logits.shape[-1]
+    value = macro_f1_of(predicted, labels, k).item()
+    g = torch.Generator().manual_seed(seed)
+    n = labels.numel()
+    draws = torch.randint(0, n, (samples, n), generator=g)
+    boot = macro_f1_of(predicted[draws], labels[draws], k)
+    lo = torch.quantile(boot, 0.025).item()
+    hi = torch.quantile(boot, 0.975).item()
+    return Metric(name="macro_f1", value=value, ci_low=lo, ci_high=hi, n=int(n))
+
+
+def _accuracy_metric(logits: torch.Tensor, labels: torch.Tensor) -> Metric:
+    a = accuracy(logits, labels)
+    return Metric(name="accuracy", value=a.value, ci_low=a.ci_low, ci_high=a.ci_high, n=a.n)
+
+
+#: Task metrics by the name ``task.metric`` uses; each maps (logits, labels) to a :class:`Metric`.
+METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor], Metric]] = {
+    "accuracy": _accuracy_metric,
+    "macro_f1": macro_f1,
+}
+
+
+def metric(name: str, logits: torch.Tensor, labels: torch.Tensor) -> Metric:
+    """The task metric ``name`` of ``logits`` against ``labels``."""
+    if name not in METRICS:
+        raise UnknownNameError("metric", name, METRICS)
+    return METRICS[name](logits, labels)
 
 
 @dataclass(frozen=True)

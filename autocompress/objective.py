@@ -2,14 +2,18 @@
 
 :func:`prepare` builds the study's runtime state once per process (data, tokenizer, the cached
 teacher); :class:`Objective` then turns each Optuna trial into a compressed candidate and
-returns its three objective values: accuracy (%, maximise), latency relative to the
+returns its three objective values: the task metric (``task.metric``: accuracy or macro-F1, %,
+maximise; the objective keeps the name "accuracy" in storage), latency relative to the
 uncompressed teacher measured in the same rounds (minimise), and size in MB (minimise).
-Everything needed to understand or rebuild the candidate is stored on the trial.
+Everything needed to understand or rebuild the candidate is stored on the trial; a held-out test
+split, when the task has one, is scored for every full-fidelity trial and never optimised on.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 import os
 import time
@@ -22,13 +26,13 @@ import torch
 
 from autocompress.batches import Encoded, encode
 from autocompress.config import StudyConfig
-from autocompress.data import TaskData, load_task
+from autocompress.data import Examples, TaskData, load_task
 from autocompress.distill import Progress, recover_
 from autocompress.errors import PlanError
-from autocompress.evaluate import Size, accuracy, model_size, predict_logits
+from autocompress.evaluate import Metric, Size, accuracy, metric, model_size, predict_logits
 from autocompress.latency.measure import ProfileLatency, check_profile_fits, compute_lock, host_info, measure_profile
 from autocompress.latency.predict import Calibration, cached_calibration, predict_profile
-from autocompress.models import ArchInfo, arch_info, load_tokenizer, peek_config
+from autocompress.models import ArchInfo, arch_info, check_max_length, load_tokenizer, peek_config
 from autocompress.plan import CompressionPlan
 from autocompress.space import check_space, suggest_plan
 from autocompress.importance import layer_importance, unit_importance
@@ -64,6 +68,9 @@ class Workbench:
     transfer_logits: torch.Tensor  # teacher logits on ``transfer``
     importance: Importance  # head / FFN-neuron scores of the teacher, per layer
     layer_ranking: list[float]  # calibration-loss increase when each layer alone is skipped
+    teacher_metric: Metric  # the teacher's task metric on the eval split (what drops are measured from)
+    test: Encoded | None = None  # held-out test examples, scored for full-fidelity trials only
+    teacher_test: Metric | None = None  # the teacher's task metric on ``test``
 
 
 def prepare(
@@ -75,7 +82,8 @@ def prepare(
 ) -> Workbench:
     """Load data (unless given) and tokenizer, and get the fine-tuned teacher (cached when possible)."""
     model_config = peek_config(cfg.model.source)
-    for profile in cfg.all_profiles:  # before anything slow: a profile this model or host cannot run
+    check_max_length(model_config, cfg.task.max_length)  # before anything slow: inputs the model cannot take
+    for profile in cfg.all_profiles:  # a profile this model or host cannot run
         check_profile_fits(profile, model_config)
     task = task or load_task(cfg.task)
     tokenizer = load_tokenizer(cfg.model.source)
@@ -84,6 +92,14 @@ def prepare(
     teacher = prepare_teacher(cfg, task.num_labels, train, eval_, cache_dir, progress)
     arch = arch_info(teacher.model)
     check_space(cfg.space, arch, file=config_file)
+    teacher_metric = metric(cfg.task.metric, teacher.eval_logits, eval_.labels)
+    test = teacher_test = None
+    if task.test is not None:
+        test = encode(tokenizer, task.test, cfg.task.max_length)
+        test_logits = cached_tensors(
+            teacher, f"test-logits-{_digest(task.test)}", lambda: {"logits": predict_logits(teacher.model, test)}
+        )["logits"]
+        teacher_test = metric(cfg.task.metric, test_logits, test.labels)
     calib = train.head(cfg.pruning.calibration_examples)
     crit = cfg.pruning.criterion
     scores = cached_tensors(
@@ -126,7 +142,16 @@ def prepare(
             heads={int(k): v for k, v in scores["heads"].items()}, ffn={int(k): v for k, v in scores["ffn"].items()}
         ),
         layer_ranking=scores["layers"].tolist(),
+        teacher_metric=teacher_metric,
+        test=test,
+        teacher_test=teacher_test,
     )
+
+
+def _digest(examples: Examples) -> str:
+    """A short key for a set of examples (the test split's logits are cached under it)."""
+    key = json.dumps([examples.texts, examples.pairs, examples.labels])
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def _scores_to_dict(units: Importance, layers: torch.Tensor) -> dict[str, Any]:
@@ -210,7 +235,7 @@ class Objective:
             cheap_eval = b.eval.head(cfg.fidelity.cheap_eval_size)
             t = time.perf_counter()
             with compute_lock():
-                cheap_acc = accuracy(predict_logits(cheap_model.eval(), cheap_eval), cheap_eval.labels)
+                cheap_acc = metric(cfg.task.metric, predict_logits(cheap_model.eval(), cheap_eval), cheap_eval.labels)
             seconds["cheap_evaluate"] = time.perf_counter() - t
             del cheap_model
             trial.set_user_attr("cheap_accuracy", cheap_acc.to_dict())
@@ -220,7 +245,7 @@ class Objective:
                 trial.set_user_attr("seconds", seconds)
                 reason = (
                     f"not recovered: trial {blocker} is already as fast, as small and within "
-                    f"{cfg.fidelity.margin:g} pt of the teacher (cheap accuracy {100 * cheap_acc.value:.1f}%)"
+                    f"{cfg.fidelity.margin:g} pt of the teacher (cheap {cheap_acc.name} {100 * cheap_acc.value:.1f}%)"
                 )
                 trial.set_user_attr("prune_reason", reason)
                 raise optuna.TrialPruned(reason)
@@ -240,12 +265,21 @@ class Objective:
         with compute_lock():
             logits = predict_logits(student, b.eval)
         acc = accuracy(logits, b.eval.labels)
+        score = metric(cfg.task.metric, logits, b.eval.labels)
         seconds["evaluate"] = time.perf_counter() - t
+        if b.test is not None:  # reported, never optimised on
+            t = time.perf_counter()
+            with compute_lock():
+                test_logits = predict_logits(student, b.test)
+            trial.set_user_attr("test_metric", metric(cfg.task.metric, test_logits, b.test.labels).to_dict())
+            trial.set_user_attr("test_accuracy", accuracy(test_logits, b.test.labels).to_dict())
+            seconds["test_evaluate"] = time.perf_counter() - t
         agreement = (logits.argmax(-1) == b.teacher.eval_logits.argmax(-1)).float().mean().item()
-        acc_pct = 100 * acc.value
-        drop = 100 * b.teacher.eval_accuracy.value - acc_pct
+        acc_pct = 100 * score.value  # the first objective: the task metric, in %
+        drop = 100 * b.teacher_metric.value - acc_pct
         trial.set_user_attr("accuracy", acc.to_dict())
-        trial.set_user_attr("accuracy_drop", drop)
+        trial.set_user_attr("metric", score.to_dict())
+        trial.set_user_attr("accuracy_drop", drop)  # points of the task metric below the teacher
         trial.set_user_attr("teacher_agreement", agreement)
         trial.set_user_attr("fidelity", "full")
         trial.set_user_attr("seconds", seconds)
@@ -253,8 +287,8 @@ class Objective:
         if cfg.objectives.max_accuracy_drop is not None:
             trial.set_constraint("accuracy_drop", drop - cfg.objectives.max_accuracy_drop)
         log.info(
-            "trial %d: %s → acc %.2f%% (drop %.2f), %.2f× faster, %.1f MB",
-            trial.number, plan.describe(), acc_pct, drop, lat.speedup, size.megabytes,
+            "trial %d: %s → %s %.2f%% (drop %.2f), %.2f× faster, %.1f MB",
+            trial.number, plan.describe(), score.name, acc_pct, drop, lat.speedup, size.megabytes,
         )
         return acc_pct, lat.ratio, size.megabytes
 
@@ -291,7 +325,7 @@ class Objective:
     def _dominating_trial(self, trial: optuna.Trial, ratio: float, size_mb: float) -> int | None:
         """A full-fidelity trial that makes recovering this candidate pointless, if any."""
         b = self.bench
-        floor = 100 * b.teacher.eval_accuracy.value - b.config.fidelity.margin
+        floor = 100 * b.teacher_metric.value - b.config.fidelity.margin
         for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
             if t.values and t.values[1] <= ratio and t.values[2] <= size_mb and t.values[0] >= floor:
                 return t.number

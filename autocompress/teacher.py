@@ -53,7 +53,8 @@ def teacher_fingerprint(cfg: StudyConfig) -> str:
     """A short hash of every setting that changes the teacher or the examples it is scored on."""
     key = {
         "model": cfg.model.model_dump(mode="json"),
-        "task": cfg.task.model_dump(mode="json", exclude={"transfer_size"}),  # KD-only data: same teacher
+        # KD-only data, the metric and the held-out test split leave the teacher and its train/eval data alone
+        "task": cfg.task.model_dump(mode="json", exclude={"transfer_size", "metric", "test_size", "test_split"}),
         "teacher": None if cfg.model.finetuned else cfg.teacher.model_dump(mode="json"),
         "v": 1,
     }

@@ -32,6 +32,74 @@ def tiny_bert(num_labels: int = 3, layers: int = 4, heads: int = 4, hidden: int 
     return BertForSequenceClassification(cfg).eval()
 
 
+def tiny_roberta(num_labels: int = 3, layers: int = 4, heads: int = 4, hidden: int = 32, ffn: int = 64, seed: int = 0,
+                 xlm: bool = False):
+    """A tiny RoBERTa (or, with ``xlm``, XLM-R) classifier; [PAD] (id 0) is its padding id."""
+    from transformers import (
+        RobertaConfig,
+        RobertaForSequenceClassification,
+        XLMRobertaConfig,
+        XLMRobertaForSequenceClassification,
+    )
+
+    torch.manual_seed(seed)
+    config_cls, model_cls = (
+        (XLMRobertaConfig, XLMRobertaForSequenceClassification) if xlm else (RobertaConfig, RobertaForSequenceClassification)
+    )
+    cfg = config_cls(
+        vocab_size=len(VOCAB),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=ffn,
+        max_position_embeddings=130,  # positions start after the padding id: 129 tokens fit
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+        num_labels=num_labels,
+    )
+    return model_cls(cfg).eval()
+
+
+def tiny_distilbert(num_labels: int = 3, layers: int = 4, heads: int = 4, hidden: int = 32, ffn: int = 64, seed: int = 0):
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(seed)
+    cfg = DistilBertConfig(
+        vocab_size=len(VOCAB),
+        dim=hidden,
+        n_layers=layers,
+        n_heads=heads,
+        hidden_dim=ffn,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        num_labels=num_labels,
+    )
+    return DistilBertForSequenceClassification(cfg).eval()
+
+
+#: Tiny random classifiers of each supported architecture family, same arguments as :func:`tiny_bert`.
+TINY_MODELS = {
+    "bert": tiny_bert,
+    "roberta": tiny_roberta,
+    "xlm-roberta": lambda **kw: tiny_roberta(xlm=True, **kw),
+    "distilbert": tiny_distilbert,
+}
+
+
+def save_tiny_model(model, directory: Path) -> Path:
+    """Save ``model`` with a word-level tokenizer over :data:`VOCAB`, loadable by path."""
+    from transformers import BertTokenizerFast, DistilBertTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = directory / "vocab.txt"
+    vocab.write_text("\n".join(VOCAB) + "\n")
+    tok_cls = DistilBertTokenizerFast if model.config.model_type == "distilbert" else BertTokenizerFast
+    tok_cls(vocab_file=str(vocab), do_lower_case=True).save_pretrained(directory)
+    model.save_pretrained(directory)
+    return directory
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A saved tiny BERT classifier with its tokenizer, loadable by path."""
@@ -100,14 +168,14 @@ def tiny_config_dict(model_dir: Path, csv_path: Path, **overrides: Any) -> dict[
 
 @pytest.fixture
 def lively_bert():
-    """Factory of tiny BERTs (same arguments as :func:`tiny_bert`) with large random weights.
+    """Factory of tiny models (same arguments as :func:`tiny_bert`, plus ``family``) with large random weights.
 
     The default init (std 0.02) leaves logits nearly constant, so a wrongly removed head or neuron
     would hardly show; with std 0.2 every head and neuron visibly moves the logits.
     """
 
-    def make(seed: int = 0, **kwargs: Any):
-        model = tiny_bert(seed=seed, **kwargs)
+    def make(seed: int = 0, family: str = "bert", **kwargs: Any):
+        model = TINY_MODELS[family](seed=seed, **kwargs)
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for module in model.modules():

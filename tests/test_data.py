@@ -192,3 +192,83 @@ def test_transfer_examples_are_extra_and_disjoint(tmp_path: Path) -> None:
     assert not set(data.transfer.texts) & (set(data.train.texts) | set(data.eval.texts))
     with pytest.raises(DataError, match="transfer_size"):
         load_task(_cfg(path, train_size=50, eval_size=30, transfer_size=500))
+
+
+# ------------------------------------------------------------------ held-out test split
+def test_test_examples_are_held_out_and_leave_the_other_splits_alone(tmp_path: Path) -> None:
+    path = _write(_frame(), tmp_path / "r.csv")
+    plain = load_task(_cfg(path, train_size=50, eval_size=30, transfer_size=10))
+    data = load_task(_cfg(path, train_size=50, eval_size=30, transfer_size=10, test_size=25))
+    assert plain.test is None
+    assert (data.train, data.eval, data.transfer) == (plain.train, plain.eval, plain.transfer)
+    assert len(data.test) == 25
+    others = set(data.train.texts) | set(data.eval.texts) | set(data.transfer.texts)
+    assert not set(data.test.texts) & others
+    truth = dict(zip(_frame()["review"], _frame()["mood"], strict=True))
+    assert all(data.label_names[y] == truth[t] for t, y in zip(data.test.texts, data.test.labels, strict=True))
+    assert load_task(_cfg(path, train_size=50, eval_size=30, test_size=25)) == load_task(
+        _cfg(path, train_size=50, eval_size=30, test_size=25)
+    )
+
+
+def test_test_size_counts_against_the_usable_examples(tmp_path: Path) -> None:
+    path = _write(_frame(120), tmp_path / "r.csv")
+    with pytest.raises(DataError, match="test_size"):
+        load_task(_cfg(path, train_size=60, eval_size=40, test_size=30))
+
+
+def _split_dir(tmp_path: Path, test_labels: list[int] | None = None) -> Path:
+    """A directory of parquet split files whose label column is a named ClassLabel, as on the hub."""
+    import datasets
+
+    features = datasets.Features({"review": datasets.Value("string"), "mood": datasets.ClassLabel(names=["neg", "pos"])})
+    d = tmp_path / "splits"
+    d.mkdir()
+    for split, n, seed in (("train", 80, 0), ("validation", 40, 1), ("test", 30, 2)):
+        rows = sentiment_rows(n, seed=seed)
+        labels = [int(r["sentiment"] == "positive") for r in rows]
+        if split == "test" and test_labels is not None:
+            labels = test_labels
+        texts = [f"{split}{i} {r['sentence']}" for i, r in enumerate(rows)]
+        ds = datasets.Dataset.from_dict({"review": texts, "mood": labels}, features=features)
+        ds.to_parquet(str(d / f"{split}.parquet"))
+    return d
+
+
+def test_named_test_split_of_a_split_directory(tmp_path: Path) -> None:
+    d = _split_dir(tmp_path)
+    data = load_task(_cfg(d, eval_split="validation", test_split="test", train_size=50, eval_size=30, test_size=20))
+    assert data.label_names == ["neg", "pos"]
+    assert len(data.test) == 20 and all(t.startswith("test") for t in data.test.texts)
+    assert all(t.startswith("validation") for t in data.eval.texts)
+    assert set(data.test.labels) <= {0, 1}
+    with pytest.raises(UnknownNameError, match="'tset'.*Available: test, train, validation"):
+        load_task(_cfg(d, eval_split="validation", test_split="tset", train_size=50, eval_size=30, test_size=20))
+
+
+def test_unlabelled_test_split_is_refused(tmp_path: Path) -> None:
+    d = _split_dir(tmp_path, test_labels=[-1] * 30)  # how GLUE ships its test splits
+    with pytest.raises(DataError, match="-1 marks an unlabelled split"):
+        load_task(_cfg(d, eval_split="validation", test_split="test", train_size=50, eval_size=30, test_size=20))
+
+
+def test_test_split_of_a_single_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="test_split"):
+        load_task(_cfg(_write(_frame(), tmp_path / "r.csv"), test_split="test", test_size=20))
+
+
+# ------------------------------------------------------------------ pair tasks
+def test_pair_task_with_a_missing_second_column_names_the_key(tmp_path: Path) -> None:
+    path = _write(_frame(), tmp_path / "r.csv")
+    with pytest.raises(DataError) as info:
+        load_task(_cfg(path, text_pair_column="hypothesis"))
+    message = str(info.value)
+    assert "'hypothesis'" in message and "task.text_pair_column" in message and "review" in message
+
+
+def test_pair_rows_without_a_second_text_are_skipped(tmp_path: Path) -> None:
+    df = _frame(110)
+    df["context"] = [f"ctx {i}" for i in range(len(df))]
+    df.loc[:9, "context"] = None
+    data = load_task(_cfg(_write(df, tmp_path / "r.jsonl"), text_pair_column="context", train_size=60, eval_size=40))
+    assert "None" not in set(data.train.pairs) | set(data.eval.pairs)

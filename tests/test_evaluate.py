@@ -7,7 +7,8 @@ import torch
 from conftest import tiny_bert
 
 from autocompress.batches import Encoded
-from autocompress.evaluate import accuracy, bootstrap_ci, model_size, predict_logits
+from autocompress.errors import UnknownNameError
+from autocompress.evaluate import METRICS, Metric, accuracy, bootstrap_ci, macro_f1, macro_f1_of, metric, model_size, predict_logits
 from autocompress.plan import CompressionPlan
 from autocompress.transforms import apply_plan, simulated_widths
 
@@ -101,3 +102,54 @@ def test_fewer_simulated_bits_count_fewer_bytes() -> None:
         student = apply_plan(model, plan)
         sizes[bits] = model_size(student, simulated_widths(student, plan)).effective_bytes
     assert sizes[2] < sizes[4] < model_size(model).effective_bytes
+
+
+def test_macro_f1_matches_a_hand_computation() -> None:
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2])
+    predicted = torch.tensor([0, 0, 1, 2, 1, 1, 2, 0])
+    # class 0: TP 2, FP 1, FN 2 -> 4/7;  class 1: TP 2, FP 1, FN 0 -> 4/5;  class 2: TP 1, FP 1, FN 1 -> 1/2
+    expected = (4 / 7 + 4 / 5 + 1 / 2) / 3
+    assert macro_f1_of(predicted, labels, 3).item() == pytest.approx(expected)
+    m = macro_f1(torch.nn.functional.one_hot(predicted, 3).float(), labels)
+    assert (m.name, m.n) == ("macro_f1", 8) and m.value == pytest.approx(expected)
+    assert m.ci_low <= m.value <= m.ci_high
+
+
+def test_macro_f1_counts_only_classes_seen_in_labels_or_predictions() -> None:
+    labels = torch.tensor([0, 0, 1, 1])
+    predicted = torch.tensor([0, 0, 1, 0])
+    # class 2 exists in the head but in neither vector: averaged over classes 0 and 1 only
+    expected = (2 * 2 / (2 * 2 + 1) + 2 * 1 / (2 * 1 + 1)) / 2
+    assert macro_f1_of(predicted, labels, 3).item() == pytest.approx(expected)
+    # a predicted class that never occurs counts with F1 0
+    assert macro_f1_of(torch.tensor([2, 0, 1, 1]), labels, 3).item() == pytest.approx((2 / 3 + 1 + 0) / 3)
+
+
+def test_macro_f1_punishes_ignoring_a_rare_class_where_accuracy_does_not() -> None:
+    labels = torch.tensor([0] * 95 + [1] * 5)
+    always_zero = torch.nn.functional.one_hot(torch.zeros(100, dtype=torch.long), 2).float()
+    assert accuracy(always_zero, labels).value == pytest.approx(0.95)
+    assert macro_f1(always_zero, labels).value == pytest.approx((2 * 95 / (2 * 95 + 5)) / 2)
+
+
+def test_batched_macro_f1_equals_row_by_row() -> None:
+    g = torch.Generator().manual_seed(0)
+    p, y = torch.randint(0, 4, (6, 50), generator=g), torch.randint(0, 4, (6, 50), generator=g)
+    rows = macro_f1_of(p, y, 4)
+    assert torch.allclose(rows, torch.stack([macro_f1_of(p[i], y[i], 4) for i in range(6)]))
+
+
+def test_metrics_by_name_agree_with_config_choices() -> None:
+    from typing import get_args
+
+    from autocompress.config import TaskConfig
+
+    assert set(METRICS) == set(get_args(TaskConfig.model_fields["metric"].annotation))
+    labels = torch.tensor([0, 1, 2, 1, 0])
+    logits = _logits_for(labels, torch.tensor([True, True, False, True, True]))
+    acc = metric("accuracy", logits, labels)
+    assert acc.name == "accuracy" and acc.value == pytest.approx(0.8)
+    assert Metric.from_dict(acc.to_dict()) == acc
+    assert set(acc.to_dict()) == {"name", "value", "ci_low", "ci_high", "n"}
+    with pytest.raises(UnknownNameError, match="Available: accuracy, macro_f1"):
+        metric("f1", logits, labels)

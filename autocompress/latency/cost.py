@@ -54,16 +54,15 @@ def _is_linear(m: nn.Module | None) -> bool:
 def model_costs(model: nn.Module, batch_size: int, seq_len: int) -> list[OpCost]:
     """The ops of one forward pass of ``model`` on ``batch_size`` sequences of ``seq_len`` tokens."""
     adapter = adapter_for(model)
-    cfg = model.config
     tokens = batch_size * seq_len
-    hidden = cfg.hidden_size
+    hidden = adapter.info(model).hidden_size
     ops: list[OpCost] = [
         # word + position + type gathers, their sum and a LayerNorm
         OpCost("elementwise", 8.0 * tokens * hidden, _F32 * tokens * hidden * 6),
     ]
     for layer in adapter.layers(model):
         attn = adapter.attention(layer)
-        heads = int(attn.module.num_attention_heads)
+        heads = attn.num_heads
         hd = attn.head_size
         for lin in (attn.query, attn.key, attn.value, attn.out):
             ops += _linear(lin, tokens)
@@ -76,8 +75,12 @@ def model_costs(model: nn.Module, batch_size: int, seq_len: int) -> list[OpCost]
         ops += _linear(ffn.down, tokens)
         for _ in range(2):  # residual add + LayerNorm after attention and after the FFN
             ops.append(OpCost("elementwise", 10.0 * tokens * hidden, _F32 * 5 * tokens * hidden))
-    head = [m for name, m in model.named_modules() if _is_linear(m) and ("pooler" in name or "classifier" in name)]
-    for m in head:  # pooler and classifier act on one vector per sequence
+    head_names = adapter.head_modules(model)
+    head = [
+        m for name, m in model.named_modules()
+        if _is_linear(m) and any(name == h or name.startswith(h + ".") for h in head_names)
+    ]
+    for m in head:  # pooler and classifier (DistilBERT: pre_classifier too) act on one vector per sequence
         ops += _linear(m, batch_size)
     return ops
 

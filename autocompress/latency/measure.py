@@ -302,9 +302,12 @@ def check_profile_fits(profile: DeviceProfile, model_config: Any) -> None:
     ``model_config`` is the teacher's Hugging Face config. The activation estimate is a floor
     (one layer's hidden states, FFN activations and attention scores at a time).
     """
-    max_pos = getattr(model_config, "max_position_embeddings", None)
-    heads = model_config.num_attention_heads
-    hidden, inter = model_config.hidden_size, model_config.intermediate_size
+    from autocompress.models import adapter_for_config
+
+    adapter = adapter_for_config(model_config)
+    max_pos = adapter.max_tokens(model_config)
+    arch = adapter.config_info(model_config)
+    heads, hidden, inter = arch.num_heads, arch.hidden_size, arch.intermediate_size
     for b, s in profile.shapes:
         if max_pos is not None and s > max_pos:
             raise LatencyError(

@@ -305,11 +305,13 @@ def cached_calibration(
     The key holds the host's CPU and library versions, so a study shared by several machines
     calibrates once on each of them.
     """
+    from autocompress.models import arch_info
+
     host = host_info()
-    cfg = model.config
+    arch = arch_info(model)
     key_src = json.dumps(
         [CALIBRATION_VERSION, host["host"], host["cpu"], host["cores"], host["torch"], threads, sorted(shapes),
-         cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.intermediate_size, count],
+         arch.hidden_size, arch.num_layers, arch.num_heads, arch.intermediate_size, count],
         sort_keys=True,
     )
     key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
@@ -321,7 +323,7 @@ def cached_calibration(
             except (ValueError, TypeError, KeyError, LatencyError):
                 log.warning("ignoring an unreadable latency calibration at %s", path)
         log.info("calibrating the latency cost model on this host (%d variants, %d shape(s))", count, len(shapes))
-        cal = calibrate(model, build, threads=threads, shapes=shapes, plans=calibration_plans(cfg.num_hidden_layers, count))
+        cal = calibrate(model, build, threads=threads, shapes=shapes, plans=calibration_plans(arch.num_layers, count))
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(cal.to_dict(), indent=2))
         tmp.rename(path)

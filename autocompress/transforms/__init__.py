@@ -68,7 +68,8 @@ def apply_structure_(model: nn.Module, plan: CompressionPlan, importance: Import
 
 def apply_bits_(model: nn.Module, plan: CompressionPlan) -> None:
     """Quantise in place a model that ``apply_structure_`` has already shaped by ``plan``."""
-    layers = adapter_for(model).layers(model)
+    adapter = adapter_for(model)
+    layers = adapter.layers(model)
     if len(layers) != len(plan.kept_layers):
         raise PlanError(f"the model has {len(layers)} layers but the plan keeps {len(plan.kept_layers)}")
     for layer, base_i in zip(layers, plan.kept_layers, strict=True):
@@ -78,24 +79,22 @@ def apply_bits_(model: nn.Module, plan: CompressionPlan) -> None:
         elif bits < 8:
             fake_quantize_(layer, bits)
     if plan.embedding_bits == 8:
-        fake_quantize_(model.base_model.embeddings, 8)
+        fake_quantize_(adapter.embeddings(model), 8)
     if plan.head_bits == 8:
-        # quantize_dynamic replaces children only, so name the head modules from the top model
-        names = [name for name, _ in model.named_children() if name != model.base_model_prefix]
-        if getattr(model.base_model, "pooler", None) is not None:
-            names.append(f"{model.base_model_prefix}.pooler")
-        quantize_int8_named_(model, names)
+        # quantize_dynamic replaces children only, so the head modules are named from the top model
+        quantize_int8_named_(model, adapter.head_modules(model))
 
 
 def simulated_widths(model: nn.Module, plan: CompressionPlan) -> dict[str, int]:
     """Module names of a compressed ``model`` whose weights are only simulated, with their width."""
     names = {id(m): name for name, m in model.named_modules()}
-    layers = adapter_for(model).layers(model)
+    adapter = adapter_for(model)
+    layers = adapter.layers(model)
     out = {
         names[id(layer)]: plan.layers[base_i].bits
         for layer, base_i in zip(layers, plan.kept_layers, strict=True)
         if plan.layers[base_i].bits < 8
     }
     if plan.embedding_bits == 8:
-        out[names[id(model.base_model.embeddings)]] = 8
+        out[names[id(adapter.embeddings(model))]] = 8
     return out

@@ -1,4 +1,8 @@
-"""Structured pruning is exact: a pruned model computes what the masked original computes."""
+"""Structured pruning is exact: a pruned model computes what the masked original computes.
+
+The exactness tests run on every architecture family with an adapter (BERT, RoBERTa, XLM-R,
+DistilBERT), each through its own module layout.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from autocompress.transforms.prune import (
 
 HEADS, HIDDEN, FFN = 4, 32, 64
 HEAD_SIZE = HIDDEN // HEADS
+FAMILIES = ["bert", "roberta", "xlm-roberta", "distilbert"]
 
 
 def _logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -44,9 +49,10 @@ def _mask_ffn_(adapter: ModelAdapter, layer: nn.Module, keep: torch.Tensor) -> N
         down.weight.mul_(mask[None, :])
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("ratio", [0.75, 0.5, 0.25])
-def test_pruned_heads_compute_what_masked_original_computes(lively_bert, token_batch, ratio: float) -> None:
-    model = lively_bert(layers=3, heads=HEADS, hidden=HIDDEN, ffn=FFN)
+def test_pruned_heads_compute_what_masked_original_computes(lively_bert, token_batch, ratio: float, family: str) -> None:
+    model = lively_bert(family=family, layers=3, heads=HEADS, hidden=HIDDEN, ffn=FFN)
     adapter = adapter_for(model)
     masked, pruned = copy.deepcopy(model), copy.deepcopy(model)
     for m_layer, p_layer in zip(adapter.layers(masked), adapter.layers(pruned), strict=True):
@@ -63,9 +69,10 @@ def test_pruned_heads_compute_what_masked_original_computes(lively_bert, token_b
     assert not torch.allclose(got, _logits(model, token_batch), atol=1e-3)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("ratio", [0.75, 0.5, 0.1])
-def test_pruned_ffn_computes_what_masked_original_computes(lively_bert, token_batch, ratio: float) -> None:
-    model = lively_bert(layers=3, heads=HEADS, hidden=HIDDEN, ffn=FFN)
+def test_pruned_ffn_computes_what_masked_original_computes(lively_bert, token_batch, ratio: float, family: str) -> None:
+    model = lively_bert(family=family, layers=3, heads=HEADS, hidden=HIDDEN, ffn=FFN)
     adapter = adapter_for(model)
     masked, pruned = copy.deepcopy(model), copy.deepcopy(model)
     for m_layer, p_layer in zip(adapter.layers(masked), adapter.layers(pruned), strict=True):
@@ -81,8 +88,9 @@ def test_pruned_ffn_computes_what_masked_original_computes(lively_bert, token_ba
     assert not torch.allclose(got, _logits(model, token_batch), atol=1e-3)
 
 
-def test_heads_and_ffn_pruned_together_with_padding_match_masked_original(lively_bert, token_batch) -> None:
-    model = lively_bert(layers=2, heads=HEADS, hidden=HIDDEN, ffn=FFN)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_heads_and_ffn_pruned_together_with_padding_match_masked_original(lively_bert, token_batch, family: str) -> None:
+    model = lively_bert(family=family, layers=2, heads=HEADS, hidden=HIDDEN, ffn=FFN)
     adapter = adapter_for(model)
     masked, pruned = copy.deepcopy(model), copy.deepcopy(model)
     ratios = [(0.5, 0.25), (0.75, 0.5)]
@@ -97,9 +105,10 @@ def test_heads_and_ffn_pruned_together_with_padding_match_masked_original(lively
     assert torch.allclose(_logits(pruned, token_batch), _logits(masked, token_batch), atol=1e-5)
 
 
-def test_pruning_with_the_wrong_heads_is_detected(lively_bert, token_batch) -> None:
+@pytest.mark.parametrize("family", FAMILIES)
+def test_pruning_with_the_wrong_heads_is_detected(lively_bert, token_batch, family: str) -> None:
     """Guard on the method: masking other heads than the pruned ones gives different logits."""
-    model = lively_bert(layers=1, heads=HEADS, hidden=HIDDEN, ffn=FFN)
+    model = lively_bert(family=family, layers=1, heads=HEADS, hidden=HIDDEN, ffn=FFN)
     adapter = adapter_for(model)
     masked, pruned = copy.deepcopy(model), copy.deepcopy(model)
     kept = prune_heads_(adapter.layers(pruned)[0], adapter, 0.5)
@@ -126,6 +135,22 @@ def test_shapes_and_head_count_after_pruning(lively_bert, token_batch) -> None:
     assert tuple(layer.intermediate.dense.bias.shape) == (FFN // 2,)
     assert tuple(layer.output.dense.weight.shape) == (HIDDEN, FFN // 2)
     # and the model still runs end to end on a padded batch
+    assert _logits(model, token_batch).shape == (4, 3)
+
+
+def test_distilbert_shapes_and_head_count_after_pruning(lively_bert, token_batch) -> None:
+    model = lively_bert(family="distilbert", layers=1, heads=HEADS, hidden=HIDDEN, ffn=FFN)
+    adapter = adapter_for(model)
+    layer = adapter.layers(model)[0]
+    prune_heads_(layer, adapter, 0.25)
+    prune_ffn_(layer, adapter, 0.5)
+    sa = layer.attention
+    for lin in (sa.q_lin, sa.k_lin, sa.v_lin):
+        assert tuple(lin.weight.shape) == (HEAD_SIZE, HIDDEN) and lin.out_features == HEAD_SIZE
+    assert tuple(sa.out_lin.weight.shape) == (HIDDEN, HEAD_SIZE)
+    assert sa.n_heads == 1 and adapter.attention(layer).num_heads == 1
+    assert tuple(layer.ffn.lin1.weight.shape) == (FFN // 2, HIDDEN)
+    assert tuple(layer.ffn.lin2.weight.shape) == (HIDDEN, FFN // 2)
     assert _logits(model, token_batch).shape == (4, 3)
 
 
