@@ -67,11 +67,33 @@ def _workers(url: str, count: int, n_trials: int, sleep: float, name: str = "sha
 
 
 def _wait(procs: list[subprocess.Popen], timeout: float = 120) -> list[tuple[int, str, str]]:
-    out = []
-    for p in procs:
-        stdout, stderr = p.communicate(timeout=timeout)
-        out.append((p.returncode, stdout, stderr))
-    return out
+    """Wait for every worker, draining all their pipes at once.
+
+    Reading one worker's pipes while another's fill up would block that other worker mid-trial
+    (its trial stays running) and the first would wait for it forever.
+    """
+    import threading
+
+    out: list[tuple[int, str, str] | None] = [None] * len(procs)
+
+    def drain(i: int) -> None:
+        stdout, stderr = procs[i].communicate()
+        out[i] = (procs[i].returncode, stdout, stderr)
+
+    threads = [threading.Thread(target=drain, args=(i,), daemon=True) for i in range(len(procs))]
+    for t in threads:
+        t.start()
+    deadline = time.time() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.time()))
+    if any(t.is_alive() for t in threads):
+        for p in procs:
+            p.kill()
+        for t in threads:
+            t.join(10)
+        tails = [r[2][-1500:] for r in out if r is not None]
+        pytest.fail(f"workers still running after {timeout:.0f} s; their last words: {tails}")
+    return [r for r in out if r is not None]
 
 
 def _states(url: str, name: str = "shared") -> dict[str, int]:
