@@ -217,14 +217,26 @@ def resume(
 def report(
     name: Annotated[str, typer.Argument(help="Name of the study.")],
     storage: StorageOpt = None,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="HTML file to write (default: studies/<name>.html).")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="File to write (default: studies/<name>.<format>).")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="html (the report page), or csv / parquet (the trial table).")] = "html",
 ) -> None:
-    """Write the study's offline HTML report from the database alone."""
+    """Write the study's offline HTML report (or its trial table) from the database alone."""
     from autocompress import study as st
-    from autocompress.report import collect, write_report
+    from autocompress.report import FORMATS, collect, write_report, write_table
+    from autocompress.report.html import LARGE_REPORT_BYTES
 
-    s = st.load(name, st.open_storage(_storage_for(name, storage), must_exist=True))
-    path = write_report(collect(s), output or Path("studies") / f"{name}.html")
+    if fmt not in ("html", *FORMATS):
+        raise AutocompressError(f"unknown report format '{fmt}'; available: html, {', '.join(FORMATS)}")
+    url = _storage_for(name, storage)
+    s = st.load(name, st.open_storage(url, must_exist=True))
+    target = output or Path("studies") / f"{name}.{fmt}"
+    if fmt == "html":
+        path = write_report(collect(s, url), target)
+        size = path.stat().st_size
+        if size > LARGE_REPORT_BYTES:
+            err.print(f"note: the report is {size / 2**20:.1f} MB (plotly's JavaScript is inlined so it opens offline)")
+    else:
+        path = write_table(collect(s, url), target, fmt)
     out.print(f"report: {path.resolve()}")
 
 

@@ -15,6 +15,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ from autocompress.distill import Progress, recover_
 from autocompress.errors import PlanError
 from autocompress.evaluate import Metric, Size, accuracy, metric, model_size, predict_logits
 from autocompress.latency.measure import ProfileLatency, check_profile_fits, compute_lock, host_info, measure_profile
-from autocompress.latency.predict import Calibration, cached_calibration, predict_profile
+from autocompress.latency.predict import Calibration, cached_calibration, predict_ms, predict_profile
+from autocompress.latency.profile import DeviceProfile
 from autocompress.models import ArchInfo, arch_info, check_max_length, load_tokenizer, peek_config
 from autocompress.plan import CompressionPlan
 from autocompress.space import check_space, suggest_plan
@@ -315,12 +317,39 @@ class Objective:
         seconds["latency"] = time.perf_counter() - t
         lat = lats[b.config.profile.name]
         size = model_size(model, simulated_widths(model, plan))
-        trial.set_user_attr("latency", lat.to_dict())
-        trial.set_user_attr("latencies", {name: v.to_dict() for name, v in lats.items()})
+        records = {name: v.to_dict() for name, v in lats.items()}
+        if b.calibration is not None:  # what the report needs to judge the cost model against measurements
+            for profile in b.config.all_profiles:
+                records[profile.name].update(self._prediction_facts(model, profile))
+        trial.set_user_attr("latency", records[b.config.profile.name])
+        trial.set_user_attr("latencies", records)
         trial.set_user_attr("speedup", lat.speedup)
         trial.set_user_attr("size", size.to_dict())
         trial.set_user_attr("size_ratio", size.effective_bytes / b.teacher_size.effective_bytes)
         return lat, size
+
+    def _prediction_facts(self, model: torch.nn.Module, profile: DeviceProfile) -> dict[str, Any]:
+        """The cost model's fit error, and for a measured CPU profile at the calibration's thread
+        count its prediction for this host (``host_prediction``), to set against the measurement."""
+        cal = self.bench.calibration
+        if cal is None:
+            return {}
+        facts: dict[str, Any] = {"fit_error": cal.fit_median_error}
+        if profile.predicted or profile.device != "cpu" or profile.threads != cal.peaks.threads:
+            return facts
+        teacher = self.bench.teacher.model
+        ratios, cand = [], []
+        for bs, seq in profile.shapes:
+            base_ms = predict_ms(teacher, cal, bs, seq)
+            cand.append(predict_ms(model, cal, bs, seq))
+            ratios.append(cand[-1] / base_ms)
+        ratio = math.exp(sum(math.log(r) for r in ratios) / len(ratios))  # as measure_profile combines shapes
+        facts["host_prediction"] = {
+            "ratio": ratio,
+            "speedup": 1.0 / ratio,
+            "candidate_ms": math.exp(sum(math.log(c) for c in cand) / len(cand)),
+        }
+        return facts
 
     def _dominating_trial(self, trial: optuna.Trial, ratio: float, size_mb: float) -> int | None:
         """A full-fidelity trial that makes recovering this candidate pointless, if any."""

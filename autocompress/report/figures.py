@@ -1,52 +1,114 @@
-"""Plotly figures drawn from :class:`ReportInfo` (plain data in, figures out)."""
+"""Plotly figures of the trade-off, drawn from :class:`ReportInfo` (plain data in, figures out):
+accuracy against speed and size, the three objectives together, and where each front member's
+compression went, layer by layer.
+
+Strings that come from the study (baseline names, plan summaries) are escaped: plotly renders a
+subset of HTML in its text.
+"""
 
 from __future__ import annotations
 
-import plotly.graph_objects as go
+import math
+from html import escape
 
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from autocompress.report.analysis import pareto_mask
 from autocompress.report.collect import ReportInfo, TrialRow
 
-__all__ = ["pareto_figure"]
+__all__ = ["layer_heatmaps", "pareto_3d_figure", "pareto_figure"]
+
+FRONT = "#d62728"
+DOMINATED = "rgba(120,120,120,0.35)"
+INFEASIBLE = "rgba(120,120,120,0.2)"
+TEMPLATE = "plotly_white"
 
 
-def _hover(t: TrialRow) -> str:
-    from html import escape
-
+def hover(t: TrialRow, metric: str = "accuracy") -> str:
+    """What a point's tooltip says about its trial."""
     parts = [
-        f"trial {t.number}" + (f" — baseline <b>{escape(t.baseline)}</b>" if t.baseline else ""),
+        f"<b>trial {t.number}</b>" + (f" — baseline <b>{escape(t.baseline)}</b>" if t.baseline else ""),
         escape(t.plan_summary),
-        f"accuracy {t.accuracy:.2f}%" + (f" [{t.accuracy_ci[0]:.1f}, {t.accuracy_ci[1]:.1f}]" if t.accuracy_ci else ""),
-        f"speedup {t.speedup:.2f}× ({t.latency_ms:.1f} ms)" if t.speedup and t.latency_ms else "",
+        f"{metric} {t.accuracy:.2f}%" + (f" [{t.accuracy_ci[0]:.1f}, {t.accuracy_ci[1]:.1f}]" if t.accuracy_ci else "")
+        if t.accuracy is not None else "",
+        f"drop {t.accuracy_drop:+.2f} pt" if t.accuracy_drop is not None else "",
+        f"speedup {t.speedup:.2f}× ({t.latency_kind})" + (f", {t.latency_ms:.1f} ms" if t.latency_ms else "")
+        if t.speedup else "no latency figure",
         f"size {t.size_mb:.1f} MB" if t.size_mb is not None else "",
     ]
+    if t.on_front:
+        parts.append("on the Pareto front (accuracy, latency, size)")
+    if not t.feasible:
+        parts.append("<i>infeasible: loses more than the accuracy budget</i>")
+    if t.noisy:
+        parts.append("<i>latency noisy: spread above the profile's limit</i>")
     if t.simulated:
-        parts.append("<i>low-bit layers simulated: speed not measured for them</i>")
+        parts.append("<i>simulated low-bit layers: accuracy and size only, speed not measured for them</i>")
     return "<br>".join(p for p in parts if p)
 
 
+def _symbol(t: TrialRow) -> str:
+    if t.baseline:
+        return "star"
+    return "diamond-open" if t.simulated else "circle"
+
+
+def _legend_only(fig: go.Figure, name: str, symbol: str, scene: bool = False) -> None:
+    """A legend entry explaining a marker symbol (no data)."""
+    marker = dict(symbol=symbol, color="#555", size=10, line=dict(width=1, color="#555"))
+    if scene:
+        fig.add_trace(go.Scatter3d(x=[None], y=[None], z=[None], mode="markers", marker=marker, name=name))
+    else:
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", marker=marker, name=name, hoverinfo="skip"))
+
+
 def pareto_figure(info: ReportInfo, x: str, title: str, x_title: str) -> go.Figure:
-    """Accuracy against ``x`` ('speedup' or 'size_mb'): front highlighted, others faded, baselines labelled."""
+    """Accuracy against ``x`` ('speedup' or 'size_mb').
+
+    The 3-objective front is highlighted (red), dominated trials faded, trials over the accuracy
+    budget fainter still; stars are the uniform baselines (labelled), open diamonds candidates with
+    simulated low-bit layers; the dotted line joins the trials no other beats in this view.
+    """
     fig = go.Figure()
-    rows = info.complete
+    rows = [t for t in info.complete if getattr(t, x) is not None]
+    metric = info.metric
     groups = (
-        ("dominated", [t for t in rows if not t.on_front], dict(color="rgba(120,120,120,0.35)", size=8)),
-        ("Pareto front", [t for t in rows if t.on_front], dict(color="#d62728", size=11, line=dict(width=1, color="black"))),
+        ("over the accuracy budget", [t for t in rows if not t.feasible], dict(color=INFEASIBLE, size=7)),
+        ("dominated", [t for t in rows if t.feasible and not t.on_front], dict(color=DOMINATED, size=8)),
+        ("Pareto front", [t for t in rows if t.on_front], dict(color=FRONT, size=11, line=dict(width=1, color="black"))),
     )
     for name, members, marker in groups:
         if not members:
             continue
-        members = sorted(members, key=lambda t: getattr(t, x) or 0)
-        symbols = ["diamond-open" if t.simulated else ("star" if t.baseline else "circle") for t in members]
+        error = None
+        if name == "Pareto front" and any(t.accuracy_ci for t in members):
+            error = dict(
+                type="data", symmetric=False, thickness=1, width=3, color="rgba(214,39,40,0.5)",
+                array=[t.accuracy_ci[1] - t.accuracy if t.accuracy_ci else 0 for t in members],
+                arrayminus=[t.accuracy - t.accuracy_ci[0] if t.accuracy_ci else 0 for t in members],
+            )
         fig.add_trace(
             go.Scatter(
                 x=[getattr(t, x) for t in members],
                 y=[t.accuracy for t in members],
-                mode="markers+lines" if name == "Pareto front" and x == "speedup" else "markers",
-                line=dict(dash="dot", width=1) if name == "Pareto front" else None,
-                marker=dict(symbol=symbols, **marker),
+                mode="markers",
+                marker=dict(symbol=[_symbol(t) for t in members], **marker),
+                error_y=error,
                 name=name,
-                text=[_hover(t) for t in members],
+                text=[hover(t, metric) for t in members],
                 hoverinfo="text",
+            )
+        )
+    # the trade-off in this view: trials no other feasible trial beats on both axes
+    feasible = [t for t in rows if t.feasible]
+    mask = pareto_mask([(getattr(t, x), t.accuracy) for t in feasible], [x == "speedup", True])
+    line = sorted((t for t, on in zip(feasible, mask) if on), key=lambda t: getattr(t, x))
+    if len(line) > 1:
+        fig.add_trace(
+            go.Scatter(
+                x=[getattr(t, x) for t in line], y=[t.accuracy for t in line], mode="lines",
+                line=dict(dash="dot", width=1, color=FRONT), name="best trade-off in this view", hoverinfo="skip",
             )
         )
     base = [t for t in rows if t.baseline]
@@ -56,21 +118,131 @@ def pareto_figure(info: ReportInfo, x: str, title: str, x_title: str) -> go.Figu
                 x=[getattr(t, x) for t in base],
                 y=[t.accuracy for t in base],
                 mode="text",
-                text=[t.baseline for t in base],
+                text=[escape(t.baseline or "") for t in base],
                 textposition="top center",
-                name="uniform baselines",
+                textfont=dict(size=11, color="#333"),
+                name="uniform baselines (labels)",
                 hoverinfo="skip",
+                showlegend=False,
             )
         )
-    teacher_acc = (info.teacher.get("accuracy") or {}).get("value")
-    if teacher_acc is not None:
-        fig.add_hline(y=100 * teacher_acc, line_dash="dash", line_color="#1f77b4", annotation_text="teacher accuracy")
+        _legend_only(fig, "uniform baseline", "star")
+    if any(t.simulated for t in rows):
+        _legend_only(fig, "simulated low-bit layers", "diamond-open")
+    if info.teacher_accuracy is not None:
+        fig.add_hline(y=info.teacher_accuracy, line_dash="dash", line_color="#1f77b4",
+                      annotation_text=f"teacher {metric}", annotation_position="bottom right")
     fig.update_layout(
         title=title,
         xaxis_title=x_title,
-        yaxis_title="accuracy on the eval split (%)",
-        template="plotly_white",
-        height=480,
-        legend=dict(orientation="h", y=-0.2),
+        yaxis_title=f"{metric} on the eval split (%)",
+        template=TEMPLATE,
+        height=500,
+        legend=dict(orientation="h", y=-0.22),
+        margin=dict(t=50, l=60, r=20),
     )
+    return fig
+
+
+def pareto_3d_figure(info: ReportInfo) -> go.Figure:
+    """The three objectives together: speedup × size × accuracy, the front in red."""
+    rows = [t for t in info.complete if t.speedup is not None and t.size_mb is not None]
+    metric = info.metric
+    fig = go.Figure()
+    for name, members, color, size in (
+        ("other trials", [t for t in rows if not t.on_front], "rgba(120,120,120,0.45)", 4),
+        ("Pareto front", [t for t in rows if t.on_front], FRONT, 6),
+    ):
+        if not members:
+            continue
+        fig.add_trace(
+            go.Scatter3d(
+                x=[t.speedup for t in members],
+                y=[t.size_mb for t in members],
+                z=[t.accuracy for t in members],
+                mode="markers+text",
+                text=[escape(t.baseline or "") for t in members],
+                textfont=dict(size=10),
+                hovertext=[hover(t, metric) for t in members],
+                hoverinfo="text",
+                marker=dict(
+                    size=size, color=color, line=dict(width=0),
+                    symbol=["diamond-open" if t.simulated else ("diamond" if t.baseline else "circle") for t in members],
+                ),
+                name=name,
+            )
+        )
+    if any(t.baseline for t in rows):
+        _legend_only(fig, "uniform baseline (labelled)", "diamond", scene=True)
+    if any(t.simulated for t in rows):
+        _legend_only(fig, "simulated low-bit layers", "diamond-open", scene=True)
+    kind = rows[0].latency_kind if rows else "measured"
+    fig.update_layout(
+        title="All three objectives",
+        template=TEMPLATE,
+        height=560,
+        scene=dict(
+            xaxis_title=f"speedup (×, {kind})", yaxis_title="size (MB)", zaxis_title=f"{metric} (%)",
+            camera=dict(eye=dict(x=1.6, y=-1.6, z=0.9)),
+        ),
+        legend=dict(orientation="h", y=-0.05),
+        margin=dict(t=50, l=0, r=0, b=0),
+    )
+    return fig
+
+
+#: Rows of a per-layer heatmap: how much of each part of a layer the plan keeps (1 = all).
+LAYER_ROWS = ("kept", "heads kept", "FFN kept", "bits")
+
+
+def _layer_cells(layer: dict) -> tuple[list[float], list[str]]:
+    """One layer's column: values in [0, 1] (1 = untouched) and their labels."""
+    if not layer.get("keep", True):
+        return [0.0, 0.0, 0.0, 0.0], ["dropped", "", "", ""]
+    heads, ffn, bits = float(layer.get("heads", 1.0)), float(layer.get("ffn", 1.0)), int(layer.get("bits", 32))
+    label = {32: "fp32", 8: "int8"}.get(bits, f"{bits}b sim")
+    return [1.0, heads, ffn, bits / 32], ["kept", f"{heads:.0%}", f"{ffn:.0%}", label]
+
+
+def layer_heatmaps(info: ReportInfo, columns: int = 3) -> go.Figure | None:
+    """One small heatmap per front member: layers × (kept, heads kept, FFN kept, bits).
+
+    Dark cells are where the compression went; a dropped layer is dark from top to bottom.
+    ``None`` when no front member carries a plan.
+    """
+    members = [t for t in info.front if t.plan and t.plan.get("layers")]
+    if not members:
+        return None
+    cols = min(columns, len(members))
+    rows = math.ceil(len(members) / cols)
+    titles = []
+    for t in members:
+        head = f"trial {t.number}" + (f" ({escape(t.baseline)})" if t.baseline else "")
+        drop = f", {t.accuracy_drop:+.1f} pt" if t.accuracy_drop is not None else ""
+        speed = f"{t.speedup:.2f}×" if t.speedup else "?×"
+        titles.append(f"{head}: {speed}{drop}, {t.size_mb:.1f} MB" if t.size_mb is not None else f"{head}: {speed}{drop}")
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.06, vertical_spacing=0.5 / rows)
+    for k, t in enumerate(members):
+        layers = t.plan["layers"]
+        z = [[0.0] * len(layers) for _ in LAYER_ROWS]
+        text = [[""] * len(layers) for _ in LAYER_ROWS]
+        for j, layer in enumerate(layers):
+            values, labels = _layer_cells(layer)
+            for i in range(len(LAYER_ROWS)):
+                z[i][j], text[i][j] = values[i], labels[i]
+        fig.add_trace(
+            go.Heatmap(
+                z=z, x=[f"L{j}" for j in range(len(layers))], y=list(LAYER_ROWS), text=text,
+                texttemplate="%{text}", textfont=dict(size=9), zmin=0, zmax=1,
+                colorscale=[[0, "#7f1d1d"], [0.25, "#dc2626"], [0.5, "#fb923c"], [0.75, "#fde68a"], [1, "#f8fafc"]],
+                showscale=k == 0, xgap=2, ygap=2,
+                colorbar=dict(title="kept", tickvals=[0, 0.5, 1], ticktext=["none", "half", "all"], len=0.6),
+                hovertemplate="%{x} %{y}: %{text}<extra>trial " + str(t.number) + "</extra>",
+            ),
+            row=k // cols + 1, col=k % cols + 1,
+        )
+    for axis in fig.select_yaxes():
+        axis.update(autorange="reversed")
+    fig.update_annotations(font_size=12)
+    fig.update_layout(template=TEMPLATE, height=40 + 190 * rows, margin=dict(t=40, l=70, r=20, b=20))
     return fig

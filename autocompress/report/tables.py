@@ -1,0 +1,376 @@
+"""The trial table: as data (one row per trial, plan flattened, for CSV / parquet via pandas) and
+as HTML (front table; every trial, sortable and filterable in the page, a click showing the full
+plan and the command that exports it).
+
+Every string from the study is escaped; JSON embedded in the page escapes ``<``, ``>`` and ``&``
+so no value can close its ``<script>`` element.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from html import escape
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from autocompress.errors import AutocompressError
+from autocompress.report.collect import ReportInfo, TrialRow
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "FORMATS",
+    "export_command",
+    "front_table",
+    "script_json",
+    "trial_records",
+    "trials_frame",
+    "trials_table",
+    "write_table",
+]
+
+#: File formats of the trial table, by the name ``report --format`` takes.
+FORMATS = ("csv", "parquet")
+
+
+def _fmt(v: float | None, spec: str = ".2f", suffix: str = "") -> str:
+    return "—" if v is None else f"{v:{spec}}{suffix}"
+
+
+def script_json(data: Any) -> str:
+    """JSON safe to place inside ``<script type="application/json">`` (no ``</script>``, no ``<!--``)."""
+    text = json.dumps(data, ensure_ascii=False, default=str)
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+# ---------------------------------------------------------------------------------------- data
+def trial_records(info: ReportInfo) -> list[dict[str, Any]]:
+    """One flat record per trial: metrics, status, every profile's speedup, the plan by layer."""
+    names = [str(p.get("name")) for p in info.profiles]
+    for t in info.trials:
+        names += [n for n in t.profile_latency if n not in names]
+    n_layers = info.num_layers
+    out = []
+    for t in sorted(info.trials, key=lambda t: t.number):
+        rec: dict[str, Any] = {
+            "trial": t.number,
+            "state": t.state,
+            "on_front": t.on_front,
+            "feasible": t.feasible,
+            "baseline": t.baseline,
+            "accuracy": t.accuracy,
+            "accuracy_ci_low": t.accuracy_ci[0] if t.accuracy_ci else None,
+            "accuracy_ci_high": t.accuracy_ci[1] if t.accuracy_ci else None,
+            "accuracy_drop": t.accuracy_drop,
+            "test_accuracy": t.test_accuracy,
+            "relative_latency": t.values[1] if t.values and len(t.values) > 1 else None,
+            "speedup": t.speedup,
+            "latency_kind": t.latency_kind if t.speedup is not None else None,
+            "latency_ms": t.latency_ms,
+            "teacher_latency_ms": t.baseline_ms,
+            "latency_iqr_ms": t.latency_iqr_ms,
+            "noisy": t.noisy,
+            "size_mb": t.size_mb,
+            "size_ratio": t.size_ratio,
+        }
+        for name in names:
+            f = t.profile_latency.get(name)
+            rec[f"speedup_{name}"] = f.speedup if f else None
+            rec[f"speedup_{name}_kind"] = f.kind if f else None
+        rec.update(
+            fidelity=t.fidelity,
+            simulated=t.simulated,
+            plan_summary=t.plan_summary,
+            fail_reason=t.fail_reason,
+            duration_s=t.duration_s,
+            started=t.started,
+            completed=t.completed,
+            host=t.host,
+        )
+        plan = t.plan or {}
+        layers = plan.get("layers") or []
+        for i in range(n_layers):
+            layer = layers[i] if i < len(layers) else {}
+            for key in ("keep", "heads", "ffn", "bits"):
+                rec[f"L{i}_{key}"] = layer.get(key)
+        rec["embedding_bits"] = plan.get("embedding_bits")
+        rec["head_bits"] = plan.get("head_bits")
+        out.append(rec)
+    return out
+
+
+def trials_frame(info: ReportInfo) -> pd.DataFrame:
+    """The trial table as a pandas DataFrame (one row per trial)."""
+    import pandas as pd
+
+    records = trial_records(info)
+    if not records:
+        return pd.DataFrame(columns=["trial", "state", "accuracy", "speedup", "size_mb", "plan_summary"])
+    frame = pd.DataFrame.from_records(records)
+    for col in ("started", "completed"):
+        frame[col] = pd.to_datetime(frame[col], utc=True)
+    return frame
+
+
+def write_table(info: ReportInfo, path: Path, fmt: str) -> Path:
+    """Write the trial table as ``fmt`` ('csv' or 'parquet') to ``path``."""
+    if fmt not in FORMATS:
+        raise AutocompressError(f"unknown table format '{fmt}'; available: {', '.join(FORMATS)}")
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise AutocompressError("writing parquet needs pyarrow: pip install pyarrow (or use --format csv)") from None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = trials_frame(info)
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+    return path
+
+
+def export_command(info: ReportInfo, trial: int) -> str:
+    """The shell command that rebuilds and exports ``trial``'s model."""
+    from autocompress.study import default_storage
+
+    name = info.study_name
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip("-.") or "study"
+    cmd = f"autocompress export {shlex.quote(name)} --trial {trial} -o {shlex.quote(f'exports/{safe}-trial-{trial}')}"
+    if info.storage and info.storage != default_storage(name):
+        cmd += f" --storage {shlex.quote(info.storage)}"
+    return cmd
+
+
+# ---------------------------------------------------------------------------------------- HTML
+def _layer_cell(layer: dict[str, Any]) -> str:
+    if not layer.get("keep", True):
+        return '<td class="cell-drop">dropped</td>'
+    bits = layer.get("bits", 32)
+    b = "" if bits == 32 else (" int8" if bits == 8 else f" {bits}b*")
+    return f'<td class="l">h {layer.get("heads", 1):.0%} · f {layer.get("ffn", 1):.0%}{escape(str(b))}</td>'
+
+
+def front_table(info: ReportInfo) -> str:
+    """The front members with their metrics, every profile's speedup and their per-layer plans."""
+    front = info.front
+    if not front:
+        return '<p class="muted">No completed trial yet, so there is no front.</p>'
+    n_layers = max(len((t.plan or {}).get("layers", [])) for t in front)
+    head = "".join(f"<th>L{i}</th>" for i in range(n_layers))
+    others = info.profiles[1:]
+    other_head = "".join(
+        f"<th title='{escape(str(p.get('description', '')))}'>speedup on {escape(str(p.get('name')))}"
+        f"<br><span class='muted'>({escape(str(p.get('kind', 'measured')))})</span></th>"
+        for p in others
+    )
+    rows = []
+    for t in front:
+        layers = (t.plan or {}).get("layers", [])
+        cells = "".join(_layer_cell(layer) for layer in layers) + "<td></td>" * (n_layers - len(layers))
+        other_cells = "".join(f"<td>{_fmt(t.profile_speedups.get(str(p.get('name'))), '.2f', '×')}</td>" for p in others)
+        ci = f" <span class='muted'>[{t.accuracy_ci[0]:.1f}, {t.accuracy_ci[1]:.1f}]</span>" if t.accuracy_ci else ""
+        label = escape(t.baseline) if t.baseline else ""
+        noisy = ' <span class="warn" title="latency spread stayed high">noisy</span>' if t.noisy else ""
+        sim = ' <span class="warn" title="low-bit layers are simulated">sim</span>' if t.simulated else ""
+        rows.append(
+            f"<tr><td>{t.number}</td><td class='l'>{label}</td><td>{_fmt(t.accuracy)}{ci}</td>"
+            f"<td>{_fmt(t.accuracy_drop, '+.2f')}</td><td>{_fmt(t.speedup, '.2f', '×')}{noisy}{sim}</td>"
+            f"<td>{_fmt(t.latency_ms, '.1f')}</td>{other_cells}<td>{_fmt(t.size_mb, '.1f')}</td>{cells}</tr>"
+        )
+    kind = front[0].latency_kind
+    return (
+        f"<div class='scroll'><table><thead><tr><th>trial</th><th>baseline</th><th>{escape(info.metric)} %</th>"
+        f"<th>drop (pt)</th><th>speedup<br><span class='muted'>({escape(kind)})</span></th><th>latency ms</th>"
+        f"{other_head}<th>size MB</th>{head}</tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table></div><p class='muted'>h = attention heads kept, f = FFN neurons kept; "
+        "int8 = real int8 kernels; 4b*/2b* = simulated bit-widths (accuracy and size only). "
+        "Measured = timed on this host interleaved with the teacher; predicted = cost model calibrated on this "
+        "host, scaled to the profile's device figures (never a measurement).</p>"
+    )
+
+
+def _num_td(v: float | None, spec: str, suffix: str = "", extra: str = "") -> str:
+    return f"<td data-v='{'' if v is None else repr(float(v))}'>{_fmt(v, spec, suffix)}{extra}</td>"
+
+
+def _details(info: ReportInfo, t: TrialRow) -> dict[str, Any]:
+    """What clicking a trial's row shows: its full plan, its figures and the export command."""
+    facts: dict[str, Any] = {"state": t.state}
+    if t.plan_summary:
+        facts["plan"] = t.plan_summary
+    if t.fail_reason:
+        facts["reason"] = t.fail_reason
+    if t.accuracy is not None:
+        facts[info.metric] = f"{t.accuracy:.2f} %" + (
+            f" (95 % CI {t.accuracy_ci[0]:.1f}–{t.accuracy_ci[1]:.1f})" if t.accuracy_ci else ""
+        )
+    for name, f in t.profile_latency.items():
+        spread = f" (spread {f.speedup_low:.2f}–{f.speedup_high:.2f})" if f.speedup_low and f.speedup_high else ""
+        facts[f"speedup on {name}"] = f"{f.speedup:.2f}× {f.kind}{spread}" + (" — noisy" if f.noisy else "")
+    if t.size_mb is not None:
+        facts["size"] = f"{t.size_mb:.2f} MB"
+    if t.host:
+        facts["host"] = t.host
+    if t.params:
+        facts["parameters"] = t.params
+    plan = yaml.safe_dump(t.plan, sort_keys=False, default_flow_style=None, width=100) if t.plan else "(no plan stored)"
+    if t.complete and t.plan:
+        command = export_command(info, t.number)
+    else:
+        command = "(only complete trials are exported)"
+    return {
+        "title": f"trial {t.number}" + (f" — baseline {t.baseline}" if t.baseline else ""),
+        "plan": plan,
+        "facts": yaml.safe_dump(facts, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100),
+        "command": command,
+    }
+
+
+def trials_table(info: ReportInfo) -> str:
+    """Every trial: sortable (click a header), filterable, a click on a row shows its details."""
+    if not info.trials:
+        return '<p class="muted">The study has no trials yet.</p>'
+    others = [str(p.get("name")) for p in info.profiles[1:]]
+    rows = []
+    for t in sorted(info.trials, key=lambda t: t.number):
+        flags = "".join(
+            f' <span class="{cls}" title="{title}">{word}</span>'
+            for cond, cls, title, word in (
+                (t.noisy, "warn", "latency spread stayed above the profile's limit", "noisy"),
+                (t.simulated, "warn", "low-bit layers simulated", "sim"),
+                (t.complete and not t.feasible, "warn", "over the accuracy budget", "infeasible"),
+            )
+            if cond
+        )
+        ci = f"{t.accuracy_ci[0]:.1f}–{t.accuracy_ci[1]:.1f}" if t.accuracy_ci else ""
+        other = "".join(_num_td(t.profile_speedups.get(n), ".2f", "×") for n in others)
+        rows.append(
+            f"<tr data-trial='{t.number}' data-state='{escape(t.state)}' data-front='{int(t.on_front)}' tabindex='0'>"
+            f"<td data-v='{t.number}'>{t.number}</td><td class='l'>{escape(t.state.lower())}</td>"
+            f"<td class='l'>{'★' if t.on_front else ''}</td><td class='l'>{escape(t.baseline or '')}</td>"
+            f"{_num_td(t.accuracy, '.2f')}<td class='l muted'>{ci}</td>{_num_td(t.accuracy_drop, '+.2f')}"
+            f"{_num_td(t.speedup, '.2f', '×', flags)}{_num_td(t.latency_ms, '.2f')}{other}{_num_td(t.size_mb, '.2f')}"
+            f"<td class='l'>{escape(t.fidelity or '')}</td><td class='l'>{escape(t.plan_summary)}</td>"
+            f"<td class='l reason'>{escape(t.fail_reason or '')}</td>{_num_td(t.duration_s, '.0f')}</tr>"
+        )
+    kind = next((t.latency_kind for t in info.complete), "measured")
+    other_head = "".join(f"<th>on {escape(n)}</th>" for n in others)
+    details = {str(t.number): _details(info, t) for t in info.trials}
+    return f"""
+<div class="controls">
+  <input id="trial-filter" type="search" placeholder="filter: any text in a row (e.g. int8, fail, baseline)" size="48">
+  <select id="trial-state" aria-label="which trials">
+    <option value="all">all trials</option><option value="front">Pareto front</option>
+    <option value="COMPLETE">complete</option><option value="PRUNED">stopped at cheap fidelity</option>
+    <option value="FAIL">failed</option><option value="RUNNING">running</option>
+  </select>
+  <span id="trial-count" class="muted"></span>
+  <span class="muted">— click a header to sort, a row for its full plan and export command</span>
+</div>
+<div class="scroll"><table id="trial-table" class="trials"><thead><tr>
+<th>trial</th><th>state</th><th>front</th><th>baseline</th><th>{escape(info.metric)} %</th><th>95 % CI</th>
+<th>drop (pt)</th><th>speedup ({escape(kind)})</th><th>latency ms</th>{other_head}<th>size MB</th><th>fidelity</th>
+<th>plan</th><th>failure / prune reason</th><th>seconds</th>
+</tr></thead><tbody>
+{"".join(rows)}
+</tbody></table></div>
+<script type="application/json" id="trial-data">{script_json(details)}</script>
+<script>{TABLE_JS}</script>
+"""
+
+
+# Written by hand: a few lines of sorting, filtering and row details need no library.
+TABLE_JS = """
+(function () {
+  var data = JSON.parse(document.getElementById('trial-data').textContent);
+  var table = document.getElementById('trial-table');
+  var body = table.tBodies[0];
+  var filter = document.getElementById('trial-filter');
+  var state = document.getElementById('trial-state');
+  var count = document.getElementById('trial-count');
+  function closeDetails() {
+    Array.prototype.slice.call(body.querySelectorAll('tr.detail')).forEach(function (r) { r.remove(); });
+  }
+  function rows() { return Array.prototype.slice.call(body.rows).filter(function (r) { return !r.classList.contains('detail'); }); }
+  function apply() {
+    closeDetails();
+    var q = filter.value.trim().toLowerCase(), s = state.value, shown = 0, all = rows();
+    all.forEach(function (r) {
+      var ok = (!q || r.textContent.toLowerCase().indexOf(q) >= 0) &&
+        (s === 'all' || (s === 'front' ? r.dataset.front === '1' : r.dataset.state === s));
+      r.hidden = !ok;
+      if (ok) shown += 1;
+    });
+    count.textContent = shown + ' of ' + all.length + ' trials shown';
+  }
+  filter.addEventListener('input', apply);
+  state.addEventListener('change', apply);
+  table.tHead.addEventListener('click', function (e) {
+    var th = e.target.closest('th');
+    if (!th) return;
+    var i = th.cellIndex, asc = th.dataset.dir !== 'asc';
+    Array.prototype.forEach.call(table.tHead.querySelectorAll('th'), function (h) { delete h.dataset.dir; });
+    th.dataset.dir = asc ? 'asc' : 'desc';
+    closeDetails();
+    function key(r) {
+      var c = r.cells[i], v = c.dataset.v;
+      if (v !== undefined) return v === '' ? null : parseFloat(v);
+      var t = c.textContent.trim().toLowerCase();
+      return t === '' ? null : t;
+    }
+    rows().sort(function (a, b) {
+      var x = key(a), y = key(b);
+      if (x === null) return y === null ? 0 : 1;
+      if (y === null) return -1;
+      return (x < y ? -1 : x > y ? 1 : 0) * (asc ? 1 : -1);
+    }).forEach(function (r) { body.appendChild(r); });
+  });
+  function block(label, text, cls) {
+    var div = document.createElement('div');
+    var h = document.createElement('h4');
+    h.textContent = label;
+    var pre = document.createElement('pre');
+    pre.textContent = text;
+    if (cls) pre.className = cls;
+    div.appendChild(h);
+    div.appendChild(pre);
+    return div;
+  }
+  function toggle(r) {
+    var open = r.nextElementSibling && r.nextElementSibling.classList.contains('detail');
+    closeDetails();
+    if (open) return;
+    var d = data[r.dataset.trial];
+    if (!d) return;
+    var row = body.insertRow(r.sectionRowIndex + 1);
+    row.className = 'detail';
+    var cell = row.insertCell();
+    cell.colSpan = r.cells.length;
+    var title = document.createElement('h3');
+    title.textContent = d.title;
+    var grid = document.createElement('div');
+    grid.className = 'detail-grid';
+    grid.appendChild(block('plan', d.plan));
+    grid.appendChild(block('figures', d.facts));
+    cell.appendChild(title);
+    cell.appendChild(block('export this model', d.command, 'command'));
+    cell.appendChild(grid);
+  }
+  body.addEventListener('click', function (e) {
+    var r = e.target.closest('tr');
+    if (r && !r.classList.contains('detail')) toggle(r);
+  });
+  body.addEventListener('keydown', function (e) {
+    var r = e.target.closest('tr');
+    if (r && e.key === 'Enter' && !r.classList.contains('detail')) toggle(r);
+  });
+  apply();
+})();
+"""
