@@ -161,10 +161,9 @@ def _importance_of(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         scores = get_param_importances(study, evaluator=evaluator, target=target)
-    note = None
     if any("will be equal" in str(w.message) for w in caught):
-        note = "the best trials do not differ from the rest on this objective, so every parameter scores the same"
-    return {str(k): float(v) for k, v in scores.items()}, note
+        return {}, "the best trials do not differ from the rest on this objective, so no parameter stands out"
+    return {str(k): float(v) for k, v in scores.items()}, None
 
 
 def param_importances(study: optuna.Study) -> tuple[ObjectiveImportance, ...]:

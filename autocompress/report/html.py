@@ -23,7 +23,7 @@ from autocompress.report.charts import (
     profile_speedups_figure,
     progress_figure,
 )
-from autocompress.report.collect import ReportInfo
+from autocompress.report.collect import ReportInfo, TrialRow
 from autocompress.report.figures import layer_heatmaps, pareto_3d_figure, pareto_figure
 from autocompress.report.tables import front_table, trials_table
 
@@ -119,14 +119,13 @@ def _budget_table(info: ReportInfo) -> str:
     """The fastest and the smallest candidate within each accuracy budget."""
     if not info.complete:
         return ""
+    def who(t: TrialRow) -> str:
+        return f"{t.number}" + (f" <span class='muted'>({escape(t.baseline)})</span>" if t.baseline else "")
+
     rows = []
     for budget in info.budgets:
         fast = best_within(info.trials, budget, "speedup")
         small = best_within(info.trials, budget, "size_mb")
-
-        def who(t) -> str:
-            return f"{t.number}" + (f" <span class='muted'>({escape(t.baseline)})</span>" if t.baseline else "")
-
         if fast is None:
             rows.append(f"<tr><td>≤ {budget:g}</td><td class='l muted' colspan='6'>no trial within this budget</td></tr>")
             continue
