@@ -315,6 +315,51 @@ def validate(space: Annotated[Path, typer.Argument(help="Search-space YAML file.
     )
 
 
+@app.command()
+def export(
+    name: Annotated[str, typer.Argument(help="Name of the study.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Directory to write (new or empty).")],
+    trial: Annotated[Optional[int], typer.Option("--trial", help="Number of the trial to export.")] = None,
+    pick: Annotated[Optional[str], typer.Option("--pick", help='A budget, e.g. "fastest with accuracy drop <= 1.0" or "smallest under 10 ms".')] = None,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Also write model.onnx (int8 layers quantised by ONNX Runtime).")] = False,
+    storage: StorageOpt = None,
+    cache_dir: Annotated[Path, typer.Option("--cache-dir", help="Where the study's fine-tuned teacher is cached.")] = Path("studies/cache"),
+) -> None:
+    """Write one trial's model (weights, plan, tokenizer, metrics; ONNX with --onnx), checked against the trial."""
+    from autocompress import study as st
+    from autocompress.errors import ExportError
+    from autocompress.export import export_trial, pick_trial
+
+    if (trial is None) == (pick is None):
+        raise ExportError("give exactly one of --trial N or --pick EXPR (e.g. --pick \"fastest with accuracy drop <= 1.0\")")
+    url = _storage_for(name, storage)
+    s = st.load(name, st.open_storage(url, must_exist=True))
+    if pick is not None:
+        chosen = pick_trial(s, pick)
+        err.print(f"picked trial {chosen.number} ({chosen.user_attrs.get('plan_summary', '')}) for \"{pick}\"", highlight=False)
+        trial = chosen.number
+    with err.status(f"exporting trial {trial} of '{name}': rebuilding and checking it"):
+        result = export_trial(s, trial, output, cache_dir, onnx=onnx, storage_url=url)
+    table = Table(title=f"trial {result.trial} of '{result.study}': {result.plan_summary}")
+    for col in ("model", "accuracy %", "latency ms", "teacher ms", "speedup", "measured on"):
+        table.add_column(col, justify="left" if col in ("model", "measured on") else "right", no_wrap=col == "model")
+    accuracy = {"trial (stored)": result.trial_accuracy, "export (PyTorch)": result.rebuilt_accuracy,
+                "export (ONNX Runtime)": result.onnx_accuracy}
+    for row in result.latency:
+        acc = accuracy.get(row.what)
+        table.add_row(
+            row.what, f"{acc:.2f}" if acc is not None else "",
+            f"{row.candidate_ms:.2f}" if row.candidate_ms else "", f"{row.teacher_ms:.2f}" if row.teacher_ms else "",
+            f"{row.speedup:.2f}×" if row.speedup else "", f"{row.where} ({row.kind})",
+        )
+    out.print(table)
+    loadable = "yes" if result.plain_hf else "no (use autocompress.load)"
+    out.print(f"written: {result.directory.resolve()} — autocompress.load: yes; plain transformers: {loadable}"
+              + ("; model.onnx runs with onnxruntime alone" if onnx else ""), highlight=False)
+    for note in result.notes:
+        out.print(f"note: {note}", highlight=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: library errors become one line on stderr and exit code 2."""
     try:

@@ -13,6 +13,7 @@ __all__ = [
     "AutocompressError",
     "ConfigError",
     "DataError",
+    "ExportError",
     "LatencyError",
     "ModelError",
     "PlanError",
@@ -71,3 +72,7 @@ class StudyNotFoundError(AutocompressError):
 
 class LatencyError(AutocompressError):
     """A latency profile cannot be measured or predicted here (memory, device, calibration)."""
+
+
+class ExportError(AutocompressError):
+    """A trial cannot be exported, or its export does not reproduce the trial's model."""

@@ -1,0 +1,176 @@
+"""The exported directory, and loading it back into a working model.
+
+::
+
+    DIR/
+      model.safetensors   the student's float weights (before quantisation), in the plan's shapes
+      plan.yaml           the trial's CompressionPlan: rebuilds the shapes and the bit-widths
+      autocompress.json   format version, the base model's Hugging Face config, the label names
+      config.json         only when plain transformers can rebuild the shapes ("plain_hf")
+      tokenizer files     tokenizer.save_pretrained
+      metrics.json        the trial's figures and the export's own checks (written by ship.py)
+      model.onnx          with --onnx
+
+:func:`load` builds the base architecture from the stored config (nothing is downloaded and no
+remote code runs), gives it the plan's shapes, loads the weights strictly and re-applies the
+plan's bit-widths exactly as the study did, so its logits are the trial model's.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from autocompress.errors import ModelError
+from autocompress.models import adapter_for
+from autocompress.plan import CompressionPlan
+from autocompress.transforms import apply_bits_, apply_structure_
+
+__all__ = ["FORMAT_VERSION", "META_FILE", "PLAN_FILE", "WEIGHTS_FILE", "plain_config", "save_student", "load"]
+
+FORMAT_VERSION = 1
+META_FILE = "autocompress.json"
+PLAN_FILE = "plan.yaml"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def _with_labels(config: Any, label_names: list[str]) -> Any:
+    config = copy.deepcopy(config)
+    config.id2label = dict(enumerate(label_names))
+    config.label2id = {name: i for i, name in enumerate(label_names)}
+    return config
+
+
+def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def plain_config(student: nn.Module, plan: CompressionPlan) -> Any | None:
+    """The standard config of ``student`` (a float student shaped by ``plan``) when plain
+    ``AutoModelForSequenceClassification`` can rebuild its shapes from it, else ``None``.
+
+    That holds when no bit-width is below 32 (nothing to re-apply), every kept layer keeps all its
+    heads and every layer keeps the same number of FFN neurons; it is then checked by building
+    the architecture from the config and comparing every weight's shape.
+    """
+    if plan.simulated or plan.head_bits != 32 or any(plan.layers[i].bits != 32 for i in plan.kept_layers):
+        return None
+    adapter = adapter_for(student)
+    config = copy.deepcopy(student.config)
+    heads = getattr(config, "num_attention_heads", None)
+    widths = set()
+    for layer in adapter.layers(student):
+        attn = adapter.attention(layer)
+        if attn.query.out_features // attn.head_size != heads:
+            return None
+        widths.add(adapter.ffn(layer).up.out_features)
+    if len(widths) != 1:
+        return None
+    config.num_hidden_layers = len(adapter.layers(student))
+    (width,) = widths
+    for name in ("intermediate_size", "hidden_dim", "ffn_dim"):  # what each family calls the FFN width
+        if hasattr(config, name):
+            setattr(config, name, width)
+            break
+    from transformers import AutoModelForSequenceClassification
+
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rebuilt = AutoModelForSequenceClassification.from_config(config)
+    return config if _shapes(rebuilt) == _shapes(student) else None
+
+
+def save_student(
+    directory: Path, student: nn.Module, plan: CompressionPlan, base_config: Any, label_names: list[str]
+) -> bool:
+    """Write the weights, plan and metadata of the float ``student`` into ``directory``.
+
+    ``base_config`` is the Hugging Face config of the uncompressed model the plan was made for.
+    Returns whether plain transformers can load the directory (a ``config.json`` was written).
+    """
+    from safetensors.torch import save_model
+
+    directory.mkdir(parents=True, exist_ok=True)
+    save_model(student, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    (directory / PLAN_FILE).write_text(plan.to_yaml())
+    plain = plain_config(student, plan)
+    if plain is not None:
+        _with_labels(plain, label_names).save_pretrained(directory)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "architecture": type(student).__name__,
+        "base_config": _with_labels(base_config, label_names).to_dict(),
+        "labels": list(label_names),
+        "plain_hf": plain is not None,
+        "bits": {
+            "int8_layers": [i for i in plan.kept_layers if plan.layers[i].bits == 8],
+            "simulated_layers": {str(i): plan.layers[i].bits for i in plan.kept_layers if plan.layers[i].bits < 8},
+            "int8_head": plan.head_bits == 8,
+            "simulated_embeddings": plan.embedding_bits == 8,
+            "how": "re-applied from plan.yaml at load time: int8 = PyTorch dynamic quantisation with per-channel "
+            "weight scales; lower widths = weights rounded per output channel (simulated)",
+        },
+    }
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2))
+    return plain is not None
+
+
+def _read_meta(directory: Path) -> dict[str, Any]:
+    if not directory.is_dir():
+        raise ModelError(f"'{directory}' is not a directory; give the directory `autocompress export` wrote")
+    path = directory / META_FILE
+    if not path.is_file():
+        hint = (
+            "; it has a config.json: load it with AutoModelForSequenceClassification.from_pretrained"
+            if (directory / "config.json").is_file()
+            else ""
+        )
+        raise ModelError(f"'{directory}' has no {META_FILE}: it was not written by `autocompress export`{hint}")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path} is not valid JSON: {exc}") from None
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if version != FORMAT_VERSION:
+        raise ModelError(f"{path} has format_version {version!r}; this version of autocompress reads {FORMAT_VERSION}")
+    return meta
+
+
+def _base_config(data: dict[str, Any]) -> Any:
+    from transformers import CONFIG_MAPPING
+
+    model_type = data.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        raise ModelError(f"the exported model's type {model_type!r} is not built into this transformers version")
+    return CONFIG_MAPPING[model_type].from_dict(data)
+
+
+def load(directory: str | Path) -> nn.Module:
+    """The exported model in ``directory``, in eval mode, computing exactly what the trial's model computed.
+
+    It works with ``transformers.pipeline("text-classification", model=..., tokenizer=...)``
+    (the tokenizer is in the same directory) and shows the task's label names.
+    """
+    from safetensors.torch import load_model
+    from transformers import AutoModelForSequenceClassification
+
+    d = Path(directory)
+    meta = _read_meta(d)
+    plan = CompressionPlan.from_yaml((d / PLAN_FILE).read_text())
+    config = _base_config(meta["base_config"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = AutoModelForSequenceClassification.from_config(config)  # random weights, replaced below
+    apply_structure_(model, plan)  # shapes only: which units were kept is in the weights themselves
+    try:
+        load_model(model, str(d / WEIGHTS_FILE), strict=True)
+    except (RuntimeError, OSError) as exc:
+        raise ModelError(f"the weights in {d / WEIGHTS_FILE} do not fit the plan's shapes: {str(exc).splitlines()[0]}") from None
+    apply_bits_(model, plan)
+    return model.eval()

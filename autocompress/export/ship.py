@@ -1,0 +1,361 @@
+"""Export one trial: rebuild its model from the plan, write the directory, and prove it is the same model.
+
+The rebuild follows the trial exactly (the study's cached teacher → ``apply_structure_`` with the
+study's importance scores → the same seeded distillation → ``apply_bits_``), and is checked
+against the trial before anything is written: its accuracy on the eval split must be within
+:data:`REBUILD_TOLERANCE_PT` of the stored one (distillation is seeded; on the same host and
+library versions the rebuild is bit-exact, elsewhere floating-point order may move a few
+examples). The written directory is then loaded back and must give the rebuilt model's logits;
+the ONNX file, when asked for, must score within :data:`ONNX_TOLERANCE_PT` of it. Latency of
+the exported model(s) is measured against the teacher as the study measured its trials.
+Everything is written to a temporary sibling directory that becomes ``out_dir`` only at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import logging
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from torch import nn
+
+from autocompress.errors import ExportError
+from autocompress.plan import CompressionPlan
+
+__all__ = ["REBUILD_TOLERANCE_PT", "ONNX_TOLERANCE_PT", "TORCH_LOGIT_TOLERANCE", "LatencyRow", "ExportResult", "export_trial"]
+
+log = logging.getLogger(__name__)
+
+REBUILD_TOLERANCE_PT = 0.5  # rebuilt vs stored accuracy, points
+ONNX_TOLERANCE_PT = 0.5  # ONNX Runtime vs PyTorch accuracy on the eval split, points
+TORCH_LOGIT_TOLERANCE = 1e-4  # loaded vs rebuilt model, largest absolute logit difference
+
+
+@dataclass(frozen=True)
+class LatencyRow:
+    """One model's latency on the study's profile shapes, against the teacher in the same rounds."""
+
+    what: str  # "trial (stored)", "export (PyTorch)", "export (ONNX Runtime)"
+    candidate_ms: float | None
+    teacher_ms: float | None
+    speedup: float | None
+    kind: str  # "measured" or "predicted"
+    where: str  # host or profile it comes from
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    directory: Path
+    study: str
+    trial: int
+    plan_summary: str
+    plain_hf: bool  # plain AutoModelForSequenceClassification.from_pretrained(directory) works
+    trial_accuracy: float  # %, stored with the trial
+    rebuilt_accuracy: float  # %, the rebuilt model on the same eval split
+    torch_max_logit_diff: float  # loaded from the directory vs rebuilt
+    onnx_accuracy: float | None = None  # %
+    onnx_agreement: float | None = None  # fraction of eval predictions equal to PyTorch's
+    latency: tuple[LatencyRow, ...] = ()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+# ------------------------------------------------------------------------------------------ workbench
+def _export_config(cfg: Any) -> Any:
+    """The study config without what an export does not need: predicted or GPU profiles (no
+    calibration, no CUDA), and without reported profiles. Teacher, data and importance are unchanged."""
+    profile = cfg.profile
+    if profile.predicted or profile.device != "cpu":
+        profile = profile.model_copy(update={"kind": "measured", "device": "cpu", "spec": None})
+    return cfg.model_copy(update={"profile": profile, "report_profiles": ()})
+
+
+def _workbench(study: optuna.Study, cfg: Any, cache_dir: Path, storage_url: str | None) -> Any:
+    """The study's workbench from its cached teacher; refuses to fine-tune a new teacher.
+
+    A teacher fine-tuned again would not be the one the trials were distilled from (unless the
+    model is used as it is, ``model.finetuned``, which is cheap and exact to redo).
+    """
+    from autocompress.objective import prepare
+    from autocompress.shared import artifact_store_for, fetch_shared_cache
+    from autocompress.teacher import teacher_fingerprint
+
+    cache_dir = Path(cache_dir)
+    if storage_url is not None:
+        store = artifact_store_for(storage_url)
+        if store is not None:  # a shared study: its teacher is in its database
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            fetch_shared_cache(study, store, cache_dir)
+    entry = cache_dir / f"teacher-{teacher_fingerprint(cfg)}"
+    if not (entry / "autocompress-teacher.json").is_file() and not cfg.model.finetuned:
+        raise ExportError(
+            f"the fine-tuned teacher of study '{study.study_name}' is not in {entry}; its trials were distilled "
+            "from it and a teacher fine-tuned again would differ. Give --cache-dir the cache the study used "
+            "(copy studies/cache from the machine that ran it)"
+        )
+    return prepare(_export_config(cfg), cache_dir)
+
+
+def rebuild(bench: Any, plan: CompressionPlan) -> tuple[nn.Module, nn.Module, bool]:
+    """``(float student, trial model, recovered)`` for ``plan``: the steps of ``Objective.build``,
+    keeping the float student from before ``apply_bits_`` (that is what the export stores)."""
+    from autocompress.distill import recover_
+    from autocompress.latency.measure import compute_lock
+    from autocompress.objective import Objective
+    from autocompress.transforms import apply_bits_, apply_structure_
+
+    student = copy.deepcopy(bench.teacher.model)
+    apply_structure_(student, plan, bench.importance)
+    recovered = Objective(bench).needs_recovery(plan)
+    if recovered:
+        with compute_lock():
+            recover_(student, bench.transfer_logits, bench.transfer, bench.config.recovery)
+    student.eval()
+    model = copy.deepcopy(student)
+    apply_bits_(model, plan)
+    return student, model.eval(), recovered
+
+
+# ------------------------------------------------------------------------------------------ latency
+def _measure(bench: Any, profile: Any, candidates: dict[str, Any]) -> dict[str, Any]:
+    """Each candidate (a model, or an ONNX runner) timed against the teacher on every profile shape."""
+    from autocompress.latency.measure import ProfileLatency, example_inputs, measure_pair
+
+    teacher = bench.teacher.model
+    out = {}
+    for label, candidate in candidates.items():
+        per_shape = []
+        for b, s in profile.shapes:
+            inputs = example_inputs(b, s, teacher.config.vocab_size)
+            if isinstance(candidate, nn.Module):
+                target: Any = candidate
+            else:
+                feed = candidate.feed(inputs)
+                target = lambda runner=candidate, feed=feed: runner.run(feed)  # noqa: E731
+            r = measure_pair(teacher, target, profile, inputs=inputs)
+            per_shape.append((b, s, r.to_dict()))
+        out[label] = ProfileLatency.combine(profile, per_shape)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ export
+def _check_out_dir(out_dir: Path) -> None:
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        what = "is a file" if not out_dir.is_dir() else "exists and is not empty"
+        raise ExportError(f"output directory '{out_dir}' {what}; give a new or empty directory with -o")
+
+
+def export_trial(
+    study: optuna.Study,
+    trial_number: int,
+    out_dir: str | Path,
+    cache_dir: str | Path,
+    *,
+    onnx: bool = False,
+    storage_url: str | None = None,
+) -> ExportResult:
+    """Write trial ``trial_number`` of ``study`` to ``out_dir`` (see the module docstring).
+
+    ``cache_dir`` holds the study's fine-tuned teacher; ``storage_url`` lets a shared
+    (PostgreSQL) study's teacher be fetched from its database. Nothing in the study changes.
+    """
+    from autocompress.evaluate import accuracy, predict_logits
+    from autocompress.export.pick import exportable_trial
+    from autocompress.export.saved import load, save_student
+    from autocompress.models import load_tokenizer
+    from autocompress.report.collect import feasible
+    from autocompress.study import stored_config
+
+    out_dir = Path(out_dir)
+    trial = exportable_trial(study, trial_number)
+    _check_out_dir(out_dir)
+    if onnx:
+        from autocompress.export.onnx_model import require_onnx
+
+        require_onnx()
+    cfg = stored_config(study)
+    plan = CompressionPlan.from_dict(trial.user_attrs["plan"])
+    bench = _workbench(study, cfg, Path(cache_dir), storage_url)
+    notes: list[str] = []
+    if not feasible(trial):
+        notes.append(f"trial {trial.number} is outside the study's accuracy-drop budget (it is not on the feasible front)")
+
+    student, model, recovered = rebuild(bench, plan)
+    logits = predict_logits(model, bench.eval)
+    rebuilt = 100 * accuracy(logits, bench.eval.labels).value
+    stored = 100 * float((trial.user_attrs.get("accuracy") or {}).get("value", math.nan))
+    if not abs(rebuilt - stored) <= REBUILD_TOLERANCE_PT:
+        raise ExportError(
+            f"the rebuilt model of trial {trial.number} scores {rebuilt:.2f}% on the eval split but the trial "
+            f"recorded {stored:.2f}% (more than {REBUILD_TOLERANCE_PT} pt apart): the teacher cache, the data or "
+            "the library versions differ from the study's; nothing was written"
+        )
+    if rebuilt != stored:
+        notes.append(f"rebuilt accuracy differs from the trial's by {rebuilt - stored:+.2f} pt (tolerance {REBUILD_TOLERANCE_PT} pt)")
+
+    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tokenizer = load_tokenizer(cfg.model.source)
+        labels = list(bench.task.label_names)
+        plain = save_student(tmp, student, plan, bench.teacher.model.config, labels)
+        tokenizer.save_pretrained(tmp)
+
+        loaded = load(tmp)
+        loaded_logits = predict_logits(loaded, bench.eval)
+        diff = (loaded_logits - logits).abs().max().item()
+        if diff > TORCH_LOGIT_TOLERANCE or not torch.equal(loaded_logits.argmax(-1), logits.argmax(-1)):
+            raise ExportError(f"the saved model does not reproduce the trial's model (largest logit difference {diff:.2e})")
+        if plain:
+            _check_plain(tmp, logits, bench.eval)
+        else:
+            notes.append("pruned heads, uneven FFN widths or quantised layers: load it with autocompress.load(DIR)")
+
+        profile = _export_config(cfg).profile
+        candidates: dict[str, Any] = {"export (PyTorch)": loaded}
+        onnx_acc = agreement = None
+        onnx_info: dict[str, Any] | None = None
+        if onnx:
+            onnx_acc, agreement, onnx_info, runner = _write_onnx(tmp, student, plan, tokenizer, bench, logits, profile)
+            candidates["export (ONNX Runtime)"] = runner
+            if plan.simulated:
+                notes.append("simulated bit-widths are exported as fake-quantised float weights in model.onnx")
+            if plan.head_bits == 8:
+                notes.append("the classifier head stays float in model.onnx (ONNX Runtime quantises MatMul, not Gemm)")
+        measured = _measure(bench, profile, candidates)
+        rows = (_stored_row(trial, cfg), *(_row(label, lat) for label, lat in measured.items()))
+
+        result = ExportResult(
+            directory=out_dir, study=study.study_name, trial=trial.number, plan_summary=plan.describe(),
+            plain_hf=plain, trial_accuracy=stored, rebuilt_accuracy=rebuilt, torch_max_logit_diff=diff,
+            onnx_accuracy=onnx_acc, onnx_agreement=agreement, latency=rows, notes=tuple(notes),
+        )
+        metrics = _metrics(study, trial, cfg, bench, result, recovered, profile, onnx_info, measured)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if out_dir.exists():
+            out_dir.rmdir()  # empty (checked above)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("exported trial %d of '%s' to %s", trial.number, study.study_name, out_dir)
+    return result
+
+
+def _check_plain(directory: Path, logits: torch.Tensor, data: Any) -> None:
+    """Plain transformers must load ``directory`` into the same model."""
+    from transformers import AutoModelForSequenceClassification
+
+    from autocompress.evaluate import predict_logits
+
+    plain = AutoModelForSequenceClassification.from_pretrained(directory).eval()
+    diff = (predict_logits(plain, data) - logits).abs().max().item()
+    if diff > TORCH_LOGIT_TOLERANCE:
+        raise ExportError(f"plain transformers loads a different model from the export (largest logit difference {diff:.2e})")
+
+
+def _write_onnx(
+    directory: Path, student: nn.Module, plan: CompressionPlan, tokenizer: Any, bench: Any, logits: torch.Tensor, profile: Any
+) -> tuple[float, float, dict[str, Any], Any]:
+    from autocompress.evaluate import accuracy
+    from autocompress.export.onnx_model import OnnxRunner, export_onnx
+
+    accepted = set(_forward_args(student))
+    names = [n for n in tokenizer.model_input_names if n in accepted]
+    facts = export_onnx(student, plan, directory / "model.onnx", names)
+    runner = OnnxRunner(facts.path, threads=min(profile.threads, os.cpu_count() or 1))
+    onnx_logits = runner.logits(bench.eval)
+    acc = 100 * accuracy(onnx_logits, bench.eval.labels).value
+    torch_acc = 100 * accuracy(logits, bench.eval.labels).value
+    agreement = (onnx_logits.argmax(-1) == logits.argmax(-1)).float().mean().item()
+    if not abs(acc - torch_acc) <= ONNX_TOLERANCE_PT:
+        raise ExportError(
+            f"model.onnx scores {acc:.2f}% on the eval split but the PyTorch model {torch_acc:.2f}% "
+            f"(more than {ONNX_TOLERANCE_PT} pt apart; {100 * agreement:.1f}% of predictions agree); nothing was written"
+        )
+    info = {**facts.to_dict(), "accuracy": acc, "torch_accuracy": torch_acc, "agreement_with_torch": agreement,
+            "max_abs_logit_diff": (onnx_logits - logits).abs().max().item()}
+    return acc, agreement, info, runner
+
+
+def _forward_args(model: nn.Module) -> list[str]:
+    import inspect
+
+    return list(inspect.signature(model.forward).parameters)
+
+
+def _row(label: str, lat: Any) -> LatencyRow:
+    from autocompress.latency.measure import host_info
+
+    return LatencyRow(label, lat.candidate_ms, lat.baseline_ms, lat.speedup, "measured", host_info()["host"])
+
+
+def _stored_row(trial: optuna.trial.FrozenTrial, cfg: Any) -> LatencyRow:
+    lat = trial.user_attrs.get("latency") or {}
+    host = (trial.user_attrs.get("host") or {}).get("host", "?")
+    kind = lat.get("kind", "measured")
+    return LatencyRow(
+        "trial (stored)", lat.get("candidate_ms"), lat.get("baseline_ms"), trial.user_attrs.get("speedup"), kind,
+        host if kind == "measured" else f"profile {cfg.profile.name}",
+    )
+
+
+def _metrics(
+    study: optuna.Study, trial: Any, cfg: Any, bench: Any, result: ExportResult, recovered: bool,
+    profile: Any, onnx_info: dict[str, Any] | None, measured: dict[str, Any],
+) -> dict[str, Any]:
+    """metrics.json: the trial's figures as the study stored them, and the export's own checks."""
+    from autocompress.export.saved import FORMAT_VERSION
+
+    ua = trial.user_attrs
+    n_eval = len(bench.eval)
+    return {
+        "format_version": FORMAT_VERSION,
+        "study": study.study_name,
+        "trial": trial.number,
+        "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "plan": result.plan_summary,
+        "simulated_bits": bool(ua.get("simulated", False)),
+        "plain_hf_loadable": result.plain_hf,
+        "trial_figures": {
+            "baseline": ua.get("baseline"),
+            "accuracy": ua.get("accuracy"),
+            "metric": ua.get("metric"),
+            "accuracy_drop_pt": ua.get("accuracy_drop"),
+            "teacher_accuracy": bench.teacher.eval_accuracy.to_dict(),
+            "latency": ua.get("latency"),
+            "speedup": ua.get("speedup"),
+            "size": ua.get("size"),
+            "host": ua.get("host"),
+            "recovery": ua.get("recovery"),
+        },
+        "how_measured": {
+            "accuracy": f"top-1 accuracy on the study's eval split ({n_eval} examples, task '{cfg.task.source}', "
+            f"seed {cfg.task.seed}, max_length {cfg.task.max_length}); 95 % percentile-bootstrap interval",
+            "latency": f"median of interleaved rounds (ABBA) against the uncompressed teacher after warm-up, profile "
+            f"'{cfg.profile.name}' ({cfg.profile.kind}): batch × sequence {', '.join(f'{b}×{s}' for b, s in cfg.profile.shapes)}, "
+            f"{cfg.profile.threads} thread(s); speedup = teacher / candidate",
+            "size": "bytes of the serialised state dict, simulated low-bit weights counted at their width",
+        },
+        "export": {
+            "rebuilt_accuracy": result.rebuilt_accuracy,
+            "trial_accuracy": result.trial_accuracy,
+            "rebuild_tolerance_pt": REBUILD_TOLERANCE_PT,
+            "recovered": recovered,
+            "torch_max_abs_logit_diff": result.torch_max_logit_diff,
+            "latency_profile": profile.model_dump(mode="json", exclude_none=True),
+            "latency": {label: lat.to_dict() for label, lat in measured.items()},
+            "host": bench.host,
+            "notes": list(result.notes),
+        },
+        "onnx": None if onnx_info is None else {**onnx_info, "tolerance_pt": ONNX_TOLERANCE_PT},
+        "latency_comparison": [asdict(row) for row in result.latency],
+    }

@@ -1,0 +1,351 @@
+"""Shipping a trial: pick it, export it, load it into a pipeline, run it under ONNX Runtime alone."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+import autocompress
+from autocompress.cli import main
+from autocompress.errors import ExportError
+from autocompress.export import export_trial, parse_pick, pick_trial
+from autocompress.plan import CompressionPlan
+from conftest import tiny_config_dict
+
+
+# ------------------------------------------------------------------------------------------ picking
+def _fake_study() -> optuna.Study:
+    """Five complete trials with known figures (and one infeasible, one cheap-pruned)."""
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"], study_name="fake")
+    rows = [  # number: (accuracy %, ratio, MB, drop, ms)
+        (80.0, 1.00, 90.0, 0.0, 30.0),
+        (79.5, 0.60, 60.0, 0.5, 18.0),
+        (79.2, 0.50, 70.0, 0.8, 15.0),
+        (78.5, 0.40, 55.0, 1.5, 12.0),
+        (77.0, 0.30, 50.0, 3.0, 9.0),
+    ]
+    plan = CompressionPlan.uniform(2).to_dict()
+    for acc, ratio, mb, drop, ms in rows:
+        study.add_trial(optuna.trial.create_trial(
+            values=[acc, ratio, mb], constraints={"accuracy_drop": drop - 5.0},
+            user_attrs={"plan": plan, "fidelity": "full", "accuracy_drop": drop, "speedup": 1 / ratio,
+                        "latency": {"candidate_ms": ms, "kind": "measured"}},
+        ))
+    study.add_trial(optuna.trial.create_trial(  # fastest of all, but over the study's own drop budget
+        values=[60.0, 0.1, 10.0], constraints={"accuracy_drop": 15.0},
+        user_attrs={"plan": plan, "fidelity": "full", "accuracy_drop": 20.0, "speedup": 10.0,
+                    "latency": {"candidate_ms": 3.0}},
+    ))
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.PRUNED, user_attrs={"plan": plan, "fidelity": "cheap", "prune_reason": "not recovered"},
+    ))
+    return study
+
+
+@pytest.mark.parametrize(
+    ("expr", "number"),
+    [
+        ("fastest", 4),
+        ("fastest with accuracy drop <= 1.0", 2),
+        ("  Fastest   with accuracy drop <=1 pt ", 2),
+        ("smallest", 4),
+        ("smallest with accuracy drop <= 1", 1),
+        ("most accurate", 0),
+        ("most accurate under 16 ms", 2),
+        ("smallest under 20 ms and at least 1.9× faster", 4),
+        ("fastest under 65 MB and accuracy drop <= 0.5", 1),
+        ("most accurate at least 2x faster", 2),
+    ],
+)
+def test_pick_chooses_the_best_trial_within_the_budget(expr, number):
+    assert pick_trial(_fake_study(), expr).number == number
+
+
+@pytest.mark.parametrize(
+    "expr",
+    ["", "quickest", "fastest please", "fastest with accuracy drop < 1", "smallest under ten ms",
+     "fastest under 10 s", "fastest and", "fastest with accuracy drop <= 1 or under 5 ms"],
+)
+def test_a_bad_pick_expression_shows_the_grammar(expr):
+    with pytest.raises(ExportError, match="cannot read the pick expression.*'fastest' \\| 'smallest' \\| 'most accurate'"):
+        parse_pick(expr)
+
+
+def test_nothing_qualifies_names_the_three_nearest_candidates():
+    with pytest.raises(ExportError) as info:
+        pick_trial(_fake_study(), "fastest with accuracy drop <= 0.2 and under 10 ms")
+    message = str(info.value)
+    assert "no trial of 'fake' is 'fastest with accuracy drop <= 0.2 and under 10 ms'" in message
+    assert message.count("trial ") >= 3 and "nearest: trial" in message
+    assert "drop +0.50 pt" in message and "MB" in message and "ms" in message
+    assert "trial 5" not in message  # infeasible trials are never candidates
+
+
+# ------------------------------------------------------------------------------------------ a study
+@pytest.fixture(scope="module")
+def readable_model_dir(tmp_path_factory) -> Path:
+    """A tiny BERT whose tokenizer knows the task's words, with weights large enough that its
+    logits depend on the text: fine-tuned briefly it separates the classes with clear margins,
+    so a wrong weight, shape or quantisation in the export shows in the predictions."""
+    from transformers import BertTokenizerFast
+
+    from conftest import VOCAB, tiny_bert
+
+    d = tmp_path_factory.mktemp("readable-bert")
+    (d / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    tokenizer = BertTokenizerFast(vocab=str(d / "vocab.txt"), do_lower_case=True)
+    assert "[UNK]" not in tokenizer.tokenize("good awful road")
+    tokenizer.save_pretrained(d)
+    model = tiny_bert(seed=1)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.normal_(0.0, 0.1, generator=g)
+                module.bias.normal_(0.0, 0.1, generator=g)
+    model.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def kd(readable_model_dir, tiny_csv, tmp_path_factory):
+    """A finished tiny study whose structural trials were distilled (recovery on).
+
+    Trials: 0 teacher, 1 int8, 2 prune50 (heads + FFN 50 %, distilled), 3 half depth (distilled).
+    """
+    from autocompress import study as st
+    from autocompress.config import parse_config
+    from autocompress.objective import prepare
+
+    root = tmp_path_factory.mktemp("kd")
+    cfg = parse_config(tiny_config_dict(
+        readable_model_dir, tiny_csv, name="kd", teacher={"epochs": 3.0, "learning_rate": 2e-3},
+        recovery={"epochs": 1.0},
+        fidelity={"enabled": False}, search={"trials": 4, "sampler": "random", "seed": 0},
+    ))
+    cache = root / "cache"
+    bench = prepare(cfg, cache)
+    url = f"sqlite:///{root / 'kd.db'}"
+    study = st.create_or_load(cfg, st.open_storage(url), "kd", bench)
+    st.run(study, bench, n_trials=4)
+    assert bench.teacher.eval_accuracy.value >= 0.9  # a teacher that reads the text
+    by_name = {t.user_attrs.get("baseline"): t.number for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert {"teacher", "int8", "prune50", "half_depth"} <= set(by_name)
+    return {"url": url, "db": root / "kd.db", "cache": cache, "study": study, "bench": bench, "trials": by_name, "root": root}
+
+
+def _eval_texts(bench, n: int = 24) -> list[str]:
+    return bench.task.eval.texts[:n]
+
+
+def test_export_load_pipeline_gives_the_trial_models_predictions(kd, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    from autocompress.objective import Objective
+
+    number = kd["trials"]["prune50"]
+    trial = kd["study"].trials[number]
+    assert trial.user_attrs["recovery"]["recovered"]  # distilled: the rebuild must redo it exactly
+    out = tmp_path / "prune50"
+    result = export_trial(kd["study"], number, out, kd["cache"])
+    assert result.rebuilt_accuracy == result.trial_accuracy
+    assert result.torch_max_logit_diff == 0.0
+    assert not result.plain_hf and not (out / "config.json").exists()
+    for name in ("model.safetensors", "plan.yaml", "autocompress.json", "metrics.json", "tokenizer_config.json"):
+        assert (out / name).is_file(), name
+    assert CompressionPlan.from_yaml((out / "plan.yaml").read_text()).to_dict() == trial.user_attrs["plan"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["trial"] == number and metrics["plain_hf_loadable"] is False
+    assert metrics["trial_figures"]["accuracy"] == trial.user_attrs["accuracy"]
+    assert metrics["trial_figures"]["latency"]["candidate_ms"] == trial.user_attrs["latency"]["candidate_ms"]
+    assert metrics["trial_figures"]["size"] == trial.user_attrs["size"]
+    assert {"accuracy", "latency", "size"} <= set(metrics["how_measured"])
+    assert [r["what"] for r in metrics["latency_comparison"]] == ["trial (stored)", "export (PyTorch)"]
+
+    # the trial's model, rebuilt independently the way the objective builds it
+    reference, _ = Objective(kd["bench"]).build(CompressionPlan.from_dict(trial.user_attrs["plan"]))
+    model = autocompress.load(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    clf = pipeline("text-classification", model=model, tokenizer=tokenizer)
+    texts = _eval_texts(kd["bench"])
+    got = clf(texts)
+    assert len({g["label"] for g in got}) == 3  # the model reads the text
+    labels = kd["bench"].task.label_names
+    with torch.inference_mode():
+        for text, g in zip(texts, got):
+            logits = reference(**tokenizer(text, return_tensors="pt")).logits[0]
+            assert g["label"] == labels[int(logits.argmax())]  # real label names, not LABEL_0
+            assert g["score"] == pytest.approx(torch.softmax(logits, -1).max().item(), rel=1e-5)
+    with pytest.raises((OSError, ValueError)):
+        AutoModelForSequenceClassification.from_pretrained(out)  # pruned heads: not a standard config
+
+
+def test_uniform_shapes_also_load_with_plain_transformers(kd, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = tmp_path / "half"
+    result = export_trial(kd["study"], kd["trials"]["half_depth"], out, kd["cache"])
+    assert result.plain_hf and (out / "config.json").is_file()
+    plain = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    assert plain.config.num_hidden_layers == 2
+    assert set(plain.config.id2label.values()) == set(kd["bench"].task.label_names)
+    ours = autocompress.load(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    batch = tokenizer(_eval_texts(kd["bench"]), padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        assert torch.equal(plain(**batch).logits, ours(**batch).logits)
+    assert json.loads((out / "metrics.json").read_text())["plain_hf_loadable"] is True
+
+
+def test_cli_exports_onnx_that_runs_with_onnxruntime_alone(kd, tmp_path, capsys):
+    from autocompress.export.onnx_model import OnnxRunner
+
+    out = tmp_path / "int8"
+    code, stdout, stderr = _cli(capsys, "export", "kd", "--trial", str(kd["trials"]["int8"]), "-o", str(out),
+                                "--onnx", "--storage", kd["url"], "--cache-dir", str(kd["cache"]))
+    assert code == 0, stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    onnx = metrics["onnx"]
+    assert abs(onnx["accuracy"] - onnx["torch_accuracy"]) <= 0.5
+    assert onnx["int8_matmuls"] > 0
+    for what in ("trial (stored)", "export (PyTorch)", "export (ONNX Runtime)"):
+        assert what in stdout  # latencies printed side by side
+    assert "plain transformers: no" in stdout
+
+    texts = _eval_texts(kd["bench"], 8)
+    runner = OnnxRunner(out / "model.onnx")
+    from transformers import AutoTokenizer
+
+    enc = AutoTokenizer.from_pretrained(out)(texts, padding=True, return_tensors="pt")
+    expected = runner.run(runner.feed(dict(enc)))
+    script = textwrap.dedent(f"""
+        import json, sys
+        for banned in ("torch", "transformers", "autocompress"):
+            sys.modules[banned] = None  # importing any of them now fails
+        import numpy as np, onnxruntime as ort
+        from tokenizers import Tokenizer
+        tok = Tokenizer.from_file({str(out / 'tokenizer.json')!r})
+        tok.enable_padding(pad_id=0)
+        enc = tok.encode_batch({texts!r})
+        feed = {{"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+                 "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
+                 "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64)}}
+        session = ort.InferenceSession({str(out / 'model.onnx')!r}, providers=["CPUExecutionProvider"])
+        feed = {{i.name: feed[i.name] for i in session.get_inputs()}}
+        print(json.dumps(session.run(["logits"], feed)[0].tolist()))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert torch.allclose(torch.tensor(json.loads(proc.stdout)), torch.from_numpy(expected), atol=1e-5)
+
+
+def test_onnx_quantises_exactly_the_plans_int8_layers(lively_bert, tmp_path):
+    import onnx
+
+    from autocompress.export.onnx_model import OnnxRunner, export_onnx
+    from autocompress.transforms import apply_bits_, apply_structure_
+
+    plan = CompressionPlan.from_dict({"layers": [
+        {"keep": True, "heads": 0.5, "ffn": 0.5, "bits": 8},
+        {"keep": False},
+        {"keep": True, "heads": 1.0, "ffn": 0.5, "bits": 32},
+        {"keep": True, "heads": 0.75, "ffn": 1.0, "bits": 4},
+    ]})
+    student = lively_bert()
+    apply_structure_(student, plan)
+    facts = export_onnx(student, plan, tmp_path / "m.onnx", ["input_ids", "token_type_ids", "attention_mask"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node]
+    assert facts.int8_matmuls == ops.count("MatMulInteger") == 6  # Q, K, V, out, up, down of the one int8 layer
+    assert facts.simulated
+    reference = copy.deepcopy(student)
+    apply_bits_(reference, plan)
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(5, 20, (3, 9), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0  # padding, and a batch and length other than the export's example
+    inputs = {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "attention_mask": mask}
+    runner = OnnxRunner(facts.path)
+    with torch.inference_mode():
+        expected = reference.eval()(**inputs).logits
+    got = torch.from_numpy(runner.run(runner.feed(inputs)))
+    assert torch.allclose(got, expected, atol=0.1 * expected.abs().max().item())  # int8 kernels differ slightly
+    assert torch.equal(got.argmax(-1), expected.argmax(-1))
+
+
+def test_load_refuses_what_export_did_not_write(tmp_path):
+    from autocompress.errors import ModelError
+
+    with pytest.raises(ModelError, match="not a directory"):
+        autocompress.load(tmp_path / "missing")
+    with pytest.raises(ModelError, match="not written by `autocompress export`"):
+        autocompress.load(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ bad input
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return info.value.code or 0, captured.out, captured.err
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def messy(kd, tmp_path_factory):
+    """A copy of the kd study with a failed and a cheap-pruned trial added."""
+    root = tmp_path_factory.mktemp("messy")
+    shutil.copy(kd["db"], root / "kd.db")
+    url = f"sqlite:///{root / 'kd.db'}"
+    study = optuna.load_study(study_name="kd", storage=url)
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": "out of memory"}))
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.PRUNED, user_attrs={"fidelity": "cheap", "prune_reason": "not recovered: trial 1 is as fast"},
+    ))
+    return {"url": url, "db": root / "kd.db", "failed": 4, "cheap": 5}
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["nope", "--trial", "0"], "no study named 'nope'"),
+        (["kd", "--trial", "99"], "has no trial 99; its trials are numbered 0–5"),
+        (["kd", "--trial", "4"], "trial 4 failed (out of memory)"),
+        (["kd", "--trial", "5"], "stopped at the cheap fidelity"),
+        (["kd"], "give exactly one of --trial N or --pick EXPR"),
+        (["kd", "--trial", "0", "--pick", "fastest"], "give exactly one of --trial N or --pick EXPR"),
+        (["kd", "--pick", "quickest"], "cannot read the pick expression"),
+        (["kd", "--pick", "fastest under 0.001 ms"], "nearest: trial"),
+        (["kd", "--trial", "0", "--cache-dir", "EMPTY"], "is not in"),
+        (["kd", "--trial", "0", "-o", "FULL"], "exists and is not empty"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(args, expected, messy, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "FULL").mkdir()
+    (tmp_path / "FULL" / "keep.txt").write_text("mine")
+    (tmp_path / "EMPTY").mkdir()
+    before = _digest(messy["db"])
+    if "-o" not in args:
+        args = [*args, "-o", "out"]
+    code, stdout, stderr = _cli(capsys, "export", *args, "--storage", messy["url"])
+    assert code == 2, (stdout, stderr)
+    assert expected in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert _digest(messy["db"]) == before
+    assert not (tmp_path / "out").exists() and (tmp_path / "FULL" / "keep.txt").read_text() == "mine"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial directory left
