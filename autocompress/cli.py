@@ -66,6 +66,12 @@ StorageOpt = Annotated[
 ]
 
 
+SamplerOpt = Annotated[
+    Optional[str],
+    typer.Option("--sampler", help="tpe, nsga2, gp or random; overrides search.sampler (each trial records its sampler)."),
+]
+
+
 def _storage_for(name: str, storage: str | None) -> str:
     from autocompress.study import default_storage
 
@@ -125,7 +131,10 @@ def _print_front(study) -> None:
     out.print(table)
 
 
-def _run_study(cfg, name: str, url: str, trials: int, timeout: float | None, cache_dir: Path, config_file: str | None) -> None:
+def _run_study(
+    cfg, name: str, url: str, trials: int, timeout: float | None, cache_dir: Path, config_file: str | None,
+    warm_from: tuple[str, str] | None = None,
+) -> None:
     from autocompress import study as st
     from autocompress.data import load_task
     from autocompress.models import arch_from_config, check_max_length, peek_config
@@ -139,7 +148,9 @@ def _run_study(cfg, name: str, url: str, trials: int, timeout: float | None, cac
     task_data = load_task(cfg.task)
     # refuse an incompatible existing study before minutes of teacher preparation
     st.check_can_continue(cfg, url, name)
-    err.print(f"study [bold]{name}[/] in {st.mask_url(url)}")
+    # and a warm-start source that does not exist or is for another model
+    source = st.open_warm_start_source(warm_from[0], warm_from[1], cfg) if warm_from else None
+    err.print(f"study [bold]{name}[/] in {st.mask_url(url)} (sampler {cfg.search.sampler})")
     with _progress_bar() as bar:
         prep = bar.add_task("preparing teacher", total=None, best="")
 
@@ -152,6 +163,16 @@ def _run_study(cfg, name: str, url: str, trials: int, timeout: float | None, cac
         note = "from cache" if bench.teacher.from_cache else f"fine-tuned in {bench.teacher.fine_tune_seconds:.0f} s"
         bar.update(prep, total=1, completed=1, description="teacher ready", best=f"{bench.teacher_metric.name} {100 * bench.teacher_metric.value:.2f}% ({note})")
         study.set_user_attr("target_trials", trials)  # what `resume` aims for
+        if source is not None:
+            ws = st.warm_start(study, source, bench)
+            err.print(
+                f"warm start from '{ws.source}': {len(ws.enqueued)} front plans queued, {len(ws.present)} already here, "
+                f"{len(ws.skipped)} skipped", highlight=False, markup=False, soft_wrap=True,
+            )
+            for number, reason in list(ws.skipped.items())[:5]:
+                err.print(f"  skipped trial {number}: {reason}", highlight=False, markup=False, soft_wrap=True)
+            if len(ws.skipped) > 5:
+                err.print(f"  … and {len(ws.skipped) - 5} more (--verbose lists them)", highlight=False, markup=False)
         done0 = st.completed(study)
         task = bar.add_task("trials", total=trials, completed=min(done0, trials), best=_best_text(study, cfg.objectives.max_accuracy_drop))
 
@@ -186,13 +207,23 @@ def run(
     trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Completed trials to reach (default: search.trials).")] = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", min=1, help="Stop starting trials after this many seconds.")] = None,
     cache_dir: Annotated[Path, typer.Option("--cache-dir", help="Where fine-tuned teachers are cached.")] = Path("studies/cache"),
+    sampler: SamplerOpt = None,
+    warm_start: Annotated[Optional[str], typer.Option(
+        "--warm-start", metavar="OTHER_STUDY",
+        help="Queue the Pareto-front plans of an earlier study on the same base model first.")] = None,
+    warm_start_storage: Annotated[Optional[str], typer.Option(
+        "--warm-start-storage", metavar="URL",
+        help="Where OTHER_STUDY lives (default: --storage if given, else sqlite:///studies/<OTHER_STUDY>.db).")] = None,
 ) -> None:
     """Create a study from SPACE, or continue the study of the same name."""
+    from autocompress import study as st
     from autocompress.config import load_config
 
-    cfg = load_config(space)
+    cfg = st.with_sampler(load_config(space), sampler)
     name = study or cfg.name
-    _run_study(cfg, name, _storage_for(name, storage), trials or cfg.search.trials, timeout, cache_dir, str(space))
+    warm_from = (warm_start, warm_start_storage or _storage_for(warm_start, storage)) if warm_start else None
+    _run_study(cfg, name, _storage_for(name, storage), trials or cfg.search.trials, timeout, cache_dir, str(space),
+               warm_from)
 
 
 @app.command()
@@ -202,13 +233,14 @@ def resume(
     trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Completed trials to reach (default: the study's target).")] = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", min=1)] = None,
     cache_dir: Annotated[Path, typer.Option("--cache-dir")] = Path("studies/cache"),
+    sampler: SamplerOpt = None,
 ) -> None:
     """Continue a study with the config stored in it (from any machine that reaches its storage)."""
     from autocompress import study as st
 
     url = _storage_for(name, storage)
     existing = st.load(name, st.open_storage(url, must_exist=True))
-    cfg = st.stored_config(existing)
+    cfg = st.with_sampler(st.stored_config(existing), sampler)
     target = trials or existing.user_attrs.get("target_trials") or cfg.search.trials
     _run_study(cfg, name, url, target, timeout, cache_dir, None)
 

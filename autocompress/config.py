@@ -155,7 +155,30 @@ class SpaceConfig(_Frozen):
     head_bits: tuple[Literal[32, 8], ...] = (32,)  # pooler + classifier: float, or also int8
     embedding_bits: tuple[Literal[32, 8], ...] = (32,)  # embeddings: float, or 8 (simulated)
     depth: DepthSpace = DepthSpace()
-    per_layer: bool = True  # false: one ratio/bit-width shared by all layers
+    # how layers get their heads / ffn / bits (see autocompress.space): every layer its own
+    # values (per_layer), one set for all (shared), or ratios linear over depth with one
+    # bit-width switch (linear: 7 dimensions instead of 3 per layer)
+    schedule: Literal["per_layer", "shared", "linear"] = "per_layer"
+    per_layer: bool = True  # the older spelling: true = schedule per_layer, false = shared; follows schedule
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schedule_from_per_layer(cls, data: Any) -> Any:
+        # files and stored studies written before `schedule` existed say only `per_layer`
+        if isinstance(data, dict) and "schedule" not in data and "per_layer" in data:
+            data = {**data, "schedule": "per_layer" if data["per_layer"] is True else "shared"}
+        return data
+
+    @model_validator(mode="after")
+    def _per_layer_follows_schedule(self) -> "SpaceConfig":
+        implied = self.schedule == "per_layer"
+        if "per_layer" in self.model_fields_set and self.per_layer != implied:
+            raise ValueError(
+                f"per_layer: {str(self.per_layer).lower()} contradicts schedule: {self.schedule}; "
+                "per_layer is the older spelling of the schedule: give only schedule"
+            )
+        object.__setattr__(self, "per_layer", implied)
+        return self
 
     @field_validator("heads", "ffn", mode="before")
     @classmethod
@@ -198,7 +221,8 @@ class ObjectivesConfig(_Frozen):
 
 class SearchConfig(_Frozen):
     trials: int = Field(20, ge=1, le=100_000)  # completed trials the study aims for
-    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    # tpe, nsga2 and gp model the objectives (and prefer trials within max_accuracy_drop); random does not
+    sampler: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
     seed: int = 0
     seed_baselines: bool = True  # enqueue the uniform baselines as the first trials
 

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import optuna
 import pytest
 
-from autocompress.config import DepthSpace, SpaceConfig
-from autocompress.errors import ConfigError
+from autocompress.config import DepthSpace, SpaceConfig, parse_config
+from autocompress.errors import ConfigError, PlanError
 from autocompress.models import ArchInfo
 from autocompress.plan import CompressionPlan, LayerPlan
-from autocompress.space import baseline_plans, check_space, plan_params, select_layers, suggest_plan
+from autocompress.space import (
+    SCHEDULES,
+    baseline_plans,
+    check_space,
+    params_for_plan,
+    plan_params,
+    select_layers,
+    suggest_plan,
+)
 
 ARCH6 = ArchInfo(family="bert", num_layers=6, num_heads=4, intermediate_size=64, hidden_size=32)
 RANKING = [0.9, 0.1, 0.5, 0.3, 0.8, 0.2]  # layer importance scores for the 'importance' selection
@@ -121,9 +130,9 @@ def test_same_seed_samples_same_plans() -> None:
 
 
 # ---------------------------------------------------------------------------- baselines
-@pytest.mark.parametrize("per_layer", [True, False])
-def test_enqueued_baselines_yield_exactly_the_uniform_plans_they_are_named_for(per_layer: bool) -> None:
-    space = SpaceConfig(heads=(1.0, 0.75, 0.5, 0.25), bits=(32, 8), depth=DepthSpace(min=2), per_layer=per_layer)
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+def test_enqueued_baselines_yield_exactly_the_uniform_plans_they_are_named_for(schedule: str) -> None:
+    space = SpaceConfig(heads=(1.0, 0.75, 0.5, 0.25), bits=(32, 8), depth=DepthSpace(min=2), schedule=schedule)
     expected = {
         "teacher": CompressionPlan.uniform(6),
         "int8": CompressionPlan.uniform(6, bits=8),
@@ -194,3 +203,130 @@ def test_head_and_embedding_bits_are_searched_when_offered() -> None:
         assert plan.head_bits == 32 and plan.embedding_bits == 32, name
         study.tell(trial, 0.0)
     assert baseline_plans(SpaceConfig(head_bits=(8,)), ARCH6) == {}
+
+
+# ---------------------------------------------------------------------------- schedules
+SCHEDULE_SPACE = dict(
+    heads=(1.0, 0.75, 0.5, 0.25), ffn=(1.0, 0.5, 0.25), bits=(32, 8, 4),
+    head_bits=(32, 8), depth=DepthSpace(min=2, selection=("even", "first", "last", "importance")),
+)
+
+
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+def test_every_schedule_samples_valid_plans_and_the_same_dimensions_every_trial(schedule: str) -> None:
+    space = SpaceConfig(**SCHEDULE_SPACE, schedule=schedule)
+    names = set()
+    for params, plan in _sample(space, 40, seed=3):
+        assert CompressionPlan.from_dict(plan.to_dict()) == plan
+        assert 2 <= len(plan.kept_layers) <= 6
+        for layer in plan.layers:
+            if layer.keep:
+                assert layer.heads in space.heads and layer.ffn in space.ffn and layer.bits in space.bits
+            else:
+                assert layer == LayerPlan(keep=False)
+        names.add(frozenset(params))
+    # a fixed search space: Optuna's model-based samplers model only the parameters every trial has
+    assert len(names) == 1, names
+
+
+def test_schedules_differ_in_how_many_dimensions_the_sampler_sees() -> None:
+    dims = {name: len(_sample(SpaceConfig(**SCHEDULE_SPACE, schedule=name), 1)[0][0]) for name in SCHEDULES}
+    # depth, selection and head_bits in all; then 3 per layer, 3 in all, or 7 in all
+    assert dims == {"per_layer": 3 + 18, "shared": 3 + 3, "linear": 3 + 7}
+
+
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+def test_params_of_a_sampled_plan_rebuild_it_through_enqueue(schedule: str) -> None:
+    """What warm starts rely on: the parameters found for a plan make suggest_plan build that plan."""
+    space = SpaceConfig(**SCHEDULE_SPACE, schedule=schedule)
+    plans = [plan for _, plan in _sample(space, 25, seed=4)]
+    study = _study(seed=99)
+    queued = [params_for_plan(plan, space, ARCH6, RANKING) for plan in plans]
+    for params in queued:
+        study.enqueue_trial(params)
+    for plan, params in zip(plans, queued, strict=True):
+        trial = study.ask()
+        assert suggest_plan(trial, space, ARCH6, RANKING) == plan
+        assert trial.params == params, "nothing is left to the sampler"
+        study.tell(trial, 0.0)
+
+
+def test_linear_schedule_changes_ratios_monotonically_with_depth_and_bits_once() -> None:
+    space = SpaceConfig(**SCHEDULE_SPACE, schedule="linear")
+    shapes = set()
+    for params, plan in _sample(space, 60, seed=5):
+        layers = [plan.layers[i] for i in plan.kept_layers]
+        for key in ("heads", "ffn"):
+            values = [getattr(layer, key) for layer in layers]
+            assert values == sorted(values) or values == sorted(values, reverse=True), (key, values)
+        bits = [layer.bits for layer in layers]
+        assert sum(a != b for a, b in zip(bits, bits[1:])) <= 1, bits
+        full = suggest_plan(_fixed(params | {"depth": 6}), space, ARCH6, RANKING)
+        assert [lp.heads for lp in full.layers][0] == params["heads_start"]
+        assert [lp.heads for lp in full.layers][-1] == params["heads_end"]
+        shapes.add(len(set(bits)))
+    assert shapes == {1, 2}, "both uniform and switched bit-widths are sampled"
+
+
+def _fixed(params: dict[str, Any]) -> optuna.trial.FixedTrial:
+    return optuna.trial.FixedTrial(params)
+
+
+def test_linear_interpolates_over_the_base_models_depth_and_snaps_to_the_choices() -> None:
+    space = SpaceConfig(heads=(1.0, 0.75, 0.5, 0.25), ffn=(1.0, 0.25), bits=(32, 8), depth=DepthSpace(min=6),
+                        schedule="linear")
+    params = {"heads_start": 1.0, "heads_end": 0.25, "ffn_start": 0.25, "ffn_end": 0.25,
+              "bits_first": 32, "bits_last": 8, "bits_switch": 4}
+    plan = suggest_plan(_fixed(params), space, ARCH6)
+    # 1.0 → 0.25 over 6 layers: 1.0, 0.85, 0.7, 0.55, 0.4, 0.25, each to the nearest choice
+    assert [lp.heads for lp in plan.layers] == [1.0, 0.75, 0.75, 0.5, 0.5, 0.25]
+    assert [lp.ffn for lp in plan.layers] == [0.25] * 6
+    assert [lp.bits for lp in plan.layers] == [32, 32, 32, 32, 8, 8]
+    assert params_for_plan(plan, space, ARCH6) == params
+
+
+@pytest.mark.parametrize(
+    ("schedule", "plan", "reason"),
+    [
+        ("linear", CompressionPlan.model_validate({"layers": [{"heads": h} for h in (1.0, 0.25, 1.0, 0.25, 1.0, 0.25)]}),
+         "do not follow a line"),
+        ("linear", CompressionPlan.model_validate({"layers": [{"bits": b} for b in (32, 8, 32, 8, 32, 8)]}),
+         "change more than once"),
+        ("shared", CompressionPlan.model_validate({"layers": [{"ffn": f} for f in (1.0, 1.0, 1.0, 0.5, 0.5, 0.5)]}),
+         "kept layers differ"),
+        ("per_layer", CompressionPlan.uniform(6, heads=0.6), "heads keep ratio 0.6 is not among"),
+        ("per_layer", CompressionPlan.uniform(6, bits=2), "bit-width 2 is not among"),
+        ("per_layer", CompressionPlan.uniform(4), "the plan has 4 layers and this model 6"),
+        ("per_layer", CompressionPlan.uniform(6, keep=[1, 3]), "keeps layers [1, 3], which no layer selection"),
+        ("per_layer", CompressionPlan.uniform(6, keep=[0]), "keeps 1 layers, outside this space's depth 2..6"),
+    ],
+)
+def test_plans_a_schedule_cannot_express_are_refused_with_the_reason(
+    schedule: str, plan: CompressionPlan, reason: str
+) -> None:
+    space = SpaceConfig(heads=(1.0, 0.75, 0.5, 0.25), ffn=(1.0, 0.5), bits=(32, 8), depth=DepthSpace(min=2),
+                        schedule=schedule)
+    with pytest.raises(PlanError, match=re.escape(reason)):
+        params_for_plan(plan, space, ARCH6, RANKING)
+
+
+def test_importance_selection_is_found_for_a_plan_that_keeps_the_most_important_layers() -> None:
+    space = SpaceConfig(depth=DepthSpace(min=2, selection=("even", "importance")))
+    plan = CompressionPlan.uniform(6, keep=[0, 4])  # the two layers RANKING scores highest
+    assert params_for_plan(plan, space, ARCH6, RANKING)["selection"] == "importance"
+    with pytest.raises(PlanError, match="no layer selection"):
+        params_for_plan(plan, space, ARCH6)  # without the ranking, importance cannot be checked
+
+
+def test_per_layer_flag_of_older_files_and_stored_studies_still_reads() -> None:
+    assert SpaceConfig(per_layer=False).schedule == "shared"
+    assert SpaceConfig(per_layer=True).schedule == "per_layer"
+    assert SpaceConfig(schedule="linear").per_layer is False
+    assert SpaceConfig(per_layer=False) == SpaceConfig(schedule="shared")
+    stored = {"name": "old", "task": {"source": "bundled:tweets"}, "space": {"per_layer": False}}
+    cfg = parse_config(stored)
+    assert cfg.space.schedule == "shared"
+    assert parse_config(cfg.to_dict()) == cfg, "and a config written now reads back the same"
+    with pytest.raises(ConfigError, match="contradicts schedule: linear") as info:
+        parse_config({**stored, "space": {"per_layer": True, "schedule": "linear"}}, file="x.yaml")
+    assert info.value.key == "space"

@@ -268,3 +268,73 @@ def test_study_on_the_gpu_profile_trains_and_measures_on_cuda(tiny_model_dir, ti
     for t in done:
         lat = t.user_attrs["latency"]
         assert lat["profile"] == "gpu" and lat["kind"] == "measured" and lat["shapes"][0]["batch_size"] == 32
+
+
+# ---------------------------------------------------------------------------- samplers
+def _toy_constrained_study(name: str, seed: int, n_trials: int) -> optuna.Study:
+    """Three objectives on the real space (shared schedule); feasible only with little compression."""
+    import warnings
+
+    from autocompress.config import DepthSpace, SearchConfig, SpaceConfig
+    from autocompress.models import ArchInfo
+    from autocompress.space import baseline_plans, suggest_plan
+
+    arch = ArchInfo(family="bert", num_layers=6, num_heads=4, intermediate_size=64, hidden_size=32)
+    space = SpaceConfig(depth=DepthSpace(min=1), schedule="shared")
+
+    def objective(trial: optuna.Trial) -> tuple[float, float, float]:
+        plan = suggest_plan(trial, space, arch, [0.9, 0.1, 0.5, 0.3, 0.8, 0.2])
+        kept = [lp for lp in plan.layers if lp.keep]
+        size = len(kept) * (kept[0].heads + 2 * kept[0].ffn) * (1.0 if kept[0].bits == 32 else 0.25)
+        drop = (6 - len(kept)) * 1.5 + (1 - kept[0].heads) * 4 + (1 - kept[0].ffn) * 4 + (kept[0].bits == 8) * 0.5
+        trial.set_constraint("accuracy_drop", drop - 3.0)
+        return 80.0 - drop, size / 18, size
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # no deprecated constraints_func
+        sampler = st.make_sampler(SearchConfig(sampler=name, seed=seed))
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"], sampler=sampler)
+    study.enqueue_trial(baseline_plans(space, arch)["teacher"])  # as studies do: one feasible trial first
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study.optimize(objective, n_trials=n_trials)
+    return study
+
+
+@pytest.mark.parametrize("name", ["tpe", "nsga2", "gp", "random"])
+def test_every_sampler_runs_a_constrained_three_objective_search(name):
+    from autocompress.report.collect import feasible
+
+    study = _toy_constrained_study(name, seed=0, n_trials=10)
+    assert len(study.trials) == 10
+    assert any(not feasible(t) for t in study.trials)
+    assert study.best_trials and all(feasible(t) for t in study.best_trials), "infeasible trials leave the front"
+
+
+def test_model_based_samplers_learn_to_stay_within_the_accuracy_budget():
+    from autocompress.report.collect import feasible
+
+    def late_feasible(name: str) -> int:
+        return sum(sum(feasible(t) for t in _toy_constrained_study(name, seed, 30).trials[10:]) for seed in (0, 1))
+
+    assert late_feasible("tpe") >= 3 * max(1, late_feasible("random"))
+
+
+def test_unknown_sampler_names_the_available_ones():
+    from autocompress.config import SearchConfig
+    from autocompress.errors import UnknownNameError
+
+    cfg = parse_config({"name": "x", "task": {"source": "bundled:tweets"}})
+    assert st.with_sampler(cfg, "gp").search.sampler == "gp"
+    assert st.with_sampler(cfg, None) is cfg
+    with pytest.raises(UnknownNameError, match="Did you mean 'nsga2'.*Available: gp, nsga2, random, tpe"):
+        st.with_sampler(cfg, "nsga")
+    assert isinstance(st.make_sampler(SearchConfig(sampler="gp")), optuna.samplers.GPSampler)
+
+
+def test_each_trial_records_the_sampler_that_chose_its_plan(bench, tmp_path):
+    url = f"sqlite:///{tmp_path / 'sampler.db'}"
+    study = st.create_or_load(bench.config, st.open_storage(url), "sampler", bench)
+    st.run(study, bench, n_trials=5)
+    labels = [(t.user_attrs.get("baseline"), t.user_attrs["sampler"]) for t in study.get_trials(states=(TrialState.COMPLETE,))]
+    assert labels[:4] == [(b, "enqueued") for b in ("teacher", "int8", "prune50", "half_depth")]
+    assert labels[4] == (None, bench.config.search.sampler)
