@@ -54,6 +54,18 @@ def _symbol(t: TrialRow) -> str:
     return "diamond-open" if t.simulated else "circle"
 
 
+def _outlined(marker: dict, members: list[TrialRow]) -> dict:
+    """``marker`` with a dark outline on the uniform baselines, so a faded one is still seen."""
+    line = marker.get("line") or {}
+    return {
+        **marker,
+        "line": dict(
+            color=["#333" if t.baseline else line.get("color", "rgba(0,0,0,0)") for t in members],
+            width=[max(1.2, line.get("width", 0)) if t.baseline else line.get("width", 0) for t in members],
+        ),
+    }
+
+
 def _legend_only(fig: go.Figure, name: str, symbol: str, scene: bool = False) -> None:
     """A legend entry explaining a marker symbol (no data)."""
     marker = dict(symbol=symbol, color="#555", size=10, line=dict(width=1, color="#555"))
@@ -61,6 +73,18 @@ def _legend_only(fig: go.Figure, name: str, symbol: str, scene: bool = False) ->
         fig.add_trace(go.Scatter3d(x=[None], y=[None], z=[None], mode="markers", marker=marker, name=name))
     else:
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", marker=marker, name=name, hoverinfo="skip"))
+
+
+def _accuracy_range(info: ReportInfo, rows: list[TrialRow]) -> list[float] | None:
+    """A y range around the feasible trials and the teacher, so that one collapsed candidate far
+    over the accuracy budget does not squash the front (double-click the plot to see it)."""
+    ys = [v for t in rows if t.feasible for v in (t.accuracy, *(t.accuracy_ci or ()))]
+    if info.teacher_accuracy is not None:
+        ys.append(info.teacher_accuracy)
+    if not ys or not any(t.accuracy < min(ys) for t in rows):
+        return None
+    pad = 0.08 * ((max(ys) - min(ys)) or 1.0)
+    return [min(ys) - pad, max(ys) + pad]
 
 
 def pareto_figure(info: ReportInfo, x: str, title: str, x_title: str) -> go.Figure:
@@ -93,7 +117,7 @@ def pareto_figure(info: ReportInfo, x: str, title: str, x_title: str) -> go.Figu
                 x=[getattr(t, x) for t in members],
                 y=[t.accuracy for t in members],
                 mode="markers",
-                marker=dict(symbol=[_symbol(t) for t in members], **marker),
+                marker=dict(symbol=[_symbol(t) for t in members], **_outlined(marker, members)),
                 error_y=error,
                 name=name,
                 text=[hover(t, metric) for t in members],
@@ -129,9 +153,23 @@ def pareto_figure(info: ReportInfo, x: str, title: str, x_title: str) -> go.Figu
         _legend_only(fig, "uniform baseline", "star")
     if any(t.simulated for t in rows):
         _legend_only(fig, "simulated low-bit layers", "diamond-open")
-    if info.teacher_accuracy is not None:
-        fig.add_hline(y=info.teacher_accuracy, line_dash="dash", line_color="#1f77b4",
-                      annotation_text=f"teacher {metric}", annotation_position="bottom right")
+    xs = [getattr(t, x) for t in rows]
+    if info.teacher_accuracy is not None and xs:
+        fig.add_trace(
+            go.Scatter(
+                x=[min(xs), max(xs)], y=[info.teacher_accuracy] * 2, mode="lines", name=f"teacher {metric}",
+                line=dict(dash="dash", color="#1f77b4", width=1), hoverinfo="skip",
+            )
+        )
+    y_range = _accuracy_range(info, rows)
+    if y_range is not None:
+        hidden = sum(t.accuracy < y_range[0] for t in rows)
+        fig.update_yaxes(range=y_range)
+        fig.add_annotation(
+            text=f"{hidden} trial(s) far over the accuracy budget lie below (double-click to show all)",
+            xref="paper", yref="paper", x=1, y=0, xanchor="right", yanchor="bottom", showarrow=False,
+            font=dict(size=10, color="#777"),
+        )
     fig.update_layout(
         title=title,
         xaxis_title=x_title,

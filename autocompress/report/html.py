@@ -40,7 +40,7 @@ nav{font-size:.9rem;margin:.6rem 0 1rem} nav a{margin-right:.9rem;color:#1f5fa8;
 table{border-collapse:collapse;font-size:.85rem;width:100%} th,td{border:1px solid #ddd;padding:.25rem .45rem;text-align:right;white-space:nowrap}
 th{background:#f4f4f4;position:sticky;top:0;white-space:normal} td.l{text-align:left;white-space:normal} .muted{color:#777} .warn{color:#a15c00}
 .note{background:#fff7e6;border-left:4px solid #e0a030;padding:.5rem .8rem;margin:.8rem 0}
-.empty{background:#f6f6f6;border-left:4px solid #bbb;padding:.5rem .8rem;margin:.5rem 0;color:#555}
+.empty{background:#f6f6f6;border-left:4px solid #bbb;padding:.5rem .8rem;margin:.5rem 0;color:#555;align-self:start}
 .grid{display:grid;grid-template-columns:1fr 1fr;gap:1rem} @media (max-width:900px){.grid{grid-template-columns:1fr}}
 .cell-drop{background:#eee;color:#999} .scroll{overflow-x:auto}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem} dt{font-weight:600}
@@ -48,7 +48,8 @@ code,pre{background:#f4f4f4;padding:0 .2rem;font-size:.82rem} pre{padding:.5rem;
 .controls{margin:.5rem 0;display:flex;gap:.6rem;align-items:center;flex-wrap:wrap}
 table.trials th{cursor:pointer;user-select:none} table.trials th[data-dir=asc]::after{content:" ▲"}
 table.trials th[data-dir=desc]::after{content:" ▼"} table.trials tbody tr:not(.detail):hover{background:#f3f7fc;cursor:pointer}
-table.trials td.reason{max-width:22rem;white-space:normal} tr.detail td{text-align:left;background:#fbfbfb}
+table.trials td.reason{min-width:14rem;max-width:24rem} table.trials td.plan{min-width:11rem}
+td.layer{text-align:left;font-size:.78rem} tr.detail td{text-align:left;background:#fbfbfb}
 .detail-grid{display:grid;grid-template-columns:1fr 1fr;gap:1rem} pre.command{background:#eef4ee}
 """
 

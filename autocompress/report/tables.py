@@ -149,11 +149,14 @@ def export_command(info: ReportInfo, trial: int) -> str:
 
 # ---------------------------------------------------------------------------------------- HTML
 def _layer_cell(layer: dict[str, Any]) -> str:
+    """One layer of a plan in a table cell: what it keeps, e.g. 'h50 f75 int8' or 'full'."""
     if not layer.get("keep", True):
-        return '<td class="cell-drop">dropped</td>'
-    bits = layer.get("bits", 32)
-    b = "" if bits == 32 else (" int8" if bits == 8 else f" {bits}b*")
-    return f'<td class="l">h {layer.get("heads", 1):.0%} · f {layer.get("ffn", 1):.0%}{escape(str(b))}</td>'
+        return '<td class="layer cell-drop">dropped</td>'
+    heads, ffn, bits = layer.get("heads", 1), layer.get("ffn", 1), layer.get("bits", 32)
+    parts = [f"h{heads:.0%}" if heads < 1 else "", f"f{ffn:.0%}" if ffn < 1 else ""]
+    parts.append("" if bits == 32 else ("int8" if bits == 8 else f"{bits}b*"))
+    text = " ".join(p for p in parts if p) or "full"
+    return f'<td class="layer">{escape(text)}</td>'
 
 
 def front_table(info: ReportInfo) -> str:
@@ -189,8 +192,9 @@ def front_table(info: ReportInfo) -> str:
         f"<th>drop (pt)</th><th>speedup<br><span class='muted'>({escape(kind)})</span></th><th>latency ms</th>"
         f"{other_head}<th>size MB</th>{head}</tr></thead><tbody>"
         + "".join(rows)
-        + "</tbody></table></div><p class='muted'>h = attention heads kept, f = FFN neurons kept; "
-        "int8 = real int8 kernels; 4b*/2b* = simulated bit-widths (accuracy and size only). "
+        + "</tbody></table></div><p class='muted'>Per layer: h = attention heads kept, f = FFN neurons kept "
+        "(omitted when all are), int8 = real int8 kernels, 4b*/2b* = simulated bit-widths (accuracy and size only), "
+        "full = untouched. "
         "Measured = timed on this host interleaved with the teacher; predicted = cost model calibrated on this "
         "host, scaled to the profile's device figures (never a measurement).</p>"
     )
@@ -257,7 +261,7 @@ def trials_table(info: ReportInfo) -> str:
             f"<td class='l'>{'★' if t.on_front else ''}</td><td class='l'>{escape(t.baseline or '')}</td>"
             f"{_num_td(t.accuracy, '.2f')}<td class='l muted'>{ci}</td>{_num_td(t.accuracy_drop, '+.2f')}"
             f"{_num_td(t.speedup, '.2f', '×', flags)}{_num_td(t.latency_ms, '.2f')}{other}{_num_td(t.size_mb, '.2f')}"
-            f"<td class='l'>{escape(t.fidelity or '')}</td><td class='l'>{escape(t.plan_summary)}</td>"
+            f"<td class='l'>{escape(t.fidelity or '')}</td><td class='l plan'>{escape(t.plan_summary)}</td>"
             f"<td class='l reason'>{escape(t.fail_reason or '')}</td>{_num_td(t.duration_s, '.0f')}</tr>"
         )
     kind = next((t.latency_kind for t in info.complete), "measured")
