@@ -13,23 +13,20 @@ Writes ``benchmarks/results/gpu.json``; exits with a message on a machine withou
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import torch
 
+from _common import RESULTS, machine, today
 from autocompress.batches import Encoded
 from autocompress.config import RecoveryConfig
 from autocompress.distill import recover_
-from autocompress.latency.measure import host_info, measure_profile
+from autocompress.latency.measure import measure_profile
 from autocompress.latency.profile import load_profile
 from autocompress.plan import CompressionPlan
 from autocompress.transforms import apply_plan
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def minilm_shaped() -> torch.nn.Module:
@@ -76,8 +73,8 @@ def main() -> None:
         "training": {"examples": 1024, "seq_len": 64, "gpu_seconds": gpu_s, "cpu_seconds": cpu_s, "gpu_speedup": cpu_s / gpu_s},
         "profile": profile.model_dump(mode="json"),
         "latency": latency,
-        "machine": {**host_info(), "platform": platform.platform()},
-        "date": date.today().isoformat(),
+        "machine": machine(),
+        "date": today(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "gpu.json"

@@ -24,24 +24,22 @@ import argparse
 import copy
 import json
 import logging
-import platform
 import statistics
 import subprocess
 import sys
-from datetime import date
 from pathlib import Path
 
 import torch
 
+from _common import RESULTS, machine, today
 from autocompress.latency.cost import model_costs
-from autocompress.latency.measure import example_inputs, host_info, measure_pair, measurement_lock
+from autocompress.latency.measure import example_inputs, measure_pair, measurement_lock
 from autocompress.latency.predict import calibrate, calibration_plans, predict_ms, roofline_ms
 from autocompress.latency.profile import DeviceProfile, load_profile
 from autocompress.models import load_classifier
 from autocompress.plan import CompressionPlan
 from autocompress.transforms import apply_plan
 
-RESULTS = Path(__file__).parent / "results"
 THREADS, BATCH, SEQ = 2, 1, 128
 PROFILE = DeviceProfile(name="cpu-2t", threads=THREADS, batch_size=BATCH, seq_len=SEQ, warmup=20, repeats=60,
                         max_repeats=240, max_spread=0.05)
@@ -147,8 +145,8 @@ def main() -> None:
         "predictor_within_15pct_raw": within_raw,
         "n_heldout_plans": len(rows),
         "roofline_efficiency": next(r["efficiency"] for r in roof if r["model"] == "teacher"),
-        "machine": {**host_info(), "platform": platform.platform()},
-        "date": date.today().isoformat(),
+        "machine": machine(),
+        "date": today(),
         "profile": PROFILE.model_dump(mode="json"),
         "repeatability": rep,
         "calibration": cal.to_dict(),

@@ -23,21 +23,18 @@ import argparse
 import copy
 import json
 import logging
-import platform
 import time
-from datetime import date
 from pathlib import Path
 
 import torch
 
+from _common import RESULTS, machine, today
 from autocompress.config import parse_config
 from autocompress.evaluate import accuracy, model_size, predict_logits
-from autocompress.latency.measure import host_info, measure_profile
+from autocompress.latency.measure import measure_profile
 from autocompress.objective import Objective, prepare
 from autocompress.plan import CompressionPlan
 from autocompress.transforms import apply_bits_, simulated_widths
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def config(quick: bool, transfer: int = 0) -> dict:
@@ -131,8 +128,8 @@ def main() -> None:
         "profile": cfg.profile.model_dump(),
         "recovery": cfg.recovery.model_dump(),
         "candidates": rows,
-        "machine": {**host_info(), "platform": platform.platform()},
-        "date": date.today().isoformat(),
+        "machine": machine(),
+        "date": today(),
         "quick": args.quick,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -161,7 +158,7 @@ def remeasure(quick: bool) -> None:
         row["speedup_iqr"] = [1 / lat["ratio_iqr"][1], 1 / lat["ratio_iqr"][0]]
         row["latency_ms"], row["baseline_ms"], row["noisy"] = lat["candidate_ms"], lat["baseline_ms"], lat["noisy"]
         logging.info("%s: %.2f× (first run %.2f×)", row["name"], row["speedup"], row["speedup_first_run"])
-    data["remeasured"] = {"date": date.today().isoformat(), "why": "speedups re-timed on a quiet machine"}
+    data["remeasured"] = {"date": today(), "why": "speedups re-timed on a quiet machine"}
     path.write_text(json.dumps(data, indent=2))
     for r in data["candidates"]:
         print(f"{r['name']:<12}{r['speedup']:>8.2f}×  drop after KD {r['acc_drop_recovered']:+.2f} pt")
