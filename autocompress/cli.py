@@ -385,6 +385,9 @@ def export(
             f"{row.speedup:.2f}×" if row.speedup else "", f"{row.where} ({row.kind})",
         )
     out.print(table)
+    for row in result.latency:
+        if row.note:
+            out.print(f"{row.what}: {row.note}", highlight=False)
     loadable = "yes" if result.plain_hf else "no (use autocompress.load)"
     out.print(f"written: {result.directory.resolve()} — autocompress.load: yes; plain transformers: {loadable}"
               + ("; model.onnx runs with onnxruntime alone" if onnx else ""), highlight=False)

@@ -283,6 +283,15 @@ def test_onnx_quantises_exactly_the_plans_int8_layers(lively_bert, tmp_path):
     assert torch.equal(got.argmax(-1), expected.argmax(-1))
 
 
+def test_onnx_parity_allows_what_the_eval_split_cannot_resolve_and_no_more():
+    from autocompress.export.ship import onnx_tolerance
+
+    assert onnx_tolerance(0, 0, 80) == (0.5, 0.0)  # identical predictions: 0.5 pt
+    allowed, noise = onnx_tolerance(40, 38, 2000)  # 78 flips between two int8 models on 2,000 examples
+    assert allowed == noise == pytest.approx(100 * 1.96 * 78 ** 0.5 / 2000)  # about 0.87 pt
+    assert 100 * (59 - 19) / 2000 > onnx_tolerance(19, 59, 2000)[0]  # a 2-point loss is refused
+
+
 def test_load_refuses_what_export_did_not_write(tmp_path):
     from autocompress.errors import ModelError
 

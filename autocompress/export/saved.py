@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -97,8 +98,9 @@ def save_student(
     from safetensors.torch import save_model
 
     directory.mkdir(parents=True, exist_ok=True)
-    save_model(student, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
     (directory / PLAN_FILE).write_text(plan.to_yaml())
+    save_model(student, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    shutil.copymode(directory / PLAN_FILE, directory / WEIGHTS_FILE)  # safetensors writes it owner-only
     plain = plain_config(student, plan)
     if plain is not None:
         _with_labels(plain, label_names).save_pretrained(directory)

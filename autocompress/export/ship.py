@@ -6,8 +6,10 @@ against the trial before anything is written: its accuracy on the eval split mus
 :data:`REBUILD_TOLERANCE_PT` of the stored one (distillation is seeded; on the same host and
 library versions the rebuild is bit-exact, elsewhere floating-point order may move a few
 examples). The written directory is then loaded back and must give the rebuilt model's logits;
-the ONNX file, when asked for, must score within :data:`ONNX_TOLERANCE_PT` of it. Latency of
-the exported model(s) is measured against the teacher as the study measured its trials.
+the ONNX file, when asked for, must score within :data:`ONNX_TOLERANCE_PT` of it (or within the
+paired sampling noise of the two int8 models' disagreements, if larger: :func:`onnx_tolerance`).
+The exported PyTorch model is then timed against the teacher as the study timed its trials
+(interleaved rounds, the study's profile shapes), and the ONNX model against the PyTorch export.
 Everything is written to a temporary sibling directory that becomes ``out_dir`` only at the end.
 """
 
@@ -31,18 +33,30 @@ from torch import nn
 from autocompress.errors import ExportError
 from autocompress.plan import CompressionPlan
 
-__all__ = ["REBUILD_TOLERANCE_PT", "ONNX_TOLERANCE_PT", "TORCH_LOGIT_TOLERANCE", "LatencyRow", "ExportResult", "export_trial"]
+__all__ = [
+    "REBUILD_TOLERANCE_PT",
+    "ONNX_TOLERANCE_PT",
+    "TORCH_LOGIT_TOLERANCE",
+    "LatencyRow",
+    "ExportResult",
+    "export_trial",
+    "onnx_tolerance",
+]
 
 log = logging.getLogger(__name__)
 
 REBUILD_TOLERANCE_PT = 0.5  # rebuilt vs stored accuracy, points
-ONNX_TOLERANCE_PT = 0.5  # ONNX Runtime vs PyTorch accuracy on the eval split, points
+ONNX_TOLERANCE_PT = 0.5  # ONNX Runtime vs PyTorch accuracy on the eval split, points (or the paired noise, if larger)
 TORCH_LOGIT_TOLERANCE = 1e-4  # loaded vs rebuilt model, largest absolute logit difference
 
 
 @dataclass(frozen=True)
 class LatencyRow:
-    """One model's latency on the study's profile shapes, against the teacher in the same rounds."""
+    """One model's latency on the study's profile shapes and its speedup over the teacher.
+
+    The PyTorch export is timed against the teacher, the ONNX model against the PyTorch export
+    (each pair interleaved, so each ratio is on one clock); the ONNX speedup is their product.
+    """
 
     what: str  # "trial (stored)", "export (PyTorch)", "export (ONNX Runtime)"
     candidate_ms: float | None
@@ -50,6 +64,7 @@ class LatencyRow:
     speedup: float | None
     kind: str  # "measured" or "predicted"
     where: str  # host or profile it comes from
+    note: str = ""  # how the speedup was obtained when not timed against the teacher directly
 
 
 @dataclass(frozen=True)
@@ -125,22 +140,26 @@ def rebuild(bench: Any, plan: CompressionPlan) -> tuple[nn.Module, nn.Module, bo
 
 
 # ------------------------------------------------------------------------------------------ latency
-def _measure(bench: Any, profile: Any, candidates: dict[str, Any]) -> dict[str, Any]:
-    """Each candidate (a model, or an ONNX runner) timed against the teacher on every profile shape."""
+def _timed(model: Any, inputs: dict[str, torch.Tensor]) -> Any:
+    """What ``measure_pair`` times: a model as it is, or an ONNX runner as a zero-argument call."""
+    if isinstance(model, nn.Module):
+        return model
+    feed = model.feed(inputs)
+    return lambda: model.run(feed)
+
+
+def _measure(profile: Any, chain: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Time each model of ``chain`` against the one before it (the first is the teacher), interleaved
+    round by round on every profile shape; each result's baseline is the previous model."""
     from autocompress.latency.measure import ProfileLatency, example_inputs, measure_pair
 
-    teacher = bench.teacher.model
+    vocab = chain[0][1].config.vocab_size
     out = {}
-    for label, candidate in candidates.items():
+    for (_, baseline), (label, candidate) in zip(chain, chain[1:]):
         per_shape = []
         for b, s in profile.shapes:
-            inputs = example_inputs(b, s, teacher.config.vocab_size)
-            if isinstance(candidate, nn.Module):
-                target: Any = candidate
-            else:
-                feed = candidate.feed(inputs)
-                target = lambda runner=candidate, feed=feed: runner.run(feed)  # noqa: E731
-            r = measure_pair(teacher, target, profile, inputs=inputs)
+            inputs = example_inputs(b, s, vocab)
+            r = measure_pair(_timed(baseline, inputs), _timed(candidate, inputs), profile, inputs=inputs)
             per_shape.append((b, s, r.to_dict()))
         out[label] = ProfileLatency.combine(profile, per_shape)
     return out
@@ -169,6 +188,7 @@ def export_trial(
     """
     from autocompress.evaluate import accuracy, predict_logits
     from autocompress.export.pick import exportable_trial
+    from autocompress.latency.measure import compute_lock
     from autocompress.export.saved import load, save_student
     from autocompress.models import load_tokenizer
     from autocompress.report.collect import feasible
@@ -189,7 +209,8 @@ def export_trial(
         notes.append(f"trial {trial.number} is outside the study's accuracy-drop budget (it is not on the feasible front)")
 
     student, model, recovered = rebuild(bench, plan)
-    logits = predict_logits(model, bench.eval)
+    with compute_lock():  # a local study's latency measurement never overlaps this
+        logits = predict_logits(model, bench.eval)
     rebuilt = 100 * accuracy(logits, bench.eval.labels).value
     stored = 100 * float((trial.user_attrs.get("accuracy") or {}).get("value", math.nan))
     if not abs(rebuilt - stored) <= REBUILD_TOLERANCE_PT:
@@ -210,7 +231,8 @@ def export_trial(
         tokenizer.save_pretrained(tmp)
 
         loaded = load(tmp)
-        loaded_logits = predict_logits(loaded, bench.eval)
+        with compute_lock():
+            loaded_logits = predict_logits(loaded, bench.eval)
         diff = (loaded_logits - logits).abs().max().item()
         if diff > TORCH_LOGIT_TOLERANCE or not torch.equal(loaded_logits.argmax(-1), logits.argmax(-1)):
             raise ExportError(f"the saved model does not reproduce the trial's model (largest logit difference {diff:.2e})")
@@ -220,18 +242,24 @@ def export_trial(
             notes.append("pruned heads, uneven FFN widths or quantised layers: load it with autocompress.load(DIR)")
 
         profile = _export_config(cfg).profile
-        candidates: dict[str, Any] = {"export (PyTorch)": loaded}
+        chain: list[tuple[str, Any]] = [("teacher", bench.teacher.model), ("export (PyTorch)", loaded)]
         onnx_acc = agreement = None
         onnx_info: dict[str, Any] | None = None
         if onnx:
             onnx_acc, agreement, onnx_info, runner = _write_onnx(tmp, student, plan, tokenizer, bench, logits, profile)
-            candidates["export (ONNX Runtime)"] = runner
+            chain.append(("export (ONNX Runtime)", runner))
+            if abs(onnx_acc - rebuilt) > ONNX_TOLERANCE_PT:
+                notes.append(
+                    f"model.onnx is {onnx_acc - rebuilt:+.2f} pt from the PyTorch model: more than {ONNX_TOLERANCE_PT} pt "
+                    f"but within the ±{onnx_info['paired_noise_pt']:.2f} pt the eval split can resolve for "
+                    f"{onnx_info['only_onnx_right'] + onnx_info['only_torch_right']} examples only one of them gets right"
+                )
             if plan.simulated:
                 notes.append("simulated bit-widths are exported as fake-quantised float weights in model.onnx")
             if plan.head_bits == 8:
                 notes.append("the classifier head stays float in model.onnx (ONNX Runtime quantises MatMul, not Gemm)")
-        measured = _measure(bench, profile, candidates)
-        rows = (_stored_row(trial, cfg), *(_row(label, lat) for label, lat in measured.items()))
+        measured = _measure(profile, chain)
+        rows = (_stored_row(trial, cfg), *_rows(measured))
 
         result = ExportResult(
             directory=out_dir, study=study.study_name, trial=trial.number, plan_summary=plan.describe(),
@@ -255,9 +283,11 @@ def _check_plain(directory: Path, logits: torch.Tensor, data: Any) -> None:
     from transformers import AutoModelForSequenceClassification
 
     from autocompress.evaluate import predict_logits
+    from autocompress.latency.measure import compute_lock
 
     plain = AutoModelForSequenceClassification.from_pretrained(directory).eval()
-    diff = (predict_logits(plain, data) - logits).abs().max().item()
+    with compute_lock():
+        diff = (predict_logits(plain, data) - logits).abs().max().item()
     if diff > TORCH_LOGIT_TOLERANCE:
         raise ExportError(f"plain transformers loads a different model from the export (largest logit difference {diff:.2e})")
 
@@ -267,23 +297,44 @@ def _write_onnx(
 ) -> tuple[float, float, dict[str, Any], Any]:
     from autocompress.evaluate import accuracy
     from autocompress.export.onnx_model import OnnxRunner, export_onnx
+    from autocompress.latency.measure import compute_lock
 
     accepted = set(_forward_args(student))
     names = [n for n in tokenizer.model_input_names if n in accepted]
-    facts = export_onnx(student, plan, directory / "model.onnx", names)
+    with compute_lock():
+        facts = export_onnx(student, plan, directory / "model.onnx", names)
     runner = OnnxRunner(facts.path, threads=min(profile.threads, os.cpu_count() or 1))
-    onnx_logits = runner.logits(bench.eval)
-    acc = 100 * accuracy(onnx_logits, bench.eval.labels).value
-    torch_acc = 100 * accuracy(logits, bench.eval.labels).value
+    with compute_lock():
+        onnx_logits = runner.logits(bench.eval)
+    labels = bench.eval.labels
+    acc = 100 * accuracy(onnx_logits, labels).value
+    torch_acc = 100 * accuracy(logits, labels).value
+    onnx_right, torch_right = onnx_logits.argmax(-1) == labels, logits.argmax(-1) == labels
     agreement = (onnx_logits.argmax(-1) == logits.argmax(-1)).float().mean().item()
-    if not abs(acc - torch_acc) <= ONNX_TOLERANCE_PT:
+    allowed, noise = onnx_tolerance(int((onnx_right & ~torch_right).sum()), int((torch_right & ~onnx_right).sum()), len(labels))
+    if not abs(acc - torch_acc) <= allowed:
         raise ExportError(
             f"model.onnx scores {acc:.2f}% on the eval split but the PyTorch model {torch_acc:.2f}% "
-            f"(more than {ONNX_TOLERANCE_PT} pt apart; {100 * agreement:.1f}% of predictions agree); nothing was written"
+            f"(more than {allowed:.2f} pt apart; {100 * agreement:.1f}% of predictions agree); nothing was written"
         )
     info = {**facts.to_dict(), "accuracy": acc, "torch_accuracy": torch_acc, "agreement_with_torch": agreement,
-            "max_abs_logit_diff": (onnx_logits - logits).abs().max().item()}
+            "max_abs_logit_diff": (onnx_logits - logits).abs().max().item(),
+            "only_onnx_right": int((onnx_right & ~torch_right).sum()), "only_torch_right": int((torch_right & ~onnx_right).sum()),
+            "paired_noise_pt": noise, "allowed_difference_pt": allowed}
     return acc, agreement, info, runner
+
+
+def onnx_tolerance(only_onnx_right: int, only_torch_right: int, n: int) -> tuple[float, float]:
+    """``(allowed, noise)``: how far, in points, the ONNX model's accuracy may be from the PyTorch model's.
+
+    Two int8 implementations (PyTorch's and ONNX Runtime's) round differently, so a few percent of
+    near-tie examples flip between them, and the accuracy difference is the net of those flips:
+    its paired 95 % noise is ``1.96·sqrt(b + c)/n`` (McNemar; b, c = examples only one model gets
+    right). The allowance is :data:`ONNX_TOLERANCE_PT` or that noise, whichever is larger: a
+    broken export loses far more, while a difference the eval split cannot resolve is no failure.
+    """
+    noise = 100 * 1.96 * math.sqrt(only_onnx_right + only_torch_right) / max(n, 1)
+    return max(ONNX_TOLERANCE_PT, noise), noise
 
 
 def _forward_args(model: nn.Module) -> list[str]:
@@ -292,10 +343,19 @@ def _forward_args(model: nn.Module) -> list[str]:
     return list(inspect.signature(model.forward).parameters)
 
 
-def _row(label: str, lat: Any) -> LatencyRow:
+def _rows(measured: dict[str, Any]) -> list[LatencyRow]:
+    """Rows with each model's speedup over the teacher: the product of the chain's ratios."""
     from autocompress.latency.measure import host_info
 
-    return LatencyRow(label, lat.candidate_ms, lat.baseline_ms, lat.speedup, "measured", host_info()["host"])
+    host = host_info()["host"]
+    rows, speedup, previous = [], 1.0, "teacher"
+    for label, lat in measured.items():
+        speedup *= lat.speedup
+        teacher_ms = lat.baseline_ms if previous == "teacher" else None
+        note = "" if previous == "teacher" else f"{lat.speedup:.2f}× faster than {previous}, timed in the same rounds"
+        rows.append(LatencyRow(label, lat.candidate_ms, teacher_ms, speedup, "measured", host, note))
+        previous = label
+    return rows
 
 
 def _stored_row(trial: optuna.trial.FrozenTrial, cfg: Any) -> LatencyRow:
@@ -352,10 +412,11 @@ def _metrics(
             "recovered": recovered,
             "torch_max_abs_logit_diff": result.torch_max_logit_diff,
             "latency_profile": profile.model_dump(mode="json", exclude_none=True),
-            "latency": {label: lat.to_dict() for label, lat in measured.items()},
+            "latency": {label: {"baseline": base, **lat.to_dict()}
+                        for (base, _), (label, lat) in zip([("teacher", 0), *measured.items()], measured.items())},
             "host": bench.host,
             "notes": list(result.notes),
         },
-        "onnx": None if onnx_info is None else {**onnx_info, "tolerance_pt": ONNX_TOLERANCE_PT},
+        "onnx": onnx_info,
         "latency_comparison": [asdict(row) for row in result.latency],
     }
