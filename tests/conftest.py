@@ -95,22 +95,34 @@ def save_tiny_model(model, directory: Path) -> Path:
     vocab = directory / "vocab.txt"
     vocab.write_text("\n".join(VOCAB) + "\n")
     tok_cls = DistilBertTokenizerFast if model.config.model_type == "distilbert" else BertTokenizerFast
-    tok_cls(vocab_file=str(vocab), do_lower_case=True).save_pretrained(directory)
+    # transformers 5 reads the word list from ``vocab`` (``vocab_file`` alone leaves it empty: all [UNK])
+    tok_cls(vocab=str(vocab), do_lower_case=True).save_pretrained(directory)
     model.save_pretrained(directory)
     return directory
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """Run the ``autocompress`` command line in-process: (exit code, stdout, stderr)."""
+    from autocompress.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return info.value.code or 0, captured.out, captured.err
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (to prove a command left a stored study untouched)."""
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A saved tiny BERT classifier with its tokenizer, loadable by path."""
-    from transformers import BertTokenizerFast
-
-    d = tmp_path_factory.mktemp("tiny-bert")
-    vocab = d / "vocab.txt"
-    vocab.write_text("\n".join(VOCAB) + "\n")
-    BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(d)
-    tiny_bert().save_pretrained(d)
-    return d
+    return save_tiny_model(tiny_bert(), tmp_path_factory.mktemp("tiny-bert"))
 
 
 def sentiment_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:

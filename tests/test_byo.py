@@ -11,19 +11,11 @@ from typing import Any
 import optuna
 import pytest
 import yaml
-from conftest import WORDS_NEG, WORDS_NEU, WORDS_POS, save_tiny_model, tiny_distilbert
+from conftest import WORDS_NEG, WORDS_NEU, WORDS_POS, run_cli, save_tiny_model, tiny_distilbert
 
-from autocompress.cli import main
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "search_spaces" / "custom-csv.yaml"
 
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(list(args))
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return info.value.code or 0, captured.out, captured.err
 
 
 def _imbalanced_reviews(path: Path, n: int = 400, seed: int = 0) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -11,20 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autocompress.cli import main
-from conftest import tiny_config_dict
+from conftest import file_digest, run_cli, tiny_config_dict
 
 
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(list(args))
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return info.value.code or 0, captured.out, captured.err
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +73,7 @@ def _bad(workdir: Path, **overrides) -> Path:
 def test_bad_inputs_give_one_line_exit_2_and_keep_the_study(workdir, capsys, monkeypatch, overrides, expected):
     monkeypatch.chdir(workdir)
     db = workdir / "studies" / "tiny.db"
-    before = _digest(db)
+    before = file_digest(db)
     path = _bad(workdir, **overrides)
     code, out, err = run_cli(capsys, "run", str(path), "--study", "other")
     assert code == 2
@@ -94,7 +82,7 @@ def test_bad_inputs_give_one_line_exit_2_and_keep_the_study(workdir, capsys, mon
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert lines[0].startswith("error:"), err
     assert expected in " ".join(lines)
-    assert _digest(db) == before, "a bad input must leave the stored study untouched"
+    assert file_digest(db) == before, "a bad input must leave the stored study untouched"
 
 
 def test_single_class_dataset_is_refused(workdir, capsys, monkeypatch, tmp_path):
@@ -130,10 +118,10 @@ def test_missing_study_and_bad_storage(workdir, capsys, monkeypatch):
 def test_changed_config_on_existing_study_is_refused(workdir, capsys, monkeypatch):
     monkeypatch.chdir(workdir)
     db = workdir / "studies" / "tiny.db"
-    before = _digest(db)
+    before = file_digest(db)
     code, _, err = run_cli(capsys, "run", str(_bad(workdir, space__bits=[32])), "--study", "tiny")
     assert code == 2 and "already exists with different space" in err
-    assert _digest(db) == before
+    assert file_digest(db) == before
 
 
 def test_error_text_is_printed_verbatim_not_as_markup(capsys, monkeypatch):

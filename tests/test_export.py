@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import shutil
 import subprocess
@@ -17,11 +16,10 @@ import torch
 from optuna.trial import TrialState
 
 import autocompress
-from autocompress.cli import main
 from autocompress.errors import ExportError
 from autocompress.export import export_trial, parse_pick, pick_trial
 from autocompress.plan import CompressionPlan
-from conftest import tiny_config_dict
+from conftest import file_digest, run_cli, tiny_config_dict
 
 
 # ------------------------------------------------------------------------------------------ picking
@@ -212,7 +210,7 @@ def test_cli_exports_onnx_that_runs_with_onnxruntime_alone(kd, tmp_path, capsys)
     from autocompress.export.onnx_model import OnnxRunner
 
     out = tmp_path / "int8"
-    code, stdout, stderr = _cli(capsys, "export", "kd", "--trial", str(kd["trials"]["int8"]), "-o", str(out),
+    code, stdout, stderr = run_cli(capsys, "export", "kd", "--trial", str(kd["trials"]["int8"]), "-o", str(out),
                                 "--onnx", "--storage", kd["url"], "--cache-dir", str(kd["cache"]))
     assert code == 0, stderr
     metrics = json.loads((out / "metrics.json").read_text())
@@ -302,16 +300,6 @@ def test_load_refuses_what_export_did_not_write(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ bad input
-def _cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(list(args))
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return info.value.code or 0, captured.out, captured.err
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -348,13 +336,13 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(args, expected, messy,
     (tmp_path / "FULL").mkdir()
     (tmp_path / "FULL" / "keep.txt").write_text("mine")
     (tmp_path / "EMPTY").mkdir()
-    before = _digest(messy["db"])
+    before = file_digest(messy["db"])
     if "-o" not in args:
         args = [*args, "-o", "out"]
-    code, stdout, stderr = _cli(capsys, "export", *args, "--storage", messy["url"])
+    code, stdout, stderr = run_cli(capsys, "export", *args, "--storage", messy["url"])
     assert code == 2, (stdout, stderr)
     assert expected in stderr
     assert len(stderr.strip().splitlines()) == 1, stderr
-    assert _digest(messy["db"]) == before
+    assert file_digest(messy["db"]) == before
     assert not (tmp_path / "out").exists() and (tmp_path / "FULL" / "keep.txt").read_text() == "mine"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial directory left

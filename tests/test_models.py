@@ -45,7 +45,7 @@ MIXED = CompressionPlan(
 )
 
 
-def test_the_issue_s_families_are_supported() -> None:
+def test_bert_roberta_xlmr_and_distilbert_families_are_supported() -> None:
     assert {"bert", "roberta", "xlm-roberta", "distilbert"} <= set(SUPPORTED_FAMILIES)
 
 

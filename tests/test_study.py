@@ -24,6 +24,13 @@ def bench(tiny_model_dir, tiny_csv, tmp_path_factory):
     return prepare(cfg, tmp_path_factory.mktemp("cache"))
 
 
+def test_the_teacher_learns_the_task_from_its_text(bench):
+    """The tiny task is separable by its words: a teacher that reads them beats the majority class."""
+    labels = bench.eval.labels
+    majority = labels.bincount().max().item() / len(labels)
+    assert bench.teacher.eval_accuracy.value >= majority + 0.15
+
+
 def _numbers(study: optuna.Study, state: TrialState) -> list[int]:
     return [t.number for t in study.get_trials(deepcopy=False, states=(state,))]
 

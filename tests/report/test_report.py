@@ -13,11 +13,11 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+from conftest import run_cli
 from optuna.trial import TrialState
 from plotly.offline import get_plotlyjs
 
 from autocompress import study as st
-from autocompress.cli import main
 from autocompress.report import collect, render_html, trials_frame, write_report
 from autocompress.report.analysis import BUDGETS, best_within
 from autocompress.report.charts import (
@@ -59,13 +59,6 @@ def realistic(realistic_db, tmp_path) -> optuna.Study:
     shutil.copy(realistic_db, tmp_path / "study.db")
     return optuna.load_study(study_name="synthetic", storage=f"sqlite:///{tmp_path / 'study.db'}")
 
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(list(args))
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return info.value.code or 0, captured.out, captured.err
 
 
 # ------------------------------------------------------------------------ the tiny real study
