@@ -348,7 +348,7 @@ def load_config(path: str | Path) -> StudyConfig:
     """Read and validate a search-space YAML file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"file not found; give the path of a search-space YAML (see search_spaces/)", file=str(path))
+        raise ConfigError("file not found; give the path of a search-space YAML (see search_spaces/)", file=str(path))
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

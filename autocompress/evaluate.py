@@ -17,6 +17,7 @@ __all__ = [
     "Accuracy",
     "Metric",
     "Size",
+    "collect_logits",
     "predict_logits",
     "accuracy",
     "bootstrap_ci",
@@ -40,20 +41,31 @@ class Accuracy:
         return asdict(self)
 
 
-@torch.inference_mode()
-def predict_logits(model: nn.Module, data: Encoded, batch_size: int = 64) -> torch.Tensor:
-    """Logits of ``model`` on every example, in the examples' order, shape ``(n, num_labels)``."""
-    model.eval()
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+def collect_logits(
+    data: Encoded, forward: Callable[[dict[str, torch.Tensor]], torch.Tensor], batch_size: int = 64
+) -> torch.Tensor:
+    """``forward``'s logits on every example, in the examples' order, shape ``(n, num_labels)``.
+
+    Batches group examples of similar length; any runtime (PyTorch, ONNX Runtime) plugs in as
+    ``forward``, a function of one batch of tokenised inputs.
+    """
     out: torch.Tensor | None = None
     for idx, inputs in data.batches(batch_size, by_length=True):
-        logits = model(**{k: v.to(device) for k, v in inputs.items()}).logits.float().cpu()
+        logits = forward(inputs).float().cpu()
         if out is None:
             out = torch.empty((len(data), logits.shape[-1]))
         out[idx] = logits
     if out is None:
         raise ValueError("no examples to evaluate")
     return out
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, data: Encoded, batch_size: int = 64) -> torch.Tensor:
+    """Logits of ``model`` on every example, in the examples' order, shape ``(n, num_labels)``."""
+    model.eval()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return collect_logits(data, lambda inputs: model(**{k: v.to(device) for k, v in inputs.items()}).logits, batch_size)
 
 
 def bootstrap_ci(correct: torch.Tensor, *, level: float = 0.95, samples: int = 1000, seed: int = 0) -> tuple[float, float]:

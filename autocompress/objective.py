@@ -200,12 +200,17 @@ class Objective:
             "recovery_examples": len(b.transfer),
         }
 
-    def build(self, plan: CompressionPlan) -> tuple[torch.nn.Module, dict[str, Any]]:
-        """The full-fidelity candidate model for ``plan`` and facts about how it was made."""
+    def build_float(self, plan: CompressionPlan) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """The candidate for ``plan`` before quantisation (shaped and recovered), and how it was made."""
         student = self._structure(plan)
         facts: dict[str, Any] = {"recovered": False}
         if self.needs_recovery(plan):
             facts = self._recover_(student)
+        return student.eval(), facts
+
+    def build(self, plan: CompressionPlan) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """The full-fidelity candidate model for ``plan`` and facts about how it was made."""
+        student, facts = self.build_float(plan)
         apply_bits_(student, plan)
         return student.eval(), facts
 

@@ -45,7 +45,7 @@ from autocompress import study as st
 from autocompress.config import SearchConfig, StudyConfig, parse_config
 from autocompress.evaluate import Accuracy, accuracy, bootstrap_ci, model_size, predict_logits
 from autocompress.latency.measure import ProfileLatency, example_inputs, measure_pair, measure_profile
-from autocompress.objective import Objective, Workbench, prepare
+from autocompress.objective import Objective, Workbench
 from autocompress.plan import CompressionPlan
 from autocompress.transforms import apply_bits_, apply_plan, simulated_widths
 from operators import config as operators_config

@@ -21,13 +21,11 @@ Also records what the calibrated model predicts for the bundled predicted profil
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from autocompress.batches import Encoded
+from autocompress.evaluate import collect_logits
 from autocompress.errors import AutocompressError, ExportError
 from autocompress.models import adapter_for
 from autocompress.plan import CompressionPlan
@@ -214,12 +215,4 @@ class OnnxRunner:
 
     def logits(self, data: Encoded, batch_size: int = 64) -> torch.Tensor:
         """Logits on every example, in the examples' order (same batching as the torch evaluation)."""
-        out: torch.Tensor | None = None
-        for idx, inputs in data.batches(batch_size, by_length=True):
-            logits = torch.from_numpy(self.run(self.feed(inputs))).float()
-            if out is None:
-                out = torch.empty((len(data), logits.shape[-1]))
-            out[idx] = logits
-        if out is None:
-            raise ValueError("no examples to evaluate")
-        return out
+        return collect_logits(data, lambda inputs: torch.from_numpy(self.run(self.feed(inputs))), batch_size)

@@ -120,23 +120,15 @@ def _workbench(study: optuna.Study, cfg: Any, cache_dir: Path, storage_url: str 
 
 
 def rebuild(bench: Any, plan: CompressionPlan) -> tuple[nn.Module, nn.Module, bool]:
-    """``(float student, trial model, recovered)`` for ``plan``: the steps of ``Objective.build``,
-    keeping the float student from before ``apply_bits_`` (that is what the export stores)."""
-    from autocompress.distill import recover_
-    from autocompress.latency.measure import compute_lock
+    """``(float student, trial model, recovered)`` for ``plan``, built as the study built it; the
+    float student from before quantisation is what the export stores."""
     from autocompress.objective import Objective
-    from autocompress.transforms import apply_bits_, apply_structure_
+    from autocompress.transforms import apply_bits_
 
-    student = copy.deepcopy(bench.teacher.model)
-    apply_structure_(student, plan, bench.importance)
-    recovered = Objective(bench).needs_recovery(plan)
-    if recovered:
-        with compute_lock():
-            recover_(student, bench.transfer_logits, bench.transfer, bench.config.recovery)
-    student.eval()
+    student, facts = Objective(bench).build_float(plan)
     model = copy.deepcopy(student)
     apply_bits_(model, plan)
-    return student, model.eval(), recovered
+    return student, model.eval(), bool(facts["recovered"])
 
 
 # ------------------------------------------------------------------------------------------ latency
