@@ -74,7 +74,7 @@ def progress_figure(info: ReportInfo) -> go.Figure | None:
         return None
     kind = info.complete[0].latency_kind if info.complete else "measured"
     fig.update_layout(
-        title="The front's progress: best speedup within each accuracy budget",
+        title="Best speedup within each accuracy budget",
         xaxis_title=f"{unit} since the first trial started",
         yaxis_title=f"best speedup (×, {kind})",
         template=TEMPLATE,
@@ -143,7 +143,7 @@ def profile_speedups_figure(info: ReportInfo) -> go.Figure | None:
         )
     fig.add_hline(y=1.0, line_dash="dash", line_color="#888", annotation_text="teacher")
     fig.update_layout(
-        title="Speedup of the front members on every profile",
+        title="Front members on every profile",
         xaxis_title="trial (front members, fastest on the objective's profile first)",
         yaxis_title="speedup over the teacher (×)",
         barmode="group",
@@ -200,7 +200,7 @@ def predicted_vs_measured_figure(info: ReportInfo) -> go.Figure | None:
                    name="prediction = measurement", hoverinfo="skip")
     )
     fig.update_layout(
-        title="Cost model against measurement (same host, same profile)",
+        title="Cost model vs measurement (same host)",
         xaxis_title="measured speedup (×; error bars: interquartile range of the rounds)",
         yaxis_title="predicted speedup (×; error bars: median fit error)",
         template=TEMPLATE,

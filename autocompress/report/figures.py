@@ -188,7 +188,7 @@ def pareto_3d_figure(info: ReportInfo) -> go.Figure:
     metric = info.metric
     fig = go.Figure()
     for name, members, color, size in (
-        ("other trials", [t for t in rows if not t.on_front], "rgba(120,120,120,0.45)", 4),
+        ("other trials", [t for t in rows if not t.on_front], "rgba(90,90,90,0.55)", 5),
         ("Pareto front", [t for t in rows if t.on_front], FRONT, 6),
     ):
         if not members:
@@ -220,7 +220,8 @@ def pareto_3d_figure(info: ReportInfo) -> go.Figure:
         template=TEMPLATE,
         height=560,
         scene=dict(
-            xaxis_title=f"speedup (×, {kind})", yaxis_title="size (MB)", zaxis_title=f"{metric} (%)",
+            xaxis_title=f"speedup (×, {kind})", yaxis_title="size (MB)",
+            zaxis=dict(title=f"{metric} (%)", range=_accuracy_range(info, rows)),
             camera=dict(eye=dict(x=1.6, y=-1.6, z=0.9)),
         ),
         legend=dict(orientation="h", y=-0.05),

@@ -48,8 +48,8 @@ code,pre{background:#f4f4f4;padding:0 .2rem;font-size:.82rem} pre{padding:.5rem;
 .controls{margin:.5rem 0;display:flex;gap:.6rem;align-items:center;flex-wrap:wrap}
 table.trials th{cursor:pointer;user-select:none} table.trials th[data-dir=asc]::after{content:" ▲"}
 table.trials th[data-dir=desc]::after{content:" ▼"} table.trials tbody tr:not(.detail):hover{background:#f3f7fc;cursor:pointer}
-table.trials td.reason{min-width:14rem;max-width:24rem} table.trials td.plan{min-width:11rem}
-td.layer{text-align:left;font-size:.78rem} tr.detail td{text-align:left;background:#fbfbfb}
+table.trials td.reason{min-width:10rem;font-size:.78rem} table.trials td.ci,.flag{font-size:.75rem}
+td.layer{text-align:left;font-size:.75rem;white-space:normal;min-width:3.2rem} tr.detail td{text-align:left;background:#fbfbfb}
 .detail-grid{display:grid;grid-template-columns:1fr 1fr;gap:1rem} pre.command{background:#eef4ee}
 """
 
@@ -245,19 +245,28 @@ def _importance(info: ReportInfo) -> str:
 
 
 def _latency(info: ReportInfo) -> str:
-    bars = _plot(
-        profile_speedups_figure(info), "plot-profiles",
-        "No front member has per-profile latency figures.",
-    )
-    pairs = _plot(
-        predicted_vs_measured_figure(info), "plot-pred",
-        "No trial has both a measurement and a cost-model prediction for the same profile. Predictions are stored "
-        "for measured CPU profiles only when the study also predicts a device (a calibrated cost model exists) and "
-        "the profile runs at the calibration's thread count.",
-    )
+    bars = profile_speedups_figure(info)
+    pairs = predicted_vs_measured_figure(info)
+    drawn = [
+        _plot(bars, "plot-profiles", "") if bars else "",
+        _plot(pairs, "plot-pred", "") if pairs else "",
+    ]
+    missing = []
+    if bars is None:
+        missing.append("No front member has per-profile latency figures.")
+    if pairs is None:
+        missing.append(
+            "No trial has both a measurement and a cost-model prediction for the same profile: trials store the "
+            "prediction for a measured CPU profile only when the study also predicts a device (so a calibrated cost "
+            "model exists) and the profile runs at the calibration's thread count."
+        )
+    plots = "".join(drawn)
+    if bars is not None and pairs is not None:
+        plots = f'<div class="grid">{plots}</div>'
     return (
-        f'<div class="grid">{bars}{pairs}</div>'
-        "<p class='muted'>Measured figures are timed on the study's host, interleaved with the teacher; their error "
+        plots
+        + "".join(f'<p class="empty">{m}</p>' for m in missing)
+        + "<p class='muted'>Measured figures are timed on the study's host, interleaved with the teacher; their error "
         "bars are the interquartile range of the per-round ratio. Predicted figures come from the cost model fitted on "
         "this host's measurements and scaled to the device's figures; their error bars are the model's median fit "
         "error on this host (the error on the device itself is unknown). Hatched bars are predictions.</p>"

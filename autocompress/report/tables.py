@@ -242,10 +242,11 @@ def trials_table(info: ReportInfo) -> str:
     if not info.trials:
         return '<p class="muted">The study has no trials yet.</p>'
     others = [str(p.get("name")) for p in info.profiles[1:]]
+    star = ' <span title="on the Pareto front">★</span>'
     rows = []
     for t in sorted(info.trials, key=lambda t: t.number):
         flags = "".join(
-            f' <span class="{cls}" title="{title}">{word}</span>'
+            f' <span class="{cls} flag" title="{title}">{word}</span>'
             for cond, cls, title, word in (
                 (t.noisy, "warn", "latency spread stayed above the profile's limit", "noisy"),
                 (t.simulated, "warn", "low-bit layers simulated", "sim"),
@@ -257,12 +258,12 @@ def trials_table(info: ReportInfo) -> str:
         other = "".join(_num_td(t.profile_speedups.get(n), ".2f", "×") for n in others)
         rows.append(
             f"<tr data-trial='{t.number}' data-state='{escape(t.state)}' data-front='{int(t.on_front)}' tabindex='0'>"
-            f"<td data-v='{t.number}'>{t.number}</td><td class='l'>{escape(t.state.lower())}</td>"
-            f"<td class='l'>{'★' if t.on_front else ''}</td><td class='l'>{escape(t.baseline or '')}</td>"
-            f"{_num_td(t.accuracy, '.2f')}<td class='l muted'>{ci}</td>{_num_td(t.accuracy_drop, '+.2f')}"
-            f"{_num_td(t.speedup, '.2f', '×', flags)}{_num_td(t.latency_ms, '.2f')}{other}{_num_td(t.size_mb, '.2f')}"
-            f"<td class='l'>{escape(t.fidelity or '')}</td><td class='l plan'>{escape(t.plan_summary)}</td>"
-            f"<td class='l reason'>{escape(t.fail_reason or '')}</td>{_num_td(t.duration_s, '.0f')}</tr>"
+            f"<td data-v='{t.number}'>{t.number}{star if t.on_front else ''}</td>"
+            f"<td class='l'>{escape(t.state.lower())}{flags}</td><td class='l'>{escape(t.baseline or '')}</td>"
+            f"{_num_td(t.accuracy, '.2f')}<td class='l muted ci'>{ci}</td>{_num_td(t.accuracy_drop, '+.2f')}"
+            f"{_num_td(t.speedup, '.2f', '×')}{_num_td(t.latency_ms, '.2f')}{other}{_num_td(t.size_mb, '.2f')}"
+            f"<td class='l'>{escape(t.fidelity or '')}</td>{_num_td(t.duration_s, '.0f')}"
+            f"<td class='l plan'>{escape(t.plan_summary)}</td><td class='l reason'>{escape(t.fail_reason or '')}</td></tr>"
         )
     kind = next((t.latency_kind for t in info.complete), "measured")
     other_head = "".join(f"<th>on {escape(n)}</th>" for n in others)
@@ -276,12 +277,12 @@ def trials_table(info: ReportInfo) -> str:
     <option value="FAIL">failed</option><option value="RUNNING">running</option>
   </select>
   <span id="trial-count" class="muted"></span>
-  <span class="muted">— click a header to sort, a row for its full plan and export command</span>
+  <span class="muted">— ★ marks the Pareto front; click a header to sort, a row for its full plan and export command</span>
 </div>
 <div class="scroll"><table id="trial-table" class="trials"><thead><tr>
-<th>trial</th><th>state</th><th>front</th><th>baseline</th><th>{escape(info.metric)} %</th><th>95 % CI</th>
+<th>trial</th><th>state</th><th>baseline</th><th>{escape(info.metric)} %</th><th>95 % CI</th>
 <th>drop (pt)</th><th>speedup ({escape(kind)})</th><th>latency ms</th>{other_head}<th>size MB</th><th>fidelity</th>
-<th>plan</th><th>failure / prune reason</th><th>seconds</th>
+<th>seconds</th><th>plan</th><th>failure / prune reason</th>
 </tr></thead><tbody>
 {"".join(rows)}
 </tbody></table></div>
