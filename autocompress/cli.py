@@ -194,7 +194,7 @@ def _run_study(
         )
     _print_front(study)
     report_path = Path("studies") / f"{name}.html"
-    write_report(collect(study), report_path)
+    write_report(collect(study, url), report_path)
     out.print(f"report: {report_path.resolve()}")
 
 
