@@ -9,6 +9,7 @@ teacher's figures and the names of its objectives.
 from __future__ import annotations
 
 import inspect
+from datetime import datetime, timedelta, timezone
 import logging
 import os
 import time
@@ -56,6 +57,7 @@ __all__ = [
     "run",
     "list_studies",
     "completed",
+    "fail_orphaned_trials",
 ]
 
 log = logging.getLogger(__name__)
@@ -363,6 +365,42 @@ def trial_states(study: optuna.Study) -> dict[int, TrialState]:
         return {number: state for number, state in conn.execute(query)}
 
 
+def fail_orphaned_trials(study: optuna.Study, grace_seconds: float) -> list[int]:
+    """Fail (and queue again) running trials that never sent a heartbeat, by number.
+
+    Optuna's stale-trial check only sees trials with a heartbeat on record; a trial created just
+    as the database connection dropped has none, so no worker would ever fail it and the others
+    would wait for it forever. One older than ``grace_seconds`` has lost its worker.
+    """
+    storage = study._storage
+    engine = getattr(getattr(storage, "_backend", storage), "engine", None)
+    if engine is None:
+        return []
+    from optuna.storages._rdb.models import TrialHeartbeatModel, TrialModel
+
+    # Optuna 5 stores naive UTC times in its tables (the column, whatever its ORM attribute is called)
+    cutoff = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(seconds=grace_seconds)
+    query = sa.select(TrialModel.trial_id, TrialModel.number).where(
+        TrialModel.study_id == study._study_id,
+        TrialModel.state == TrialState.RUNNING,
+        TrialModel.__table__.c.datetime_start < cutoff,
+        ~sa.exists().where(TrialHeartbeatModel.trial_id == TrialModel.trial_id),
+    )
+    with engine.connect() as conn:
+        orphans = list(conn.execute(query))
+    failed = []
+    for trial_id, number in orphans:
+        try:
+            storage.set_trial_user_attr(trial_id, "fail_reason", "its worker lost the database before its first heartbeat")
+            if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # its worker finished it after all
+        retry_stale_trial(study, storage.get_trial(trial_id))
+        failed.append(number)
+    return failed
+
+
 def completed(study: optuna.Study) -> int:
     return sum(s == TrialState.COMPLETE for s in trial_states(study).values())
 
@@ -476,6 +514,7 @@ def run_trials(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
+            fail_orphaned_trials(study, getattr(study._storage, "grace_period", None) or GRACE_SECONDS)
             states = list(trial_states(study).values())
             done = states.count(TrialState.COMPLETE)
             if done >= n_trials or (deadline is not None and time.monotonic() >= deadline):

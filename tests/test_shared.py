@@ -324,3 +324,19 @@ def test_trial_states_see_a_running_trial_that_another_worker_created(tmp_path) 
     other.tell(later, state=TrialState.PRUNED)  # ... and a newer one already finished
     states = st.trial_states(mine)
     assert states[running.number] == TrialState.RUNNING and states[later.number] == TrialState.PRUNED
+
+
+def test_a_trial_that_never_sent_a_heartbeat_is_failed_and_queued_again(tmp_path) -> None:
+    """A trial created just as the connection dropped has no heartbeat: it must not block the study."""
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    study = _new_study(url)
+    orphan = study.ask()  # created, but its worker never beat
+    time.sleep(0.2)
+    assert st.fail_orphaned_trials(study, grace_seconds=60) == [], "a young trial is left alone"
+    assert st.fail_orphaned_trials(study, grace_seconds=0.1) == [orphan.number]
+    states = _states(url)
+    assert states["FAIL"] == 1 and states["WAITING"] == 1 and states["RUNNING"] == 0
+    failed = study.get_trials(states=(TrialState.FAIL,))[0]
+    assert "before its first heartbeat" in failed.user_attrs["fail_reason"]
+    done = st.run_trials(study, lambda t: (t.suggest_float("x", 0, 1), 0.0, 0.0), n_trials=2, poll_seconds=0.1)
+    assert done.completed == 2
