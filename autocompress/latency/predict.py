@@ -300,10 +300,11 @@ def cached_calibration(
     shapes: list[tuple[int, int]],
     count: int = 24,
 ) -> Calibration:
-    """:func:`calibrate` once per host, model shape, thread count and input shapes; cached as JSON.
+    """:func:`calibrate` once per host, architecture, thread count and input shapes; cached as JSON.
 
     The key holds the host's CPU and library versions, so a study shared by several machines
-    calibrates once on each of them.
+    calibrates once on each of them, and the model family as well as its shape: a RoBERTa and a
+    BERT of the same size run different code (position ids, activation) and get their own model.
     """
     from autocompress.models import arch_info
 
@@ -311,7 +312,7 @@ def cached_calibration(
     arch = arch_info(model)
     key_src = json.dumps(
         [CALIBRATION_VERSION, host["host"], host["cpu"], host["cores"], host["torch"], threads, sorted(shapes),
-         arch.hidden_size, arch.num_layers, arch.num_heads, arch.intermediate_size, count],
+         arch.family, arch.hidden_size, arch.num_layers, arch.num_heads, arch.intermediate_size, count],
         sort_keys=True,
     )
     key = hashlib.sha256(key_src.encode()).hexdigest()[:16]

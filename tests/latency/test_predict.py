@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_bert
+from conftest import tiny_bert, tiny_roberta
 
 from autocompress.errors import LatencyError
 from autocompress.latency import predict
@@ -182,12 +182,16 @@ def test_cached_calibration_measures_once_then_reads_the_json(teacher, tmp_path:
     cached_calibration(teacher, build, tmp_path, threads=1, shapes=[(1, 16), (2, 16)], count=6)
     assert calls == [1, 2, 1]
     assert two != first and len(list((tmp_path / "latency-calibration").glob("*.json"))) == 3
+    # a model of another family but the same shape gets its own cost model
+    roberta = tiny_roberta()
+    cached_calibration(roberta, lambda plan: apply_plan(roberta, plan), tmp_path, threads=1, shapes=[(1, 16)], count=6)
+    assert calls == [1, 2, 1, 1] and len(list((tmp_path / "latency-calibration").glob("*.json"))) == 4
     # an outdated or unreadable file is measured again, not trusted
     path.write_text(json.dumps({**first.to_dict(), "version": CALIBRATION_VERSION + 1}))
     fresh = cached_calibration(teacher, build, tmp_path, threads=1, shapes=[(1, 16)], count=6)
-    assert calls == [1, 2, 1, 1]
+    assert calls == [1, 2, 1, 1, 1]
     assert json.loads(path.read_text())["version"] == CALIBRATION_VERSION
     assert fresh == first
     path.write_text("{not json")
     assert cached_calibration(teacher, build, tmp_path, threads=1, shapes=[(1, 16)], count=6) == first
-    assert calls == [1, 2, 1, 1, 1]
+    assert calls == [1, 2, 1, 1, 1, 1]
