@@ -29,8 +29,8 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class Accuracy:
-    """Accuracy in [0, 1] with a bootstrap confidence interval."""
+class Estimate:
+    """A proportion in [0, 1] measured on ``n`` examples, with its 95 % bootstrap interval."""
 
     value: float
     ci_low: float
@@ -39,6 +39,11 @@ class Accuracy:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Accuracy(Estimate):
+    """Accuracy in [0, 1] with its bootstrap interval."""
 
 
 def collect_logits(
@@ -87,17 +92,10 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> Accuracy:
 
 
 @dataclass(frozen=True)
-class Metric:
-    """A task metric (named as in ``task.metric``) in [0, 1] with a 95 % bootstrap interval."""
+class Metric(Estimate):
+    """A task metric (named as in ``task.metric``) in [0, 1] with its bootstrap interval."""
 
     name: str
-    value: float
-    ci_low: float
-    ci_high: float
-    n: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Metric":
@@ -147,8 +145,7 @@ def macro_f1(logits: torch.Tensor, labels: torch.Tensor, *, samples: int = 1000,
 
 
 def _accuracy_metric(logits: torch.Tensor, labels: torch.Tensor) -> Metric:
-    a = accuracy(logits, labels)
-    return Metric(name="accuracy", value=a.value, ci_low=a.ci_low, ci_high=a.ci_high, n=a.n)
+    return Metric(name="accuracy", **accuracy(logits, labels).to_dict())
 
 
 #: Task metrics by the name ``task.metric`` uses; each maps (logits, labels) to a :class:`Metric`.
