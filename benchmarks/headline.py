@@ -8,20 +8,22 @@ measures, each against the same teacher in the same process and with the same la
 * uniform dynamic int8 in PyTorch;
 * the baseline in ONNX Runtime, int8 (``autocompress.export``'s ONNX export, MatMuls quantised by
   ``onnxruntime.quantization.quantize_dynamic``);
-* half depth + knowledge distillation (every other layer kept, the DistilBERT recipe);
+* half depth + knowledge distillation (every other layer kept, the DistilBERT recipe): the
+  study's seeded trial of that plan (same teacher, distillation and eval split), re-timed here,
+  or distilled here when the study has none;
 * the best Pareto-front members of a full autocompress study on the same teacher and data: run
-  here from the config this script writes (``benchmarks/results/headline-space.yaml``; resumable,
-  stored in ``studies/headline-tweets.db``), or read from ``--study-db``. Their accuracy is the
-  study's (same eval split, same teacher); their speed is re-timed here (speed depends on the
-  plan, not the weights).
+  here from the config this script writes (``benchmarks/results/headline-tweets-space.yaml``;
+  students of 2-4 layers; resumable, stored in ``studies/headline-tweets.db``), or read from
+  ``--study-db``. Their accuracy is the study's (same eval split, same teacher); their speed is
+  re-timed here (speed depends on the plan, not the weights).
 
-Every accuracy comes with its 95 % bootstrap interval; the drops in-process rows also get a paired
-bootstrap interval. The teacher is fine-tuned on every labelled tweet the students see (students
+Every accuracy comes with its 95 % bootstrap interval; the drops of rows built here also get a
+paired bootstrap interval. The teacher is fine-tuned on every labelled tweet the students see (students
 are distilled on those 6,000 plus 3,000 tweets labelled by the teacher, their own labels unused),
 so the teacher fine-tuned on the students' data *is* the teacher: both drops are reported and are
 equal by construction. Writes ``benchmarks/results/headline.json``.
 
-    python benchmarks/headline.py                      # full run: teacher, recipes, a 24-trial study (hours on 2 cores)
+    python benchmarks/headline.py --study-minutes 95   # full run: teacher, recipes, a study (~2 h on 2 cores)
     python benchmarks/headline.py --study-db studies/headline-tweets.db   # recipes + an existing study
     python benchmarks/headline.py --quick              # smoke run (tiny data, 5 trials), headline-quick.json
 """
