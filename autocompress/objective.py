@@ -36,6 +36,7 @@ from autocompress.latency.predict import Calibration, cached_calibration, predic
 from autocompress.latency.profile import DeviceProfile
 from autocompress.models import ArchInfo, arch_info, check_max_length, load_tokenizer, peek_config
 from autocompress.plan import CompressionPlan
+from autocompress.report.collect import SAME_PLAN_AS
 from autocompress.space import check_space, suggest_plan
 from autocompress.importance import layer_importance, unit_importance
 from autocompress.teacher import Teacher, cached_tensors, prepare_teacher
@@ -225,6 +226,9 @@ class Objective:
         trial.set_user_attr("plan_summary", plan.describe())
         trial.set_user_attr("simulated", plan.simulated)
         trial.set_user_attr("host", b.host)
+        same = self._same_plan_trial(trial, plan)
+        if same is not None:
+            return self._repeat(trial, same)
         seconds: dict[str, float] = {}
         t0 = time.perf_counter()
         try:
@@ -355,6 +359,35 @@ class Objective:
             "candidate_ms": math.exp(sum(math.log(c) for c in cand) / len(cand)),
         }
         return facts
+
+    def _same_plan_trial(self, trial: optuna.Trial, plan: CompressionPlan) -> optuna.trial.FrozenTrial | None:
+        """A complete full-fidelity trial of this study that built ``plan`` on this host, if any.
+
+        Building is deterministic (seeded distillation), so building the plan again would cost
+        a full recovery and give the same model; its latency was measured on this host too.
+        """
+        for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            u = t.user_attrs
+            if (t.values and t.number != trial.number and SAME_PLAN_AS not in u and u.get("fidelity") == "full"
+                    and u.get("host") == self.bench.host and "plan" in u
+                    and CompressionPlan.from_dict(u["plan"]) == plan):
+                return t
+        return None
+
+    def _repeat(self, trial: optuna.Trial, same: optuna.trial.FrozenTrial) -> tuple[float, float, float]:
+        """Record ``same``'s figures on ``trial`` (marked as a repeat of it) and return its values."""
+        own = {"plan", "plan_summary", "simulated", "host", "sampler", "baseline", "warm_start", "retry_of", "seconds"}
+        for key, value in same.user_attrs.items():
+            if key not in own:
+                trial.set_user_attr(key, value)
+        trial.set_user_attr(SAME_PLAN_AS, same.number)
+        trial.set_user_attr("seconds", {})
+        limit = self.bench.config.objectives.max_accuracy_drop
+        if limit is not None and same.user_attrs.get("accuracy_drop") is not None:
+            trial.set_constraint("accuracy_drop", same.user_attrs["accuracy_drop"] - limit)
+        log.info("trial %d: the plan of trial %d (%s); its figures repeated, nothing rebuilt",
+                 trial.number, same.number, same.user_attrs.get("plan_summary"))
+        return tuple(same.values)  # type: ignore[return-value]
 
     def _dominating_trial(self, trial: optuna.Trial, ratio: float, size_mb: float) -> int | None:
         """A full-fidelity trial that makes recovering this candidate pointless, if any."""

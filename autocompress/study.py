@@ -27,7 +27,7 @@ from sqlalchemy import exc as sa_exc
 from autocompress.config import SearchConfig, StudyConfig, parse_config
 from autocompress.errors import ConfigError, PlanError, StorageError, StudyNotFoundError, UnknownNameError
 from autocompress.objective import OBJECTIVES, Objective, Workbench
-from autocompress.report.collect import feasible
+from autocompress.report.collect import feasible, front_trials
 from autocompress.urls import mask_url, sqlite_path
 from autocompress.shared import artifact_store_for, fetch_shared_cache, publish_shared_cache, study_lock
 from autocompress.plan import CompressionPlan
@@ -304,7 +304,7 @@ def warm_start(study: optuna.Study, source: optuna.Study, bench: Workbench) -> W
     enqueued: list[int] = []
     present: list[int] = []
     skipped: dict[int, str] = {}
-    front = [t for t in source.best_trials if t.user_attrs.get("fidelity") == "full" and "plan" in t.user_attrs]
+    front = [t for t in front_trials(source) if t.user_attrs.get("fidelity") == "full" and "plan" in t.user_attrs]
     for t in sorted(front, key=lambda t: t.number):
         try:
             plan = CompressionPlan.from_dict(t.user_attrs["plan"])
@@ -613,7 +613,7 @@ def list_studies(storage: optuna.storages.BaseStorage, url: str) -> list[StudySu
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        front = study.best_trials if complete and len(study.directions) > 1 else []
+        front = front_trials(study) if complete and len(study.directions) > 1 else []
         out.append(
             StudySummary(
                 name=summary.study_name,

@@ -49,6 +49,7 @@ from autocompress.evaluate import Accuracy, accuracy, bootstrap_ci, model_size, 
 from autocompress.latency.measure import ProfileLatency, example_inputs, measure_pair, measure_profile
 from autocompress.objective import Objective, Workbench
 from autocompress.plan import CompressionPlan
+from autocompress.report.collect import front_trials
 from autocompress.transforms import apply_bits_, apply_plan, simulated_widths
 from operators import config as operators_config
 from operators import operator_plans
@@ -244,7 +245,7 @@ def onnx_row(bench: Workbench, int8_plan: CompressionPlan) -> dict[str, Any]:
 
 def front_members(study: optuna.Study, budget: float, count: int) -> list[optuna.trial.FrozenTrial]:
     """The fastest front members within each headline threshold, then the fastest others in ``budget``."""
-    front = [t for t in study.best_trials if t.user_attrs.get("fidelity") == "full" and "plan" in t.user_attrs
+    front = [t for t in front_trials(study) if t.user_attrs.get("fidelity") == "full" and "plan" in t.user_attrs
              and "baseline" not in t.user_attrs  # a seeded recipe has its own row
              and t.user_attrs.get("accuracy_drop") is not None and t.user_attrs["accuracy_drop"] <= budget]
     front.sort(key=lambda t: -t.user_attrs.get("speedup", 0.0))

@@ -191,6 +191,29 @@ def test_promising_candidate_is_recovered_and_fully_evaluated(tiny_model_dir, ti
     assert t.user_attrs["cheap_accuracy"]["n"] == cfg.fidelity.cheap_eval_size
 
 
+def test_a_plan_built_before_is_repeated_not_rebuilt_and_shown_once_on_the_front(bench, tmp_path):
+    """Parameters of dropped layers are ignored, so a sampler can propose a built plan again."""
+    from autocompress.report import collect
+    from autocompress.report.collect import front_trials
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"],
+                                storage=f"sqlite:///{tmp_path / 'p.db'}", study_name="p")
+    first_two = {"depth": 2, "selection": "first", "heads_0": 0.5, "heads_1": 1.0}  # keeps layers 0 and 1
+    for dropped_heads in (1.0, 0.5):  # differ only in layers 2 and 3, which the plan drops
+        study.enqueue_trial({**first_two, **{f"{k}_{i}": 1.0 for i in range(4) for k in ("ffn",)},
+                             **{f"bits_{i}": 32 for i in range(4)}, "heads_2": dropped_heads, "heads_3": dropped_heads})
+    study.optimize(Objective(bench), n_trials=2, catch=())
+    built, again = study.trials
+    assert built.state == again.state == TrialState.COMPLETE
+    assert built.params != again.params and built.user_attrs["plan"] == again.user_attrs["plan"]
+    assert "same_plan_as" not in built.user_attrs and again.user_attrs["same_plan_as"] == built.number
+    assert again.values == built.values and again.user_attrs["accuracy"] == built.user_attrs["accuracy"]
+    assert "build" in built.user_attrs["seconds"] and again.user_attrs["seconds"] == {}, "nothing rebuilt"
+    assert [t.number for t in front_trials(study)] == [built.number]
+    rows = {r.number: r for r in collect(study).trials}
+    assert rows[built.number].on_front and not rows[again.number].on_front
+
+
 def test_transfer_set_is_labelled_by_the_teacher_and_keeps_the_cached_teacher(tiny_model_dir, tiny_csv, tmp_path):
     from autocompress.teacher import teacher_fingerprint
 

@@ -233,6 +233,17 @@ def _row(t: optuna.trial.FrozenTrial, front: set[int]) -> TrialRow:
     )
 
 
+#: user attribute of a trial whose plan had already been built in the study (on this host): it
+#: holds that trial's number, and the trial repeats its figures instead of building it again
+SAME_PLAN_AS = "same_plan_as"
+
+
+def front_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The study's Pareto front, each plan once: a trial that repeated an earlier trial's plan
+    (samplers propose a plan again when only parameters it ignores differ) is left out."""
+    return [t for t in study.best_trials if SAME_PLAN_AS not in t.user_attrs]
+
+
 def collect(study: optuna.Study, storage: str | None = None) -> ReportInfo:
     """Everything the report shows, read from the study's storage alone.
 
@@ -242,7 +253,7 @@ def collect(study: optuna.Study, storage: str | None = None) -> ReportInfo:
 
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    front = {t.number for t in study.best_trials} if complete else set()
+    front = {t.number for t in front_trials(study)} if complete else set()
     rows = [_row(t, front) for t in trials]
     teacher = dict(study.user_attrs.get("teacher") or {})
     config = dict(study.user_attrs.get("config") or {})
