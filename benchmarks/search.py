@@ -31,6 +31,7 @@ Writes ``benchmarks/results/search.json`` (``search-quick.json`` with ``--quick`
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import statistics
@@ -43,7 +44,7 @@ import numpy as np
 import optuna
 import torch
 
-from _common import write_results
+from _common import RESULTS, machine, today, write_results
 from autocompress import study as st
 from autocompress.config import SearchConfig, SpaceConfig, StudyConfig, load_config, parse_config
 from autocompress.evaluate import accuracy, model_size, predict_logits
@@ -256,6 +257,9 @@ def main() -> None:
     ap.add_argument("--schedule", choices=sorted(SCHEDULES), help="the space's schedule (default: the config's)")
     ap.add_argument("--compare-schedules", action=argparse.BooleanOptionalAction, default=None,
                     help="also run the default sampler on every other schedule (default: on, off with --quick)")
+    ap.add_argument("--schedules-only", action="store_true",
+                    help="only compare the schedules (the default sampler on each, per_layer included) and store "
+                         "that comparison in the existing results file, leaving the sampler figures as they are")
     ap.add_argument("--throughput-db", type=Path, default=DEFAULT_DB, help="study database to read trial durations from")
     ap.add_argument("--time-trials", type=int, help="time this many real trials per fidelity instead of reading a database")
     args = ap.parse_args()
@@ -268,7 +272,7 @@ def main() -> None:
     n_eval = args.eval or (100 if args.quick else 500)
     compare = (not args.quick) if args.compare_schedules is None else args.compare_schedules
     default = SearchConfig().sampler
-    if "random" not in samplers or default not in samplers:
+    if not args.schedules_only and ("random" not in samplers or default not in samplers):
         ap.error(f"--samplers must include random and the default sampler ({default})")
 
     started = time.perf_counter()
@@ -285,6 +289,9 @@ def main() -> None:
     log.info("teacher %.2f%% on %d eval tweets; budget %.1f pt; %d samplers × %d seeds × %d trials",
              evaluate.teacher_accuracy, len(evaluate.eval), budget, len(samplers), seeds, trials)
 
+    if args.schedules_only:
+        compare_schedules_only(evaluate, space, default, seeds, trials, budget, args.quick, started)
+        return
     jobs = [(space, s, seed) for s in samplers for seed in range(seeds)]
     if compare:
         jobs += [(space.model_copy(update={"schedule": name}), default, seed)
@@ -372,6 +379,30 @@ def main() -> None:
         print(f"trials per hour, {fid}: {v['trials_per_hour']:.0f} (mean {v['mean_seconds']:.1f} s over {v['trials']})")
     print(f"throughput from {source}")
     print(f"written {path} in {(time.perf_counter() - started) / 60:.1f} min")
+
+
+def compare_schedules_only(evaluate: CheapEvaluator, space: SpaceConfig, sampler: str, seeds: int, trials: int,
+                           budget: float, quick: bool, started: float) -> None:
+    """The default sampler on every schedule, side by side in this run, merged into the results file."""
+    runs = {name: [run_study(evaluate, space.model_copy(update={"schedule": name}), sampler, seed, trials, budget)
+                   for seed in range(seeds)] for name in sorted(SCHEDULES)}
+    schedules = {name: summarise(r) for name, r in runs.items()}
+    path = RESULTS / ("search-quick.json" if quick else "search.json")
+    out = json.loads(path.read_text()) if path.is_file() else {}
+    out["schedules"] = schedules
+    out["schedules_run"] = {
+        "sampler": sampler, "trials": trials, "seeds": seeds, "date": today(), "machine": machine(),
+        "teacher_accuracy": evaluate.teacher_accuracy, "eval_examples": len(evaluate.eval),
+        "reference_point": {"accuracy": evaluate.teacher_accuracy - budget, "relative_latency": 1.0, "size_ratio": 1.0},
+        "wall_seconds": time.perf_counter() - started,
+        "note": "run on its own (--schedules-only), all three schedules in this one run; the sampler figures "
+                "above it come from the run dated in 'date'",
+    }
+    path.write_text(json.dumps(out, indent=2))
+    for name, v in schedules.items():
+        print(f"schedule {name:<10} ({sampler}) median HV {v['hypervolume_median']:.4f}   "
+              + ", ".join(f"{h:.4f}" for h in v["hypervolumes"]))
+    print(f"written the schedules into {path} in {(time.perf_counter() - started) / 60:.1f} min")
 
 
 def _time_one(evaluate: CheapEvaluator, plan: CompressionPlan) -> float:
