@@ -361,27 +361,36 @@ class Objective:
         return facts
 
     def _same_plan_trial(self, trial: optuna.Trial, plan: CompressionPlan) -> optuna.trial.FrozenTrial | None:
-        """A complete full-fidelity trial of this study that built ``plan`` on this host, if any.
+        """A trial of this study that already built ``plan`` on this host, if any: complete at the
+        full fidelity, or stopped at the cheap one.
 
         Building is deterministic (seeded distillation), so building the plan again would cost
         a full recovery and give the same model; its latency was measured on this host too.
         """
-        for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        for t in trial.study.get_trials(deepcopy=False, states=done):
             u = t.user_attrs
-            if (t.values and t.number != trial.number and SAME_PLAN_AS not in u and u.get("fidelity") == "full"
+            fidelity = "full" if t.state == optuna.trial.TrialState.COMPLETE else "cheap"
+            if (t.number != trial.number and SAME_PLAN_AS not in u and u.get("fidelity") == fidelity
                     and u.get("host") == self.bench.host and "plan" in u
                     and CompressionPlan.from_dict(u["plan"]) == plan):
                 return t
         return None
 
     def _repeat(self, trial: optuna.Trial, same: optuna.trial.FrozenTrial) -> tuple[float, float, float]:
-        """Record ``same``'s figures on ``trial`` (marked as a repeat of it) and return its values."""
+        """Record ``same``'s figures on ``trial`` (marked as a repeat of it) and end as it ended:
+        with its values, or pruned for the same reason."""
         own = {"plan", "plan_summary", "simulated", "host", "sampler", "baseline", "warm_start", "retry_of", "seconds"}
         for key, value in same.user_attrs.items():
             if key not in own:
                 trial.set_user_attr(key, value)
         trial.set_user_attr(SAME_PLAN_AS, same.number)
         trial.set_user_attr("seconds", {})
+        if same.state == optuna.trial.TrialState.PRUNED:
+            reason = f"the plan of trial {same.number}, stopped at the cheap fidelity: {same.user_attrs.get('prune_reason')}"
+            trial.set_user_attr("prune_reason", reason)
+            log.info("trial %d: %s", trial.number, reason)
+            raise optuna.TrialPruned(reason)
         limit = self.bench.config.objectives.max_accuracy_drop
         if limit is not None and same.user_attrs.get("accuracy_drop") is not None:
             trial.set_constraint("accuracy_drop", same.user_attrs["accuracy_drop"] - limit)

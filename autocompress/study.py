@@ -27,7 +27,7 @@ from sqlalchemy import exc as sa_exc
 from autocompress.config import SearchConfig, StudyConfig, parse_config
 from autocompress.errors import ConfigError, PlanError, StorageError, StudyNotFoundError, UnknownNameError
 from autocompress.objective import OBJECTIVES, Objective, Workbench
-from autocompress.report.collect import feasible, front_trials
+from autocompress.report.collect import SAME_PLAN_AS, feasible, front_trials
 from autocompress.urls import mask_url, sqlite_path
 from autocompress.shared import artifact_store_for, fetch_shared_cache, publish_shared_cache, study_lock
 from autocompress.plan import CompressionPlan
@@ -571,10 +571,36 @@ def run(
     if completed(study) >= n_trials:
         return RunResult(completed(study), n_trials, False)
     study.sampler = make_sampler(bench.config.search, offset=len(study.trials))
+    labelled = _Labelled(Objective(bench), bench.config.search.sampler)
     return run_trials(
-        study, _Labelled(Objective(bench), bench.config.search.sampler), n_trials=n_trials, timeout=timeout,
-        callbacks=callbacks, gc_after_trial=True,
+        study, labelled, n_trials=n_trials, timeout=timeout,
+        callbacks=[_Unstick(labelled, bench.config.search), *callbacks], gc_after_trial=True,
     )
+
+
+class _Unstick:
+    """After a trial that only repeated a plan already stopped at the cheap fidelity, the next
+    trial is drawn at random, then the configured sampler takes over again.
+
+    Optuna's samplers learn nothing from pruned trials of a multi-objective study, so a model-based
+    sampler that proposed a plan the cheap fidelity stopped keeps proposing it (only parameters the
+    plan ignores change) and the study would loop on it forever; one new random plan changes what
+    the sampler knows.
+    """
+
+    def __init__(self, labelled: "_Labelled", search: SearchConfig) -> None:
+        self.labelled, self.search = labelled, search
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        stuck = trial.state == TrialState.PRUNED and SAME_PLAN_AS in trial.user_attrs
+        if stuck and self.labelled.sampler != "random":
+            log.info("trial %d repeated a plan stopped at the cheap fidelity; drawing the next plan at random",
+                     trial.number)
+            study.sampler = SAMPLERS["random"](self.search.seed + len(study.trials))
+            self.labelled.sampler = "random"
+        elif not stuck and self.labelled.sampler != self.search.sampler:
+            study.sampler = make_sampler(self.search, offset=len(study.trials))
+            self.labelled.sampler = self.search.sampler
 
 
 #: user attributes of a trial whose parameters were queued rather than sampled

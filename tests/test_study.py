@@ -168,6 +168,22 @@ def test_cheap_fidelity_prunes_a_candidate_that_cannot_reach_the_front(tiny_mode
     assert "recover" not in pruned.user_attrs["seconds"], "a pruned candidate is never distilled"
     # no recovery needed (int8 only): evaluated at full fidelity straight away
     assert full.state == TrialState.COMPLETE and full.user_attrs["fidelity"] == "full"
+    # the same plan again (only the ignored parameters of dropped layers differ) is stopped at once,
+    # without building or timing it, and the next plan is drawn at random: a model-based sampler
+    # learns nothing from pruned trials and would propose it forever
+    study.enqueue_trial({**half, "heads_1": 0.5, "heads_3": 0.5})
+    study.optimize(Objective(bench), n_trials=1, catch=())
+    again = study.trials[3]
+    assert again.params != pruned.params and again.user_attrs["plan"] == pruned.user_attrs["plan"]
+    assert again.state == TrialState.PRUNED and again.user_attrs["same_plan_as"] == pruned.number
+    assert again.user_attrs["seconds"] == {} and f"trial {pruned.number}" in again.user_attrs["prune_reason"]
+    labelled = st._Labelled(Objective(bench), "gp")
+    study.sampler = st.make_sampler(cfg.search.model_copy(update={"sampler": "gp"}))
+    unstick = st._Unstick(labelled, cfg.search.model_copy(update={"sampler": "gp"}))
+    unstick(study, again)
+    assert isinstance(study.sampler, optuna.samplers.RandomSampler) and labelled.sampler == "random"
+    unstick(study, full)
+    assert isinstance(study.sampler, optuna.samplers.GPSampler) and labelled.sampler == "gp"
 
 
 def test_promising_candidate_is_recovered_and_fully_evaluated(tiny_model_dir, tiny_csv, tmp_path):
