@@ -286,8 +286,9 @@ def main() -> None:
         threads=cfg.profile.threads, shapes=list(cfg.profile.shapes), count=8 if args.quick else 24,
     )
     evaluate = CheapEvaluator(bench, calibration, n_eval)
-    log.info("teacher %.2f%% on %d eval tweets; budget %.1f pt; %d samplers × %d seeds × %d trials",
-             evaluate.teacher_accuracy, len(evaluate.eval), budget, len(samplers), seeds, trials)
+    studies = (f"{default} on {len(SCHEDULES)} schedules" if args.schedules_only else f"{len(samplers)} samplers")
+    log.info("teacher %.2f%% on %d eval tweets; budget %.1f pt; %s × %d seeds × %d trials",
+             evaluate.teacher_accuracy, len(evaluate.eval), budget, studies, seeds, trials)
 
     if args.schedules_only:
         compare_schedules_only(evaluate, space, default, seeds, trials, budget, args.quick, started)
