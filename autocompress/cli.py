@@ -411,14 +411,26 @@ def main(argv: list[str] | None = None) -> None:
         err.print("interrupted")
         sys.exit(130)
     except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        if isinstance(exc, _click_errors("ClickException")):
             exc.show()
             sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, _click_errors("Abort")):
             sys.exit(130)
         raise
+
+
+def _click_errors(name: str) -> tuple[type[BaseException], ...]:
+    """Click's exception class ``name``, from click itself and from the copy newer typer releases
+    carry (``typer._click``): an unknown command raises the latter's, which is not the former's."""
+    import importlib
+
+    found = []
+    for module in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
 
 
 if __name__ == "__main__":

@@ -102,6 +102,13 @@ def test_malformed_yaml_and_missing_file(workdir, capsys, monkeypatch):
     assert code == 2 and "not found" in err
 
 
+def test_unknown_command_or_option_is_a_usage_line_and_exit_2(capsys):
+    code, _, err = run_cli(capsys, "status")
+    assert code == 2 and "No such command 'status'" in err and "Traceback" not in err
+    code, _, err = run_cli(capsys, "run", "--no-such-option", "x.yaml")
+    assert code == 2 and "No such option" in err and "Traceback" not in err
+
+
 def test_missing_study_and_bad_storage(workdir, capsys, monkeypatch):
     monkeypatch.chdir(workdir)
     code, _, err = run_cli(capsys, "report", "ghost")
