@@ -197,8 +197,9 @@ def half_depth_row(bench: Workbench, study: optuna.Study) -> dict[str, Any]:
                    trial=trial.number, source="the study's seeded half_depth trial",
                    recovery_seconds=(trial.user_attrs.get("recovery") or {}).get("recovery_seconds"))
     start = time.perf_counter()
-    half = Objective(bench)._structure(plan)
-    facts = Objective(bench)._recover_(half)
+    objective = Objective(bench)
+    half = objective._structure(plan)
+    facts = objective._recover_(half)
     apply_bits_(half, plan)
     logits = predict_logits(half.eval(), bench.eval)
     return row(bench, method, time_model(bench, half), accuracy(logits, bench.eval.labels),
