@@ -92,16 +92,13 @@ def _progress_bar() -> Progress:
 
 
 def _best_text(study, max_drop: float | None) -> str:
-    from optuna.trial import TrialState
+    from autocompress.study import best_so_far
 
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    if not done:
+    best = best_so_far(study, 1.0 if max_drop is None else max_drop)
+    if best.best_percent is None:
         return ""
-    best_acc = max(t.values[0] for t in done)
-    budget = 1.0 if max_drop is None else max_drop
-    ok = [t.user_attrs.get("speedup", 0) for t in done if t.user_attrs.get("accuracy_drop", 99) <= budget]
-    fast = f", fastest within {budget:g} pt: {max(ok):.2f}×" if ok else ""
-    return f"best {_metric_name(study)} {best_acc:.1f}%{fast}"
+    fast = f", fastest within {best.budget:g} pt: {best.fastest_within:.2f}×" if best.fastest_within is not None else ""
+    return f"best {best.metric} {best.best_percent:.1f}%{fast}"
 
 
 def _metric_name(study) -> str:
@@ -130,72 +127,90 @@ def _print_front(study) -> None:
     out.print(table)
 
 
-def _run_study(
-    cfg, name: str, url: str, trials: int, timeout: float | None, cache_dir: Path, config_file: str | None,
-    warm_from: tuple[str, str] | None = None,
-) -> None:
+def _run_study(request) -> None:
+    """Run ``request`` (a :class:`~autocompress.study.StudyRequest`) with a progress bar, then show
+    the front and write the report."""
     from autocompress import study as st
-    from autocompress.data import load_task
-    from autocompress.models import arch_from_config, check_max_length, peek_config
-    from autocompress.space import check_space
     from autocompress.report import collect, write_report
 
-    # fail fast on a wrong model, a space or token budget that does not fit it, or bad data
-    model_config = peek_config(cfg.model.source)
-    check_space(cfg.space, arch_from_config(model_config), file=config_file)
-    check_max_length(model_config, cfg.task.max_length)
-    task_data = load_task(cfg.task)
-    # refuse an incompatible existing study before minutes of teacher preparation
-    st.check_can_continue(cfg, url, name)
-    # and a warm-start source that does not exist or is for another model
-    source = st.open_warm_start_source(warm_from[0], warm_from[1], cfg) if warm_from else None
-    err.print(f"study [bold]{name}[/] in {st.mask_url(url)} (sampler {cfg.search.sampler})")
-    with _progress_bar() as bar:
-        prep = bar.add_task("preparing teacher", total=None, best="")
-
-        def on_step(step: int, total: int, loss: float) -> None:
-            bar.update(prep, completed=step, total=total, best=f"loss {loss:.3f}", description="fine-tuning teacher")
-
-        storage = st.open_storage(url)
-        study = st.create_or_load(cfg, storage, name)
-        bench = st.prepare_shared(study, url, cfg, cache_dir, progress=on_step, config_file=config_file, task=task_data)
-        note = "from cache" if bench.teacher.from_cache else f"fine-tuned in {bench.teacher.fine_tune_seconds:.0f} s"
-        bar.update(prep, total=1, completed=1, description="teacher ready", best=f"{bench.teacher_metric.name} {100 * bench.teacher_metric.value:.2f}% ({note})")
-        study.set_user_attr("target_trials", trials)  # what `resume` aims for
-        if source is not None:
-            ws = st.warm_start(study, source, bench)
-            err.print(
-                f"warm start from '{ws.source}': {len(ws.enqueued)} front plans queued, {len(ws.present)} already here, "
-                f"{len(ws.skipped)} skipped", highlight=False, markup=False, soft_wrap=True,
-            )
-            for number, reason in list(ws.skipped.items())[:5]:
-                err.print(f"  skipped trial {number}: {reason}", highlight=False, markup=False, soft_wrap=True)
-            if len(ws.skipped) > 5:
-                err.print(f"  … and {len(ws.skipped) - 5} more (--verbose lists them)", highlight=False, markup=False)
-        done0 = st.completed(study)
-        task = bar.add_task("trials", total=trials, completed=min(done0, trials), best=_best_text(study, cfg.objectives.max_accuracy_drop))
-
-        def on_trial(s, _t) -> None:
-            bar.update(task, completed=min(st.completed(s), trials), best=_best_text(s, cfg.objectives.max_accuracy_drop))
-
-        try:
-            result = st.run(study, bench, n_trials=trials, timeout=timeout, callbacks=[on_trial])
-        except KeyboardInterrupt:
-            bar.stop()
-            err.print(
-                f"[yellow]interrupted[/]: {st.completed(study)}/{trials} trials complete; the running trial was "
-                f"recorded as failed. Resume with: autocompress resume {name}"
-                + (f" --storage '{st.mask_url(url)}'" if url != st.default_storage(name) else "")
-            )
-            raise typer.Exit(130) from None
-    if result.gave_up:
+    progress = _BarProgress()
+    try:
+        ran = st.run_study(request, progress)
+    except st.StudyInterrupted as stop:
+        progress.close()
+        resume = f"autocompress resume {request.name}"
+        if request.url != st.default_storage(request.name):
+            resume += f" --storage '{st.mask_url(request.url)}'"
+        err.print(f"[yellow]interrupted[/]: {stop.completed}/{stop.target} trials complete; the running trial was "
+                  f"recorded as failed. Resume with: {resume}")
+        raise typer.Exit(130) from None
+    finally:
+        progress.close()
+    if ran.result.gave_up:
         err.print(
-            f"[yellow]stopped after 10 failed trials in a row[/]; last reason: {result.last_failure}", highlight=False
+            f"[yellow]stopped after 10 failed trials in a row[/]; last reason: {ran.result.last_failure}", highlight=False
         )
-    _print_front(study)
-    report_path = Path("studies") / f"{name}.html"
-    write_report(collect(study, url), report_path)
+    _print_front(ran.study)
+    report_path = st.default_output(request.name, "html")
+    write_report(collect(ran.study, request.url), report_path)
     out.print(f"report: {report_path.resolve()}")
+
+
+class _BarProgress:
+    """Shows a running study on a rich progress bar (the library tells, the CLI draws); the bar
+    appears once the study's checks have passed."""
+
+    def __init__(self) -> None:
+        self.bar = _progress_bar()
+        self.shown = False
+        self.prep = None
+        self.task = None
+        self.max_drop: float | None = None
+        self.target = 0
+
+    def started(self, request) -> None:
+        from autocompress.urls import mask_url
+
+        err.print(f"study [bold]{request.name}[/] in {mask_url(request.url)} (sampler {request.config.search.sampler})")
+        self.max_drop = request.config.objectives.max_accuracy_drop
+        self.bar.start()
+        self.shown = True
+        self.prep = self.bar.add_task("preparing teacher", total=None, best="")
+
+    def close(self) -> None:
+        if self.shown:
+            self.bar.stop()
+            self.shown = False
+
+    def teacher_step(self, step: int, total: int, loss: float) -> None:
+        self.bar.update(self.prep, completed=step, total=total, best=f"loss {loss:.3f}", description="fine-tuning teacher")
+
+    def teacher_ready(self, metric, from_cache: bool, fine_tune_seconds: float) -> None:
+        note = "from cache" if from_cache else f"fine-tuned in {fine_tune_seconds:.0f} s"
+        self.bar.update(self.prep, total=1, completed=1, description="teacher ready",
+                        best=f"{metric.name} {100 * metric.value:.2f}% ({note})")
+
+    def warm_started(self, ws) -> None:
+        err.print(
+            f"warm start from '{ws.source}': {len(ws.enqueued)} front plans queued, {len(ws.present)} already here, "
+            f"{len(ws.skipped)} skipped", highlight=False, markup=False, soft_wrap=True,
+        )
+        for number, reason in list(ws.skipped.items())[:5]:
+            err.print(f"  skipped trial {number}: {reason}", highlight=False, markup=False, soft_wrap=True)
+        if len(ws.skipped) > 5:
+            err.print(f"  … and {len(ws.skipped) - 5} more (--verbose lists them)", highlight=False, markup=False)
+
+    def trials_started(self, study, target: int) -> None:
+        from autocompress.study import completed
+
+        self.target = target
+        self.task = self.bar.add_task("trials", total=target, completed=min(completed(study), target),
+                                      best=_best_text(study, self.max_drop))
+
+    def trial_done(self, study, _trial) -> None:
+        from autocompress.study import completed
+
+        self.bar.update(self.task, completed=min(completed(study), self.target), best=_best_text(study, self.max_drop))
 
 
 @app.command()
@@ -205,7 +220,7 @@ def run(
     storage: StorageOpt = None,
     trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Completed trials to reach (default: search.trials).")] = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", min=1, help="Stop starting trials after this many seconds.")] = None,
-    cache_dir: Annotated[Path, typer.Option("--cache-dir", help="Where fine-tuned teachers are cached.")] = Path("studies/cache"),
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where fine-tuned teachers are cached (default: studies/cache).")] = None,
     sampler: SamplerOpt = None,
     warm_start: Annotated[Optional[str], typer.Option(
         "--warm-start", metavar="OTHER_STUDY",
@@ -221,8 +236,10 @@ def run(
     cfg = st.with_sampler(load_config(space), sampler)
     name = study or cfg.name
     warm_from = (warm_start, warm_start_storage or _storage_for(warm_start, storage)) if warm_start else None
-    _run_study(cfg, name, _storage_for(name, storage), trials or cfg.search.trials, timeout, cache_dir, str(space),
-               warm_from)
+    _run_study(st.StudyRequest(
+        config=cfg, name=name, url=_storage_for(name, storage), trials=trials or cfg.search.trials, timeout=timeout,
+        cache_dir=cache_dir or st.DEFAULT_CACHE, config_file=str(space), warm_from=warm_from,
+    ))
 
 
 @app.command()
@@ -231,17 +248,14 @@ def resume(
     storage: StorageOpt = None,
     trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Completed trials to reach (default: the study's target).")] = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", min=1)] = None,
-    cache_dir: Annotated[Path, typer.Option("--cache-dir")] = Path("studies/cache"),
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where fine-tuned teachers are cached (default: studies/cache).")] = None,
     sampler: SamplerOpt = None,
 ) -> None:
     """Continue a study with the config stored in it (from any machine that reaches its storage)."""
     from autocompress import study as st
 
-    url = _storage_for(name, storage)
-    existing = st.load(name, st.open_storage(url, must_exist=True))
-    cfg = st.with_sampler(st.stored_config(existing), sampler)
-    target = trials or existing.user_attrs.get("target_trials") or cfg.search.trials
-    _run_study(cfg, name, url, target, timeout, cache_dir, None)
+    _run_study(st.resume_request(name, _storage_for(name, storage), trials=trials, timeout=timeout,
+                                 cache_dir=cache_dir or st.DEFAULT_CACHE, sampler=sampler))
 
 
 @app.command()
@@ -260,7 +274,7 @@ def report(
         raise AutocompressError(f"unknown report format '{fmt}'; available: html, {', '.join(FORMATS)}")
     url = _storage_for(name, storage)
     s = st.load(name, st.open_storage(url, must_exist=True))
-    target = output or Path("studies") / f"{name}.{fmt}"
+    target = output or st.default_output(name, fmt)
     if fmt == "html":
         path = write_report(collect(s, url), target)
         size = path.stat().st_size
@@ -276,7 +290,7 @@ def studies(storage: StorageOpt = None) -> None:
     """List studies: trials complete/failed/running, front size, best accuracy and speedup."""
     from autocompress import study as st
 
-    urls = [storage] if storage else [f"sqlite:///{p}" for p in sorted(st.DEFAULT_ROOT.glob("*.db"))]
+    urls = [storage] if storage else st.local_study_urls()
     rows = []
     for url in urls:
         rows += st.list_studies(st.open_storage(url, must_exist=True), url)
@@ -354,12 +368,13 @@ def export(
     pick: Annotated[Optional[str], typer.Option("--pick", help='A budget, e.g. "fastest with accuracy drop <= 1.0" or "smallest under 10 ms".')] = None,
     onnx: Annotated[bool, typer.Option("--onnx", help="Also write model.onnx (int8 layers quantised by ONNX Runtime).")] = False,
     storage: StorageOpt = None,
-    cache_dir: Annotated[Path, typer.Option("--cache-dir", help="Where the study's fine-tuned teacher is cached.")] = Path("studies/cache"),
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where the study's fine-tuned teacher is cached (default: studies/cache).")] = None,
 ) -> None:
     """Write one trial's model (weights, plan, tokenizer, metrics; ONNX with --onnx), checked against the trial."""
     from autocompress import study as st
     from autocompress.errors import ExportError
     from autocompress.export import export_trial, pick_trial
+    from autocompress.record import read
 
     if (trial is None) == (pick is None):
         raise ExportError("give exactly one of --trial N or --pick EXPR (e.g. --pick \"fastest with accuracy drop <= 1.0\")")
@@ -367,10 +382,10 @@ def export(
     s = st.load(name, st.open_storage(url, must_exist=True))
     if pick is not None:
         chosen = pick_trial(s, pick)
-        err.print(f"picked trial {chosen.number} ({chosen.user_attrs.get('plan_summary', '')}) for \"{pick}\"", highlight=False)
+        err.print(f"picked trial {chosen.number} ({read(chosen).plan_summary}) for \"{pick}\"", highlight=False)
         trial = chosen.number
     with err.status(f"exporting trial {trial} of '{name}': rebuilding and checking it"):
-        result = export_trial(s, trial, output, cache_dir, onnx=onnx, storage_url=url)
+        result = export_trial(s, trial, output, cache_dir or st.DEFAULT_CACHE, onnx=onnx, storage_url=url)
     table = Table(title=f"trial {result.trial} of '{result.study}': {result.plan_summary}")
     for col in ("model", "accuracy %", "latency ms", "teacher ms", "speedup", "measured on"):
         table.add_column(col, justify="left" if col in ("model", "measured on") else "right", no_wrap=col == "model")

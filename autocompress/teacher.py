@@ -28,7 +28,7 @@ from autocompress.locks import file_lock
 from autocompress.evaluate import Accuracy, accuracy, predict_logits
 from autocompress.models import load_classifier, load_tokenizer
 
-__all__ = ["Teacher", "cached_tensors", "teacher_fingerprint", "prepare_teacher"]
+__all__ = ["Teacher", "cache_entry", "cached_tensors", "is_cached", "teacher_fingerprint", "prepare_teacher"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,16 @@ def teacher_fingerprint(cfg: StudyConfig) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def cache_entry(cfg: StudyConfig, cache_dir: Path) -> Path:
+    """The directory under ``cache_dir`` that holds (or will hold) ``cfg``'s teacher."""
+    return Path(cache_dir) / f"teacher-{teacher_fingerprint(cfg)}"
+
+
+def is_cached(cfg: StudyConfig, cache_dir: Path) -> bool:
+    """True when ``cache_dir`` holds ``cfg``'s prepared teacher."""
+    return (cache_entry(cfg, cache_dir) / _META).is_file()
+
+
 def prepare_teacher(
     cfg: StudyConfig,
     num_labels: int,
@@ -71,8 +81,8 @@ def prepare_teacher(
 ) -> Teacher:
     """Load the teacher from the cache, or fine-tune (if needed), score and cache it."""
     fp = teacher_fingerprint(cfg)
-    target = Path(cache_dir) / f"teacher-{fp}"
-    with file_lock(Path(cache_dir) / f"teacher-{fp}.lock"):
+    target = cache_entry(cfg, cache_dir)
+    with file_lock(target.with_name(target.name + ".lock")):
         if (target / _META).is_file():
             return _load(target, cfg, num_labels, fp)
         return _build(target, cfg, num_labels, train, eval_, fp, progress)

@@ -43,14 +43,14 @@ import torch
 import yaml
 
 from _common import RESULTS, write_results
+from autocompress import build, record
 from autocompress import study as st
 from autocompress.config import SearchConfig, StudyConfig, parse_config
 from autocompress.evaluate import Accuracy, accuracy, bootstrap_ci, model_size, predict_logits
 from autocompress.latency.measure import ProfileLatency, example_inputs, measure_pair, measure_profile
-from autocompress.objective import Objective, Workbench
 from autocompress.plan import CompressionPlan
-from autocompress.report.collect import front_trials
-from autocompress.transforms import apply_bits_, apply_plan, simulated_widths
+from autocompress.transforms import apply_plan, simulated_widths
+from autocompress.workbench import Workbench
 from operators import config as operators_config
 from operators import operator_plans
 
@@ -164,12 +164,10 @@ def recipe_rows(bench: Workbench) -> list[dict[str, Any]]:
     """The baseline and the usual recipes, each built, scored and timed here."""
     n = bench.arch.num_layers
     plans = operator_plans(n)
-    objective = Objective(bench)
     rows = [row(bench, "fine-tuned MiniLM (baseline)", None, bench.teacher.eval_accuracy, 1.0, plan="uncompressed")]
 
-    int8 = objective._structure(plans["int8"])
-    apply_bits_(int8, plans["int8"])
-    logits = predict_logits(int8.eval(), bench.eval)
+    int8 = build.candidate(bench, plans["int8"]).model
+    logits = predict_logits(int8, bench.eval)
     rows.append(row(bench, "PyTorch dynamic int8 (uniform)", time_model(bench, int8), accuracy(logits, bench.eval.labels),
                     size_ratio(bench, int8, plans["int8"]), plan=plans["int8"].describe(),
                     drop_ci=paired_drop_ci(bench, logits)))
@@ -181,7 +179,7 @@ def recipe_rows(bench: Workbench) -> list[dict[str, Any]]:
 def seeded_trial(study: optuna.Study, label: str) -> optuna.trial.FrozenTrial | None:
     """The study's complete full-fidelity trial of the uniform baseline ``label``, if it ran one."""
     return next((t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                 if t.user_attrs.get("baseline") == label and t.user_attrs.get("fidelity") == "full"), None)
+                 if (r := record.read(t)).baseline == label and r.fidelity == "full"), None)
 
 
 def half_depth_row(bench: Workbench, study: optuna.Study) -> dict[str, Any]:
@@ -190,52 +188,29 @@ def half_depth_row(bench: Workbench, study: optuna.Study) -> dict[str, Any]:
     plan = operator_plans(bench.arch.num_layers)["half_depth"]
     method = "half depth + KD (DistilBERT recipe)"
     trial = seeded_trial(study, "half_depth")
-    if trial is not None:
+    if trial is not None and (stored := record.read(trial)).accuracy is not None:
         model = apply_plan(bench.teacher.model, plan).eval()  # speed does not depend on the weights
-        return row(bench, method, time_model(bench, model), trial.user_attrs["accuracy"],
-                   trial.user_attrs.get("size_ratio", size_ratio(bench, model, plan)), plan=plan.describe(),
-                   trial=trial.number, source="the study's seeded half_depth trial",
-                   recovery_seconds=(trial.user_attrs.get("recovery") or {}).get("recovery_seconds"))
+        return row(bench, method, time_model(bench, model), stored.accuracy,
+                   stored.size_ratio if stored.size_ratio is not None else size_ratio(bench, model, plan),
+                   plan=plan.describe(), trial=trial.number, source="the study's seeded half_depth trial",
+                   recovery_seconds=(stored.recovery or {}).get("recovery_seconds"))
     start = time.perf_counter()
-    objective = Objective(bench)
-    half = objective._structure(plan)
-    facts = objective._recover_(half)
-    apply_bits_(half, plan)
-    logits = predict_logits(half.eval(), bench.eval)
-    return row(bench, method, time_model(bench, half), accuracy(logits, bench.eval.labels),
-               size_ratio(bench, half, plan), plan=plan.describe(), drop_ci=paired_drop_ci(bench, logits),
-               recovery_seconds=facts["recovery_seconds"], seconds=time.perf_counter() - start)
-
-
-def no_spin_runner(path: Path, threads: int) -> Any:
-    """An ONNX Runtime session whose threads sleep between runs instead of spin-waiting: on 2 cores,
-    threads still spinning after a run would take CPU from the teacher timed next in the same
-    rounds, and flatter ONNX Runtime."""
-    import onnxruntime as ort
-
-    from autocompress.export.onnx_model import OnnxRunner
-
-    class _Runner(OnnxRunner):
-        def __init__(self) -> None:  # OnnxRunner's session, with one more option
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            self.inputs = [i.name for i in self.session.get_inputs()]
-
-    return _Runner()
+    half = build.candidate(bench, plan)
+    logits = predict_logits(half.model, bench.eval)
+    return row(bench, method, time_model(bench, half.model), accuracy(logits, bench.eval.labels),
+               size_ratio(bench, half.model, plan), plan=plan.describe(), drop_ci=paired_drop_ci(bench, logits),
+               recovery_seconds=half.recovery.get("recovery_seconds"), seconds=time.perf_counter() - start)
 
 
 def onnx_row(bench: Workbench, int8_plan: CompressionPlan) -> dict[str, Any]:
-    from autocompress.export.onnx_model import export_onnx
+    from autocompress.export.onnx_model import OnnxRunner, export_onnx
 
     teacher = bench.teacher.model
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if bench.eval.token_type_ids is not None else [])
     with tempfile.TemporaryDirectory() as tmp:
         facts = export_onnx(teacher, int8_plan, Path(tmp) / "model.onnx", names)
         file_bytes = facts.path.stat().st_size
-        runner = no_spin_runner(facts.path, bench.config.profile.threads)
+        runner = OnnxRunner(facts.path, threads=bench.config.profile.threads)  # idle threads do not spin
         logits = runner.logits(bench.eval)
         lat = time_runner(bench, runner)
     return row(bench, "ONNX Runtime int8 (baseline)", lat, accuracy(logits, bench.eval.labels),
@@ -246,13 +221,14 @@ def onnx_row(bench: Workbench, int8_plan: CompressionPlan) -> dict[str, Any]:
 
 def front_members(study: optuna.Study, budget: float, count: int) -> list[optuna.trial.FrozenTrial]:
     """The fastest front members within each headline threshold, then the fastest others in ``budget``."""
-    front = [t for t in front_trials(study) if t.user_attrs.get("fidelity") == "full" and "plan" in t.user_attrs
-             and "baseline" not in t.user_attrs  # a seeded recipe has its own row
-             and t.user_attrs.get("accuracy_drop") is not None and t.user_attrs["accuracy_drop"] <= budget]
-    front.sort(key=lambda t: -t.user_attrs.get("speedup", 0.0))
+    records = {t.number: record.read(t) for t in record.front(study)}
+    front = [t for t in record.front(study) if (r := records[t.number]).fidelity == "full" and r.plan is not None
+             and r.baseline is None  # a seeded recipe has its own row
+             and r.accuracy_drop is not None and r.accuracy_drop <= budget]
+    front.sort(key=lambda t: -(records[t.number].speedup or 0.0))
     chosen = []
     for threshold in (*THRESHOLDS, budget):
-        best = next((t for t in front if t.user_attrs["accuracy_drop"] <= threshold), None)
+        best = next((t for t in front if (records[t.number].accuracy_drop or 0.0) <= threshold), None)
         if best is not None and best not in chosen:
             chosen.append(best)
     chosen += [t for t in front if t not in chosen][: max(0, count - len(chosen))]
@@ -264,12 +240,14 @@ def study_rows(bench: Workbench, study: optuna.Study, count: int) -> list[dict[s
     rows = []
     budget = max(THRESHOLDS[-1], bench.config.objectives.max_accuracy_drop or 0.0)
     for t in front_members(study, budget, count):
-        plan = CompressionPlan.from_dict(t.user_attrs["plan"])
-        model = apply_plan(bench.teacher.model, plan).eval()  # speed does not depend on the weights
-        rows.append(row(bench, f"autocompress (trial {t.number})", time_model(bench, model), t.user_attrs["accuracy"],
-                        t.user_attrs.get("size_ratio", size_ratio(bench, model, plan)), plan=plan.describe(),
-                        trial=t.number, study_speedup=t.user_attrs.get("speedup"),
-                        recovered=(t.user_attrs.get("recovery") or {}).get("recovered")))
+        r = record.read(t)
+        if r.plan is None or r.accuracy is None:
+            continue
+        model = apply_plan(bench.teacher.model, r.plan).eval()  # speed does not depend on the weights
+        rows.append(row(bench, f"autocompress (trial {t.number})", time_model(bench, model), r.accuracy,
+                        r.size_ratio if r.size_ratio is not None else size_ratio(bench, model, r.plan),
+                        plan=r.plan.describe(), trial=t.number, study_speedup=r.speedup,
+                        recovered=(r.recovery or {}).get("recovered")))
     return rows
 
 

@@ -20,21 +20,21 @@ plans, same protocol) without redoing the training; the file records that it was
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import time
-from pathlib import Path
 
 import torch
 
 from _common import RESULTS, machine, today
+from autocompress import build
+from autocompress import study as st
 from autocompress.config import parse_config
 from autocompress.evaluate import accuracy, model_size, predict_logits
 from autocompress.latency.measure import measure_profile
-from autocompress.objective import Objective, prepare
 from autocompress.plan import CompressionPlan
-from autocompress.transforms import apply_bits_, simulated_widths
+from autocompress.transforms import simulated_widths
+from autocompress.workbench import prepare
 
 
 def config(quick: bool, transfer: int = 0) -> dict:
@@ -73,8 +73,7 @@ def main() -> None:
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = parse_config(config(args.quick, args.transfer))
-    bench = prepare(cfg, Path("studies/cache"))
-    objective = Objective(bench)
+    bench = prepare(cfg, st.DEFAULT_CACHE)
     n = bench.arch.num_layers
     plans = {k: v for k, v in operator_plans(n).items() if not args.only or k in args.only}
     teacher = bench.teacher
@@ -82,16 +81,13 @@ def main() -> None:
     rows = []
     for name, plan in plans.items():
         start = time.perf_counter()
-        raw = objective._structure(plan)
-        unrecovered = copy.deepcopy(raw)
-        apply_bits_(unrecovered, plan)
-        acc0 = accuracy(predict_logits(unrecovered.eval(), bench.eval), bench.eval.labels)
+        unrecovered = build.candidate(bench, plan, recover=False).model
+        acc0 = accuracy(predict_logits(unrecovered, bench.eval), bench.eval.labels)
         recovered_acc = None
-        if objective.needs_recovery(plan):
-            objective._recover_(raw)
-            apply_bits_(raw, plan)
-            recovered_acc = accuracy(predict_logits(raw.eval(), bench.eval), bench.eval.labels)
-        final = raw if recovered_acc is not None else unrecovered
+        final = unrecovered
+        if build.needs_recovery(cfg.recovery, plan):
+            final = build.candidate(bench, plan).model
+            recovered_acc = accuracy(predict_logits(final, bench.eval), bench.eval.labels)
         lat = measure_profile(teacher.model, final, cfg.profile, vocab_size=teacher.model.config.vocab_size).to_dict()
         size = model_size(final, simulated_widths(final, plan))
         acc1 = recovered_acc or acc0

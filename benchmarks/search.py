@@ -45,15 +45,17 @@ import optuna
 import torch
 
 from _common import RESULTS, machine, today, write_results
+from autocompress import build, compat, record
 from autocompress import study as st
 from autocompress.config import SearchConfig, SpaceConfig, StudyConfig, load_config, parse_config
 from autocompress.evaluate import accuracy, model_size, predict_logits
 from autocompress.latency.measure import compute_lock
 from autocompress.latency.predict import Calibration, cached_calibration, predict_ms
-from autocompress.objective import OBJECTIVES, Objective, Workbench, plan_changes_structure, prepare
+from autocompress.objective import OBJECTIVES, Objective
 from autocompress.plan import CompressionPlan
 from autocompress.space import SCHEDULES, baseline_plans, suggest_plan
-from autocompress.transforms import apply_bits_, apply_plan, simulated_widths
+from autocompress.transforms import apply_plan, simulated_widths
+from autocompress.workbench import Workbench, prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "studies" / "cache"
@@ -100,15 +102,12 @@ class CheapEvaluator:
         self.teacher_accuracy = 100 * accuracy(bench.teacher.eval_logits[: len(self.eval)], self.eval.labels).value
         self.cache: dict[CompressionPlan, Figures] = {}
         self.seconds: list[float] = []
-        self.builder = Objective(bench)
 
     def __call__(self, plan: CompressionPlan) -> Figures:
         if plan not in self.cache:
             start = time.perf_counter()
             with compute_lock():  # a real study on this host never times a candidate meanwhile
-                model = self.builder._structure(plan)
-                apply_bits_(model, plan)
-                model.eval()
+                model = build.candidate(self.bench, plan, recover=False).model  # the trial's builder, unrecovered
                 acc = 100 * accuracy(predict_logits(model, self.eval), self.eval.labels).value
             ratios = [predict_ms(model, self.calibration, b, s) / t for (b, s), t in zip(self.shapes, self.teacher_ms)]
             size = model_size(model, simulated_widths(model, plan)).effective_bytes
@@ -124,11 +123,9 @@ class CheapEvaluator:
 # ------------------------------------------------------------------------------------------ studies
 def hypervolume(points: list[Figures], reference: tuple[float, float, float]) -> float:
     """Optuna's hypervolume of feasible points, as (−accuracy, ratio, size ratio) losses."""
-    from optuna._hypervolume import compute_hypervolume  # Optuna's own (WFG) implementation
-
     losses = [(-p.accuracy, p.ratio, p.size_ratio) for p in points]
     inside = np.array([x for x in losses if all(v < r for v, r in zip(x, reference))])
-    return 0.0 if len(inside) == 0 else float(compute_hypervolume(inside, np.array(reference)))
+    return compat.hypervolume(inside, np.array(reference))  # Optuna's own (WFG) implementation
 
 
 def run_study(
@@ -141,7 +138,7 @@ def run_study(
         directions=[d for _, d in OBJECTIVES], sampler=st.make_sampler(SearchConfig(sampler=sampler, seed=seed))
     )
     for label, params in baseline_plans(space, bench.arch).items():
-        study.enqueue_trial(params, user_attrs={"baseline": label})
+        study.enqueue_trial(params, user_attrs=record.queue_labels(baseline=label))
     feasible: list[Figures] = []
     sampled: list[Figures] = []
     history: list[float] = []
@@ -199,7 +196,7 @@ def rates(trials: list[optuna.trial.FrozenTrial]) -> dict[str, dict[str, float]]
     """Trials per hour of each fidelity (``fidelity`` user attribute), from trial wall times."""
     by: dict[str, list[float]] = {}
     for t in trials:
-        fid = t.user_attrs.get("fidelity")
+        fid = record.read(t).fidelity
         if fid and t.datetime_start and t.datetime_complete:
             by.setdefault(fid, []).append((t.datetime_complete - t.datetime_start).total_seconds())
     return {
@@ -230,7 +227,7 @@ def throughput_measured(bench: Workbench, count: int, seed: int = 0) -> dict[str
     plans: list[dict[str, Any]] = []
     while len(plans) < count:
         trial = probe.ask()
-        if plan_changes_structure(suggest_plan(trial, cfg.space, bench.arch, bench.layer_ranking)):
+        if build.changes_structure(suggest_plan(trial, cfg.space, bench.arch, bench.layer_ranking)):
             plans.append(dict(trial.params))
         probe.tell(trial, 0.0)
     trials = []
@@ -242,7 +239,7 @@ def throughput_measured(bench: Workbench, count: int, seed: int = 0) -> dict[str
         for params in plans:
             study.enqueue_trial(params)
         study.optimize(Objective(bench), n_trials=count, catch=(Exception,))
-        trials += [t for t in study.trials if t.user_attrs.get("fidelity") == fidelity]
+        trials += [t for t in study.trials if record.read(t).fidelity == fidelity]
     return rates(trials)
 
 

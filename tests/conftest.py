@@ -219,7 +219,7 @@ def finished(tiny_model_dir, tiny_csv, tmp_path_factory) -> str:
     """
     from autocompress import study as st
     from autocompress.config import parse_config
-    from autocompress.objective import prepare
+    from autocompress.workbench import prepare
 
     cfg = parse_config(tiny_config_dict(tiny_model_dir, tiny_csv, teacher={"epochs": 10.0}, report_profiles=["rpi4"]))
     bench = prepare(cfg, tmp_path_factory.mktemp("cache"))

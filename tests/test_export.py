@@ -124,7 +124,7 @@ def kd(readable_model_dir, tiny_csv, tmp_path_factory):
     """
     from autocompress import study as st
     from autocompress.config import parse_config
-    from autocompress.objective import prepare
+    from autocompress.workbench import prepare
 
     root = tmp_path_factory.mktemp("kd")
     cfg = parse_config(tiny_config_dict(
@@ -150,7 +150,7 @@ def _eval_texts(bench, n: int = 24) -> list[str]:
 def test_export_load_pipeline_gives_the_trial_models_predictions(kd, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-    from autocompress.objective import Objective
+    from autocompress import build
 
     number = kd["trials"]["prune50"]
     trial = kd["study"].trials[number]
@@ -171,8 +171,8 @@ def test_export_load_pipeline_gives_the_trial_models_predictions(kd, tmp_path):
     assert {"accuracy", "latency", "size"} <= set(metrics["how_measured"])
     assert [r["what"] for r in metrics["latency_comparison"]] == ["trial (stored)", "export (PyTorch)"]
 
-    # the trial's model, rebuilt independently the way the objective builds it
-    reference, _ = Objective(kd["bench"]).build(CompressionPlan.from_dict(trial.user_attrs["plan"]))
+    # the trial's model, built again by the trial's builder
+    reference = build.candidate(kd["bench"], CompressionPlan.from_dict(trial.user_attrs["plan"])).model
     model = autocompress.load(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
     clf = pipeline("text-classification", model=model, tokenizer=tokenizer)

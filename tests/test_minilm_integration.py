@@ -6,7 +6,7 @@ import pytest
 
 from autocompress import study as st
 from autocompress.config import parse_config
-from autocompress.objective import prepare
+from autocompress.workbench import prepare
 from autocompress.report import collect, render_html
 
 pytestmark = pytest.mark.slow

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import optuna
 import torch
@@ -13,7 +12,10 @@ from optuna.trial import TrialState
 from autocompress import study as st
 from autocompress.config import parse_config
 from autocompress.errors import ConfigError, StorageError, StudyNotFoundError
-from autocompress.objective import Objective, prepare
+from autocompress.objective import Objective
+from autocompress.samplers import sampler_name
+from autocompress.study.runner import Unstick
+from autocompress.workbench import prepare
 from autocompress.plan import CompressionPlan
 from conftest import tiny_config_dict
 
@@ -177,13 +179,17 @@ def test_cheap_fidelity_prunes_a_candidate_that_cannot_reach_the_front(tiny_mode
     assert again.params != pruned.params and again.user_attrs["plan"] == pruned.user_attrs["plan"]
     assert again.state == TrialState.PRUNED and again.user_attrs["same_plan_as"] == pruned.number
     assert again.user_attrs["seconds"] == {} and f"trial {pruned.number}" in again.user_attrs["prune_reason"]
-    labelled = st._Labelled(Objective(bench), "gp")
-    study.sampler = st.make_sampler(cfg.search.model_copy(update={"sampler": "gp"}))
-    unstick = st._Unstick(labelled, cfg.search.model_copy(update={"sampler": "gp"}))
+    gp = cfg.search.model_copy(update={"sampler": "gp"})
+    study.sampler = st.make_sampler(gp)
+    unstick = Unstick(gp)
     unstick(study, again)
-    assert isinstance(study.sampler, optuna.samplers.RandomSampler) and labelled.sampler == "random"
+    assert isinstance(study.sampler, optuna.samplers.RandomSampler) and sampler_name(study.sampler) == "random"
     unstick(study, full)
-    assert isinstance(study.sampler, optuna.samplers.GPSampler) and labelled.sampler == "gp"
+    assert isinstance(study.sampler, optuna.samplers.GPSampler) and sampler_name(study.sampler) == "gp"
+    study.enqueue_trial({**half, "heads_1": 1.0, "heads_3": 1.0}, user_attrs={"warm_start": "other#1"})
+    study.sampler = optuna.samplers.RandomSampler(seed=0)
+    study.optimize(Objective(bench), n_trials=2, catch=())
+    assert study.trials[4].user_attrs["sampler"] == "enqueued" and study.trials[5].user_attrs["sampler"] == "random"
 
 
 def test_promising_candidate_is_recovered_and_fully_evaluated(tiny_model_dir, tiny_csv, tmp_path):
@@ -210,7 +216,7 @@ def test_promising_candidate_is_recovered_and_fully_evaluated(tiny_model_dir, ti
 def test_a_plan_built_before_is_repeated_not_rebuilt_and_shown_once_on_the_front(bench, tmp_path):
     """Parameters of dropped layers are ignored, so a sampler can propose a built plan again."""
     from autocompress.report import collect
-    from autocompress.report.collect import front_trials
+    from autocompress import record
 
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"],
                                 storage=f"sqlite:///{tmp_path / 'p.db'}", study_name="p")
@@ -225,7 +231,7 @@ def test_a_plan_built_before_is_repeated_not_rebuilt_and_shown_once_on_the_front
     assert "same_plan_as" not in built.user_attrs and again.user_attrs["same_plan_as"] == built.number
     assert again.values == built.values and again.user_attrs["accuracy"] == built.user_attrs["accuracy"]
     assert "build" in built.user_attrs["seconds"] and again.user_attrs["seconds"] == {}, "nothing rebuilt"
-    assert [t.number for t in front_trials(study)] == [built.number]
+    assert [t.number for t in record.front(study)] == [built.number]
     rows = {r.number: r for r in collect(study).trials}
     assert rows[built.number].on_front and not rows[again.number].on_front
 
@@ -267,12 +273,12 @@ def test_trials_record_every_profile_and_label_the_predicted_one(finished):
 
 
 def test_a_predicted_objective_profile_runs_a_study(tiny_model_dir, tiny_csv, tmp_path, monkeypatch):
-    from autocompress import objective
+    from autocompress import workbench
     from autocompress.latency import predict
 
     # a smaller calibration than the default (24 variants, 10 rounds) keeps this test short
     real_cached, real_calibrate = predict.cached_calibration, predict.calibrate
-    monkeypatch.setattr(objective, "cached_calibration", lambda *a, **k: real_cached(*a, **{**k, "count": 6}))
+    monkeypatch.setattr(workbench, "cached_calibration", lambda *a, **k: real_cached(*a, **{**k, "count": 6}))
     monkeypatch.setattr(predict, "calibrate", lambda *a, **k: real_calibrate(*a, **{**k, "repeats": 3}))
     spec = {"cpu": "Small board", "cores": 2, "clock_ghz": 1.0, "fp32_gflops_per_core": 4.0,
             "int8_gops_per_core": 8.0, "memory_gbs": 2.0, "sources": ["a test"]}
@@ -348,7 +354,7 @@ def _toy_constrained_study(name: str, seed: int, n_trials: int) -> optuna.Study:
 
 @pytest.mark.parametrize("name", ["tpe", "nsga2", "gp", "random"])
 def test_every_sampler_runs_a_constrained_three_objective_search(name):
-    from autocompress.report.collect import feasible
+    from autocompress.record import feasible
 
     study = _toy_constrained_study(name, seed=0, n_trials=10)
     assert len(study.trials) == 10
@@ -357,7 +363,7 @@ def test_every_sampler_runs_a_constrained_three_objective_search(name):
 
 
 def test_model_based_samplers_learn_to_stay_within_the_accuracy_budget():
-    from autocompress.report.collect import feasible
+    from autocompress.record import feasible
 
     def late_feasible(name: str) -> int:
         return sum(sum(feasible(t) for t in _toy_constrained_study(name, seed, 30).trials[10:]) for seed in (0, 1))

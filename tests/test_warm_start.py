@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import optuna
@@ -15,7 +14,7 @@ from autocompress import study as st
 from autocompress.cli import main
 from autocompress.config import parse_config
 from autocompress.errors import ConfigError, StudyNotFoundError
-from autocompress.objective import prepare
+from autocompress.workbench import prepare
 from autocompress.plan import CompressionPlan
 from conftest import tiny_config_dict
 

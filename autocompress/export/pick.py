@@ -26,7 +26,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autocompress.errors import ExportError
-from autocompress.report.collect import feasible
+from autocompress import record
 
 __all__ = ["GRAMMAR", "Budget", "parse_pick", "pick_trial", "exportable_trial"]
 
@@ -94,26 +94,18 @@ def parse_pick(expr: str) -> Budget:
 
 # ------------------------------------------------------------------------------------------ trials
 def _figures(t: FrozenTrial) -> dict[str, float]:
-    """The figures a budget talks about, read from what the objective stored on the trial."""
-    ua = t.user_attrs
-    lat = ua.get("latency") or {}
+    """The figures a budget talks about, read from the trial's record and its objective values."""
+    r = record.read(t)
+    ms = (r.latency or {}).get("candidate_ms")
+    fallback = 1.0 / t.values[1] if t.values[1] else math.nan
     return {
         "metric": t.values[0],
         "ratio": t.values[1],
         "size_mb": t.values[2],
-        "drop": float(ua.get("accuracy_drop", math.nan)),
-        "ms": float(lat.get("candidate_ms", math.nan)),
-        "speedup": float(ua.get("speedup", 1.0 / t.values[1] if t.values[1] else math.nan)),
+        "drop": r.accuracy_drop if r.accuracy_drop is not None else math.nan,
+        "ms": float(ms) if isinstance(ms, (int, float)) else math.nan,
+        "speedup": r.speedup if r.speedup is not None else fallback,
     }
-
-
-def _shippable(t: FrozenTrial) -> bool:
-    return (
-        t.state == TrialState.COMPLETE
-        and t.values is not None
-        and "plan" in t.user_attrs
-        and t.user_attrs.get("fidelity", "full") == "full"
-    )
 
 
 def _violation(f: dict[str, float], b: Budget) -> float:
@@ -147,7 +139,7 @@ def pick_trial(study: optuna.Study, expr: str) -> FrozenTrial:
     """The trial of ``study`` that best meets ``expr``; raises :class:`ExportError` naming the nearest
     three candidates when none qualifies."""
     budget = parse_pick(expr)
-    candidates = [t for t in study.get_trials(deepcopy=False) if _shippable(t) and feasible(t)]
+    candidates = [t for t in study.get_trials(deepcopy=False) if record.is_full(t) and record.feasible(t)]
     if not candidates:
         raise ExportError(
             f"study '{study.study_name}' has no complete full-fidelity trial within its own constraints yet; "
@@ -173,14 +165,13 @@ def exportable_trial(study: optuna.Study, number: int) -> FrozenTrial:
         have = f"its trials are numbered 0–{max(t.number for t in trials)}" if trials else "it has no trials"
         raise ExportError(f"study '{study.study_name}' has no trial {number}; {have}")
     t = match[0]
-    ua = t.user_attrs
-    if t.state == TrialState.PRUNED and ua.get("fidelity") == "cheap":
+    r = record.read(t)
+    if t.state == TrialState.PRUNED and r.fidelity == "cheap":
         raise ExportError(
-            f"trial {number} was stopped at the cheap fidelity, before recovery ({ua.get('prune_reason', 'no reason stored')}); "
+            f"trial {number} was stopped at the cheap fidelity, before recovery ({r.prune_reason or 'no reason stored'}); "
             "it has no recovered model to export — choose a complete trial"
         )
     if t.state != TrialState.COMPLETE:
-        reason = ua.get("fail_reason") or ua.get("prune_reason")
         state = {
             TrialState.RUNNING: "is still running",
             TrialState.WAITING: "is waiting to run",
@@ -188,10 +179,10 @@ def exportable_trial(study: optuna.Study, number: int) -> FrozenTrial:
             TrialState.PRUNED: "was pruned",
         }.get(t.state, f"is {t.state.name.lower()}")
         raise ExportError(
-            f"trial {number} {state}{f' ({reason})' if reason else ''}; only complete trials can be exported"
+            f"trial {number} {state}{f' ({r.reason})' if r.reason else ''}; only complete trials can be exported"
         )
-    if "plan" not in ua:
-        raise ExportError(f"trial {number} has no stored plan; it was not made by autocompress")
-    if ua.get("fidelity", "full") != "full":
-        raise ExportError(f"trial {number} was scored at the '{ua.get('fidelity')}' fidelity; only full-fidelity trials can be exported")
+    if r.plan is None:
+        raise ExportError(f"trial {number} has no stored plan this version can read; it was not made by autocompress")
+    if r.fidelity not in (None, "full"):
+        raise ExportError(f"trial {number} was scored at the '{r.fidelity}' fidelity; only full-fidelity trials can be exported")
     return t

@@ -1,7 +1,7 @@
 """Export one trial: rebuild its model from the plan, write the directory, and prove it is the same model.
 
-The rebuild follows the trial exactly (the study's cached teacher → ``apply_structure_`` with the
-study's importance scores → the same seeded distillation → ``apply_bits_``), and is checked
+The rebuild is the trial's own call, :func:`autocompress.build.candidate` on the study's cached
+teacher (structure by the study's importance scores → the same seeded distillation → bit-widths), and is checked
 against the trial before anything is written: its accuracy on the eval split must be within
 :data:`REBUILD_TOLERANCE_PT` of the stored one (distillation is seeded; on the same host and
 library versions the rebuild is bit-exact, elsewhere floating-point order may move a few
@@ -15,13 +15,14 @@ Everything is written to a temporary sibling directory that becomes ``out_dir`` 
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
+import inspect
 import json
 import logging
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,24 @@ from typing import Any
 import optuna
 import torch
 from torch import nn
+from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
+from autocompress import build, record
+from autocompress.batches import Encoded
+from autocompress.config import StudyConfig
 from autocompress.errors import ExportError
+from autocompress.evaluate import accuracy, predict_logits
+from autocompress.export.onnx_model import OnnxRunner, export_onnx, require_onnx
+from autocompress.export.pick import exportable_trial
+from autocompress.export.saved import FORMAT_VERSION, load, save_student
+from autocompress.latency.measure import ProfileLatency, compute_lock, example_inputs, host_info, measure_pair
+from autocompress.latency.profile import DeviceProfile
+from autocompress.models import load_tokenizer
 from autocompress.plan import CompressionPlan
+from autocompress.shared import artifact_store_for, fetch_shared_cache
+from autocompress.study.storage import stored_config
+from autocompress.teacher import cache_entry, is_cached
+from autocompress.workbench import Workbench, prepare
 
 __all__ = [
     "REBUILD_TOLERANCE_PT",
@@ -84,7 +100,7 @@ class ExportResult:
 
 
 # ------------------------------------------------------------------------------------------ workbench
-def _export_config(cfg: Any) -> Any:
+def _export_config(cfg: StudyConfig) -> StudyConfig:
     """The study config without what an export does not need: predicted or GPU profiles (no
     calibration, no CUDA), and without reported profiles. Teacher, data and importance are unchanged."""
     profile = cfg.profile
@@ -93,46 +109,32 @@ def _export_config(cfg: Any) -> Any:
     return cfg.model_copy(update={"profile": profile, "report_profiles": ()})
 
 
-def _workbench(study: optuna.Study, cfg: Any, cache_dir: Path, storage_url: str | None) -> Any:
+def _workbench(study: optuna.Study, cfg: StudyConfig, cache_dir: Path, storage_url: str | None) -> Workbench:
     """The study's workbench from its cached teacher; refuses to fine-tune a new teacher.
 
     A teacher fine-tuned again would not be the one the trials were distilled from (unless the
     model is used as it is, ``model.finetuned``, which is cheap and exact to redo).
     """
-    from autocompress.objective import prepare
-    from autocompress.shared import artifact_store_for, fetch_shared_cache
-    from autocompress.teacher import teacher_fingerprint
-
     cache_dir = Path(cache_dir)
     if storage_url is not None:
         store = artifact_store_for(storage_url)
         if store is not None:  # a shared study: its teacher is in its database
             cache_dir.mkdir(parents=True, exist_ok=True)
             fetch_shared_cache(study, store, cache_dir)
-    entry = cache_dir / f"teacher-{teacher_fingerprint(cfg)}"
-    if not (entry / "autocompress-teacher.json").is_file() and not cfg.model.finetuned:
+    if not is_cached(cfg, cache_dir) and not cfg.model.finetuned:
         raise ExportError(
-            f"the fine-tuned teacher of study '{study.study_name}' is not in {entry}; its trials were distilled "
+            f"the fine-tuned teacher of study '{study.study_name}' is not in {cache_entry(cfg, cache_dir)}; its trials were distilled "
             "from it and a teacher fine-tuned again would differ. Give --cache-dir the cache the study used "
             "(copy studies/cache from the machine that ran it)"
         )
     return prepare(_export_config(cfg), cache_dir)
 
 
-def rebuild(bench: Any, plan: CompressionPlan) -> tuple[nn.Module, nn.Module, bool]:
-    """``(float student, trial model, recovered)`` for ``plan``, built as the study built it; the
-    float student from before quantisation is what the export stores."""
-    from autocompress.objective import Objective
-    from autocompress.transforms import apply_bits_
-
-    student, facts = Objective(bench).build_float(plan)
-    model = copy.deepcopy(student)
-    apply_bits_(model, plan)
-    return student, model.eval(), bool(facts["recovered"])
-
-
 # ------------------------------------------------------------------------------------------ latency
-def _timed(model: Any, inputs: dict[str, torch.Tensor]) -> Any:
+Timed = nn.Module | OnnxRunner
+
+
+def _timed(model: Timed, inputs: dict[str, torch.Tensor]) -> nn.Module | Callable[[], Any]:
     """What ``measure_pair`` times: a model as it is, or an ONNX runner as a zero-argument call."""
     if isinstance(model, nn.Module):
         return model
@@ -140,12 +142,13 @@ def _timed(model: Any, inputs: dict[str, torch.Tensor]) -> Any:
     return lambda: model.run(feed)
 
 
-def _measure(profile: Any, chain: list[tuple[str, Any]]) -> dict[str, Any]:
+def _measure(profile: DeviceProfile, chain: list[tuple[str, Timed]]) -> dict[str, ProfileLatency]:
     """Time each model of ``chain`` against the one before it (the first is the teacher), interleaved
     round by round on every profile shape; each result's baseline is the previous model."""
-    from autocompress.latency.measure import ProfileLatency, example_inputs, measure_pair
-
-    vocab = chain[0][1].config.vocab_size
+    teacher = chain[0][1]
+    if not isinstance(teacher, nn.Module):
+        raise TypeError("the chain starts with the teacher, a PyTorch model")
+    vocab = teacher.config.vocab_size
     out = {}
     for (_, baseline), (label, candidate) in zip(chain, chain[1:]):
         per_shape = []
@@ -178,33 +181,30 @@ def export_trial(
     ``cache_dir`` holds the study's fine-tuned teacher; ``storage_url`` lets a shared
     (PostgreSQL) study's teacher be fetched from its database. Nothing in the study changes.
     """
-    from autocompress.evaluate import accuracy, predict_logits
-    from autocompress.export.pick import exportable_trial
-    from autocompress.latency.measure import compute_lock
-    from autocompress.export.saved import load, save_student
-    from autocompress.models import load_tokenizer
-    from autocompress.report.collect import feasible
-    from autocompress.study import stored_config
-
     out_dir = Path(out_dir)
     trial = exportable_trial(study, trial_number)
     _check_out_dir(out_dir)
     if onnx:
-        from autocompress.export.onnx_model import require_onnx
-
         require_onnx()
     cfg = stored_config(study)
-    plan = CompressionPlan.from_dict(trial.user_attrs["plan"])
+    stored_record = record.read(trial)
+    plan = stored_record.plan
+    if plan is None:
+        raise ExportError(f"trial {trial.number}'s stored plan cannot be read by this version of autocompress")
     bench = _workbench(study, cfg, Path(cache_dir), storage_url)
     notes: list[str] = []
-    if not feasible(trial):
+    if not record.feasible(trial):
         notes.append(f"trial {trial.number} is outside the study's accuracy-drop budget (it is not on the feasible front)")
 
-    student, model, recovered = rebuild(bench, plan)
+    built = build.candidate(bench, plan, keep_float=True)  # the trial's own builder
+    model, recovered = built.model, built.recovered
+    student = built.float_model
+    if student is None:
+        raise RuntimeError("build.candidate(keep_float=True) returns the float model")
     with compute_lock():  # a local study's latency measurement never overlaps this
         logits = predict_logits(model, bench.eval)
     rebuilt = 100 * accuracy(logits, bench.eval.labels).value
-    stored = 100 * float((trial.user_attrs.get("accuracy") or {}).get("value", math.nan))
+    stored = 100 * stored_record.accuracy.value if stored_record.accuracy is not None else math.nan
     if not abs(rebuilt - stored) <= REBUILD_TOLERANCE_PT:
         raise ExportError(
             f"the rebuilt model of trial {trial.number} scores {rebuilt:.2f}% on the eval split but the trial "
@@ -234,7 +234,7 @@ def export_trial(
             notes.append("pruned heads, uneven FFN widths or quantised layers: load it with autocompress.load(DIR)")
 
         profile = _export_config(cfg).profile
-        chain: list[tuple[str, Any]] = [("teacher", bench.teacher.model), ("export (PyTorch)", loaded)]
+        chain: list[tuple[str, Timed]] = [("teacher", bench.teacher.model), ("export (PyTorch)", loaded)]
         onnx_acc = agreement = None
         onnx_info: dict[str, Any] | None = None
         if onnx:
@@ -251,14 +251,14 @@ def export_trial(
             if plan.head_bits == 8:
                 notes.append("the classifier head stays float in model.onnx (ONNX Runtime quantises MatMul, not Gemm)")
         measured = _measure(profile, chain)
-        rows = (_stored_row(trial, cfg), *_rows(measured))
+        rows = (_stored_row(stored_record, cfg), *_rows(measured))
 
         result = ExportResult(
             directory=out_dir, study=study.study_name, trial=trial.number, plan_summary=plan.describe(),
             plain_hf=plain, trial_accuracy=stored, rebuilt_accuracy=rebuilt, torch_max_logit_diff=diff,
             onnx_accuracy=onnx_acc, onnx_agreement=agreement, latency=rows, notes=tuple(notes),
         )
-        metrics = _metrics(study, trial, cfg, bench, result, recovered, profile, onnx_info, measured)
+        metrics = _metrics(study, trial.number, stored_record, cfg, bench, result, recovered, profile, onnx_info, measured)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above)
@@ -270,13 +270,8 @@ def export_trial(
     return result
 
 
-def _check_plain(directory: Path, logits: torch.Tensor, data: Any) -> None:
+def _check_plain(directory: Path, logits: torch.Tensor, data: Encoded) -> None:
     """Plain transformers must load ``directory`` into the same model."""
-    from transformers import AutoModelForSequenceClassification
-
-    from autocompress.evaluate import predict_logits
-    from autocompress.latency.measure import compute_lock
-
     plain = AutoModelForSequenceClassification.from_pretrained(directory).eval()
     with compute_lock():
         diff = (predict_logits(plain, data) - logits).abs().max().item()
@@ -285,12 +280,9 @@ def _check_plain(directory: Path, logits: torch.Tensor, data: Any) -> None:
 
 
 def _write_onnx(
-    directory: Path, student: nn.Module, plan: CompressionPlan, tokenizer: Any, bench: Any, logits: torch.Tensor, profile: Any
-) -> tuple[float, float, dict[str, Any], Any]:
-    from autocompress.evaluate import accuracy
-    from autocompress.export.onnx_model import OnnxRunner, export_onnx
-    from autocompress.latency.measure import compute_lock
-
+    directory: Path, student: nn.Module, plan: CompressionPlan, tokenizer: PreTrainedTokenizerBase, bench: Workbench,
+    logits: torch.Tensor, profile: DeviceProfile,
+) -> tuple[float, float, dict[str, Any], OnnxRunner]:
     accepted = set(_forward_args(student))
     names = [n for n in tokenizer.model_input_names if n in accepted]
     with compute_lock():
@@ -330,15 +322,11 @@ def onnx_tolerance(only_onnx_right: int, only_torch_right: int, n: int) -> tuple
 
 
 def _forward_args(model: nn.Module) -> list[str]:
-    import inspect
-
     return list(inspect.signature(model.forward).parameters)
 
 
-def _rows(measured: dict[str, Any]) -> list[LatencyRow]:
+def _rows(measured: dict[str, ProfileLatency]) -> list[LatencyRow]:
     """Rows with each model's speedup over the teacher: the product of the chain's ratios."""
-    from autocompress.latency.measure import host_info
-
     host = host_info()["host"]
     rows, speedup, previous = [], 1.0, "teacher"
     for label, lat in measured.items():
@@ -350,44 +338,42 @@ def _rows(measured: dict[str, Any]) -> list[LatencyRow]:
     return rows
 
 
-def _stored_row(trial: optuna.trial.FrozenTrial, cfg: Any) -> LatencyRow:
-    lat = trial.user_attrs.get("latency") or {}
-    host = (trial.user_attrs.get("host") or {}).get("host", "?")
-    kind = lat.get("kind", "measured")
+def _stored_row(stored: record.TrialRecord, cfg: StudyConfig) -> LatencyRow:
+    lat = stored.latency or {}
+    host = (stored.host or {}).get("host", "?")
+    kind = stored.latency_kind
     return LatencyRow(
-        "trial (stored)", lat.get("candidate_ms"), lat.get("baseline_ms"), trial.user_attrs.get("speedup"), kind,
+        "trial (stored)", lat.get("candidate_ms"), lat.get("baseline_ms"), stored.speedup, kind,
         host if kind == "measured" else f"profile {cfg.profile.name}",
     )
 
 
 def _metrics(
-    study: optuna.Study, trial: Any, cfg: Any, bench: Any, result: ExportResult, recovered: bool,
-    profile: Any, onnx_info: dict[str, Any] | None, measured: dict[str, Any],
+    study: optuna.Study, number: int, stored: record.TrialRecord, cfg: StudyConfig, bench: Workbench,
+    result: ExportResult, recovered: bool, profile: DeviceProfile, onnx_info: dict[str, Any] | None,
+    measured: dict[str, ProfileLatency],
 ) -> dict[str, Any]:
     """metrics.json: the trial's figures as the study stored them, and the export's own checks."""
-    from autocompress.export.saved import FORMAT_VERSION
-
-    ua = trial.user_attrs
     n_eval = len(bench.eval)
     return {
         "format_version": FORMAT_VERSION,
         "study": study.study_name,
-        "trial": trial.number,
+        "trial": number,
         "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "plan": result.plan_summary,
-        "simulated_bits": bool(ua.get("simulated", False)),
+        "simulated_bits": stored.simulated,
         "plain_hf_loadable": result.plain_hf,
         "trial_figures": {
-            "baseline": ua.get("baseline"),
-            "accuracy": ua.get("accuracy"),
-            "metric": ua.get("metric"),
-            "accuracy_drop_pt": ua.get("accuracy_drop"),
+            "baseline": stored.baseline,
+            "accuracy": stored.accuracy.to_dict() if stored.accuracy else None,
+            "metric": stored.metric.to_dict() if stored.metric else None,
+            "accuracy_drop_pt": stored.accuracy_drop,
             "teacher_accuracy": bench.teacher.eval_accuracy.to_dict(),
-            "latency": ua.get("latency"),
-            "speedup": ua.get("speedup"),
-            "size": ua.get("size"),
-            "host": ua.get("host"),
-            "recovery": ua.get("recovery"),
+            "latency": stored.latency,
+            "speedup": stored.speedup,
+            "size": stored.size,
+            "host": stored.host,
+            "recovery": stored.recovery,
         },
         "how_measured": {
             "accuracy": f"top-1 accuracy on the study's eval split ({n_eval} examples, task '{cfg.task.source}', "

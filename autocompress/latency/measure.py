@@ -30,6 +30,7 @@ from torch import nn
 from autocompress.errors import LatencyError
 from autocompress.latency.profile import DeviceProfile
 from autocompress.locks import exclusive_lock, shared_lock
+from autocompress.models import adapter_for_config
 
 __all__ = [
     "LatencyResult",
@@ -302,8 +303,6 @@ def check_profile_fits(profile: DeviceProfile, model_config: Any) -> None:
     ``model_config`` is the teacher's Hugging Face config. The activation estimate is a floor
     (one layer's hidden states, FFN activations and attention scores at a time).
     """
-    from autocompress.models import adapter_for_config
-
     adapter = adapter_for_config(model_config)
     max_pos = adapter.max_tokens(model_config)
     arch = adapter.config_info(model_config)

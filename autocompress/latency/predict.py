@@ -40,6 +40,7 @@ from autocompress.latency.measure import ProfileLatency, example_inputs, host_in
 from autocompress.latency.profile import DeviceProfile
 from autocompress.locks import file_lock
 from autocompress.plan import CompressionPlan, LayerPlan
+from autocompress.models import arch_info
 
 __all__ = [
     "CALIBRATION_VERSION",
@@ -306,8 +307,6 @@ def cached_calibration(
     calibrates once on each of them, and the model family as well as its shape: a RoBERTa and a
     BERT of the same size run different code (position ids, activation) and get their own model.
     """
-    from autocompress.models import arch_info
-
     host = host_info()
     arch = arch_info(model)
     key_src = json.dumps(

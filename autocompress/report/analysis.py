@@ -1,8 +1,8 @@
 """What the report concludes from the trials: best candidates at accuracy budgets, hypervolume
 history, the front's progress over time, and parameter importance (plain data, no plotting).
 
-Pareto dominance and hypervolume come from Optuna (``optuna.study._multi_objective`` and
-``optuna._hypervolume``), importance from Optuna's PED-ANOVA evaluator.
+Pareto dominance and hypervolume come from Optuna (through :mod:`autocompress.compat`), importance
+from Optuna's PED-ANOVA evaluator.
 """
 
 from __future__ import annotations
@@ -11,14 +11,12 @@ import logging
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-if TYPE_CHECKING:
-    from autocompress.report.collect import TrialRow
+from autocompress import compat
+from autocompress.report.rows import TrialRow
 
 __all__ = [
     "BUDGETS",
@@ -49,13 +47,10 @@ _REFERENCE_MARGIN = 1.1
 
 def pareto_mask(points: Sequence[Sequence[float]], maximize: Sequence[bool]) -> list[bool]:
     """Which points no other point dominates (Optuna's non-domination test)."""
-    from optuna.study._multi_objective import _is_pareto_front
-
     if not points:
         return []
     signs = np.array([-1.0 if m else 1.0 for m in maximize])
-    loss = np.asarray(points, dtype=float) * signs
-    return [bool(x) for x in _is_pareto_front(loss, assume_unique_lexsorted=False)]
+    return compat.pareto_mask((np.asarray(points, dtype=float) * signs).tolist())
 
 
 def best_within(rows: Iterable[TrialRow], budget: float, key: str = "speedup") -> TrialRow | None:
@@ -119,8 +114,6 @@ def hypervolume_history(
 ) -> HypervolumeHistory | None:
     """The hypervolume history of ``(trial number, (accuracy %, latency ratio, size MB))`` points
     (the feasible complete trials), or ``None`` when there are none."""
-    from optuna._hypervolume import compute_hypervolume
-
     pts = sorted((n, tuple(v)) for n, v in points if len(v) == 3)
     if not pts:
         return None
@@ -136,7 +129,7 @@ def hypervolume_history(
         if not (loss[0] >= reference).any() and not (front <= loss).all(axis=1).any():
             front = np.vstack([front, loss])
             front = front[pareto_mask(front.tolist(), [False, False, False])]
-            hv = compute_hypervolume(front, reference, assume_pareto=True) / box
+            hv = compat.hypervolume(front, reference, assume_pareto=True) / box
         trials.append(number)
         values.append(float(hv))
     return HypervolumeHistory(reference=(0.0, ref_latency, ref_size), trials=trials, values=values)

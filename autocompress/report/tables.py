@@ -18,6 +18,7 @@ import yaml
 
 from autocompress.errors import AutocompressError
 from autocompress.report.collect import ReportInfo, TrialRow
+from autocompress.study.storage import default_storage
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -137,8 +138,6 @@ def write_table(info: ReportInfo, path: Path, fmt: str) -> Path:
 
 def export_command(info: ReportInfo, trial: int) -> str:
     """The shell command that rebuilds and exports ``trial``'s model."""
-    from autocompress.study import default_storage
-
     name = info.study_name
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip("-.") or "study"
     cmd = f"autocompress export {shlex.quote(name)} --trial {trial} -o {shlex.quote(f'exports/{safe}-trial-{trial}')}"

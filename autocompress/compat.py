@@ -1,0 +1,123 @@
+"""Every use of Optuna's internals, in one place, each with why no public API serves.
+
+Checked against the Optuna versions ``pyproject.toml`` allows (``tests/test_compat.py`` runs on the
+installed one; ``pytest -m slow tests/test_compat.py`` also runs it on the oldest allowed release
+in a fresh virtual environment). Where Optuna has a public call, the code uses it instead: trial
+states come from ``RDBStorage.get_all_trials``, study ids from ``get_study_id_from_name``, a
+retried trial's history from ``RetryFailedTrialCallback``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import optuna
+import sqlalchemy as sa
+from optuna.storages import RetryFailedTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = [
+    "backing_storage",
+    "pareto_mask",
+    "hypervolume",
+    "queued_params",
+    "retry_system_attrs",
+    "running_without_heartbeat",
+    "stale_trial_hook",
+]
+
+
+def backing_storage(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage the study was opened on, without Optuna's per-process trial cache.
+
+    Private: Optuna wraps an ``RDBStorage`` in ``_CachedStorage`` (``study._storage._backend``),
+    whose cache can miss a running trial that another worker created; a trial budget counted
+    across workers must read the database itself, and no public accessor returns it.
+    """
+    storage = study._storage  # no public accessor
+    return getattr(storage, "_backend", storage)  # _CachedStorage keeps the RDBStorage here
+
+
+def pareto_mask(losses: Sequence[Sequence[float]]) -> list[bool]:
+    """Which rows of ``losses`` (to minimise) are on the Pareto front (duplicates stay on it).
+
+    Private: ``optuna.study._multi_objective._is_pareto_front``; the public ``study.best_trials``
+    only works on a study's own trials, not on a view's points.
+    """
+    from optuna.study._multi_objective import _is_pareto_front
+
+    if not losses:
+        return []
+    return [bool(v) for v in _is_pareto_front(np.asarray(losses, dtype=float), assume_unique_lexsorted=False)]
+
+
+def hypervolume(points: np.ndarray, reference: np.ndarray, *, assume_pareto: bool = False) -> float:
+    """Hypervolume of ``points`` (losses) up to ``reference``: Optuna's WFG implementation.
+
+    Private: ``optuna._hypervolume.compute_hypervolume``; Optuna's public hypervolume is only the
+    plot (``plot_hypervolume_history``), not the number.
+    """
+    from optuna._hypervolume import compute_hypervolume
+
+    if len(points) == 0:
+        return 0.0
+    return float(compute_hypervolume(points, reference, assume_pareto=assume_pareto))
+
+
+def queued_params(trial: FrozenTrial) -> dict[str, Any]:
+    """The parameters a trial was queued with (``enqueue_trial``), or its parameters once it ran.
+
+    Private: a waiting trial's parameters are the ``fixed_params`` system attribute that
+    ``enqueue_trial`` writes; ``trial.params`` stays empty until it runs.
+    """
+    return dict(trial.system_attrs.get("fixed_params", trial.params))
+
+
+def retry_system_attrs(trial: FrozenTrial) -> dict[str, Any]:
+    """System attributes for a retry of ``trial`` that ``RetryFailedTrialCallback.retried_trial_number``
+    and ``retry_history`` (public) read back.
+
+    Private: the key names are those ``RetryFailedTrialCallback`` writes; it has no public way to
+    queue a retry with other user attributes (it copies all of them, half-written metrics included).
+    """
+    with warnings.catch_warnings():  # experimental since Optuna 3.0, still there in 5.x
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        history = [*RetryFailedTrialCallback.retry_history(trial), trial.number]
+    return {"failed_trial": trial.number, "retry_history": history}
+
+
+def running_without_heartbeat(storage: optuna.storages.BaseStorage, study_id: int, started_before: datetime) -> list[tuple[int, int]]:
+    """``(trial_id, number)`` of the study's running trials, started before ``started_before``
+    (naive UTC), that never recorded a heartbeat; ``[]`` for a storage without heartbeats.
+
+    Private: Optuna's tables (``optuna.storages._rdb.models``). ``fail_stale_trials`` only sees
+    trials with a heartbeat on record, and no public call lists the others.
+    """
+    engine = getattr(storage, "engine", None)
+    if engine is None:
+        return []
+    from optuna.storages._rdb.models import TrialHeartbeatModel, TrialModel
+
+    query = sa.select(TrialModel.trial_id, TrialModel.number).where(
+        TrialModel.study_id == study_id,
+        TrialModel.state == TrialState.RUNNING,
+        TrialModel.__table__.c.datetime_start < started_before,  # the column, whatever its ORM attribute is called
+        ~sa.exists().where(TrialHeartbeatModel.trial_id == TrialModel.trial_id),
+    )
+    with engine.connect() as conn:
+        return [(int(a), int(b)) for a, b in conn.execute(query)]
+
+
+def stale_trial_hook() -> str:
+    """The ``RDBStorage`` argument that takes the callback for a trial whose heartbeat stopped.
+
+    Public, but renamed: ``failed_trial_callback`` became ``heartbeat_stale_trial_callback`` in
+    Optuna 4.9; this returns the name the installed Optuna takes.
+    """
+    params = inspect.signature(optuna.storages.RDBStorage).parameters
+    return "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"

@@ -1,0 +1,151 @@
+"""A stored trial as one report row: plain data read through the trial record, easy to test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from autocompress import record
+
+__all__ = ["ProfileFigure", "TrialRow", "trial_row"]
+
+
+@dataclass(frozen=True)
+class ProfileFigure:
+    """A trial's latency on one device profile, as stored by the objective."""
+
+    kind: str  # "measured" (timed on the host, interleaved with the teacher) or "predicted" (cost model)
+    speedup: float
+    speedup_low: float | None = None  # measured: from the ratio's IQR; predicted: minus the fit error
+    speedup_high: float | None = None
+    candidate_ms: float | None = None
+    baseline_ms: float | None = None
+    noisy: bool = False
+    host_prediction: float | None = None  # measured only: the cost model's speedup for this host
+    fit_error: float | None = None  # the cost model's median relative error on this host's measurements
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    number: int
+    state: str  # COMPLETE, FAIL, PRUNED, RUNNING, WAITING
+    accuracy: float | None  # % (the task metric: accuracy or macro-F1)
+    accuracy_ci: tuple[float, float] | None  # % (95 % bootstrap)
+    accuracy_drop: float | None  # points below the teacher
+    speedup: float | None  # teacher latency / candidate latency, same host, interleaved
+    latency_ms: float | None
+    baseline_ms: float | None  # the teacher's latency in the same interleaved rounds
+    latency_iqr_ms: float | None
+    noisy: bool
+    size_mb: float | None
+    size_ratio: float | None
+    plan: dict[str, Any] | None
+    plan_summary: str
+    baseline: str | None  # name of a seeded uniform baseline
+    simulated: bool
+    feasible: bool
+    on_front: bool
+    fail_reason: str | None  # why it failed, or why it was pruned at the cheap fidelity
+    fidelity: str | None  # "full", or "cheap" for a trial stopped before recovery
+    duration_s: float | None
+    latency_kind: str = "measured"  # of the objective's profile: "measured" or "predicted"
+    profile_latency: dict[str, ProfileFigure] = field(default_factory=dict)  # every profile's figures, by name
+    host: str | None = None  # where the measured figures come from
+    values: tuple[float, ...] | None = None  # the objective values Optuna holds (complete trials)
+    params: dict[str, Any] = field(default_factory=dict)
+    started: datetime | None = None
+    completed: datetime | None = None
+    test_accuracy: float | None = None  # % on the held-out test split, when the task has one
+
+    @property
+    def profile_speedups(self) -> dict[str, float]:
+        return {name: p.speedup for name, p in self.profile_latency.items()}
+
+    @property
+    def complete(self) -> bool:
+        return self.state == "COMPLETE" and self.accuracy is not None
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _profile_figure(d: dict[str, Any]) -> ProfileFigure | None:
+    """One profile's stored latency record (see ``ProfileLatency.to_dict``) as report data."""
+    speedup = _num(d.get("speedup"))
+    if speedup is None and _num(d.get("ratio")):
+        speedup = 1.0 / d["ratio"]
+    if speedup is None:
+        return None
+    kind = str(d.get("kind", "measured"))
+    low = high = None
+    fit_error = _num(d.get("fit_error"))
+    iqr = d.get("ratio_iqr")
+    if kind == "measured" and isinstance(iqr, list) and len(iqr) == 2 and all(_num(q) for q in iqr):
+        low, high = 1.0 / max(iqr), 1.0 / min(iqr)  # speedup = 1 / ratio: the quartiles swap
+    elif kind == "predicted" and fit_error is not None:
+        low, high = speedup * (1 - fit_error), speedup * (1 + fit_error)
+    host_pred = d.get("host_prediction") or {}
+    return ProfileFigure(
+        kind=kind,
+        speedup=speedup,
+        speedup_low=low,
+        speedup_high=high,
+        candidate_ms=_num(d.get("candidate_ms")),
+        baseline_ms=_num(d.get("baseline_ms")),
+        noisy=bool(d.get("noisy", False)),
+        host_prediction=_num(host_pred.get("speedup")),
+        fit_error=fit_error,
+    )
+
+
+def trial_row(t: optuna.trial.FrozenTrial, front: set[int]) -> TrialRow:
+    """``t`` as a report row; ``front`` holds the numbers of the trials on the Pareto front."""
+    r = record.read(t)
+    score = r.score
+    lat = r.latency or {}
+    done = t.state == TrialState.COMPLETE and t.values is not None
+    values = tuple(t.values) if done else None
+    speedup = r.speedup
+    if speedup is None and values and len(values) > 1 and values[1] > 0:
+        speedup = 1.0 / values[1]  # the objective value is the latency ratio
+    duration = (
+        (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+    )
+    profiles = {name: fig for name, stored in r.latencies.items() if (fig := _profile_figure(stored)) is not None}
+    test = r.test_metric or r.test_accuracy
+    return TrialRow(
+        number=t.number,
+        state=t.state.name,
+        accuracy=values[0] if values else None,
+        accuracy_ci=(100 * score.ci_low, 100 * score.ci_high) if score is not None else None,
+        accuracy_drop=r.accuracy_drop,
+        speedup=speedup,
+        latency_ms=_num(lat.get("candidate_ms")),
+        baseline_ms=_num(lat.get("baseline_ms")),
+        latency_iqr_ms=_num(lat.get("candidate_iqr_ms")),
+        noisy=bool(lat.get("noisy", False)),
+        size_mb=values[2] if values and len(values) > 2 else _num((r.size or {}).get("megabytes")),
+        size_ratio=r.size_ratio,
+        plan=r.plan.to_dict() if r.plan is not None else None,
+        plan_summary=r.plan_summary,
+        baseline=r.baseline,
+        simulated=r.simulated,
+        feasible=record.feasible(t),
+        on_front=t.number in front,
+        fail_reason=r.reason,
+        fidelity=r.fidelity,
+        duration_s=duration,
+        latency_kind=r.latency_kind,
+        profile_latency=profiles,
+        host=(r.host or {}).get("host"),
+        values=values,
+        params=dict(t.params),
+        started=t.datetime_start,
+        completed=t.datetime_complete,
+        test_accuracy=None if test is None else 100 * test.value,
+    )

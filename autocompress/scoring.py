@@ -1,0 +1,135 @@
+"""A candidate's figures against the teacher: task metrics on the eval split, latency on every
+profile and size. Pure functions of the workbench and the model; the trial records what they return.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from autocompress.evaluate import Accuracy, Metric, Size, accuracy, metric, model_size, predict_logits
+from autocompress.latency.measure import ProfileLatency, compute_lock, measure_profile
+from autocompress.latency.predict import predict_ms, predict_profile
+from autocompress.latency.profile import DeviceProfile
+from autocompress.plan import CompressionPlan
+from autocompress.transforms import simulated_widths
+from autocompress.workbench import Workbench
+
+__all__ = ["Evaluation", "HeldOut", "Measurement", "evaluate", "held_out", "measure", "screen"]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Latency against the teacher on every profile (the objective's first) and size."""
+
+    objective: ProfileLatency  # on the study's latency profile
+    records: dict[str, dict[str, Any]]  # every profile's stored form, by name (with the cost model's facts)
+    size: Size
+    size_ratio: float  # effective bytes / the teacher's
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The candidate's task figures on the eval split."""
+
+    accuracy: Accuracy
+    metric: Metric  # task.metric: the first objective
+    drop: float  # points of the metric below the teacher
+    teacher_agreement: float  # fraction of predictions equal to the teacher's
+
+    @property
+    def percent(self) -> float:
+        return 100 * self.metric.value
+
+
+def measure(bench: Workbench, model: nn.Module, plan: CompressionPlan) -> Measurement:
+    """Time (or predict) ``model`` against the teacher on every profile of the study, and size it."""
+    cfg = bench.config
+    lats: dict[str, ProfileLatency] = {}
+    for profile in cfg.all_profiles:
+        if profile.predicted:
+            if bench.calibration is None:
+                raise RuntimeError("a predicted profile needs the latency calibration; prepare() makes it")
+            lats[profile.name] = predict_profile(bench.teacher.model, model, profile, bench.calibration)
+        else:
+            lats[profile.name] = measure_profile(
+                bench.teacher.model, model, profile, vocab_size=bench.teacher.model.config.vocab_size
+            )
+    records = {name: v.to_dict() for name, v in lats.items()}
+    if bench.calibration is not None:  # what the report needs to judge the cost model against measurements
+        for profile in cfg.all_profiles:
+            records[profile.name].update(_prediction_facts(bench, model, profile))
+    size = model_size(model, simulated_widths(model, plan))
+    return Measurement(
+        objective=lats[cfg.profile.name],
+        records=records,
+        size=size,
+        size_ratio=size.effective_bytes / bench.teacher_size.effective_bytes,
+    )
+
+
+def screen(bench: Workbench, model: nn.Module) -> Metric:
+    """The task metric on the first ``fidelity.cheap_eval_size`` eval examples (the cheap fidelity)."""
+    cfg = bench.config
+    subset = bench.eval.head(cfg.fidelity.cheap_eval_size)
+    with compute_lock():
+        logits = predict_logits(model.eval(), subset)
+    return metric(cfg.task.metric, logits, subset.labels)
+
+
+def evaluate(bench: Workbench, model: nn.Module) -> Evaluation:
+    """The task metric, accuracy and agreement with the teacher on the eval split."""
+    cfg = bench.config
+    with compute_lock():
+        logits = predict_logits(model, bench.eval)
+    score = metric(cfg.task.metric, logits, bench.eval.labels)
+    return Evaluation(
+        accuracy=accuracy(logits, bench.eval.labels),
+        metric=score,
+        drop=100 * bench.teacher_metric.value - 100 * score.value,
+        teacher_agreement=(logits.argmax(-1) == bench.teacher.eval_logits.argmax(-1)).float().mean().item(),
+    )
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The candidate on the held-out test split: reported, never optimised on."""
+
+    metric: Metric
+    accuracy: Accuracy
+
+
+def held_out(bench: Workbench, model: nn.Module) -> HeldOut | None:
+    """The test split's figures, or ``None`` when the task has no test split."""
+    if bench.test is None:
+        return None
+    with compute_lock():
+        logits = predict_logits(model, bench.test)
+    return HeldOut(metric(bench.config.task.metric, logits, bench.test.labels), accuracy(logits, bench.test.labels))
+
+
+def _prediction_facts(bench: Workbench, model: nn.Module, profile: DeviceProfile) -> dict[str, Any]:
+    """The cost model's fit error, and for a measured CPU profile at the calibration's thread
+    count its prediction for this host (``host_prediction``), to set against the measurement."""
+    cal = bench.calibration
+    if cal is None:
+        return {}
+    facts: dict[str, Any] = {"fit_error": cal.fit_median_error}
+    if profile.predicted or profile.device != "cpu" or profile.threads != cal.peaks.threads:
+        return facts
+    teacher = bench.teacher.model
+    ratios, cand = [], []
+    for bs, seq in profile.shapes:
+        base_ms = predict_ms(teacher, cal, bs, seq)
+        cand.append(predict_ms(model, cal, bs, seq))
+        ratios.append(cand[-1] / base_ms)
+    ratio = math.exp(sum(math.log(r) for r in ratios) / len(ratios))  # as measure_profile combines shapes
+    facts["host_prediction"] = {
+        "ratio": ratio,
+        "speedup": 1.0 / ratio,
+        "candidate_ms": math.exp(sum(math.log(c) for c in cand) / len(cand)),
+    }
+    return facts

@@ -1,0 +1,101 @@
+"""Creating a study, or continuing one that exists: its config checked, its teacher and baselines recorded once."""
+
+from __future__ import annotations
+
+import optuna
+
+from autocompress import record
+from autocompress.config import StudyConfig, parse_config
+from autocompress.errors import ConfigError
+from autocompress.objective import OBJECTIVES
+from autocompress.space import baseline_plans
+from autocompress.study.storage import open_storage
+from autocompress.urls import sqlite_path
+from autocompress.workbench import Workbench
+
+__all__ = ["STUDY_SCHEMA_VERSION", "check_can_continue", "create_or_load", "record_teacher"]
+
+#: version of what a study (not a trial) stores: config, teacher, objectives
+STUDY_SCHEMA_VERSION = 1
+#: the settings a continued study must share with the stored config (old and new trials compare)
+_FIXED = ("model", "task", "teacher", "recovery", "pruning", "profile", "space", "objectives")
+
+
+def check_can_continue(cfg: StudyConfig, url: str, name: str) -> bool:
+    """Whether study ``name`` already exists at ``url``; raises if ``cfg`` cannot continue it.
+
+    Continuing refuses a config whose model, task, teacher, recovery, pruning, profile, space or
+    objectives differ from the stored one: old and new trials would not be comparable.
+    Creates nothing (a missing SQLite file simply means the study does not exist yet).
+    """
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        return False
+    try:
+        existing = optuna.load_study(study_name=name, storage=open_storage(url))
+    except KeyError:
+        return False
+    stored = existing.user_attrs.get("config") or {}
+    try:  # a study stored before a setting existed has it at its default
+        stored = parse_config(stored).to_dict()
+    except ConfigError:
+        pass
+    new = cfg.to_dict()
+    changed = [k for k in _FIXED if stored.get(k) != new.get(k)]
+    if changed:
+        raise ConfigError(
+            f"study '{name}' already exists with different {', '.join(changed)} settings; "
+            "run it with its original file, or give a new name with --study",
+            key=changed[0],
+        )
+    return True
+
+
+def create_or_load(
+    cfg: StudyConfig, storage: optuna.storages.BaseStorage, name: str, bench: Workbench | None = None
+) -> optuna.Study:
+    """Create the study or continue the one of that name; with ``bench``, also :func:`record_teacher`.
+
+    Call :func:`check_can_continue` first: this function does not compare configs. Several
+    workers may call it at once: the one that loses the race to create loads the winner's study.
+    """
+    directions = [d for _, d in OBJECTIVES]
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        try:
+            study = optuna.create_study(study_name=name, storage=storage, directions=directions)
+        except optuna.exceptions.DuplicatedStudyError:
+            study = optuna.load_study(study_name=name, storage=storage)
+        else:
+            study.set_metric_names([n for n, _ in OBJECTIVES])
+            study.set_user_attr("config", cfg.to_dict())
+            study.set_user_attr(
+                "autocompress", {"objectives": [list(o) for o in OBJECTIVES], "schema_version": STUDY_SCHEMA_VERSION}
+            )
+    if bench is not None:
+        record_teacher(study, bench)
+    return study
+
+
+def record_teacher(study: optuna.Study, bench: Workbench) -> None:
+    """Store the teacher's figures and enqueue the uniform baselines, once per study."""
+    if "teacher" in study.user_attrs:
+        return
+    cfg = bench.config
+    study.set_user_attr(
+        "teacher",
+        {
+            "fingerprint": bench.teacher.fingerprint,
+            "accuracy": bench.teacher.eval_accuracy.to_dict(),
+            "metric": bench.teacher_metric.to_dict(),  # task.metric on the eval split: what drops are measured from
+            "test_metric": bench.teacher_test.to_dict() if bench.teacher_test else None,  # held-out, reported only
+            "size": bench.teacher_size.to_dict(),
+            "fine_tune_seconds": bench.teacher.fine_tune_seconds,
+            "arch": vars(bench.arch),
+            "labels": bench.task.label_names,
+        },
+    )
+    if cfg.search.seed_baselines:
+        for label, params in baseline_plans(cfg.space, bench.arch).items():
+            study.enqueue_trial(params, user_attrs=record.queue_labels(baseline=label), skip_if_exists=True)

@@ -1,0 +1,121 @@
+"""Running a study end to end, as ``autocompress run`` and ``resume`` do: one call, progress told to a listener.
+
+Checks come first (model, space, token budget, data, an existing study's settings, the warm-start
+source), before minutes of teacher preparation; then the teacher is prepared (shared with the
+study's other workers), the warm-start plans queued, and trials run to the target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from autocompress.config import StudyConfig
+from autocompress.data import load_task
+from autocompress.evaluate import Metric
+from autocompress.models import arch_from_config, check_max_length, peek_config
+from autocompress.samplers import with_sampler
+from autocompress.space import check_space
+from autocompress.study.create import check_can_continue, create_or_load
+from autocompress.study.runner import RunResult, completed, run
+from autocompress.study.sharing import prepare_shared
+from autocompress.study.storage import DEFAULT_CACHE, load, open_storage, stored_config
+from autocompress.study.warm_start import WarmStart, open_warm_start_source, warm_start
+
+__all__ = ["StudyRequest", "StudyProgress", "StudyRun", "StudyInterrupted", "resume_request", "run_study"]
+
+
+@dataclass(frozen=True)
+class StudyRequest:
+    """What to run: a config, where its study lives, and how far to take it."""
+
+    config: StudyConfig
+    name: str  # the study's name in its storage
+    url: str  # the storage URL
+    trials: int  # complete trials to reach
+    timeout: float | None = None  # stop starting trials after this many seconds
+    cache_dir: Path = DEFAULT_CACHE  # where fine-tuned teachers are cached
+    config_file: str | None = None  # the YAML the config came from (named in errors)
+    warm_from: tuple[str, str] | None = None  # (study name, storage URL) to queue front plans from
+
+
+class StudyProgress:
+    """Told what a running study does; every method is optional (the base does nothing)."""
+
+    def started(self, request: StudyRequest) -> None:
+        """Checks passed; the teacher is being prepared."""
+
+    def teacher_step(self, step: int, total: int, loss: float) -> None:
+        """One step of the teacher's fine-tuning."""
+
+    def teacher_ready(self, metric: Metric, from_cache: bool, fine_tune_seconds: float) -> None:
+        """The teacher is ready: its task metric, whether it came from the cache, how long it trained."""
+
+    def warm_started(self, result: WarmStart) -> None:
+        """The warm-start source's front plans were queued (or skipped, with reasons)."""
+
+    def trials_started(self, study: optuna.Study, target: int) -> None:
+        """Trials begin; ``study`` already holds those of earlier runs."""
+
+    def trial_done(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """A trial ended (complete, stopped or failed)."""
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    study: optuna.Study
+    result: RunResult
+
+
+class StudyInterrupted(KeyboardInterrupt):
+    """Ctrl-C during the trials: the running trial was recorded as failed; the study can be resumed."""
+
+    def __init__(self, completed: int, target: int) -> None:
+        super().__init__(f"{completed}/{target} trials complete")
+        self.completed, self.target = completed, target
+
+
+def resume_request(
+    name: str, url: str, *, trials: int | None = None, timeout: float | None = None,
+    cache_dir: Path = DEFAULT_CACHE, sampler: str | None = None,
+) -> StudyRequest:
+    """The request that continues study ``name`` with its stored config, to ``trials`` or the target it
+    was run to."""
+    existing = load(name, open_storage(url, must_exist=True))
+    cfg = with_sampler(stored_config(existing), sampler)
+    target = trials or existing.user_attrs.get("target_trials") or cfg.search.trials
+    return StudyRequest(config=cfg, name=name, url=url, trials=int(target), timeout=timeout, cache_dir=cache_dir)
+
+
+def run_study(request: StudyRequest, progress: StudyProgress | None = None) -> StudyRun:
+    """Create or continue the study and run it to ``request.trials`` complete trials.
+
+    Raises :class:`StudyInterrupted` on Ctrl-C during the trials (what ran is stored), and an
+    :class:`~autocompress.errors.AutocompressError` for any input that cannot work, before
+    anything slow.
+    """
+    progress = progress or StudyProgress()
+    cfg, name, url = request.config, request.name, request.url
+    model_config = peek_config(cfg.model.source)
+    check_space(cfg.space, arch_from_config(model_config), file=request.config_file)
+    check_max_length(model_config, cfg.task.max_length)
+    task_data = load_task(cfg.task)
+    check_can_continue(cfg, url, name)  # before minutes of teacher preparation
+    source = open_warm_start_source(*request.warm_from, cfg) if request.warm_from else None
+    progress.started(request)
+    study = create_or_load(cfg, open_storage(url), name)
+    bench = prepare_shared(study, url, cfg, request.cache_dir, progress=progress.teacher_step,
+                           config_file=request.config_file, task=task_data)
+    progress.teacher_ready(bench.teacher_metric, bench.teacher.from_cache, bench.teacher.fine_tune_seconds)
+    study.set_user_attr("target_trials", request.trials)  # what `resume` aims for
+    if source is not None:
+        progress.warm_started(warm_start(study, source, bench))
+    progress.trials_started(study, request.trials)
+    try:
+        result = run(study, bench, n_trials=request.trials, timeout=request.timeout, callbacks=[progress.trial_done])
+    except KeyboardInterrupt:
+        raise StudyInterrupted(completed(study), request.trials) from None
+    return StudyRun(study, result)

@@ -1,0 +1,142 @@
+"""The study's runtime state in one process: data, tokenizer, the cached teacher and what is derived from it.
+
+:func:`prepare` builds a :class:`Workbench` once per process; every trial, export and benchmark
+builds its candidates from it (see :mod:`autocompress.build`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autocompress.batches import Encoded, encode
+from autocompress.config import StudyConfig
+from autocompress.data import Examples, TaskData, load_task
+from autocompress.distill import Progress
+from autocompress.evaluate import Metric, Size, metric, model_size, predict_logits
+from autocompress.importance import layer_importance, unit_importance
+from autocompress.latency.measure import check_profile_fits, host_info
+from autocompress.latency.predict import Calibration, cached_calibration
+from autocompress.models import ArchInfo, arch_info, check_max_length, load_tokenizer, peek_config
+from autocompress.space import check_space
+from autocompress.teacher import Teacher, cached_tensors, prepare_teacher
+from autocompress.transforms import Importance, apply_plan
+
+__all__ = ["Workbench", "prepare"]
+
+
+@dataclass
+class Workbench:
+    """Runtime state shared by every trial of a study in this process."""
+
+    config: StudyConfig
+    task: TaskData
+    train: Encoded
+    eval: Encoded
+    teacher: Teacher
+    arch: ArchInfo
+    teacher_size: Size
+    host: dict[str, Any]
+    calibration: Calibration | None  # this host's latency cost model, when a profile is predicted
+    transfer: Encoded  # distillation set: train examples, then teacher-labelled transfer examples
+    transfer_logits: torch.Tensor  # teacher logits on ``transfer``
+    importance: Importance  # head / FFN-neuron scores of the teacher, per layer
+    layer_ranking: list[float]  # calibration-loss increase when each layer alone is skipped
+    teacher_metric: Metric  # the teacher's task metric on the eval split (what drops are measured from)
+    test: Encoded | None = None  # held-out test examples, scored for full-fidelity trials only
+    teacher_test: Metric | None = None  # the teacher's task metric on ``test``
+
+
+def prepare(
+    cfg: StudyConfig,
+    cache_dir: Path,
+    progress: Progress | None = None,
+    config_file: str | None = None,
+    task: TaskData | None = None,
+) -> Workbench:
+    """Load data (unless given) and tokenizer, and get the fine-tuned teacher (cached when possible)."""
+    model_config = peek_config(cfg.model.source)
+    check_max_length(model_config, cfg.task.max_length)  # before anything slow: inputs the model cannot take
+    for profile in cfg.all_profiles:  # a profile this model or host cannot run
+        check_profile_fits(profile, model_config)
+    task = task or load_task(cfg.task)
+    tokenizer = load_tokenizer(cfg.model.source)
+    train = encode(tokenizer, task.train, cfg.task.max_length)
+    eval_ = encode(tokenizer, task.eval, cfg.task.max_length)
+    teacher = prepare_teacher(cfg, task.num_labels, train, eval_, cache_dir, progress)
+    arch = arch_info(teacher.model)
+    check_space(cfg.space, arch, file=config_file)
+    teacher_metric = metric(cfg.task.metric, teacher.eval_logits, eval_.labels)
+    test = teacher_test = None
+    if task.test is not None:
+        test = encode(tokenizer, task.test, cfg.task.max_length)
+        test_logits = cached_tensors(
+            teacher, f"test-logits-{_digest(task.test)}", lambda: {"logits": predict_logits(teacher.model, test)}
+        )["logits"]
+        teacher_test = metric(cfg.task.metric, test_logits, test.labels)
+    calib = train.head(cfg.pruning.calibration_examples)
+    crit = cfg.pruning.criterion
+    scores = cached_tensors(
+        teacher,
+        f"importance-{crit}-{len(calib)}",
+        lambda: _scores_to_dict(unit_importance(teacher.model, crit, calib), layer_importance(teacher.model, calib)),
+    )
+    kd_train = train.head(cfg.recovery.max_examples or len(train))
+    kd_logits = teacher.train_logits[: len(kd_train)]
+    if task.transfer is not None:
+        extra = encode(tokenizer, task.transfer, cfg.task.max_length)
+        extra_logits = cached_tensors(
+            teacher, f"transfer-logits-{len(extra)}", lambda: {"logits": predict_logits(teacher.model, extra)}
+        )["logits"]
+        kd_train = kd_train.concat(extra.with_labels(extra_logits.argmax(-1)))  # teacher's labels
+        kd_logits = torch.cat([kd_logits, extra_logits])
+    calibration = None
+    predicted = [p for p in cfg.all_profiles if p.predicted]
+    if predicted:
+        main = cfg.profile
+        threads = main.threads if not main.predicted and main.device == "cpu" else min(os.cpu_count() or 1, 4)
+
+        shapes = sorted({shape for p in predicted for shape in p.shapes})
+        calibration = cached_calibration(
+            teacher.model, lambda plan: apply_plan(teacher.model, plan).eval(), cache_dir, threads=threads, shapes=shapes
+        )
+    return Workbench(
+        config=cfg,
+        task=task,
+        train=train,
+        eval=eval_,
+        teacher=teacher,
+        arch=arch,
+        teacher_size=model_size(teacher.model),
+        host=host_info(),
+        calibration=calibration,
+        transfer=kd_train,
+        transfer_logits=kd_logits,
+        importance=Importance(
+            heads={int(k): v for k, v in scores["heads"].items()}, ffn={int(k): v for k, v in scores["ffn"].items()}
+        ),
+        layer_ranking=scores["layers"].tolist(),
+        teacher_metric=teacher_metric,
+        test=test,
+        teacher_test=teacher_test,
+    )
+
+
+def _digest(examples: Examples) -> str:
+    """A short key for a set of examples (the test split's logits are cached under it)."""
+    key = json.dumps([examples.texts, examples.pairs, examples.labels])
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def _scores_to_dict(units: Importance, layers: torch.Tensor) -> dict[str, Any]:
+    return {
+        "heads": {str(k): v for k, v in units.heads.items()},
+        "ffn": {str(k): v for k, v in units.ffn.items()},
+        "layers": layers,
+    }
