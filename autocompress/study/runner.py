@@ -43,8 +43,7 @@ def trial_states(study: optuna.Study) -> dict[int, TrialState]:
     a newer one has already finished); counting for the trial budget must not.
     """
     storage = compat.backing_storage(study)
-    study_id = storage.get_study_id_from_name(study.study_name)
-    return {t.number: t.state for t in storage.get_all_trials(study_id, deepcopy=False)}
+    return compat.trial_states(storage, storage.get_study_id_from_name(study.study_name))
 
 
 def completed(study: optuna.Study) -> int:
