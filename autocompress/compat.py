@@ -108,7 +108,7 @@ def retry_system_attrs(trial: FrozenTrial) -> dict[str, Any]:
     with warnings.catch_warnings():  # experimental since Optuna 3.0, still there in 5.x
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         history = [*RetryFailedTrialCallback.retry_history(trial), trial.number]
-    return {"failed_trial": trial.number, "retry_history": history}
+    return {"failed_trial": history[0], "retry_history": history}  # as Optuna's callback: the first failed trial
 
 
 def running_without_heartbeat(storage: optuna.storages.BaseStorage, study_id: int, started_before: datetime) -> list[tuple[int, int]]:

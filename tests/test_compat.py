@@ -1,7 +1,7 @@
 """Optuna's internals that autocompress relies on, checked against the installed Optuna.
 
-``pytest -m slow tests/test_compat.py`` also runs this file on the oldest Optuna that
-``pyproject.toml`` allows, in a fresh virtual environment.
+``pytest -m slow tests/test_compat.py`` also runs this file (and the record's tests) on the oldest
+Optuna that ``pyproject.toml`` allows, in a fresh virtual environment.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from autocompress import compat
 from autocompress.study import open_storage
 
 REPO = Path(__file__).resolve().parents[1]
-OLDEST_OPTUNA = "4.4.0"  # the lower bound of ``optuna`` in pyproject.toml
-OPTUNA_4 = int(optuna.__version__.split(".")[0]) < 5
+OLDEST_OPTUNA = "5.0.0"  # the lower bound of ``optuna`` in pyproject.toml
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::optuna.exceptions.ExperimentalWarning",
@@ -111,11 +110,6 @@ def test_a_retry_reads_back_through_optunas_retry_callback():
     assert RetryFailedTrialCallback.retry_history(again) == [0, 1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: compat.retry_system_attrs writes failed_trial=<the trial just failed>; Optuna's "
-    "RetryFailedTrialCallback keeps the first failed trial there, which retried_trial_number documents",
-)
 def test_a_retry_of_a_retry_names_the_original_trial_as_optunas_callback_does():
     study = optuna.create_study()
     study.add_trial(create_trial(state=TrialState.FAIL, params={}, distributions={}))
@@ -220,13 +214,6 @@ def local_zone(request, monkeypatch):
     time.tzset()
 
 
-@pytest.mark.xfail(
-    OPTUNA_4,
-    strict=True,
-    reason="bug: Optuna 4.x stores datetime_start as naive local time, while running_without_heartbeat "
-    "compares it with a naive UTC cutoff: west of UTC a just-started trial is listed, east of UTC an "
-    "orphan is missed for hours",
-)
 def test_the_cutoff_is_utc_whatever_the_local_time_zone(tmp_path, local_zone):
     storage = _sqlite(tmp_path)
     study = optuna.create_study(storage=storage, study_name="c")
@@ -255,7 +242,8 @@ def test_the_stale_trial_hook_is_an_argument_rdbstorage_takes_and_calls(tmp_path
 # ---------------------------------------------------------------------- the oldest Optuna allowed
 @pytest.mark.slow
 def test_this_file_passes_on_the_oldest_optuna_allowed(tmp_path):
-    """Install the oldest allowed Optuna in a fresh venv (the rest comes from this environment) and run this file there."""
+    """Install the oldest allowed Optuna in a fresh venv (the rest comes from this environment) and run
+this file and the record's tests there (the record writes Optuna constraints)."""
     env_dir = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(env_dir)], check=True)
     python = env_dir / "bin" / "python"
@@ -279,7 +267,8 @@ def test_this_file_passes_on_the_oldest_optuna_allowed(tmp_path):
                              capture_output=True, text=True, env=env, check=True)
     assert version.stdout.strip() == OLDEST_OPTUNA
     run = subprocess.run(
-        [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_compat.py", "-m", "not slow"],
+        [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow",
+         "tests/test_compat.py", "tests/test_record.py", "tests/test_dedupe.py", "tests/test_fidelity.py"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]

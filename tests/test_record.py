@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 from autocompress import record
+from autocompress.errors import PlanError, StorageError
+from autocompress.evaluate import Accuracy, Metric
+from autocompress.plan import CompressionPlan
+from autocompress.record import RECORD_VERSION, TrialRecord
+from conftest import run_cli
 
 # ---- the record as data
-
-from autocompress.errors import PlanError, StorageError  # noqa: E402
-from autocompress.evaluate import Accuracy, Metric  # noqa: E402
-from autocompress.plan import CompressionPlan  # noqa: E402
-from autocompress.record import RECORD_VERSION, TrialRecord  # noqa: E402
 
 _PLAN = CompressionPlan.uniform(4, heads=0.5, ffn=0.75, bits=8, keep=[0, 1, 3])
 
@@ -144,3 +153,100 @@ def test_a_plan_that_does_not_fit_records_its_own_words():
 
 def test_any_other_failure_records_its_type_and_message():
     assert record.failure_reason(RuntimeError("CUDA out of memory")) == "RuntimeError: CUDA out of memory"
+
+
+# ---- studies stored by earlier versions (tests/fixtures/study-v1.db, see tests/fixtures/README.md)
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _plain(obj: Any) -> Any:
+    """Dataclasses, tuples and datetimes as JSON gives them back (to compare with the stored reading)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, datetime.datetime):
+        return obj.isoformat()
+    return obj
+
+
+@pytest.fixture
+def legacy(tmp_path) -> tuple[str, optuna.Study]:
+    """A copy of the stored v1 study (the fixture file itself is never written)."""
+    from autocompress import study as st
+
+    db = tmp_path / "legacy.db"
+    shutil.copy(FIXTURES / "study-v1.db", db)
+    url = f"sqlite:///{db}"
+    return url, st.load("legacy", st.open_storage(url, must_exist=True))
+
+
+def test_every_trial_of_a_v1_study_reads_as_a_record(legacy):
+    _, study = legacy
+    records = {t.number: (t, record.read(t)) for t in study.trials}
+    assert all(r.version == 1 for _, r in records.values())
+    complete = [r for t, r in records.values() if t.state == TrialState.COMPLETE]
+    assert complete and all(r.plan is not None and r.metric is not None and r.fidelity == "full" for r in complete)
+    assert {r.baseline for r in complete} >= {"teacher", "int8", "prune50", "half_depth"}
+    stopped = [r for t, r in records.values() if t.state == TrialState.PRUNED]
+    assert stopped and all(r.fidelity == "cheap" and r.prune_reason and r.cheap_accuracy for r in stopped)
+    repeats = [(t, r) for t, r in records.values() if r.same_plan_as is not None]
+    assert repeats and all(r.plan == records[r.same_plan_as][1].plan for _, r in repeats)
+    failed = [r for t, r in records.values() if t.state == TrialState.FAIL]
+    assert failed and "out of memory" in failed[0].fail_reason and failed[0].plan is not None
+    for t, r in records.values():  # what a trial stored reads back exactly
+        assert TrialRecord.from_attrs(r.to_attrs()) == r
+
+
+def test_a_v1_study_reports_picks_and_lists_as_the_version_that_wrote_it(legacy):
+    """The report's data, the pick rule, the study list and the CSV table read from a v1 study are
+    what that version read from it (tests/fixtures/study-v1-report.json)."""
+    from autocompress import study as st
+    from autocompress.export import pick_trial
+    from autocompress.report import collect, trials_frame
+
+    url, study = legacy
+    then = json.loads((FIXTURES / "study-v1-report.json").read_text())
+    info = collect(study, url)
+    assert json.loads(json.dumps(_plain(info.trials), default=str)) == then["rows"]
+    assert [t.number for t in info.front] == then["front"]
+    assert info.teacher_accuracy == then["teacher_accuracy"] and info.teacher_ms == then["teacher_ms"]
+    assert json.loads(json.dumps(_plain(info.hypervolume))) == then["hypervolume"]
+    assert {e: pick_trial(study, e).number for e in then["picks"]} == then["picks"]
+    (listed,) = st.list_studies(st.open_storage(url), url)
+    assert {k: v for k, v in _plain(listed).items() if k != "storage"} == {
+        k: v for k, v in then["studies"][0].items() if k != "storage"}
+    assert trials_frame(info).to_csv(index=False) == then["table_csv"]
+
+
+def test_a_v1_study_resumes_and_keeps_its_trials(legacy, tiny_model_dir, tiny_csv, tmp_path):
+    """A study written before the record existed continues to its target; its trials stay as they were."""
+    from autocompress import study as st
+
+    url, study = legacy
+    config = study.user_attrs["config"]  # its model and CSV lived in a temporary directory: point at this session's
+    study.set_user_attr("config", {**config, "model": {**config["model"], "source": str(tiny_model_dir)},
+                                   "task": {**config["task"], "source": str(tiny_csv)}})
+    before = {t.number: (t.state, t.values, t.user_attrs) for t in study.trials}
+    target = st.completed(study) + 2
+    ran = st.run_study(st.resume_request("legacy", url, trials=target, cache_dir=tmp_path / "cache"))
+    assert ran.result.completed == target
+    after = {t.number: t for t in ran.study.trials}
+    for number, (state, values, attrs) in before.items():
+        if state != TrialState.WAITING:  # the queued trial has run since
+            assert (after[number].state, after[number].values, after[number].user_attrs) == (state, values, attrs)
+    new = [t for n, t in after.items() if n not in before or before[n][0] == TrialState.WAITING]
+    assert new and all(t.user_attrs.get("record_version") == record.RECORD_VERSION for t in new)
+
+
+def test_a_record_from_a_newer_version_is_refused_in_one_line(legacy, capsys):
+    url, study = legacy
+    storage = optuna.storages.RDBStorage(url)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("legacy"), 1)
+    with sqlite3.connect(url[len("sqlite:///"):]) as db:  # as a newer autocompress would have written it
+        db.execute("INSERT INTO trial_user_attributes (trial_id, key, value_json) VALUES (?, 'record_version', ?)",
+                   (trial_id, json.dumps(record.RECORD_VERSION + 1)))
+    code, out, err = run_cli(capsys, "report", "legacy", "--storage", url, "-o", str(Path(url[10:]).with_suffix(".html")))
+    assert code == 2 and err.count("\n") == 1 and "upgrade autocompress" in err and "Traceback" not in err
