@@ -2,17 +2,58 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from plotly.offline import get_plotlyjs
 
 from conftest import file_digest, run_cli, tiny_config_dict
 
 
+def _table(out: str) -> list[dict[str, str]]:
+    """The body rows of the rich table printed in ``out``, as {column header: cell text}.
+
+    A cell too long for its column goes on over the next lines (whose first cell is empty in the
+    body): its pieces are joined with a space, or without one where rich cut a word at the edge.
+    """
+
+    def join(pieces: list[str], width: int) -> str:
+        text = pieces[0] if pieces else ""
+        for before, piece in zip(pieces, pieces[1:]):
+            text += ("" if len(before) == width else " ") + piece
+        return text
+
+    header: list[list[str]] = []
+    rows: list[list[list[str]]] = []
+    widths: list[int] = []
+    for line in out.splitlines():
+        bar = line[:1]
+        if bar not in ("┃", "│"):
+            continue
+        raw = line.strip()[1:-1].split(bar)
+        texts, widths = [c.strip() for c in raw], [len(c) - 2 for c in raw]  # one space of padding each side
+        if bar == "┃":
+            header.append(texts)
+        elif rows and not texts[0]:
+            for pieces, text in zip(rows[-1], texts, strict=True):
+                pieces += [text] if text else []
+        else:
+            rows.append([[text] for text in texts])
+    names = [" ".join(h[i] for h in header if h[i]) for i in range(len(widths))]  # headers wrap at spaces
+    return [dict(zip(names, (join(p, w) for p, w in zip(row, widths)), strict=True)) for row in rows]
+
+
+def _figure_data(html: str, div: str) -> list[dict]:
+    """The traces plotly draws into the element ``div`` of a report page."""
+    call = re.search(rf'Plotly\.newPlot\(\s*"{div}",\s*', html)
+    assert call, f"the page draws {div}"
+    return json.JSONDecoder().raw_decode(html, call.end())[0]
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +76,29 @@ def workdir(tiny_model_dir, tiny_csv, tmp_path_factory):
 def test_run_then_studies_report_and_resume(workdir, capsys, monkeypatch):
     monkeypatch.chdir(workdir)
     code, out, _ = run_cli(capsys, "studies")
-    assert code == 0 and "tiny" in out
-    row = next(line for line in out.splitlines() if "tiny" in line)
-    assert " 5 " in row  # five complete trials
+    assert code == 0
+    [row] = _table(out)
+    assert row["study"] == "tiny" and row["storage"] == "sqlite:///studies/tiny.db"
+    assert (row["complete"], row["failed"], row["running"]) == ("5", "0", "0")
+    front = int(row["front"])
+    assert 1 <= front <= 5
+
     code, out, _ = run_cli(capsys, "report", "tiny", "-o", "again.html")
-    assert code == 0 and (workdir / "again.html").stat().st_size > 100_000  # plotly inlined
+    assert code == 0
+    html = (workdir / "again.html").read_text(encoding="utf-8")
+    assert "<title>autocompress report — tiny</title>" in html and "<h1>autocompress report — tiny</h1>" in html
+    assert get_plotlyjs() in html  # plotly.js inlined: the page opens offline
+    speed = {trace.get("name"): trace for trace in _figure_data(html, "plot-speed")}
+    assert len(speed["Pareto front"]["x"]) == front  # the front the studies table counts
+    points = [text for name in ("Pareto front", "dominated", "over the accuracy budget")
+              for text in speed.get(name, {}).get("text", [])]
+    assert sorted(int(re.match(r"<b>trial (\d+)</b>", text).group(1)) for text in points) == [0, 1, 2, 3, 4]
+
     code, out, err = run_cli(capsys, "resume", "tiny", "--trials", "6")
     assert code == 0, err
     code, out, _ = run_cli(capsys, "studies")
-    row = next(line for line in out.splitlines() if "tiny" in line)
-    assert " 6 " in row
+    [row] = _table(out)
+    assert (row["study"], row["complete"], row["failed"], row["running"]) == ("tiny", "6", "0", "0")
 
 
 def _bad(workdir: Path, **overrides) -> Path:
@@ -148,10 +202,12 @@ def test_profiles_lists_the_bundled_ones_with_their_kind(capsys):
 
     code, out, _ = run_cli(capsys, "profiles")
     assert code == 0
-    rows = {line.split()[1]: line for line in out.splitlines() if line.startswith("│")}
+    rows = {row["profile"]: row for row in _table(out)}
     assert set(rows) == set(bundled_profiles())
-    assert "predicted" in rows["rpi4"] and "Cortex-A72" in rows["rpi4"]
-    assert "measured" in rows["cpu-2t"] and "8×64, 8×128" in rows["cpu-2t-batch"]
+    shown = {name: (row["kind"], row["device"], row["threads"]) for name, row in rows.items()}
+    assert shown["rpi4"] == ("predicted", "Arm Cortex-A72", "4")
+    assert shown["cpu-2t"] == ("measured", "this host's CPU", "2")
+    assert rows["cpu-2t"]["batch × seq"] == "1×128" and rows["cpu-2t-batch"]["batch × seq"] == "8×64, 8×128"
     assert "report_profiles" in out
 
 

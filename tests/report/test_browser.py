@@ -3,6 +3,7 @@ sorts, filters and opens a trial's details, and the page is not blank."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -54,6 +55,33 @@ INTERACT = """<script>window.addEventListener('load', function () { setTimeout(f
   document.documentElement.setAttribute('data-check', JSON.stringify(out));
 }, 300); });</script>"""
 
+# Runs in a page that shows a screenshot: counts its white pixels and those of the front's colour.
+PIXELS = """<script>window.addEventListener('load', function () {
+  var shot = document.getElementById('shot'), canvas = document.createElement('canvas');
+  canvas.width = shot.naturalWidth; canvas.height = shot.naturalHeight;
+  var context = canvas.getContext('2d');
+  context.drawImage(shot, 0, 0);
+  var d = context.getImageData(0, 0, canvas.width, canvas.height).data, out = {white: 0, front: 0};
+  for (var i = 0; i < d.length; i += 4) {
+    if (d[i] > 245 && d[i + 1] > 245 && d[i + 2] > 245) out.white++;
+    if (d[i] === 0xd6 && d[i + 1] === 0x27 && d[i + 2] === 0x28) out.front++;  // #d62728
+  }
+  out.width = canvas.width; out.height = canvas.height;
+  document.documentElement.setAttribute('data-pixels', JSON.stringify(out));
+}); </script>"""
+
+
+def _pixels(png: Path) -> dict:
+    """Width, height and pixel counts of a PNG, as Chromium decodes it (see PIXELS)."""
+    page = png.with_suffix(".html")
+    data = base64.b64encode(png.read_bytes()).decode()
+    page.write_text(f'<html><head></head><body><img id="shot" src="data:image/png;base64,{data}"></body></html>')
+    dom, log = _browse(page, PIXELS)
+    _no_errors(dom, log)
+    found = re.search(r'data-pixels="([^"]*)"', dom)
+    assert found, "the screenshot was read"
+    return json.loads(found.group(1).replace("&quot;", '"'))
+
 
 def _browse(html: Path, extra: str = "", screenshot: Path | None = None) -> tuple[str, str]:
     """The page's DOM after its scripts ran, and Chromium's console log."""
@@ -95,7 +123,10 @@ def test_every_plot_of_a_real_study_is_drawn(finished, tmp_path):
     assert "gl-container" in dom, "the 3-D view drew through WebGL"
     shot = tmp_path / "report.png"
     _browse(report, screenshot=shot)
-    assert shot.stat().st_size > 100_000, "a blank page would compress to a few KB"
+    pixels = _pixels(shot)
+    assert (pixels["width"], pixels["height"]) == (1400, 3000), "a shot of the whole window"
+    assert pixels["white"] < 0.97 * 1400 * 3000, f"the page shows text and plots, not white: {pixels}"
+    assert pixels["front"] >= 50, f"the front's markers (#d62728) are drawn, not only the text: {pixels}"
 
 
 def test_the_trial_table_sorts_filters_and_opens_a_trial(tmp_path):

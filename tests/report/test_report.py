@@ -8,6 +8,7 @@ import random
 import re
 import shutil
 from dataclasses import replace
+from html.parser import HTMLParser
 from pathlib import Path
 
 import optuna
@@ -37,6 +38,38 @@ PLOTS = ("plot-speed", "plot-size", "plot-3d", "plot-layers", "plot-hv", "plot-p
 
 def _section(html: str, key: str) -> str:
     return html.split(f'<section id="{key}">')[1].split("</section>")[0]
+
+
+def _front_table(html: str) -> dict[int, dict[str, str]]:
+    """The Pareto section's table as {trial number: {column header: cell text}} (``<br>`` read as a space)."""
+
+    class Cells(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rows: list[list[str]] = []
+            self.cell: list[str] | None = None
+
+        def handle_starttag(self, tag: str, attrs: list) -> None:
+            if tag == "tr":
+                self.rows.append([])
+            elif tag in ("td", "th"):
+                self.cell = []
+            elif tag == "br" and self.cell is not None:
+                self.cell.append(" ")
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag in ("td", "th") and self.cell is not None:
+                self.rows[-1].append(" ".join("".join(self.cell).split()))
+                self.cell = None
+
+        def handle_data(self, data: str) -> None:
+            if self.cell is not None:
+                self.cell.append(data)
+
+    parser = Cells()
+    parser.feed(_section(html, "pareto").split("<table>")[1].split("</table>")[0])
+    head, *body = parser.rows
+    return {int(row[0]): dict(zip(head, row, strict=True)) for row in body}
 
 
 def _trial_data(html: str) -> dict:
@@ -71,8 +104,9 @@ def test_report_from_database_contains_front_and_baselines(finished, tmp_path):
     assert not re.search(r"<script[^>]*\bsrc=", html), "plotly.js is inlined: the page needs no network"
     page = html.replace(get_plotlyjs(), "")  # plotly.js itself names map-tile servers no figure here uses
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page), "no resource is fetched from the network"
-    for t in info.front:
-        assert re.search(rf"<tr><td>{t.number}</td>", html), f"front member {t.number} in the front table"
+    front = _front_table(html)
+    assert set(front) == {t.number for t in info.front}, "the front table lists exactly the front"
+    assert {n: row["baseline"] for n, row in front.items()} == {t.number: t.baseline or "" for t in info.front}
     assert "half_depth" in html and "teacher accuracy" in html
     for plot in PLOTS:
         assert f'id="{plot}"' in html, f"{plot} is drawn from the tiny study's data"
@@ -89,9 +123,11 @@ def test_every_profile_is_shown_and_predicted_figures_are_labelled(finished):
     html = render_html(info)
     assert "<th>speedup<br><span class='muted'>(measured)</span></th>" in html
     assert "speedup on rpi4<br><span class='muted'>(predicted)</span></th>" in html
+    front = _front_table(html)
+    assert set(front) == {t.number for t in info.front}
     for t in info.front:
-        row = re.search(rf"<tr><td>{t.number}</td>.*?</tr>", html)
-        assert row and f"<td>{t.profile_speedups['rpi4']:.2f}×</td>" in row.group(0), "its predicted rpi4 speedup"
+        assert front[t.number]["speedup on rpi4 (predicted)"] == f"{t.profile_speedups['rpi4']:.2f}×"
+        assert front[t.number]["speedup (measured)"].split()[0] == f"{t.speedup:.2f}×"
     summary = _section(html, "summary")
     assert "test (objective): 1 thread(s), batch 1, sequence 16 — measured on cpu" in summary
     assert "rpi4 (reported): 4 thread(s), batch 1, sequence 128 — PREDICTED for Arm Cortex-A72" in summary
@@ -284,7 +320,8 @@ def test_trial_table_as_csv_and_parquet(realistic, tmp_path, capsys, monkeypatch
     code, out, err = run_cli(capsys, "report", "synthetic", "--storage", url, "--format", "csv")
     assert code == 0, err
     csv = pd.read_csv(tmp_path / "studies" / "synthetic.csv")
-    assert len(csv) == len(info.trials) == 42
+    assert list(csv.columns) == list(trials_frame(info).columns)
+    assert len(csv) == len(info.trials) == 42 and list(csv["trial"]) == [t.number for t in info.trials]
     for i in range(LAYERS):
         assert {f"L{i}_keep", f"L{i}_heads", f"L{i}_ffn", f"L{i}_bits"} <= set(csv.columns)
     assert {"speedup_cpu-2t", "speedup_rpi4", "fail_reason", "fidelity", "state", "on_front"} <= set(csv.columns)
