@@ -26,7 +26,7 @@ def seen(study: optuna.Study, number: int, plan: CompressionPlan, host: dict) ->
     the full fidelity, or stopped at the cheap one; ``None`` if there is none."""
     done = (TrialState.COMPLETE, TrialState.PRUNED)
     for t in study.get_trials(deepcopy=False, states=done):
-        if t.number == number or "plan" not in t.user_attrs:
+        if t.number == number:
             continue
         r = record.read(t)
         fidelity = "full" if t.state == TrialState.COMPLETE else "cheap"

@@ -81,11 +81,11 @@ class _Recording:
 
     def __init__(self, trial: optuna.Trial, bench: Workbench, plan: CompressionPlan) -> None:
         self.trial, self.bench, self.plan = trial, bench, plan
-        queued = {k: trial.user_attrs.get(k) for k in record.QUEUED_BY}
+        labels = record.read(trial)  # what queued it, if anything did
         self.record = TrialRecord(
             plan=plan, plan_summary=plan.describe(), simulated=plan.simulated, host=bench.host,
-            sampler="enqueued" if any(v is not None for v in queued.values()) else sampler_name(trial.study.sampler),
-            **queued,
+            sampler="enqueued" if labels.queued else sampler_name(trial.study.sampler),
+            baseline=labels.baseline, warm_start=labels.warm_start, retry_of=labels.retry_of,
         )
         self.seconds: dict[str, float] = {}
 

@@ -184,8 +184,8 @@ class TrialRecord:
         )
 
 
-def read(trial: FrozenTrial) -> TrialRecord:
-    """The record of a stored trial."""
+def read(trial: FrozenTrial | optuna.Trial) -> TrialRecord:
+    """The record of a stored trial, or what a running one holds so far (its queue labels)."""
     return TrialRecord.from_attrs(trial.user_attrs, where=f"trial {trial.number}")
 
 

@@ -150,7 +150,7 @@ def run_study(
         trial.set_constraint("accuracy_drop", drop - budget)
         if drop <= budget:
             feasible.append(fig)
-            if "baseline" not in trial.user_attrs:
+            if record.read(trial).baseline is None:
                 sampled.append(fig)
         history.append(hypervolume(feasible, reference))
         return fig.accuracy, fig.ratio, fig.size_ratio * bench.teacher_size.megabytes

@@ -96,7 +96,7 @@ class _Recorded:
         except optuna.TrialPruned:
             raise
         except BaseException as exc:  # an objective that records its own failure has done so already
-            if "fail_reason" not in trial.user_attrs and isinstance(exc, (Exception, KeyboardInterrupt)):
+            if record.read(trial).fail_reason is None and isinstance(exc, (Exception, KeyboardInterrupt)):
                 record.write(trial, TrialRecord(fail_reason=record.failure_reason(exc)))
             raise
 
@@ -236,7 +236,7 @@ class Unstick:
         self.drawing_at_random = False
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        stuck = trial.state == TrialState.PRUNED and record.SAME_PLAN_AS in trial.user_attrs
+        stuck = trial.state == TrialState.PRUNED and record.read(trial).same_plan_as is not None
         if stuck and self.search.sampler != "random" and not self.drawing_at_random:
             log.info("trial %d repeated a plan stopped at the cheap fidelity; drawing the next plan at random",
                      trial.number)

@@ -56,11 +56,11 @@ def warm_start(study: optuna.Study, source: optuna.Study, bench: Workbench) -> W
     enqueued: list[int] = []
     present: list[int] = []
     skipped: dict[int, str] = {}
-    front = [t for t in record.front(source) if record.read(t).fidelity == "full" and "plan" in t.user_attrs]
+    front = [t for t in record.front(source) if record.is_full(t) and record.read(t).fidelity == "full"]
     for t in sorted(front, key=lambda t: t.number):
         plan = record.read(t).plan
         try:
-            if plan is None:
+            if plan is None:  # stored, but not in a form this version reads
                 raise PlanError("its stored plan cannot be read by this version")
             params = params_for_plan(plan, cfg.space, bench.arch, bench.layer_ranking)
         except PlanError as exc:
