@@ -95,7 +95,8 @@ def test_killed_trial_is_marked_failed_by_heartbeat(bench, tmp_path):
     st.run(study, bench, n_trials=2)
     # a worker that died mid-trial leaves a RUNNING trial whose heartbeat stops
     orphan = study.ask()
-    storage.record_heartbeat(orphan._trial_id)
+    storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name("k"), orphan.number))
     time.sleep(3)
     st.run(st.load("k", storage), bench, n_trials=3)
     states = {t.number: t.state for t in study.get_trials()}

@@ -343,9 +343,9 @@ def test_trial_table_as_csv_and_parquet(realistic, tmp_path, capsys, monkeypatch
     assert code == 2 and "unknown report format 'xlsx'; available: html, csv, parquet" in err
 
 
-def test_a_postgresql_study_reports_like_its_sqlite_copy(realistic, pg_url):
+def test_a_postgresql_study_reports_like_its_sqlite_copy(realistic, realistic_db, pg_url):
     """Anyone who reaches the database can write the report: PostgreSQL gives what SQLite gives."""
-    optuna.copy_study(from_study_name="synthetic", from_storage=realistic._storage, to_storage=pg_url)
+    optuna.copy_study(from_study_name="synthetic", from_storage=f"sqlite:///{realistic_db}", to_storage=pg_url)
     shared = st.load("synthetic", st.open_storage(pg_url, must_exist=True))
     here, there = collect(realistic), collect(shared, pg_url)
     pd.testing.assert_frame_equal(trials_frame(there), trials_frame(here))
