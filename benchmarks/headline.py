@@ -49,7 +49,7 @@ from autocompress.config import SearchConfig, StudyConfig, parse_config
 from autocompress.evaluate import Accuracy, accuracy, bootstrap_ci, model_size, predict_logits
 from autocompress.latency.measure import ProfileLatency, example_inputs, measure_pair, measure_profile
 from autocompress.plan import CompressionPlan
-from autocompress.transforms import apply_plan, simulated_widths
+from autocompress.transforms import simulated_widths
 from autocompress.workbench import Workbench
 from operators import config as operators_config
 from operators import operator_plans
@@ -189,7 +189,7 @@ def half_depth_row(bench: Workbench, study: optuna.Study) -> dict[str, Any]:
     method = "half depth + KD (DistilBERT recipe)"
     trial = seeded_trial(study, "half_depth")
     if trial is not None and (stored := record.read(trial)).accuracy is not None:
-        model = apply_plan(bench.teacher.model, plan).eval()  # speed does not depend on the weights
+        model = build.candidate(bench, plan, recover=False).model  # speed does not depend on the weights
         return row(bench, method, time_model(bench, model), stored.accuracy,
                    stored.size_ratio if stored.size_ratio is not None else size_ratio(bench, model, plan),
                    plan=plan.describe(), trial=trial.number, source="the study's seeded half_depth trial",
@@ -243,7 +243,7 @@ def study_rows(bench: Workbench, study: optuna.Study, count: int) -> list[dict[s
         r = record.read(t)
         if r.plan is None or r.accuracy is None:
             continue
-        model = apply_plan(bench.teacher.model, r.plan).eval()  # speed does not depend on the weights
+        model = build.candidate(bench, r.plan, recover=False).model  # speed does not depend on the weights
         rows.append(row(bench, f"autocompress (trial {t.number})", time_model(bench, model), r.accuracy,
                         r.size_ratio if r.size_ratio is not None else size_ratio(bench, model, r.plan),
                         plan=r.plan.describe(), trial=t.number, study_speedup=r.speedup,
