@@ -18,7 +18,7 @@ from torch import nn
 
 from autocompress.models import adapter_for
 
-__all__ = ["OP_KINDS", "OpCost", "model_costs", "totals"]
+__all__ = ["OP_KINDS", "OpCost", "linear_costs", "model_costs", "totals"]
 
 #: Kinds of op the cost model tells apart; each gets its own calibrated throughput.
 OP_KINDS = ("linear_fp32", "linear_int8", "attention", "elementwise")
@@ -33,7 +33,7 @@ class OpCost:
     bytes: float
 
 
-def _linear(m: nn.Module, rows: int) -> list[OpCost]:
+def linear_costs(m: nn.Module, rows: int) -> list[OpCost]:
     """A Linear (fp32 or dynamic int8) applied to ``rows`` vectors."""
     n_in, n_out = int(m.in_features), int(m.out_features)
     flops = 2.0 * rows * n_in * n_out
@@ -65,14 +65,14 @@ def model_costs(model: nn.Module, batch_size: int, seq_len: int) -> list[OpCost]
         heads = attn.num_heads
         hd = attn.head_size
         for lin in (attn.query, attn.key, attn.value, attn.out):
-            ops += _linear(lin, tokens)
+            ops += linear_costs(lin, tokens)
         scores = batch_size * heads * seq_len * seq_len
         ops.append(OpCost("attention", 4.0 * scores * hd, _F32 * (3 * tokens * heads * hd + 2 * scores)))
         ops.append(OpCost("elementwise", 5.0 * scores, _F32 * 2 * scores))  # masked softmax
         ffn = adapter.ffn(layer)
-        ops += _linear(ffn.up, tokens)
+        ops += linear_costs(ffn.up, tokens)
         ops.append(OpCost("elementwise", 8.0 * tokens * ffn.up.out_features, _F32 * 2 * tokens * ffn.up.out_features))
-        ops += _linear(ffn.down, tokens)
+        ops += linear_costs(ffn.down, tokens)
         for _ in range(2):  # residual add + LayerNorm after attention and after the FFN
             ops.append(OpCost("elementwise", 10.0 * tokens * hidden, _F32 * 5 * tokens * hidden))
     head_names = adapter.head_modules(model)
@@ -81,7 +81,7 @@ def model_costs(model: nn.Module, batch_size: int, seq_len: int) -> list[OpCost]
         if _is_linear(m) and any(name == h or name.startswith(h + ".") for h in head_names)
     ]
     for m in head:  # pooler and classifier (DistilBERT: pre_classifier too) act on one vector per sequence
-        ops += _linear(m, batch_size)
+        ops += linear_costs(m, batch_size)
     return ops
 
 

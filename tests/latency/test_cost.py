@@ -6,7 +6,7 @@ import pytest
 from conftest import tiny_bert
 from torch import nn
 
-from autocompress.latency.cost import OP_KINDS, _linear, model_costs, totals
+from autocompress.latency.cost import OP_KINDS, linear_costs, model_costs, totals
 from autocompress.plan import CompressionPlan
 from autocompress.transforms import apply_plan
 from autocompress.transforms.quantize import quantize_int8_
@@ -36,7 +36,7 @@ def _totals(model: nn.Module, b: int = 1, s: int = 16) -> dict[str, float]:
 
 
 def test_one_fp32_linear_costs_two_flops_per_multiply_add_and_its_weights_and_activations() -> None:
-    (op,) = _linear(nn.Linear(32, 64), rows=16)
+    (op,) = linear_costs(nn.Linear(32, 64), rows=16)
     assert op.kind == "linear_fp32"
     assert op.flops == 2 * 16 * 32 * 64 == 65_536
     assert op.bytes == 4 * 32 * 64 + 4 * 16 * (32 + 64)  # fp32 weights + input and output rows
@@ -45,7 +45,7 @@ def test_one_fp32_linear_costs_two_flops_per_multiply_add_and_its_weights_and_ac
 def test_one_int8_linear_reads_int8_weights_and_quantises_its_input() -> None:
     holder = nn.Sequential(nn.Linear(32, 64))
     quantize_int8_(holder)
-    quant, gemm = _linear(holder[0], rows=16)
+    quant, gemm = linear_costs(holder[0], rows=16)
     assert (quant.kind, gemm.kind) == ("elementwise", "linear_int8")
     assert gemm.flops == 65_536  # same arithmetic as fp32, on another kernel
     assert gemm.bytes == 32 * 64 + 16 * 32 + 4 * 16 * 64  # int8 weights and input, fp32 output
