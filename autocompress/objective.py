@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import optuna
 from optuna.trial import TrialState
@@ -115,7 +115,7 @@ class _Recording:
         )
         return m
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: str) -> NoReturn:
         """End the trial at the cheap fidelity (pruned), for ``reason``."""
         self.update(fidelity="cheap", prune_reason=reason)
         log.info("trial %d: %s", self.trial.number, reason)
