@@ -263,12 +263,12 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     log.setLevel(logging.INFO)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    samplers = args.samplers or (["tpe", "random"] if args.quick else ["tpe", "nsga2", "gp", "random"])
+    default = SearchConfig().sampler
+    samplers = args.samplers or ([default, "random"] if args.quick else ["tpe", "nsga2", "gp", "random"])
     seeds = args.seeds or (2 if args.quick else 3)
     trials = args.trials or (6 if args.quick else 40)
     n_eval = args.eval or (100 if args.quick else 500)
     compare = (not args.quick) if args.compare_schedules is None else args.compare_schedules
-    default = SearchConfig().sampler
     if not args.schedules_only and ("random" not in samplers or default not in samplers):
         ap.error(f"--samplers must include random and the default sampler ({default})")
 
