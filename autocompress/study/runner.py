@@ -95,8 +95,8 @@ class _Recorded:
             return self.objective(trial)
         except optuna.TrialPruned:
             raise
-        except BaseException as exc:  # an objective that records its own failure has done so already
-            if record.read(trial).fail_reason is None and isinstance(exc, (Exception, KeyboardInterrupt)):
+        except (Exception, KeyboardInterrupt) as exc:  # an objective that records its own failure has done so
+            if record.read(trial).fail_reason is None:
                 record.write(trial, TrialRecord(fail_reason=record.failure_reason(exc)))
             raise
 
