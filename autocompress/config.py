@@ -121,7 +121,7 @@ class PruningConfig(_Frozen):
 
 
 class FidelityConfig(_Frozen):
-    """Cheap first, full only for candidates that could reach the front (see objective.Objective)."""
+    """Cheap first, full only for candidates that could reach the front (the policy: autocompress.fidelity)."""
 
     enabled: bool = True
     cheap_eval_size: int = Field(500, ge=10)  # eval examples scored before recovery
