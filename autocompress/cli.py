@@ -101,18 +101,14 @@ def _best_text(study, max_drop: float | None) -> str:
     return f"best {best.metric} {best.best_percent:.1f}%{fast}"
 
 
-def _metric_name(study) -> str:
-    """The study's task metric (its first objective), as its config names it."""
-    return ((study.user_attrs.get("config") or {}).get("task") or {}).get("metric", "accuracy")
-
-
 def _print_front(study) -> None:
     from autocompress.report import collect
+    from autocompress.study import metric_name
 
     info = collect(study)
     table = Table(title=f"Pareto front of '{study.study_name}' ({len(info.front)} of {len(info.complete)} trials)")
     kind = info.front[0].latency_kind if info.front else "measured"
-    for col in ("trial", "baseline", f"{_metric_name(study)} %", "drop pt", f"speedup ({kind})", "size MB", "plan"):
+    for col in ("trial", "baseline", f"{metric_name(study)} %", "drop pt", f"speedup ({kind})", "size MB", "plan"):
         table.add_column(col, justify="left" if col in ("plan", "baseline") else "right")
     for t in info.front:
         table.add_row(
@@ -133,7 +129,7 @@ def _run_study(request) -> None:
     from autocompress import study as st
     from autocompress.report import collect, write_report
 
-    progress = _BarProgress()
+    progress = _bar_progress()
     try:
         ran = st.run_study(request, progress)
     except st.StudyInterrupted as stop:
@@ -156,61 +152,61 @@ def _run_study(request) -> None:
     out.print(f"report: {report_path.resolve()}")
 
 
-class _BarProgress:
-    """Shows a running study on a rich progress bar (the library tells, the CLI draws); the bar
-    appears once the study's checks have passed."""
+def _bar_progress():
+    """A :class:`~autocompress.study.StudyProgress` that shows a running study on a rich progress bar
+    (the library tells, the CLI draws); the bar appears once the study's checks have passed."""
+    from autocompress.study import StudyProgress, completed
+    from autocompress.urls import mask_url
 
-    def __init__(self) -> None:
-        self.bar = _progress_bar()
-        self.shown = False
-        self.prep = None
-        self.task = None
-        self.max_drop: float | None = None
-        self.target = 0
+    class _BarProgress(StudyProgress):
 
-    def started(self, request) -> None:
-        from autocompress.urls import mask_url
-
-        err.print(f"study [bold]{request.name}[/] in {mask_url(request.url)} (sampler {request.config.search.sampler})")
-        self.max_drop = request.config.objectives.max_accuracy_drop
-        self.bar.start()
-        self.shown = True
-        self.prep = self.bar.add_task("preparing teacher", total=None, best="")
-
-    def close(self) -> None:
-        if self.shown:
-            self.bar.stop()
+        def __init__(self) -> None:
+            self.bar = _progress_bar()
             self.shown = False
+            self.prep = None
+            self.task = None
+            self.max_drop: float | None = None
+            self.target = 0
 
-    def teacher_step(self, step: int, total: int, loss: float) -> None:
-        self.bar.update(self.prep, completed=step, total=total, best=f"loss {loss:.3f}", description="fine-tuning teacher")
+        def started(self, request) -> None:
+            err.print(f"study [bold]{request.name}[/] in {mask_url(request.url)} (sampler {request.config.search.sampler})")
+            self.max_drop = request.config.objectives.max_accuracy_drop
+            self.bar.start()
+            self.shown = True
+            self.prep = self.bar.add_task("preparing teacher", total=None, best="")
 
-    def teacher_ready(self, metric, from_cache: bool, fine_tune_seconds: float) -> None:
-        note = "from cache" if from_cache else f"fine-tuned in {fine_tune_seconds:.0f} s"
-        self.bar.update(self.prep, total=1, completed=1, description="teacher ready",
-                        best=f"{metric.name} {100 * metric.value:.2f}% ({note})")
+        def close(self) -> None:
+            if self.shown:
+                self.bar.stop()
+                self.shown = False
 
-    def warm_started(self, ws) -> None:
-        err.print(
-            f"warm start from '{ws.source}': {len(ws.enqueued)} front plans queued, {len(ws.present)} already here, "
-            f"{len(ws.skipped)} skipped", highlight=False, markup=False, soft_wrap=True,
-        )
-        for number, reason in list(ws.skipped.items())[:5]:
-            err.print(f"  skipped trial {number}: {reason}", highlight=False, markup=False, soft_wrap=True)
-        if len(ws.skipped) > 5:
-            err.print(f"  … and {len(ws.skipped) - 5} more (--verbose lists them)", highlight=False, markup=False)
+        def teacher_step(self, step: int, total: int, loss: float) -> None:
+            self.bar.update(self.prep, completed=step, total=total, best=f"loss {loss:.3f}", description="fine-tuning teacher")
 
-    def trials_started(self, study, target: int) -> None:
-        from autocompress.study import completed
+        def teacher_ready(self, metric, from_cache: bool, fine_tune_seconds: float) -> None:
+            note = "from cache" if from_cache else f"fine-tuned in {fine_tune_seconds:.0f} s"
+            self.bar.update(self.prep, total=1, completed=1, description="teacher ready",
+                            best=f"{metric.name} {100 * metric.value:.2f}% ({note})")
 
-        self.target = target
-        self.task = self.bar.add_task("trials", total=target, completed=min(completed(study), target),
-                                      best=_best_text(study, self.max_drop))
+        def warm_started(self, ws) -> None:
+            err.print(
+                f"warm start from '{ws.source}': {len(ws.enqueued)} front plans queued, {len(ws.present)} already here, "
+                f"{len(ws.skipped)} skipped", highlight=False, markup=False, soft_wrap=True,
+            )
+            for number, reason in list(ws.skipped.items())[:5]:
+                err.print(f"  skipped trial {number}: {reason}", highlight=False, markup=False, soft_wrap=True)
+            if len(ws.skipped) > 5:
+                err.print(f"  … and {len(ws.skipped) - 5} more (--verbose lists them)", highlight=False, markup=False)
 
-    def trial_done(self, study, _trial) -> None:
-        from autocompress.study import completed
+        def trials_started(self, study, target: int) -> None:
+            self.target = target
+            self.task = self.bar.add_task("trials", total=target, completed=min(completed(study), target),
+                                          best=_best_text(study, self.max_drop))
 
-        self.bar.update(self.task, completed=min(completed(study), self.target), best=_best_text(study, self.max_drop))
+        def trial_done(self, study, _trial) -> None:
+            self.bar.update(self.task, completed=min(completed(study), self.target), best=_best_text(study, self.max_drop))
+
+    return _BarProgress()
 
 
 @app.command()
@@ -412,7 +408,7 @@ def export(
 def main(argv: list[str] | None = None) -> None:
     """Entry point: library errors become one line on stderr and exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # typer.Exit comes back as its code here
     except AutocompressError as exc:
         if _state["debug"]:
             raise
@@ -432,6 +428,8 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, _click_errors("Abort")):
             sys.exit(130)
         raise
+    if code:
+        sys.exit(code)
 
 
 def _click_errors(name: str) -> tuple[type[BaseException], ...]:

@@ -243,3 +243,18 @@ def test_validate_checks_every_profile_against_the_model(tiny_model_dir, tiny_cs
     typo.write_text(yaml.safe_dump(tiny_config_dict(tiny_model_dir, tiny_csv, profile="cpu-2tt")))
     code, _, err = run_cli(capsys, "validate", str(typo))
     assert code == 2 and "key 'profile'" in err and "Did you mean 'cpu-2t'" in err
+
+
+def test_ctrl_c_during_the_trials_says_how_to_resume_and_exits_130(workdir, capsys, monkeypatch):
+    """A cut-off run is not a finished one to a script: exit 130, and the command that continues it."""
+    from autocompress import study as st
+
+    def interrupted(request, progress=None):
+        raise st.StudyInterrupted(completed=3, target=request.trials)
+
+    monkeypatch.chdir(workdir)
+    monkeypatch.setattr(st, "run_study", interrupted)
+    code, _, err = run_cli(capsys, "run", "space.yaml", "--study", "cut", "--trials", "9")
+    assert code == 130
+    assert "3/9 trials complete" in err and "Resume with: autocompress resume cut" in err
+    assert "Traceback" not in err

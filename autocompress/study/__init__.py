@@ -8,7 +8,7 @@ loop), :mod:`~.warm_start`, :mod:`~.sharing` (one teacher for every worker), :mo
 
 from autocompress.samplers import SAMPLERS, make_sampler, with_sampler
 from autocompress.study.create import check_can_continue, create_or_load, record_teacher
-from autocompress.study.listing import BestSoFar, StudySummary, best_so_far, list_studies
+from autocompress.study.listing import BestSoFar, StudySummary, best_so_far, list_studies, metric_name
 from autocompress.study.runner import RunResult, completed, fail_orphaned_trials, run, run_trials, trial_states
 from autocompress.study.session import (
     StudyInterrupted,
@@ -56,6 +56,7 @@ __all__ = [
     "load",
     "local_study_urls",
     "make_sampler",
+    "metric_name",
     "mask_url",
     "open_storage",
     "open_warm_start_source",

@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 from autocompress import record
 from autocompress.urls import mask_url
 
-__all__ = ["BestSoFar", "StudySummary", "best_so_far", "list_studies"]
+__all__ = ["BestSoFar", "StudySummary", "best_so_far", "list_studies", "metric_name"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,11 @@ def list_studies(storage: optuna.storages.BaseStorage, url: str) -> list[StudySu
     return out
 
 
+def metric_name(study: optuna.Study) -> str:
+    """The study's task metric (its first objective), as its config names it (``task.metric``)."""
+    return str(((study.user_attrs.get("config") or {}).get("task") or {}).get("metric", "accuracy"))
+
+
 @dataclass(frozen=True)
 class BestSoFar:
     """A running study's best figures: its highest task metric, and its fastest trial within a budget."""
@@ -64,9 +69,8 @@ def best_so_far(study: optuna.Study, budget: float) -> BestSoFar:
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     records = [record.read(t) for t in done]
     within = [r.speedup or 0.0 for r in records if r.accuracy_drop is not None and r.accuracy_drop <= budget]
-    metric = ((study.user_attrs.get("config") or {}).get("task") or {}).get("metric", "accuracy")
     return BestSoFar(
-        metric=str(metric),
+        metric=metric_name(study),
         best_percent=max((t.values[0] for t in done), default=None),
         budget=budget,
         fastest_within=max(within, default=None),
