@@ -1,10 +1,13 @@
-"""One trial: suggest → de-duplicate → build → fidelity gate → evaluate → measure → record.
+"""One trial: suggest → de-duplicate → build → measure and screen → fidelity gate → recover →
+evaluate → record.
 
 :class:`Objective` turns each Optuna trial into a compressed candidate and returns its three
 objective values (:data:`OBJECTIVES`): the task metric (``task.metric``: accuracy or macro-F1, %,
 maximise; the objective keeps the name "accuracy" in storage), latency relative to the
 uncompressed teacher measured in the same rounds (minimise), and size in MB (minimise). Each step
-is a call into the module that owns it; the trial's record is written once, however it ends.
+is a call into the module that owns it. The trial's record is written as the trial starts (what
+identifies it: plan, host, sampler) and completed as it ends, however it ends; each stored
+attribute is written once.
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ class Objective:
                 gate = fidelity.decide(b.config, 100 * b.teacher_metric.value, _complete(trial), measured.objective.ratio,
                                        measured.size.megabytes, screened)  # fidelity gate
                 if not gate.promote:
-                    rec.stop(gate.reason or "stopped at the cheap fidelity")
+                    rec.stop(gate.reason)
+                del cheap  # one student in memory at a time
                 full = rec.timed("recover", build.candidate, b, plan)  # build, recovered
             else:
                 full = rec.timed("build", build.candidate, b, plan)
@@ -76,7 +80,8 @@ def _complete(trial: optuna.Trial) -> list[optuna.trial.FrozenTrial]:
 
 
 class _Recording:
-    """One trial's record as its steps fill it in, written once when the trial ends (complete,
+    """One trial's record as its steps fill it in: what identifies the trial is written as it
+    starts (so a trial whose worker dies still shows its plan), the rest once it ends (complete,
     stopped or failed): a failed trial keeps its plan, what was measured and why it failed."""
 
     def __init__(self, trial: optuna.Trial, bench: Workbench, plan: CompressionPlan) -> None:
@@ -87,9 +92,9 @@ class _Recording:
             sampler="enqueued" if labels.queued else sampler_name(trial.study.sampler),
             baseline=labels.baseline, warm_start=labels.warm_start, retry_of=labels.retry_of,
         )
-        self.seconds: dict[str, float] = {}
 
     def __enter__(self) -> "_Recording":
+        record.write(self.trial, self.record)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _tb: TracebackType | None) -> None:
@@ -105,8 +110,7 @@ class _Recording:
         try:
             return fn(*args, **kwargs)
         finally:
-            self.seconds[step] = time.perf_counter() - start
-            self.update(seconds=dict(self.seconds))
+            self.update(seconds={**(self.record.seconds or {}), step: time.perf_counter() - start})
 
     def measured(self, m: scoring.Measurement) -> scoring.Measurement:
         self.update(

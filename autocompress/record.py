@@ -2,7 +2,7 @@
 
 A trial's record lives in its Optuna user attributes (Optuna's storage is the source of truth); this
 module owns their names and shapes, so the objective writes a :class:`TrialRecord` with
-:func:`write` and every reader (report, pick, export, CLI, benchmarks) gets one from :func:`read`.
+:func:`write` (what identifies the trial as it starts, its figures as it ends) and every reader (report, pick, export, CLI, benchmarks) gets one from :func:`read`.
 It also owns what is derived from the record and Optuna's state together: feasibility
 (:func:`feasible`), the Pareto front with each plan once (:func:`front`), and which trials can be
 shipped (:func:`is_full`).
@@ -109,7 +109,46 @@ class TrialRecord:
 
     @property
     def latency_kind(self) -> str:
+        """How the objective's latency was obtained: "measured" (timed here) or "predicted"."""
         return str((self.latency or {}).get("kind", "measured"))
+
+    @property
+    def candidate_ms(self) -> float | None:
+        """The candidate's latency on the objective's profile, ms."""
+        return _num((self.latency or {}).get("candidate_ms"))
+
+    @property
+    def baseline_ms(self) -> float | None:
+        """The teacher's latency in the same interleaved rounds, ms."""
+        return _num((self.latency or {}).get("baseline_ms"))
+
+    @property
+    def candidate_iqr_ms(self) -> float | None:
+        return _num((self.latency or {}).get("candidate_iqr_ms"))
+
+    @property
+    def noisy(self) -> bool:
+        """The latency's spread stayed above the profile's limit."""
+        return bool((self.latency or {}).get("noisy", False))
+
+    @property
+    def size_mb(self) -> float | None:
+        """Size in MB, simulated low-bit weights counted at their width."""
+        return _num((self.size or {}).get("megabytes"))
+
+    @property
+    def host_name(self) -> str | None:
+        """The host the candidate was built and timed on."""
+        return _str((self.host or {}).get("host"))
+
+    @property
+    def recovered(self) -> bool:
+        """The candidate was distilled from the teacher."""
+        return bool((self.recovery or {}).get("recovered", False))
+
+    @property
+    def recovery_seconds(self) -> float | None:
+        return _num((self.recovery or {}).get("recovery_seconds"))
 
     @property
     def reason(self) -> str | None:
@@ -130,6 +169,8 @@ class TrialRecord:
             value = getattr(self, f.name)
             if value is None or (f.name == "latencies" and not value):
                 continue
+            if f.name in ("plan_summary", "simulated") and self.plan is None:
+                continue  # they describe the plan: a record without one (a reason alone) leaves them out
             if isinstance(value, CompressionPlan):
                 value = value.to_dict()
             elif isinstance(value, Estimate):
@@ -190,8 +231,9 @@ def read(trial: FrozenTrial | optuna.Trial) -> TrialRecord:
 
 
 def write(trial: optuna.Trial, record: TrialRecord, *, max_accuracy_drop: float | None = None) -> None:
-    """Store ``record`` on the running ``trial``, and its accuracy-drop constraint when the study has
-    a budget (``max_accuracy_drop`` points) and the record a drop. Call once, as the trial ends."""
+    """Store ``record`` on the running ``trial`` (attributes it already holds unchanged are not written
+    again), and its accuracy-drop constraint when the study has a budget (``max_accuracy_drop``
+    points) and the record a drop."""
     for key, value in record.to_attrs().items():
         if trial.user_attrs.get(key) != value:
             trial.set_user_attr(key, value)
@@ -220,7 +262,7 @@ def feasible(trial: FrozenTrial) -> bool:
 
 
 def front(study: optuna.Study) -> list[FrozenTrial]:
-    """The study's Pareto front (Optuna's, feasible trials first), each plan once: a trial that
+    """The study's Pareto front (Optuna's: feasible trials only), each plan once: a trial that
     repeated an earlier trial's plan is left out."""
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return []

@@ -193,7 +193,7 @@ def half_depth_row(bench: Workbench, study: optuna.Study) -> dict[str, Any]:
         return row(bench, method, time_model(bench, model), stored.accuracy,
                    stored.size_ratio if stored.size_ratio is not None else size_ratio(bench, model, plan),
                    plan=plan.describe(), trial=trial.number, source="the study's seeded half_depth trial",
-                   recovery_seconds=(stored.recovery or {}).get("recovery_seconds"))
+                   recovery_seconds=stored.recovery_seconds)
     start = time.perf_counter()
     half = build.candidate(bench, plan)
     logits = predict_logits(half.model, bench.eval)
@@ -221,8 +221,9 @@ def onnx_row(bench: Workbench, int8_plan: CompressionPlan) -> dict[str, Any]:
 
 def front_members(study: optuna.Study, budget: float, count: int) -> list[optuna.trial.FrozenTrial]:
     """The fastest front members within each headline threshold, then the fastest others in ``budget``."""
-    records = {t.number: record.read(t) for t in record.front(study)}
-    front = [t for t in record.front(study) if (r := records[t.number]).fidelity == "full" and r.plan is not None
+    members = record.front(study)
+    records = {t.number: record.read(t) for t in members}
+    front = [t for t in members if (r := records[t.number]).fidelity == "full" and r.plan is not None
              and r.baseline is None  # a seeded recipe has its own row
              and r.accuracy_drop is not None and r.accuracy_drop <= budget]
     front.sort(key=lambda t: -(records[t.number].speedup or 0.0))
@@ -247,7 +248,7 @@ def study_rows(bench: Workbench, study: optuna.Study, count: int) -> list[dict[s
         rows.append(row(bench, f"autocompress (trial {t.number})", time_model(bench, model), r.accuracy,
                         r.size_ratio if r.size_ratio is not None else size_ratio(bench, model, r.plan),
                         plan=r.plan.describe(), trial=t.number, study_speedup=r.speedup,
-                        recovered=(r.recovery or {}).get("recovered")))
+                        recovered=r.recovered))
     return rows
 
 

@@ -96,14 +96,13 @@ def parse_pick(expr: str) -> Budget:
 def _figures(t: FrozenTrial) -> dict[str, float]:
     """The figures a budget talks about, read from the trial's record and its objective values."""
     r = record.read(t)
-    ms = (r.latency or {}).get("candidate_ms")
     fallback = 1.0 / t.values[1] if t.values[1] else math.nan
     return {
         "metric": t.values[0],
         "ratio": t.values[1],
         "size_mb": t.values[2],
         "drop": r.accuracy_drop if r.accuracy_drop is not None else math.nan,
-        "ms": float(ms) if isinstance(ms, (int, float)) else math.nan,
+        "ms": r.candidate_ms if r.candidate_ms is not None else math.nan,
         "speedup": r.speedup if r.speedup is not None else fallback,
     }
 

@@ -339,12 +339,10 @@ def _rows(measured: dict[str, ProfileLatency]) -> list[LatencyRow]:
 
 
 def _stored_row(stored: record.TrialRecord, cfg: StudyConfig) -> LatencyRow:
-    lat = stored.latency or {}
-    host = (stored.host or {}).get("host", "?")
     kind = stored.latency_kind
     return LatencyRow(
-        "trial (stored)", lat.get("candidate_ms"), lat.get("baseline_ms"), stored.speedup, kind,
-        host if kind == "measured" else f"profile {cfg.profile.name}",
+        "trial (stored)", stored.candidate_ms, stored.baseline_ms, stored.speedup, kind,
+        (stored.host_name or "?") if kind == "measured" else f"profile {cfg.profile.name}",
     )
 
 

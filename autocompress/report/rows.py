@@ -107,7 +107,6 @@ def trial_row(t: optuna.trial.FrozenTrial, front: set[int]) -> TrialRow:
     """``t`` as a report row; ``front`` holds the numbers of the trials on the Pareto front."""
     r = record.read(t)
     score = r.score
-    lat = r.latency or {}
     done = t.state == TrialState.COMPLETE and t.values is not None
     values = tuple(t.values) if done else None
     speedup = r.speedup
@@ -125,11 +124,11 @@ def trial_row(t: optuna.trial.FrozenTrial, front: set[int]) -> TrialRow:
         accuracy_ci=(100 * score.ci_low, 100 * score.ci_high) if score is not None else None,
         accuracy_drop=r.accuracy_drop,
         speedup=speedup,
-        latency_ms=_num(lat.get("candidate_ms")),
-        baseline_ms=_num(lat.get("baseline_ms")),
-        latency_iqr_ms=_num(lat.get("candidate_iqr_ms")),
-        noisy=bool(lat.get("noisy", False)),
-        size_mb=values[2] if values and len(values) > 2 else _num((r.size or {}).get("megabytes")),
+        latency_ms=r.candidate_ms,
+        baseline_ms=r.baseline_ms,
+        latency_iqr_ms=r.candidate_iqr_ms,
+        noisy=r.noisy,
+        size_mb=values[2] if values and len(values) > 2 else r.size_mb,
         size_ratio=r.size_ratio,
         plan=r.plan.to_dict() if r.plan is not None else None,
         plan_summary=r.plan_summary,
@@ -142,7 +141,7 @@ def trial_row(t: optuna.trial.FrozenTrial, front: set[int]) -> TrialRow:
         duration_s=duration,
         latency_kind=r.latency_kind,
         profile_latency=profiles,
-        host=(r.host or {}).get("host"),
+        host=r.host_name,
         values=values,
         params=dict(t.params),
         started=t.datetime_start,

@@ -65,7 +65,9 @@ def fail_orphaned_trials(study: optuna.Study, grace_seconds: float) -> list[int]
     failed = []
     for trial_id, number in orphans:
         try:
-            storage.set_trial_user_attr(trial_id, "fail_reason", "its worker lost the database before its first heartbeat")
+            lost = TrialRecord(fail_reason="its worker lost the database before its first heartbeat")
+            for key, value in lost.to_attrs().items():
+                storage.set_trial_user_attr(trial_id, key, value)
             if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
