@@ -4,12 +4,11 @@ Checked against the Optuna versions ``pyproject.toml`` allows (``tests/test_comp
 installed one; ``pytest -m slow tests/test_compat.py`` also runs it on the oldest allowed release
 in a fresh virtual environment). Where Optuna has a public call, the code uses it instead: study
 ids come from ``get_study_id_from_name``, a retried trial's history from
-``RetryFailedTrialCallback``, trial ids from ``get_trial_id_from_study_id_trial_number``.
+``RetryHeartbeatStaleTrialCallback``, trial ids from ``get_trial_id_from_study_id_trial_number``.
 """
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Sequence
 from datetime import datetime
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 import optuna
 import sqlalchemy as sa
-from optuna.storages import RetryFailedTrialCallback
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
@@ -28,7 +27,6 @@ __all__ = [
     "queued_params",
     "retry_system_attrs",
     "running_without_heartbeat",
-    "stale_trial_hook",
     "trial_states",
 ]
 
@@ -99,15 +97,15 @@ def queued_params(trial: FrozenTrial) -> dict[str, Any]:
 
 
 def retry_system_attrs(trial: FrozenTrial) -> dict[str, Any]:
-    """System attributes for a retry of ``trial`` that ``RetryFailedTrialCallback.retried_trial_number``
+    """System attributes for a retry of ``trial`` that ``RetryHeartbeatStaleTrialCallback.retried_trial_number``
     and ``retry_history`` (public) read back.
 
-    Private: the key names are those ``RetryFailedTrialCallback`` writes; it has no public way to
-    queue a retry with other user attributes (it copies all of them, half-written metrics included).
+    Private: the key names are those Optuna's retry callback writes; it has no public way to queue
+    a retry with other user attributes (it copies all of them, half-written metrics included).
     """
     with warnings.catch_warnings():  # experimental since Optuna 3.0, still there in 5.x
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        history = [*RetryFailedTrialCallback.retry_history(trial), trial.number]
+        history = [*RetryHeartbeatStaleTrialCallback.retry_history(trial), trial.number]
     return {"failed_trial": history[0], "retry_history": history}  # as Optuna's callback: the first failed trial
 
 
@@ -131,13 +129,3 @@ def running_without_heartbeat(storage: optuna.storages.BaseStorage, study_id: in
     )
     with engine.connect() as conn:
         return [(int(a), int(b)) for a, b in conn.execute(query)]
-
-
-def stale_trial_hook() -> str:
-    """The ``RDBStorage`` argument that takes the callback for a trial whose heartbeat stopped.
-
-    Public, but renamed: ``failed_trial_callback`` became ``heartbeat_stale_trial_callback`` in
-    Optuna 4.9; this returns the name the installed Optuna takes.
-    """
-    params = inspect.signature(optuna.storages.RDBStorage).parameters
-    return "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"

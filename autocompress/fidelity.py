@@ -26,9 +26,13 @@ __all__ = ["Gate", "staged", "decide"]
 class Gate:
     """What the screen decided for one candidate."""
 
-    promote: bool  # recover it and evaluate it in full
-    blocker: int | None = None  # the full-fidelity trial that made recovery pointless
-    reason: str | None = None  # why it was stopped, as the trial records it
+    blocker: int | None = None  # the full-fidelity trial that made recovery pointless, if any
+    reason: str = ""  # why it was stopped, as the trial records it
+
+    @property
+    def promote(self) -> bool:
+        """Recover the candidate and evaluate it in full."""
+        return self.blocker is None
 
 
 def staged(cfg: StudyConfig, plan: CompressionPlan) -> bool:
@@ -52,5 +56,5 @@ def decide(
                 f"not recovered: trial {t.number} is already as fast, as small and within "
                 f"{cfg.fidelity.margin:g} pt of the teacher (cheap {cheap.name} {100 * cheap.value:.1f}%)"
             )
-            return Gate(promote=False, blocker=t.number, reason=reason)
-    return Gate(promote=True)
+            return Gate(blocker=t.number, reason=reason)
+    return Gate()

@@ -17,23 +17,19 @@ from autocompress.errors import UnknownNameError
 
 __all__ = ["SAMPLERS", "make_sampler", "sampler_name", "with_sampler"]
 
-SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
+_REGISTRY: dict[str, tuple[type[optuna.samplers.BaseSampler], Callable[[int], optuna.samplers.BaseSampler]]] = {
     # multivariate: the per-layer choices interact (depth × pruning × bits)
-    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8),
+    "tpe": (optuna.samplers.TPESampler,
+            lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8)),
     # small population: studies here run tens of trials, not thousands
-    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed, population_size=16),
+    "nsga2": (optuna.samplers.NSGAIISampler, lambda seed: optuna.samplers.NSGAIISampler(seed=seed, population_size=16)),
     # Gaussian process with (constrained) expected hypervolume improvement; categorical dimensions
     # are handled by its kernel
-    "gp": lambda seed: optuna.samplers.GPSampler(seed=seed, n_startup_trials=8),
-    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+    "gp": (optuna.samplers.GPSampler, lambda seed: optuna.samplers.GPSampler(seed=seed, n_startup_trials=8)),
+    "random": (optuna.samplers.RandomSampler, lambda seed: optuna.samplers.RandomSampler(seed=seed)),
 }
-
-_CLASSES: dict[str, type[optuna.samplers.BaseSampler]] = {
-    "tpe": optuna.samplers.TPESampler,
-    "nsga2": optuna.samplers.NSGAIISampler,
-    "gp": optuna.samplers.GPSampler,
-    "random": optuna.samplers.RandomSampler,
-}
+#: name → a factory of the seeded sampler
+SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {name: f for name, (_, f) in _REGISTRY.items()}
 
 
 def make_sampler(search: SearchConfig, offset: int = 0) -> optuna.samplers.BaseSampler:
@@ -45,7 +41,7 @@ def make_sampler(search: SearchConfig, offset: int = 0) -> optuna.samplers.BaseS
 
 def sampler_name(sampler: optuna.samplers.BaseSampler) -> str:
     """The registry name of ``sampler`` (what a trial records as its sampler), or its class name."""
-    return next((name for name, cls in _CLASSES.items() if type(sampler) is cls), type(sampler).__name__)
+    return next((name for name, (cls, _) in _REGISTRY.items() if type(sampler) is cls), type(sampler).__name__)
 
 
 def with_sampler(cfg: StudyConfig, sampler: str | None) -> StudyConfig:

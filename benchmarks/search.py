@@ -147,7 +147,7 @@ def run_study(
         plan = suggest_plan(trial, space, bench.arch, bench.layer_ranking)
         fig = evaluate(plan)
         drop = evaluate.teacher_accuracy - fig.accuracy
-        trial.set_constraint("accuracy_drop", drop - budget)
+        trial.set_constraint(record.DROP_CONSTRAINT, drop - budget)
         if drop <= budget:
             feasible.append(fig)
             if record.read(trial).baseline is None:

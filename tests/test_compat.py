@@ -6,7 +6,6 @@ Optuna that ``pyproject.toml`` allows, in a fresh virtual environment.
 
 from __future__ import annotations
 
-import inspect
 import os
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from optuna.storages import RetryFailedTrialCallback
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState, create_trial
 
 from autocompress import compat
@@ -30,7 +29,6 @@ OLDEST_OPTUNA = "5.0.0"  # the lower bound of ``optuna`` in pyproject.toml
 pytestmark = pytest.mark.filterwarnings(
     "ignore::optuna.exceptions.ExperimentalWarning",
     "ignore:Heartbeat of storage is supposed to be used with Study.optimize",
-    "ignore:RetryFailedTrialCallback has been deprecated:FutureWarning",  # renamed in 4.9; 4.4 has only this name
 )
 
 
@@ -102,12 +100,12 @@ def test_a_retry_reads_back_through_optunas_retry_callback():
     study = optuna.create_study()
     study.add_trial(create_trial(state=TrialState.FAIL, params={}, distributions={}))
     first = study.get_trials()[0]
-    assert RetryFailedTrialCallback.retried_trial_number(first) is None
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(first) is None
     retry = _retry(study, first)
-    assert RetryFailedTrialCallback.retried_trial_number(retry) == first.number
-    assert RetryFailedTrialCallback.retry_history(retry) == [first.number]
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == first.number
+    assert RetryHeartbeatStaleTrialCallback.retry_history(retry) == [first.number]
     again = _retry(study, _fail(study, retry))
-    assert RetryFailedTrialCallback.retry_history(again) == [0, 1]
+    assert RetryHeartbeatStaleTrialCallback.retry_history(again) == [0, 1]
 
 
 def test_a_retry_of_a_retry_names_the_original_trial_as_optunas_callback_does():
@@ -115,11 +113,11 @@ def test_a_retry_of_a_retry_names_the_original_trial_as_optunas_callback_does():
     study.add_trial(create_trial(state=TrialState.FAIL, params={}, distributions={}))
     failed_again = _fail(study, _retry(study, study.get_trials()[0]))
     ours = _retry(study, failed_again)
-    RetryFailedTrialCallback()(study, failed_again)  # what Optuna itself queues for the same trial
+    RetryHeartbeatStaleTrialCallback()(study, failed_again)  # what Optuna itself queues for the same trial
     theirs = study.get_trials()[-1]
-    assert RetryFailedTrialCallback.retry_history(ours) == RetryFailedTrialCallback.retry_history(theirs) == [0, 1]
-    assert RetryFailedTrialCallback.retried_trial_number(theirs) == 0
-    assert RetryFailedTrialCallback.retried_trial_number(ours) == 0
+    assert RetryHeartbeatStaleTrialCallback.retry_history(ours) == RetryHeartbeatStaleTrialCallback.retry_history(theirs) == [0, 1]
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(theirs) == 0
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(ours) == 0
 
 
 # ---------------------------------------------------------------------- trial states from the database
@@ -222,21 +220,18 @@ def test_the_cutoff_is_utc_whatever_the_local_time_zone(tmp_path, local_zone):
     assert _orphans(storage, study, _utc_now() + timedelta(minutes=1)) == [0]
 
 
-def test_the_stale_trial_hook_is_an_argument_rdbstorage_takes_and_calls(tmp_path):
-    name = compat.stale_trial_hook()
-    assert name in inspect.signature(optuna.storages.RDBStorage).parameters
-    called: list[int] = []
-    storage = optuna.storages.RDBStorage(
-        f"sqlite:///{tmp_path / 'h.db'}", heartbeat_interval=1, grace_period=1,
-        **{name: lambda study, trial: called.append(trial.number)},
-    )
+def test_a_storage_opened_by_autocompress_queues_a_dead_workers_trial_again(tmp_path):
+    """Optuna calls the stale-trial hook ``open_storage`` gives it; the retry is readable by Optuna's own callback."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'h.db'}", heartbeat_seconds=1, grace_seconds=1)
     study = optuna.create_study(storage=storage, study_name="h")
-    dead = study.ask()
+    dead = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     storage.record_heartbeat(_trial_id(storage, study, dead.number))
     time.sleep(2.2)  # the worker "died": its heartbeat is older than the grace period
     optuna.storages.fail_stale_trials(study)
-    assert called == [dead.number]
-    assert study.get_trials()[0].state == TrialState.FAIL
+    first, retry = study.get_trials()
+    assert first.state == TrialState.FAIL and retry.state == TrialState.WAITING
+    assert retry.user_attrs == {"retry_of": dead.number}
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == dead.number
 
 
 # ---------------------------------------------------------------------- the oldest Optuna allowed

@@ -68,7 +68,7 @@ def test_a_faster_smaller_near_teacher_trial_stops_the_candidate(cfg, values):
 def test_a_trial_that_loses_on_one_objective_does_not_stop_it(cfg, values):
     gate = _gate(cfg, _done(3, *values))
     assert gate.promote is True
-    assert gate.blocker is None and gate.reason is None
+    assert gate.blocker is None and gate.reason == ""
 
 
 def test_the_blocker_is_the_trial_that_dominates_not_the_first_one(cfg):

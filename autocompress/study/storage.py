@@ -87,7 +87,7 @@ def open_storage(
     elif url.startswith("postgresql"):
         engine_kwargs["pool_pre_ping"] = True
     kwargs = {"engine_kwargs": engine_kwargs, "heartbeat_interval": heartbeat_seconds,
-              "grace_period": grace_seconds, compat.stale_trial_hook(): retry_stale_trial}
+              "grace_period": grace_seconds, "heartbeat_stale_trial_callback": retry_stale_trial}
     for attempt in range(3):
         try:
             return _open_rdb(url, kwargs)

@@ -56,9 +56,9 @@ def warm_start(study: optuna.Study, source: optuna.Study, bench: Workbench) -> W
     enqueued: list[int] = []
     present: list[int] = []
     skipped: dict[int, str] = {}
-    front = [t for t in record.front(source) if record.is_full(t) and record.read(t).fidelity == "full"]
-    for t in sorted(front, key=lambda t: t.number):
-        plan = record.read(t).plan
+    front = [(t, r) for t in record.front(source) if record.is_full(t) and (r := record.read(t)).fidelity == "full"]
+    for t, r in sorted(front, key=lambda tr: tr[0].number):
+        plan = r.plan
         try:
             if plan is None:  # stored, but not in a form this version reads
                 raise PlanError("its stored plan cannot be read by this version")
