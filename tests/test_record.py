@@ -250,3 +250,9 @@ def test_a_record_from_a_newer_version_is_refused_in_one_line(legacy, capsys):
                    (trial_id, json.dumps(record.RECORD_VERSION + 1)))
     code, out, err = run_cli(capsys, "report", "legacy", "--storage", url, "-o", str(Path(url[10:]).with_suffix(".html")))
     assert code == 2 and err.count("\n") == 1 and "upgrade autocompress" in err and "Traceback" not in err
+
+
+def test_a_record_holding_only_a_reason_writes_only_the_reason():
+    """What the trial loop writes for a trial that never built anything must not blank a stored plan summary."""
+    assert TrialRecord(fail_reason="x").to_attrs() == {"fail_reason": "x", "record_version": RECORD_VERSION}
+    assert TrialRecord(prune_reason="not needed").to_attrs() == {"prune_reason": "not needed", "record_version": RECORD_VERSION}

@@ -391,3 +391,24 @@ def test_each_trial_records_the_sampler_that_chose_its_plan(bench, tmp_path):
     labels = [(t.user_attrs.get("baseline"), t.user_attrs["sampler"]) for t in study.get_trials(states=(TrialState.COMPLETE,))]
     assert labels[:4] == [(b, "enqueued") for b in ("teacher", "int8", "prune50", "half_depth")]
     assert labels[4] == (None, bench.config.search.sampler)
+
+
+def test_a_running_trial_already_shows_its_plan_in_the_storage(bench, tmp_path, monkeypatch):
+    """A worker that dies mid-trial (killed, out of memory) leaves a trial that still names its plan."""
+    from autocompress import build
+
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    study = st.create_or_load(bench.config, st.open_storage(url), "live", bench)
+    seen: list[dict] = []
+    real = build.candidate
+
+    def peeking(*args, **kwargs):
+        other = st.load("live", st.open_storage(url))  # another process's view of the database
+        (running,) = other.get_trials(states=(TrialState.RUNNING,))
+        seen.append(dict(running.user_attrs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(build, "candidate", peeking)
+    st.run(study, bench, n_trials=1)
+    assert seen and seen[0]["plan"]["layers"] and seen[0]["plan_summary"] and "host" in seen[0]
+    assert "accuracy" not in seen[0], "figures are stored when the trial ends"
