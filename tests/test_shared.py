@@ -220,6 +220,9 @@ class _Proxy:
         probe.close()
         self.conns: list = []
         self.server = None
+        import threading
+
+        self.lock = threading.Lock()  # a connection accepted while the proxy is being cut is cut too
 
     def start(self) -> None:
         import socket
@@ -250,8 +253,12 @@ class _Proxy:
                     client, _ = server.accept()
                 except OSError:
                     return
-                upstream = socket.create_connection(self.target)
-                self.conns += [client, upstream]
+                with self.lock:
+                    if self.server is not server:  # cut meanwhile: a restarted database refuses it
+                        client.close()
+                        return
+                    upstream = socket.create_connection(self.target)
+                    self.conns += [client, upstream]
                 threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
                 threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
 
@@ -260,14 +267,16 @@ class _Proxy:
     def cut(self) -> None:
         import socket
 
-        self.server.close()
-        for s in self.conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            except OSError:
-                pass
-        self.conns = []
+        with self.lock:
+            self.server.close()
+            self.server = None
+            for s in self.conns:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                    s.close()
+                except OSError:
+                    pass
+            self.conns = []
 
 
 def _via_proxy(url: str, proxy: _Proxy) -> str:
