@@ -234,8 +234,9 @@ def write(trial: optuna.Trial, record: TrialRecord, *, max_accuracy_drop: float 
     """Store ``record`` on the running ``trial`` (attributes it already holds unchanged are not written
     again), and its accuracy-drop constraint when the study has a budget (``max_accuracy_drop``
     points) and the record a drop."""
+    held = trial.user_attrs  # a deep copy per access: read it once
     for key, value in record.to_attrs().items():
-        if trial.user_attrs.get(key) != value:
+        if held.get(key) != value:
             trial.set_user_attr(key, value)
     if max_accuracy_drop is not None and record.accuracy_drop is not None:
         trial.set_constraint(DROP_CONSTRAINT, record.accuracy_drop - max_accuracy_drop)
@@ -264,8 +265,6 @@ def feasible(trial: FrozenTrial) -> bool:
 def front(study: optuna.Study) -> list[FrozenTrial]:
     """The study's Pareto front (Optuna's: feasible trials only), each plan once: a trial that
     repeated an earlier trial's plan is left out."""
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        return []
     return [t for t in study.best_trials if SAME_PLAN_AS not in t.user_attrs]
 
 
