@@ -10,7 +10,7 @@ import torch
 
 from autocompress.data import Examples
 
-__all__ = ["Encoded", "encode"]
+__all__ = ["Encoded", "encode", "length_grouped"]
 
 
 @dataclass(frozen=True)
@@ -50,15 +50,21 @@ class Encoded:
     ) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
         """Yield ``(indices, inputs)`` padded to the longest example of each batch.
 
-        ``by_length`` groups similar lengths (fast evaluation); ``shuffle`` is for training.
+        ``by_length`` alone sorts every example by length (fast evaluation). ``shuffle`` is for
+        training: a new random order each seed; with ``by_length`` too, each batch holds examples
+        of similar length (less padding) while which examples share a batch, and the order of the
+        batches, stay random (see :func:`length_grouped`).
         """
         order = list(range(len(self)))
-        if by_length:
-            order.sort(key=lambda i: len(self.input_ids[i]))
-        elif shuffle:
-            random.Random(seed).shuffle(order)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        if shuffle and by_length:
+            groups = length_grouped([len(x) for x in self.input_ids], batch_size, seed)
+        else:
+            if by_length:
+                order.sort(key=lambda i: len(self.input_ids[i]))
+            elif shuffle:
+                random.Random(seed).shuffle(order)
+            groups = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        for idx in groups:
             width = max(len(self.input_ids[i]) for i in idx)
             ids = torch.full((len(idx), width), self.pad_id, dtype=torch.long)
             mask = torch.zeros((len(idx), width), dtype=torch.long)
@@ -73,6 +79,36 @@ class Encoded:
             if types is not None:
                 inputs["token_type_ids"] = types
             yield torch.tensor(idx), inputs
+
+
+#: batches per chunk that :func:`length_grouped` sorts by length
+GROUP_CHUNK = 50
+#: how far :func:`length_grouped` lets a length stray when sorting (a fraction of it)
+GROUP_JITTER = 0.2
+
+
+def length_grouped(lengths: list[int], batch_size: int, seed: int) -> list[list[int]]:
+    """Training batches of similar lengths in a random order.
+
+    The examples are shuffled, cut into chunks of ``GROUP_CHUNK`` batches, each chunk is sorted by
+    length and cut into batches, and the batches are shuffled: every example is used once per
+    call, padding is what similar lengths leave, and the examples a batch mixes change with the
+    seed (as in Hugging Face's length-grouped sampler). The sort key is each length times a random
+    factor within ``1 ± GROUP_JITTER``, so that a batch is not made of one length alone: where the
+    length tells the label (short neutral texts, say), exact sorting would give batches of one
+    class, and training on them fails.
+    """
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    key = {i: lengths[i] * rng.uniform(1 - GROUP_JITTER, 1 + GROUP_JITTER) for i in order}
+    chunk = batch_size * GROUP_CHUNK
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=key.__getitem__)
+        batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
+    rng.shuffle(batches)
+    return batches
 
 
 def encode(tokenizer, examples: Examples, max_length: int) -> Encoded:

@@ -9,20 +9,20 @@ shipped is what was scored: building is deterministic, and the same plan gives t
 from __future__ import annotations
 
 import copy
-import time
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from autocompress.config import RecoveryConfig
-from autocompress.distill import recover_
+from autocompress.distill import TrainingRun, distillation
 from autocompress.latency.measure import compute_lock
 from autocompress.plan import CompressionPlan
 from autocompress.transforms import apply_bits_, apply_structure_
 from autocompress.workbench import Workbench
 
-__all__ = ["Candidate", "candidate", "changes_structure", "needs_recovery"]
+__all__ = ["Build", "Candidate", "candidate", "changes_structure", "needs_recovery", "recovery_epochs"]
 
 
 @dataclass
@@ -48,26 +48,74 @@ def needs_recovery(recovery: RecoveryConfig, plan: CompressionPlan) -> bool:
     return recovery.epochs > 0 and changes_structure(plan)
 
 
+def recovery_epochs(recovery: RecoveryConfig, plan: CompressionPlan) -> float:
+    """The plan's distillation budget in epochs: ``recovery.epochs``, times n/k for a student that
+    keeps k of the model's n layers when ``recovery.depth_scaled`` (capped at ``max_epochs``).
+
+    A shallower student's step costs about k/n of a full one, so each depth gets about the same
+    compute, and the deep cuts, which lose the most, get the most steps.
+    """
+    if not recovery.depth_scaled:
+        return recovery.epochs
+    scale = plan.num_layers / max(1, len(plan.kept_layers))
+    return max(recovery.epochs, min(recovery.max_epochs, recovery.epochs * scale))
+
+
+class Build:
+    """A candidate built in steps: shaped at once, distilled in as many steps as asked (a trial
+    scores it part-way), then quantised. The steps give the model that :func:`candidate` builds in
+    one go: the distillation is one :class:`~autocompress.distill.TrainingRun`."""
+
+    def __init__(self, bench: Workbench, plan: CompressionPlan, *, recover: bool = True) -> None:
+        self.bench, self.plan = bench, plan
+        self.student = copy.deepcopy(bench.teacher.model)
+        apply_structure_(self.student, plan, bench.importance)
+        self.student.eval()
+        self.run: TrainingRun | None = None
+        if recover and needs_recovery(bench.config.recovery, plan):
+            self.run = distillation(self.student, bench.transfer_logits, bench.transfer, bench.config.recovery,
+                                    epochs=recovery_epochs(bench.config.recovery, plan))
+
+    @property
+    def recovers(self) -> bool:
+        return self.run is not None
+
+    def recover_to(self, fraction: float) -> None:
+        """Distil up to ``fraction`` of the budget (no-op without recovery)."""
+        if self.run is None:
+            return
+        with compute_lock():  # no local worker times a candidate meanwhile
+            self.run.run_to(math.ceil(fraction * self.run.total_steps))
+
+    def snapshot(self) -> nn.Module:
+        """The candidate as it stands (a quantised copy; the build goes on)."""
+        model = copy.deepcopy(self.student)
+        apply_bits_(model, self.plan)
+        return model.eval()
+
+    def finish(self, *, keep_float: bool = False) -> Candidate:
+        """Distil the rest of the budget and quantise: the candidate itself."""
+        facts: dict[str, Any] = {"recovered": False}
+        if self.run is not None:
+            self.recover_to(1.0)
+            facts = {
+                "recovered": True,
+                "recovery_seconds": self.run.seconds,
+                "recovery_loss": self.run.loss,
+                "recovery_examples": len(self.bench.transfer),
+                "recovery_steps": self.run.total_steps,
+                "recovery_epochs": recovery_epochs(self.bench.config.recovery, self.plan),
+            }
+        float_model = copy.deepcopy(self.student) if keep_float else None
+        apply_bits_(self.student, self.plan)
+        return Candidate(model=self.student.eval(), recovery=facts, float_model=float_model)
+
+
 def candidate(bench: Workbench, plan: CompressionPlan, *, recover: bool = True, keep_float: bool = False) -> Candidate:
     """The candidate for ``plan``: a copy of the teacher shaped by the plan, recovered when ``recover``
-    and :func:`needs_recovery`, then quantised to the plan's bit-widths. The teacher is untouched.
+    and :func:`needs_recovery` (for :func:`recovery_epochs`), then quantised to the plan's
+    bit-widths. The teacher is untouched.
 
     Raises :class:`~autocompress.errors.PlanError` when the plan does not fit the model.
     """
-    student = copy.deepcopy(bench.teacher.model)
-    apply_structure_(student, plan, bench.importance)
-    facts: dict[str, Any] = {"recovered": False}
-    if recover and needs_recovery(bench.config.recovery, plan):
-        start = time.perf_counter()
-        with compute_lock():  # no local worker times a candidate meanwhile
-            loss = recover_(student, bench.transfer_logits, bench.transfer, bench.config.recovery)
-        facts = {
-            "recovered": True,
-            "recovery_seconds": time.perf_counter() - start,
-            "recovery_loss": loss,
-            "recovery_examples": len(bench.transfer),
-        }
-    student.eval()
-    float_model = copy.deepcopy(student) if keep_float else None
-    apply_bits_(student, plan)
-    return Candidate(model=student.eval(), recovery=facts, float_model=float_model)
+    return Build(bench, plan, recover=recover).finish(keep_float=keep_float)

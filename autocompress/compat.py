@@ -10,7 +10,7 @@ ids come from ``get_study_id_from_name``, a retried trial's history from
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,8 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
+    "StudyView",
+    "as_complete",
     "backing_storage",
     "pareto_mask",
     "hypervolume",
@@ -129,3 +131,60 @@ def running_without_heartbeat(storage: optuna.storages.BaseStorage, study_id: in
     )
     with engine.connect() as conn:
         return [(int(a), int(b)) for a, b in conn.execute(query)]
+
+
+class StudyView:
+    """A study as a sampler sees it: its trials passed through ``adjust`` (which may turn a stopped
+    trial into a complete one that breaks a constraint), everything else the study itself.
+
+    Private: Optuna's samplers read a study's trials through ``Study._get_trials`` (GP, TPE and
+    NSGA-II all do) and a study has no public hook for what a sampler is told about a trial that
+    did not complete: they ignore pruned trials of a multi-objective study. Writing those trials
+    as complete would change what every other reader of the study (trial budget, front, export)
+    sees. ``tests/test_compat.py`` checks that each sampler reads the adjusted trials.
+    """
+
+    def __init__(self, study: optuna.Study, adjust: Callable[[list[FrozenTrial]], list[FrozenTrial]]) -> None:
+        self._view_of = study
+        self._adjust = adjust
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._view_of, name)
+
+    def _get_trials(
+        self, deepcopy: bool = True, states: Sequence[TrialState] | None = None, use_cache: bool = False
+    ) -> list[FrozenTrial]:
+        trials = self._adjust(self._view_of._get_trials(deepcopy=deepcopy, states=None, use_cache=use_cache))
+        return trials if states is None else [t for t in trials if t.state in states]
+
+    def get_trials(self, deepcopy: bool = True, states: Sequence[TrialState] | None = None) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy=deepcopy, states=states, use_cache=False)
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        return self.get_trials()
+
+
+def as_complete(trial: FrozenTrial, values: Sequence[float], constraints: dict[str, float]) -> FrozenTrial:
+    """A copy of ``trial`` as a complete trial with ``values`` and ``constraints`` (for a sampler).
+
+    Private: a trial's constraints live in its system attributes under Optuna's
+    ``constraints:<name>`` keys (what ``trial.set_constraint`` writes); a copy that a sampler reads
+    as constrained must carry them there.
+    """
+    system_attrs = {k: v for k, v in trial.system_attrs.items() if k != "constraints" and not k.startswith("constraints:")}
+    system_attrs.update({f"constraints:{k}": float(v) for k, v in constraints.items()})
+    return FrozenTrial(
+        number=trial.number,
+        state=TrialState.COMPLETE,
+        value=None,
+        values=list(values),
+        datetime_start=trial.datetime_start,
+        datetime_complete=trial.datetime_complete,
+        params=trial.params,
+        distributions=trial.distributions,
+        user_attrs=trial.user_attrs,
+        system_attrs=system_attrs,
+        intermediate_values=trial.intermediate_values,
+        trial_id=trial._trial_id,
+    )

@@ -80,6 +80,13 @@ class TaskConfig(_Frozen):
         return v
 
 
+#: training settings added after the first stored studies, at the values that reproduce how those
+#: studies trained (their stored configs lack the keys; see :func:`with_legacy_training`)
+LEGACY_TRAINING: dict[str, Any] = {"freeze_word_embeddings": False, "group_by_length": False}
+#: the same for recovery: one flat budget whatever the depth
+LEGACY_RECOVERY: dict[str, Any] = {**LEGACY_TRAINING, "depth_scaled": False}
+
+
 class TrainConfig(_Frozen):
     """Teacher fine-tuning (skipped when ``model.finetuned`` is true)."""
 
@@ -89,6 +96,8 @@ class TrainConfig(_Frozen):
     weight_decay: float = Field(0.01, ge=0, le=1)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     seed: int = 0
+    freeze_word_embeddings: bool = True  # leave the word-embedding table as pre-trained (faster steps)
+    group_by_length: bool = True  # batch tweets of similar length together (less padding)
 
     @field_validator("epochs", "learning_rate", "weight_decay", "warmup_ratio", mode="before")
     @classmethod
@@ -106,8 +115,12 @@ class RecoveryConfig(_Frozen):
     alpha: float = Field(0.5, ge=0, le=1)  # weight of the soft (KL) loss; 1 - alpha on the hard CE
     max_examples: int | None = Field(None, ge=1)  # labelled train examples used (default: all), plus task.transfer_size
     seed: int = 0
+    freeze_word_embeddings: bool = True  # the student keeps the teacher's word embeddings (faster steps)
+    group_by_length: bool = True  # batch examples of similar length together (less padding)
+    depth_scaled: bool = True  # a student keeping k of n layers distils epochs × n/k (a deeper cut, more steps)
+    max_epochs: float = Field(3.0, gt=0, le=100)  # cap on a depth-scaled student's epochs
 
-    @field_validator("epochs", "learning_rate", "temperature", "alpha", mode="before")
+    @field_validator("epochs", "learning_rate", "temperature", "alpha", "max_epochs", mode="before")
     @classmethod
     def _ints_as_floats(cls, v: Any) -> Any:
         return _int_to_float(v)
@@ -126,8 +139,12 @@ class FidelityConfig(_Frozen):
     enabled: bool = True
     cheap_eval_size: int = Field(500, ge=10)  # eval examples scored before recovery
     margin: float = Field(0.5, ge=0, le=100)  # points below the teacher that count as "recovered already"
+    short_fraction: float = Field(0.34, gt=0, lt=1)  # share of a plan's distillation before the short rung's check
+    keep_fraction: float = Field(0.5, gt=0, le=1)  # successive halving: share of a rung's candidates that go on
+    short_gain: float = Field(3.0, ge=0, le=100)  # points assumed gained from the short rung to the full one, until measured
+    patience: int = Field(12, ge=1)  # after this many candidates stopped in a row, the next one goes on
 
-    @field_validator("margin", mode="before")
+    @field_validator("margin", "short_fraction", "keep_fraction", "short_gain", mode="before")
     @classmethod
     def _as_float(cls, v: Any) -> Any:
         return _int_to_float(v)
@@ -308,6 +325,41 @@ def _key_path(loc: tuple[Any, ...]) -> str:
         else:
             out += ("." if out else "") + str(part)
     return out
+
+
+def with_legacy_training(stored: dict[str, Any]) -> dict[str, Any]:
+    """A study's stored config with the training settings it predates filled in as it ran them.
+
+    A stored config holds every setting of the version that wrote it; a teacher or recovery
+    setting it lacks was added later, and the study's trials were built without it. Filling in
+    :data:`LEGACY_TRAINING` / :data:`LEGACY_RECOVERY` keeps the study's teacher (and its cache
+    entry) and lets export rebuild its candidates exactly as they were scored.
+    """
+    out = dict(stored)
+    for section, legacy in (("teacher", LEGACY_TRAINING), ("recovery", LEGACY_RECOVERY)):
+        if isinstance(out.get(section), dict):
+            out[section] = {**legacy, **out[section]}
+        elif section not in out:
+            out[section] = dict(legacy)
+    return out
+
+
+def continuing(cfg: StudyConfig, stored: dict[str, Any]) -> StudyConfig:
+    """``cfg`` as it continues a study stored as ``stored``: a training setting the study predates,
+    left at its default in ``cfg``, takes the value the study ran with (see
+    :func:`with_legacy_training`), so that a study made before the setting existed continues
+    with its own teacher and recovery when run again from its file."""
+    updates: dict[str, Any] = {}
+    for section, legacy in (("teacher", LEGACY_TRAINING), ("recovery", LEGACY_RECOVERY)):
+        held = stored.get(section)
+        if not isinstance(held, dict):
+            continue
+        current = getattr(cfg, section)
+        default = type(current)()
+        change = {k: v for k, v in legacy.items() if k not in held and getattr(current, k) == getattr(default, k)}
+        if change:
+            updates[section] = current.model_copy(update=change)
+    return cfg.model_copy(update=updates) if updates else cfg
 
 
 def parse_config(data: Any, *, file: str = "<config>") -> StudyConfig:

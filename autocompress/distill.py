@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ from torch import nn
 from autocompress.batches import Encoded
 from autocompress.config import RecoveryConfig, TrainConfig
 
-__all__ = ["train_device", "fine_tune_", "kd_loss", "recover_"]
+__all__ = ["TrainingRun", "distillation", "fine_tune_", "kd_loss", "recover_", "train_device"]
 
 log = logging.getLogger(__name__)
 
@@ -48,57 +49,126 @@ def kd_loss(
     return alpha * t * t * soft + (1.0 - alpha) * hard
 
 
-def _train_(
-    model: nn.Module,
-    data: Encoded,
-    *,
-    epochs: float,
-    lr: float,
-    batch_size: int,
-    weight_decay: float,
-    warmup_ratio: float,
-    seed: int,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-    progress: Progress | None,
-) -> float:
-    """Shared AdamW + linear-warmup/decay loop; returns the mean loss of the last 50 steps."""
-    device = train_device()
-    torch.manual_seed(seed)
-    model.to(device).train()
-    steps_per_epoch = math.ceil(len(data) / batch_size)
-    total = max(1, math.ceil(steps_per_epoch * epochs))
-    warmup = int(total * warmup_ratio)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
-    )
-    step, recent = 0, []
-    epoch = 0
-    while step < total:
-        for idx, inputs in data.batches(batch_size, shuffle=True, seed=seed + epoch):
-            inputs = {k: v.to(device) for k, v in inputs.items()}
-            logits = model(**inputs).logits
-            loss = loss_fn(logits, idx, data.labels[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            step += 1
-            recent = (recent + [loss.item()])[-50:]
-            if progress is not None:
-                progress(step, total, recent[-1])
-            if step >= total:
-                break
-        epoch += 1
-    model.to("cpu").eval()
-    return sum(recent) / len(recent)
+def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_rng_state(device: torch.device, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+class TrainingRun:
+    """One AdamW run with linear warm-up and decay, which can stop after any step and go on later.
+
+    ``run_to(step)`` trains up to ``step`` of ``total_steps``; the same steps run in one call or
+    in several give the same model (the schedule is fixed by ``total_steps`` and the random state
+    is kept between calls), so a candidate scored part-way through its recovery and then finished
+    is the model that one uninterrupted recovery builds.
+
+    ``freeze_word_embeddings`` leaves the word-embedding table (the largest tensor of a small
+    encoder) as it is: AdamW neither updates nor keeps moments for it. ``group_by_length`` batches
+    examples of similar length together (see :func:`~autocompress.batches.length_grouped`).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Encoded,
+        *,
+        epochs: float,
+        lr: float,
+        batch_size: int,
+        weight_decay: float,
+        warmup_ratio: float,
+        seed: int,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+        freeze_word_embeddings: bool = False,
+        group_by_length: bool = False,
+    ) -> None:
+        self.model, self.data, self.batch_size, self.seed, self.loss_fn = model, data, batch_size, seed, loss_fn
+        self.group_by_length = group_by_length
+        self.device = train_device()
+        steps_per_epoch = math.ceil(len(data) / batch_size)
+        self.total_steps = max(1, math.ceil(steps_per_epoch * epochs))
+        self.step = 0
+        self.recent: list[float] = []
+        self.seconds = 0.0
+        self._frozen: list[nn.Parameter] = []
+        if freeze_word_embeddings:
+            table = model.get_input_embeddings()
+            if table is not None and table.weight.requires_grad:
+                self._frozen = [table.weight]
+        torch.manual_seed(seed)
+        self._rng = _rng_state(self.device)
+        self._trained = [p for p in model.parameters() if p.requires_grad and all(p is not f for f in self._frozen)]
+        self._opt = torch.optim.AdamW(self._trained, lr=lr, weight_decay=weight_decay)
+        warmup, total = int(self.total_steps * warmup_ratio), self.total_steps
+        self._sched = torch.optim.lr_scheduler.LambdaLR(
+            self._opt,
+            lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)),
+        )
+        self._batches = self._stream()
+
+    def _stream(self) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+        epoch = 0
+        while True:
+            yield from self.data.batches(
+                self.batch_size, shuffle=True, seed=self.seed + epoch, by_length=self.group_by_length
+            )
+            epoch += 1
+
+    @property
+    def loss(self) -> float:
+        """The mean loss of the last 50 steps (nan before the first)."""
+        return sum(self.recent) / len(self.recent) if self.recent else math.nan
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.total_steps
+
+    def run_to(self, step: int, progress: Progress | None = None) -> float:
+        """Train up to ``step`` (at most ``total_steps``); returns :attr:`loss`. The model is on the
+        CPU in eval mode afterwards, as it was found otherwise."""
+        step = min(step, self.total_steps)
+        if step <= self.step:
+            return self.loss
+        start = time.perf_counter()
+        outside = _rng_state(self.device)
+        _set_rng_state(self.device, self._rng)  # dropout draws continue where the last call left them
+        for p in self._frozen:
+            p.requires_grad_(False)
+        self.model.to(self.device).train()
+        try:
+            while self.step < step:
+                idx, inputs = next(self._batches)
+                inputs = {k: v.to(self.device) for k, v in inputs.items()}
+                logits = self.model(**inputs).logits
+                loss = self.loss_fn(logits, idx, self.data.labels[idx].to(self.device))
+                self._opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self._trained, 1.0)
+                self._opt.step()
+                self._sched.step()
+                self.step += 1
+                self.recent = (self.recent + [loss.item()])[-50:]
+                if progress is not None:
+                    progress(self.step, self.total_steps, self.recent[-1])
+        finally:
+            for p in self._frozen:
+                p.requires_grad_(True)
+            self._rng = _rng_state(self.device)
+            _set_rng_state(self.device, outside)
+            self.model.to("cpu").eval()
+            self.seconds += time.perf_counter() - start
+        return self.loss
 
 
 def fine_tune_(model: nn.Module, data: Encoded, cfg: TrainConfig, progress: Progress | None = None) -> float:
     """Fine-tune ``model`` on labelled ``data`` with cross-entropy; returns the final loss."""
     log.info("fine-tuning the teacher: %d examples, %.2g epochs, on %s", len(data), cfg.epochs, train_device())
-    return _train_(
+    run = TrainingRun(
         model,
         data,
         epochs=cfg.epochs,
@@ -108,7 +178,34 @@ def fine_tune_(model: nn.Module, data: Encoded, cfg: TrainConfig, progress: Prog
         warmup_ratio=cfg.warmup_ratio,
         seed=cfg.seed,
         loss_fn=lambda logits, idx, y: F.cross_entropy(logits, y),
-        progress=progress,
+        freeze_word_embeddings=cfg.freeze_word_embeddings,
+        group_by_length=cfg.group_by_length,
+    )
+    return run.run_to(run.total_steps, progress)
+
+
+def distillation(
+    student: nn.Module, teacher_logits: torch.Tensor, data: Encoded, cfg: RecoveryConfig, *, epochs: float | None = None
+) -> TrainingRun:
+    """The distillation of ``teacher_logits`` (precomputed on ``data``) into ``student``, not yet
+    started: ``epochs`` (default ``cfg.epochs``) of ``data``."""
+    if teacher_logits.shape[0] != len(data):
+        raise ValueError(f"{teacher_logits.shape[0]} teacher logits for {len(data)} examples")
+    device = train_device()
+    targets = teacher_logits.to(device)
+    t, a = cfg.temperature, cfg.alpha
+    return TrainingRun(
+        student,
+        data,
+        epochs=cfg.epochs if epochs is None else epochs,
+        lr=cfg.learning_rate,
+        batch_size=cfg.batch_size,
+        weight_decay=0.0,
+        warmup_ratio=0.0,
+        seed=cfg.seed,
+        loss_fn=lambda logits, idx, y: kd_loss(logits, targets[idx.to(device)], y, t, a),
+        freeze_word_embeddings=cfg.freeze_word_embeddings,
+        group_by_length=cfg.group_by_length,
     )
 
 
@@ -118,22 +215,9 @@ def recover_(
     data: Encoded,
     cfg: RecoveryConfig,
     progress: Progress | None = None,
+    *,
+    epochs: float | None = None,
 ) -> float:
-    """Distil ``teacher_logits`` (precomputed on ``data``) into ``student``; returns the final loss."""
-    if teacher_logits.shape[0] != len(data):
-        raise ValueError(f"{teacher_logits.shape[0]} teacher logits for {len(data)} examples")
-    device = train_device()
-    targets = teacher_logits.to(device)
-    t, a = cfg.temperature, cfg.alpha
-    return _train_(
-        student,
-        data,
-        epochs=cfg.epochs,
-        lr=cfg.learning_rate,
-        batch_size=cfg.batch_size,
-        weight_decay=0.0,
-        warmup_ratio=0.0,
-        seed=cfg.seed,
-        loss_fn=lambda logits, idx, y: kd_loss(logits, targets[idx.to(device)], y, t, a),
-        progress=progress,
-    )
+    """Distil ``teacher_logits`` (precomputed on ``data``) into ``student`` in one go; returns the final loss."""
+    run = distillation(student, teacher_logits, data, cfg, epochs=epochs)
+    return run.run_to(run.total_steps, progress)

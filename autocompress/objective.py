@@ -1,5 +1,5 @@
-"""One trial: suggest → de-duplicate → build → measure and screen → fidelity gate → recover →
-evaluate → record.
+"""One trial: suggest → de-duplicate → build → screen (cheap rung) → short distillation (short rung) →
+full recovery, measured latency and evaluation (full rung) → record.
 
 :class:`Objective` turns each Optuna trial into a compressed candidate and returns its three
 objective values (:data:`OBJECTIVES`): the task metric (``task.metric``: accuracy or macro-F1, %,
@@ -22,6 +22,7 @@ import optuna
 from optuna.trial import TrialState
 
 from autocompress import build, dedupe, fidelity, record, scoring
+from autocompress.evaluate import Metric
 from autocompress.plan import CompressionPlan
 from autocompress.record import TrialRecord
 from autocompress.samplers import sampler_name
@@ -56,27 +57,21 @@ class Objective:
             same = dedupe.seen(trial.study, trial.number, plan, b.host)  # de-duplicate
             if same is not None:
                 return rec.repeat(same)
-            if fidelity.staged(b.config, plan):
-                cheap = rec.timed("build", build.candidate, b, plan, recover=False)  # build, unrecovered
-                measured = rec.measured(rec.timed("latency", scoring.measure, b, cheap.model, plan))
-                screened = rec.timed("cheap_evaluate", scoring.screen, b, cheap.model)
-                rec.update(cheap_accuracy=screened)
-                gate = fidelity.decide(b.config, 100 * b.teacher_metric.value, _complete(trial), measured.objective.ratio,
-                                       measured.size.megabytes, screened)  # fidelity gate
-                if not gate.promote:
-                    rec.stop(gate.reason)
-                del cheap  # one student in memory at a time
-                full = rec.timed("recover", build.candidate, b, plan)  # build, recovered
-            else:
-                full = rec.timed("build", build.candidate, b, plan)
-                measured = rec.measured(rec.timed("latency", scoring.measure, b, full.model, plan))  # measure
-            ev = rec.timed("evaluate", scoring.evaluate, b, full.model)  # evaluate
+            build_ = rec.timed("build", build.Build, b, plan)  # shaped, not yet recovered
+            if fidelity.staged(b.config, plan) and not rec.record.baseline:
+                screened = rec.timed("screen", scoring.screen, b, build_.snapshot(), plan)  # cheap rung
+                rec.screened(screened)
+                rec.gate("cheap", screened.metric, screened, build_.recovers)
+                if build_.recovers:
+                    rec.timed("short_recover", build_.recover_to, b.config.fidelity.short_fraction)  # short rung
+                    short = rec.timed("short_evaluate", scoring.subset_metric, b, build_.snapshot())
+                    rec.update(short_accuracy=short)
+                    rec.gate("short", short, screened, True)
+            full = rec.timed("recover" if build_.recovers else "quantise", build_.finish)  # full rung
+            measured = rec.measured(rec.timed("latency", scoring.measure, b, full.model, plan))
+            ev = rec.timed("evaluate", scoring.evaluate, b, full.model)
             test = rec.timed("test_evaluate", scoring.held_out, b, full.model) if b.test is not None else None
             return rec.complete(ev, test, full.recovery, measured)  # record
-
-
-def _complete(trial: optuna.Trial) -> list[optuna.trial.FrozenTrial]:
-    return trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
 class _Recording:
@@ -119,9 +114,32 @@ class _Recording:
         )
         return m
 
+    def screened(self, screen: scoring.Screen) -> None:
+        """Keep the cheap rung's figures: until the trial is measured, they are its latency and size."""
+        b = self.bench
+        self.update(
+            fidelity="cheap", cheap_accuracy=screen.metric, screen=screen.to_dict(), latency=screen.to_dict(),
+            speedup=screen.latency.speedup, size=screen.size.to_dict(),
+            size_ratio=screen.size.effective_bytes / b.teacher_size.effective_bytes,
+        )
+
+    def gate(self, rung: fidelity.Rung, at: Metric, screen: scoring.Screen, recovers: bool) -> None:
+        """Go on past ``rung`` or stop here (:func:`autocompress.fidelity.decide`)."""
+        b = self.bench
+        known = fidelity.standing(self.trial.study.get_trials(deepcopy=False), rung, self.trial.number)
+        decision = fidelity.decide(
+            b.config, rung, 100 * b.teacher_metric.value, at, screen.latency.ratio, screen.size.megabytes,
+            recovers=recovers, known=known, tolerance=screen.tolerance,
+        )
+        self.update(fidelity=rung)
+        if not decision.promote:
+            self.stop(decision.reason)
+        if decision.note:
+            log.info("trial %d: %s", self.trial.number, decision.note)
+
     def stop(self, reason: str) -> NoReturn:
-        """End the trial at the cheap fidelity (pruned), for ``reason``."""
-        self.update(fidelity="cheap", prune_reason=reason)
+        """End the trial at the rung it reached (pruned), for ``reason``."""
+        self.update(prune_reason=reason)
         log.info("trial %d: %s", self.trial.number, reason)
         raise optuna.TrialPruned(reason)
 

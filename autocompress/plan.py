@@ -148,6 +148,10 @@ class CompressionPlan(BaseModel):
                 "a plan must list every layer of the base model"
             )
 
+    def key(self) -> tuple[int, str]:
+        """A hashable identity: (layers kept, the plan's JSON). Equal plans build the same model."""
+        return len(self.kept_layers), self.model_dump_json()
+
     def describe(self) -> str:
         """A short human summary, e.g. ``'4/6 layers · heads 75% · ffn 50% · int8 ×4'``."""
         kept = [self.layers[i] for i in self.kept_layers]

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autocompress import compat
 from autocompress.errors import PlanError, StorageError
 from autocompress.evaluate import Accuracy, Estimate, Metric
 from autocompress.plan import CompressionPlan
@@ -40,6 +41,9 @@ __all__ = [
     "feasible",
     "front",
     "is_full",
+    "told",
+    "FIDELITIES",
+    "STOPPED_VIOLATION",
 ]
 
 log = logging.getLogger(__name__)
@@ -57,7 +61,13 @@ DROP_CONSTRAINT = "accuracy_drop"
 #: the fail reason of a trial cut off by Ctrl-C
 INTERRUPTED = "interrupted (Ctrl-C); the trial will be run again on resume"
 
-Fidelity = Literal["full", "cheap"]
+#: how far a trial got: "cheap" (screened: built without recovery, accuracy on a subset), "short"
+#: (distilled for the first rung of its budget, accuracy on the subset), "full" (recovered in full,
+#: evaluated on the whole eval split, latency measured)
+Fidelity = Literal["full", "short", "cheap"]
+FIDELITIES: tuple[str, ...] = ("cheap", "short", "full")
+#: the accuracy constraint a sampler is told a stopped candidate breaks, at least (points)
+STOPPED_VIOLATION = 1.0
 
 
 @dataclass(frozen=True)
@@ -77,8 +87,10 @@ class TrialRecord:
     warm_start: str | None = None  # "<study>#<trial>" this plan was queued from
     retry_of: int | None = None  # the trial whose worker died, run again
     same_plan_as: int | None = None  # the trial whose figures this one repeats
-    fidelity: Fidelity | None = None  # "full", or "cheap" for one stopped before recovery
+    fidelity: Fidelity | None = None  # how far it got (FIDELITIES); None for trials before any
     cheap_accuracy: Metric | None = None  # the task metric on the cheap subset, before recovery
+    short_accuracy: Metric | None = None  # the task metric on the cheap subset after the short distillation
+    screen: dict[str, Any] | None = None  # the screen's latency on the objective's profile (``ProfileLatency.to_dict``)
     accuracy: Accuracy | None = None  # top-1 accuracy on the eval split
     metric: Metric | None = None  # the task metric on the eval split (the first objective)
     accuracy_drop: float | None = None  # points of the task metric below the teacher
@@ -111,6 +123,17 @@ class TrialRecord:
     def latency_kind(self) -> str:
         """How the objective's latency was obtained: "measured" (timed here) or "predicted"."""
         return str((self.latency or {}).get("kind", "measured"))
+
+    @property
+    def ratio(self) -> float | None:
+        """The candidate's latency / the teacher's on the objective's profile."""
+        return _num((self.latency or {}).get("ratio"))
+
+    @property
+    def screened_percent(self) -> float | None:
+        """The task metric (%) at the last rung before the full fidelity that the trial reached."""
+        best = self.short_accuracy or self.cheap_accuracy
+        return None if best is None else 100 * best.value
 
     @property
     def candidate_ms(self) -> float | None:
@@ -204,8 +227,10 @@ class TrialRecord:
             warm_start=_str(attrs.get("warm_start")),
             retry_of=_int(attrs.get("retry_of")),
             same_plan_as=_int(attrs.get(SAME_PLAN_AS)),
-            fidelity=attrs.get("fidelity") if attrs.get("fidelity") in ("full", "cheap") else None,
+            fidelity=attrs.get("fidelity") if attrs.get("fidelity") in FIDELITIES else None,
             cheap_accuracy=_metric(attrs.get("cheap_accuracy")),
+            short_accuracy=_metric(attrs.get("short_accuracy")),
+            screen=_dict(attrs.get("screen")),
             accuracy=_accuracy(attrs.get("accuracy")),
             metric=_metric(attrs.get("metric")),
             accuracy_drop=_num(attrs.get("accuracy_drop")),
@@ -315,3 +340,21 @@ def _accuracy(d: Any) -> Accuracy | None:
 def _metric(d: Any) -> Metric | None:
     base = _estimate_fields(d)
     return None if base is None else Metric(name=str(d.get("name", "accuracy")), **base)
+
+
+def told(trial: FrozenTrial, teacher_percent: float, max_accuracy_drop: float | None) -> FrozenTrial | None:
+    """What a sampler is told about ``trial`` when it was stopped before the full fidelity: a complete
+    trial with the figures its screen gave (metric % at the rung it reached, latency ratio, size MB)
+    that breaks the accuracy constraint (by its drop beyond the budget, and at least
+    :data:`STOPPED_VIOLATION` points), so that it can never look feasible. ``None`` for any other
+    trial (and for a repeat, whose plan was told already)."""
+    if trial.state != TrialState.PRUNED or SAME_PLAN_AS in trial.user_attrs:
+        return None
+    r = read(trial)
+    percent, ratio, size = r.screened_percent, r.ratio, r.size_mb
+    if r.fidelity not in ("cheap", "short") or percent is None or ratio is None or size is None:
+        return None
+    constraints = {}
+    if max_accuracy_drop is not None:
+        constraints[DROP_CONSTRAINT] = max(teacher_percent - percent - max_accuracy_drop, STOPPED_VIOLATION)
+    return compat.as_complete(trial, (percent, ratio, size), constraints)

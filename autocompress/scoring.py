@@ -5,7 +5,7 @@ profile and size. Pure functions of the workbench and the model; the trial recor
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from torch import nn
@@ -18,7 +18,7 @@ from autocompress.plan import CompressionPlan
 from autocompress.transforms import simulated_widths
 from autocompress.workbench import Workbench
 
-__all__ = ["Evaluation", "HeldOut", "Measurement", "evaluate", "held_out", "measure", "screen"]
+__all__ = ["Evaluation", "HeldOut", "Measurement", "Screen", "evaluate", "held_out", "measure", "screen", "subset_metric"]
 
 
 @dataclass(frozen=True)
@@ -71,13 +71,49 @@ def measure(bench: Workbench, model: nn.Module, plan: CompressionPlan) -> Measur
     )
 
 
-def screen(bench: Workbench, model: nn.Module) -> Metric:
-    """The task metric on the first ``fidelity.cheap_eval_size`` eval examples (the cheap fidelity)."""
+@dataclass(frozen=True)
+class Screen:
+    """A candidate's figures at the cheap rung: latency on the objective's profile (predicted by the
+    cost model where one applies), exact size, and the task metric on the eval subset."""
+
+    latency: ProfileLatency
+    tolerance: float  # the cost model's median relative error; 0 for a measured latency
+    size: Size
+    metric: Metric
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.latency.to_dict(), "tolerance": self.tolerance}
+
+
+def subset_metric(bench: Workbench, model: nn.Module) -> Metric:
+    """The task metric on the first ``fidelity.cheap_eval_size`` eval examples (the rungs' subset)."""
     cfg = bench.config
     subset = bench.eval.head(cfg.fidelity.cheap_eval_size)
     with compute_lock():
         logits = predict_logits(model.eval(), subset)
     return metric(cfg.task.metric, logits, subset.labels)
+
+
+def screen(bench: Workbench, model: nn.Module, plan: CompressionPlan) -> Screen:
+    """The cheap rung: latency from this host's cost model when the objective's profile is a CPU one
+    at the calibration's thread count (else measured), size, and the subset's metric."""
+    profile = bench.config.profile
+    cal = bench.calibration
+    if cal is not None and profile.device == "cpu" and (profile.predicted or profile.threads == cal.peaks.threads):
+        if profile.predicted:
+            latency = predict_profile(bench.teacher.model, model, profile, cal)
+        else:
+            per_shape = []
+            for b, s in profile.shapes:
+                base, cand = predict_ms(bench.teacher.model, cal, b, s), predict_ms(model, cal, b, s)
+                per_shape.append((b, s, {"ratio": cand / base, "candidate_ms": cand, "baseline_ms": base}))
+            latency = replace(ProfileLatency.combine(profile, per_shape), kind="predicted")
+        tolerance = cal.fit_median_error
+    else:
+        latency = measure_profile(bench.teacher.model, model, profile, vocab_size=bench.teacher.model.config.vocab_size)
+        tolerance = 0.0
+    size = model_size(model, simulated_widths(model, plan))
+    return Screen(latency=latency, tolerance=tolerance, size=size, metric=subset_metric(bench, model))
 
 
 def evaluate(bench: Workbench, model: nn.Module) -> Evaluation:

@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
 from autocompress.config import SpaceConfig
 from autocompress.errors import ConfigError, PlanError
@@ -49,6 +50,8 @@ __all__ = [
     "plan_params",
     "baseline_plans",
     "check_space",
+    "distributions",
+    "canonical",
 ]
 
 log = logging.getLogger(__name__)
@@ -375,3 +378,38 @@ def baseline_plans(space: SpaceConfig, arch: ArchInfo) -> dict[str, dict[str, An
         else:
             out[name] = params
     return out
+
+
+class _Recorder:
+    """A stand-in trial that records each parameter's distribution and returns its first value."""
+
+    def __init__(self) -> None:
+        self.distributions: dict[str, BaseDistribution] = {}
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        self.distributions[name] = CategoricalDistribution(list(choices))
+        return choices[0]
+
+    def suggest_int(self, name: str, low: int, high: int) -> int:
+        self.distributions[name] = IntDistribution(low, high)
+        return low
+
+
+def distributions(space: SpaceConfig, arch: ArchInfo, layer_ranking: Sequence[float] | None = None) -> dict[str, BaseDistribution]:
+    """Every trial parameter of ``space`` with its distribution (the same in every trial)."""
+    recorder = _Recorder()
+    suggest_plan(recorder, space, arch, layer_ranking)  # type: ignore[arg-type]
+    return recorder.distributions
+
+
+def canonical(
+    params: dict[str, Any], space: SpaceConfig, arch: ArchInfo, layer_ranking: Sequence[float] | None = None
+) -> tuple[CompressionPlan, dict[str, Any]]:
+    """The plan ``params`` build, and the one set of parameters that stands for it.
+
+    Parameters that the plan ignores (those of dropped layers, the layer selection of a full-depth
+    plan) take fixed values: a dropped layer its nearest kept neighbour's, a full-depth plan the
+    ``even`` selection. Two parameter sets that build the same model have the same canonical form.
+    """
+    plan = suggest_plan(optuna.trial.FixedTrial(params), space, arch, layer_ranking)
+    return plan, params_for_plan(plan, space, arch, layer_ranking)

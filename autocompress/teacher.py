@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from autocompress.batches import Encoded
-from autocompress.config import StudyConfig
+from autocompress.config import LEGACY_TRAINING, StudyConfig, TrainConfig
 from autocompress.distill import Progress, fine_tune_
 from autocompress.locks import file_lock
 from autocompress.evaluate import Accuracy, accuracy, predict_logits
@@ -55,10 +55,20 @@ def teacher_fingerprint(cfg: StudyConfig) -> str:
         "model": cfg.model.model_dump(mode="json"),
         # KD-only data, the metric and the held-out test split leave the teacher and its train/eval data alone
         "task": cfg.task.model_dump(mode="json", exclude={"transfer_size", "metric", "test_size", "test_split"}),
-        "teacher": None if cfg.model.finetuned else cfg.teacher.model_dump(mode="json"),
+        "teacher": None if cfg.model.finetuned else _training_key(cfg.teacher),
         "v": 1,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _training_key(teacher: TrainConfig) -> dict[str, Any]:
+    """The fine-tuning settings as the fingerprint sees them: a setting added later is left out at
+    the value that reproduces what came before, so teachers cached before it still match."""
+    dump = teacher.model_dump(mode="json")
+    for key, value in LEGACY_TRAINING.items():
+        if dump.get(key) == value:
+            del dump[key]
+    return dump
 
 
 def cache_entry(cfg: StudyConfig, cache_dir: Path) -> Path:

@@ -28,7 +28,7 @@ from autocompress.space import check_space
 from autocompress.teacher import Teacher, cached_tensors, prepare_teacher
 from autocompress.transforms import Importance, apply_plan
 
-__all__ = ["Workbench", "prepare"]
+__all__ = ["Workbench", "prepare", "screening_predicts"]
 
 
 @dataclass
@@ -43,7 +43,7 @@ class Workbench:
     arch: ArchInfo
     teacher_size: Size
     host: dict[str, Any]
-    calibration: Calibration | None  # this host's latency cost model, when a profile is predicted
+    calibration: Calibration | None  # this host's latency cost model, when a profile or the screen predicts
     transfer: Encoded  # distillation set: train examples, then teacher-labelled transfer examples
     transfer_logits: torch.Tensor  # teacher logits on ``transfer``
     importance: Importance  # head / FFN-neuron scores of the teacher, per layer
@@ -98,11 +98,11 @@ def prepare(
         kd_logits = torch.cat([kd_logits, extra_logits])
     calibration = None
     predicted = [p for p in cfg.all_profiles if p.predicted]
-    if predicted:
-        main = cfg.profile
+    main = cfg.profile
+    screened_here = screening_predicts(cfg)
+    if predicted or screened_here:
         threads = main.threads if not main.predicted and main.device == "cpu" else min(os.cpu_count() or 1, 4)
-
-        shapes = sorted({shape for p in predicted for shape in p.shapes})
+        shapes = sorted({shape for p in [*predicted, *([main] if screened_here else [])] for shape in p.shapes})
         calibration = cached_calibration(
             teacher.model, lambda plan: apply_plan(teacher.model, plan).eval(), cache_dir, threads=threads, shapes=shapes
         )
@@ -126,6 +126,14 @@ def prepare(
         test=test,
         teacher_test=teacher_test,
     )
+
+
+def screening_predicts(cfg: StudyConfig) -> bool:
+    """True when the cheap rung predicts the objective's latency with this host's cost model: the
+    study screens, recovers (screening is worth a calibration when it saves distillations) and
+    times a CPU profile here."""
+    main = cfg.profile
+    return cfg.fidelity.enabled and cfg.recovery.epochs > 0 and not main.predicted and main.device == "cpu"
 
 
 def _digest(examples: Examples) -> str:

@@ -164,7 +164,11 @@ def tiny_config_dict(model_dir: Path, csv_path: Path, **overrides: Any) -> dict[
             "eval_size": 80,
             "max_length": 16,
         },
-        "teacher": {"epochs": 2.0, "learning_rate": 1.0e-3, "batch_size": 16},
+        # a randomly initialised model: its word embeddings must learn (a pre-trained one's need not);
+        # and in these synthetic rows the length tells the label (neutral rows are two words shorter),
+        # so batches grouped by length would hold mostly one class
+        "teacher": {"epochs": 2.0, "learning_rate": 1.0e-3, "batch_size": 16, "freeze_word_embeddings": False,
+                    "group_by_length": False},
         "recovery": {"epochs": 0.0},
         "profile": {"name": "test", "threads": 1, "batch_size": 1, "seq_len": 16, "warmup": 1, "repeats": 3, "max_repeats": 6},
         "space": {"heads": [1.0, 0.5], "ffn": [1.0, 0.5], "bits": [32, 8], "depth": {"min": 2}},

@@ -10,7 +10,7 @@ import torch
 from autocompress.batches import encode
 from autocompress.config import RecoveryConfig, TrainConfig
 from autocompress.data import Examples
-from autocompress.distill import fine_tune_, kd_loss, recover_
+from autocompress.distill import distillation, fine_tune_, kd_loss, recover_
 from autocompress.evaluate import accuracy, predict_logits
 from conftest import sentiment_rows, tiny_bert
 
@@ -70,9 +70,55 @@ def test_recovery_pulls_the_student_toward_the_teacher(data):
 
     before = gap()
     losses = []
-    recover_(student, t_logits, data, RecoveryConfig(epochs=10.0, learning_rate=3e-3, alpha=1.0),
+    # a randomly initialised student: its word embeddings must learn too
+    recover_(student, t_logits, data, RecoveryConfig(epochs=10.0, learning_rate=3e-3, alpha=1.0,
+                                                     freeze_word_embeddings=False),
              progress=lambda step, total, loss: losses.append(loss))
     assert gap() < 0.5 * before
     assert losses[-1] < losses[0]
     with pytest.raises(ValueError, match="teacher logits"):
         recover_(student, t_logits[:5], data, RecoveryConfig(epochs=1.0))
+
+
+def test_frozen_word_embeddings_stay_as_they_were_and_the_rest_trains(data):
+    teacher = tiny_bert(seed=1)
+    t_logits = predict_logits(teacher, data)
+    student = tiny_bert(seed=2, layers=2)
+    table = student.get_input_embeddings().weight.detach().clone()
+    layer = student.bert.encoder.layer[0].attention.self.query.weight.detach().clone()
+    recover_(student, t_logits, data, RecoveryConfig(epochs=1.0, learning_rate=3e-3))
+    assert torch.equal(student.get_input_embeddings().weight, table)
+    assert student.get_input_embeddings().weight.requires_grad  # frozen for the run only
+    assert not torch.equal(student.bert.encoder.layer[0].attention.self.query.weight, layer)
+
+
+@pytest.mark.parametrize("group", [False, True])
+def test_a_run_stopped_part_way_and_finished_equals_one_run(data, group):
+    teacher = tiny_bert(seed=1)
+    t_logits = predict_logits(teacher, data)
+    cfg = RecoveryConfig(epochs=2.0, learning_rate=3e-3, group_by_length=group)
+    whole, parts = tiny_bert(seed=2, layers=2), tiny_bert(seed=2, layers=2)
+    recover_(whole, t_logits, data, cfg)
+    run = distillation(parts, t_logits, data, cfg)
+    run.run_to(7)
+    torch.rand(3)  # what happens between the rungs draws from the same generator
+    predict_logits(parts, data)
+    run.run_to(run.total_steps)
+    for a, b in zip(whole.state_dict().values(), parts.state_dict().values()):
+        assert torch.equal(a, b)
+    assert run.done and run.step == run.total_steps == 2 * math.ceil(len(data) / cfg.batch_size)
+
+
+def test_length_grouped_batches_use_every_example_once_with_less_padding(data):
+    from autocompress.batches import length_grouped
+
+    lengths = [len(x) for x in data.input_ids]
+    batches = length_grouped(lengths, 16, seed=3)
+    assert sorted(i for b in batches for i in b) == list(range(len(data)))
+    assert batches != length_grouped(lengths, 16, seed=4)  # the seed changes the batches
+
+    def padding(groups):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in groups)
+
+    shuffled = [list(b.tolist()) for b, _ in data.batches(16, shuffle=True, seed=3)]
+    assert padding(batches) < padding(shuffled)

@@ -15,7 +15,9 @@ from autocompress.plan import CompressionPlan, LayerPlan
 from autocompress.space import (
     SCHEDULES,
     baseline_plans,
+    canonical,
     check_space,
+    distributions,
     params_for_plan,
     plan_params,
     select_layers,
@@ -330,3 +332,26 @@ def test_per_layer_flag_of_older_files_and_stored_studies_still_reads() -> None:
     with pytest.raises(ConfigError, match="contradicts schedule: linear") as info:
         parse_config({**stored, "space": {"per_layer": True, "schedule": "linear"}}, file="x.yaml")
     assert info.value.key == "space"
+
+
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+def test_canonical_params_stand_for_their_plan_and_ignore_what_it_ignores(schedule: str) -> None:
+    space = SpaceConfig(**SCHEDULE_SPACE, schedule=schedule)
+    seen: dict[CompressionPlan, dict[str, Any]] = {}
+    for params, plan in _sample(space, 60, seed=5):
+        built, canon = canonical(params, space, ARCH6, RANKING)
+        assert built == plan
+        assert canonical(canon, space, ARCH6, RANKING) == (plan, canon)  # a fixed point
+        assert seen.setdefault(plan, canon) == canon  # one plan, one set of parameters
+        assert canon.keys() == params.keys() and set(distributions(space, ARCH6, RANKING)) == set(params)
+
+
+def test_parameters_of_dropped_layers_do_not_make_another_plan() -> None:
+    space = SpaceConfig(**SCHEDULE_SPACE, schedule="per_layer")
+    base = _sample(space, 1, seed=0)[0][0]
+    half = {**base, "depth": 3, "selection": "even"}  # keeps layers 0, 2, 4
+    other = {**half, "heads_1": 0.25 if half["heads_1"] != 0.25 else 1.0, "bits_5": 8 if half["bits_5"] != 8 else 32}
+    assert canonical(half, space, ARCH6, RANKING) == canonical(other, space, ARCH6, RANKING)
+    full = {**base, "depth": 6}
+    assert canonical({**full, "selection": "first"}, space, ARCH6, RANKING)[1] == \
+        canonical({**full, "selection": "importance"}, space, ARCH6, RANKING)[1]

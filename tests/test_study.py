@@ -14,7 +14,6 @@ from autocompress.config import parse_config
 from autocompress.errors import ConfigError, StorageError, StudyNotFoundError
 from autocompress.objective import Objective
 from autocompress.samplers import sampler_name
-from autocompress.study.runner import Unstick
 from autocompress.workbench import prepare
 from autocompress.plan import CompressionPlan
 from conftest import tiny_config_dict
@@ -160,37 +159,31 @@ def test_cheap_fidelity_prunes_a_candidate_that_cannot_reach_the_front(tiny_mode
     teacher_acc = 100 * bench.teacher.eval_accuracy.value
     study.add_trial(optuna.trial.create_trial(values=[teacher_acc, 1e-3, 1e-6], params={}, distributions={}))
     half = {"depth": 2, "selection": "even", **{f"{k}_{i}": v for i in range(4) for k, v in (("heads", 1.0), ("ffn", 1.0), ("bits", 32))}}
-    int8 = {"depth": 4, **{f"{k}_{i}": v for i in range(4) for k, v in (("heads", 1.0), ("ffn", 1.0), ("bits", 8))}}
     study.enqueue_trial(half)
-    study.enqueue_trial(int8)
-    study.optimize(Objective(bench), n_trials=2, catch=())
-    pruned, full = study.trials[1], study.trials[2]
+    study.optimize(Objective(bench), n_trials=1, catch=())
+    pruned = study.trials[1]
     assert pruned.state == TrialState.PRUNED
     assert pruned.user_attrs["fidelity"] == "cheap" and "trial 0" in pruned.user_attrs["prune_reason"]
     assert pruned.user_attrs["speedup"] > 1.0 and "cheap_accuracy" in pruned.user_attrs
-    assert "recover" not in pruned.user_attrs["seconds"], "a pruned candidate is never distilled"
-    # no recovery needed (int8 only): evaluated at full fidelity straight away
-    assert full.state == TrialState.COMPLETE and full.user_attrs["fidelity"] == "full"
+    assert pruned.user_attrs["latency"]["kind"] == "predicted" == pruned.user_attrs["screen"]["kind"]
+    assert not {"recover", "short_recover", "latency"} & set(pruned.user_attrs["seconds"]), \
+        "a candidate stopped before recovery is never distilled nor timed"
     # the same plan again (only the ignored parameters of dropped layers differ) is stopped at once,
-    # without building or timing it, and the next plan is drawn at random: a model-based sampler
-    # learns nothing from pruned trials and would propose it forever
+    # without building or timing it
     study.enqueue_trial({**half, "heads_1": 0.5, "heads_3": 0.5})
     study.optimize(Objective(bench), n_trials=1, catch=())
-    again = study.trials[3]
+    again = study.trials[2]
     assert again.params != pruned.params and again.user_attrs["plan"] == pruned.user_attrs["plan"]
     assert again.state == TrialState.PRUNED and again.user_attrs["same_plan_as"] == pruned.number
     assert again.user_attrs["seconds"] == {} and f"trial {pruned.number}" in again.user_attrs["prune_reason"]
-    gp = cfg.search.model_copy(update={"sampler": "gp"})
-    study.sampler = st.make_sampler(gp)
-    unstick = Unstick(gp)
-    unstick(study, again)
-    assert isinstance(study.sampler, optuna.samplers.RandomSampler) and sampler_name(study.sampler) == "random"
-    unstick(study, full)
-    assert isinstance(study.sampler, optuna.samplers.GPSampler) and sampler_name(study.sampler) == "gp"
+    # the study's sampler is told the stopped candidate and proposes a plan the study does not hold
+    study.sampler = st.study_sampler(bench)
+    assert sampler_name(study.sampler) == "random"
+    assert [t.number for t in study.sampler.view(study).get_trials(states=(TrialState.COMPLETE,))] == [0, 1]
     study.enqueue_trial({**half, "heads_1": 1.0, "heads_3": 1.0}, user_attrs={"warm_start": "other#1"})
-    study.sampler = optuna.samplers.RandomSampler(seed=0)
     study.optimize(Objective(bench), n_trials=2, catch=())
-    assert study.trials[4].user_attrs["sampler"] == "enqueued" and study.trials[5].user_attrs["sampler"] == "random"
+    assert study.trials[3].user_attrs["sampler"] == "enqueued" and study.trials[4].user_attrs["sampler"] == "random"
+    assert study.trials[4].user_attrs["plan"] != pruned.user_attrs["plan"]
 
 
 def test_promising_candidate_is_recovered_and_fully_evaluated(tiny_model_dir, tiny_csv, tmp_path):
@@ -212,6 +205,10 @@ def test_promising_candidate_is_recovered_and_fully_evaluated(tiny_model_dir, ti
     assert t.user_attrs["recovery"]["recovered"] and t.user_attrs["seconds"]["recover"] > 0
     assert t.user_attrs["accuracy"]["n"] == cfg.task.eval_size
     assert t.user_attrs["cheap_accuracy"]["n"] == cfg.fidelity.cheap_eval_size
+    # it climbed every rung: screened, distilled for a third of its budget and checked, then in full
+    assert t.user_attrs["short_accuracy"]["n"] == cfg.fidelity.cheap_eval_size
+    assert t.user_attrs["seconds"]["short_recover"] > 0 and t.user_attrs["latency"]["kind"] == "measured"
+    assert t.user_attrs["recovery"]["recovery_epochs"] == 2.0  # 2 of 4 layers kept: twice the epochs
 
 
 def test_a_plan_built_before_is_repeated_not_rebuilt_and_shown_once_on_the_front(bench, tmp_path):
@@ -400,7 +397,7 @@ def test_a_running_trial_already_shows_its_plan_in_the_storage(bench, tmp_path, 
     url = f"sqlite:///{tmp_path / 'live.db'}"
     study = st.create_or_load(bench.config, st.open_storage(url), "live", bench)
     seen: list[dict] = []
-    real = build.candidate
+    real = build.Build
 
     def peeking(*args, **kwargs):
         other = st.load("live", st.open_storage(url))  # another process's view of the database
@@ -408,7 +405,7 @@ def test_a_running_trial_already_shows_its_plan_in_the_storage(bench, tmp_path, 
         seen.append(dict(running.user_attrs))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(build, "candidate", peeking)
+    monkeypatch.setattr(build, "Build", peeking)
     st.run(study, bench, n_trials=1)
     assert seen and seen[0]["plan"]["layers"] and seen[0]["plan_summary"] and "host" in seen[0]
     assert "accuracy" not in seen[0], "figures are stored when the trial ends"

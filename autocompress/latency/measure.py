@@ -2,9 +2,11 @@
 
 On a shared machine absolute latency drifts by 10–15 % between runs, so the figure we trust is
 the *ratio* candidate / baseline measured round by round (ABBA order cancels linear drift).
-After warm-up, ``profile.repeats`` rounds are timed; while the ratio's relative IQR exceeds
-``profile.max_spread`` we keep measuring, up to ``profile.max_repeats`` rounds, and flag the
-result as noisy if it is still too wide. A machine-wide file lock keeps two measurements from
+After warm-up, ``profile.repeats`` rounds are timed; while the 95 % interval of the median
+ratio is wider than ``profile.max_spread`` of the median on either side, more rounds are timed (half as many again each time), up to
+``profile.max_repeats``, and the result is flagged noisy if the interval is still too wide. The
+interval comes from the order statistics of the per-round ratios (distribution-free), so it
+narrows as rounds accumulate even though one round's spread does not. A machine-wide file lock keeps two measurements from
 running at once on one host.
 """
 
@@ -42,6 +44,7 @@ __all__ = [
     "measure_pair",
     "measure_profile",
     "measurement_lock",
+    "median_interval",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,8 +64,10 @@ class LatencyResult:
     ratio_q1: float
     ratio_q3: float
     rounds: int
-    noisy: bool  # the ratio's spread stayed above the profile's limit
+    noisy: bool  # the median ratio's interval stayed wider than the profile's limit
     profile: str
+    ratio_ci_low: float | None = None  # 95 % interval of the median ratio
+    ratio_ci_high: float | None = None
 
     @property
     def speedup(self) -> float:
@@ -116,6 +121,18 @@ def _quartiles(xs: list[float]) -> tuple[float, float, float]:
     return q1, q2, q3
 
 
+def median_interval(xs: list[float], level: float = 0.95) -> tuple[float, float]:
+    """A distribution-free ``level`` interval of the median of ``xs``: the order statistics whose
+    ranks are n/2 ∓ z·√n/2 (the normal approximation to the binomial)."""
+    z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
+    ordered = sorted(xs)
+    n = len(ordered)
+    half = z * math.sqrt(n) / 2
+    lo = max(0, math.floor(n / 2 - half) - 1)
+    hi = min(n - 1, math.ceil(n / 2 + half) - 1)
+    return ordered[lo], ordered[hi]
+
+
 def example_inputs(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random token ids of one batch shape (their content does not change the speed)."""
     g = torch.Generator().manual_seed(seed)
@@ -164,11 +181,13 @@ def measure_pair(
                 if not ratios:
                     raise RuntimeError("the clock did not advance while timing the baseline")
                 q1, med, q3 = _quartiles(ratios)
-                spread = (q3 - q1) / med if med > 0 else float("inf")
+                ci_low, ci_high = median_interval(ratios)
+                spread = max(med - ci_low, ci_high - med) / med if med > 0 else float("inf")
                 if spread <= profile.max_spread or target >= profile.max_repeats:
                     break
-                target = min(profile.max_repeats, target * 2)
-                log.debug("ratio spread %.1f%% > %.1f%%: measuring %d rounds", spread * 100, profile.max_spread * 100, target)
+                target = min(profile.max_repeats, math.ceil(target * 1.5))
+                log.debug("median ratio known to ±%.1f%% > %.1f%%: measuring %d rounds",
+                          spread * 100, profile.max_spread * 100, target)
     finally:
         torch.set_num_threads(previous_threads)
     a1, am, a3 = _quartiles(ta)
@@ -184,6 +203,8 @@ def measure_pair(
         rounds=len(ta),
         noisy=spread > profile.max_spread,
         profile=profile.name,
+        ratio_ci_low=ci_low,
+        ratio_ci_high=ci_high,
     )
 
 

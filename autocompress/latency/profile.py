@@ -66,7 +66,7 @@ class DeviceProfile(BaseModel):
     warmup: int = Field(5, ge=0, le=10_000)  # untimed forward passes per model before timing
     repeats: int = Field(20, ge=3, le=100_000)  # timed forward passes per model (interleaved A/B)
     max_repeats: int = Field(80, ge=3, le=100_000)  # cap when the spread asks for more repeats
-    max_spread: float = Field(0.10, gt=0, le=10)  # IQR / median of the ratio above which we measure more
+    max_spread: float = Field(0.03, gt=0, le=10)  # half-width / median of the median ratio's 95 % interval above which we measure more
     spec: DeviceSpec | None = None  # peak figures; required for a predicted profile
 
     @field_validator("batch_size", "seq_len", mode="before")

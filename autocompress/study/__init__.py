@@ -7,9 +7,9 @@ loop), :mod:`~.warm_start`, :mod:`~.sharing` (one teacher for every worker), :mo
 """
 
 from autocompress.samplers import SAMPLERS, make_sampler, with_sampler
-from autocompress.study.create import check_can_continue, create_or_load, record_teacher
+from autocompress.study.create import check_can_continue, continued_config, create_or_load, record_teacher
 from autocompress.study.listing import BestSoFar, StudySummary, best_so_far, list_studies, metric_name
-from autocompress.study.runner import RunResult, completed, fail_orphaned_trials, run, run_trials, trial_states
+from autocompress.study.runner import RunResult, completed, fail_orphaned_trials, run, run_trials, study_sampler, trial_states
 from autocompress.study.session import (
     StudyInterrupted,
     StudyProgress,
@@ -47,6 +47,7 @@ __all__ = [
     "WarmStart",
     "best_so_far",
     "check_can_continue",
+    "continued_config",
     "completed",
     "create_or_load",
     "default_output",
@@ -67,6 +68,7 @@ __all__ = [
     "run",
     "run_study",
     "run_trials",
+    "study_sampler",
     "stored_config",
     "trial_states",
     "warm_start",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 
 from autocompress import record
-from autocompress.config import StudyConfig, parse_config
+from autocompress.config import StudyConfig, continuing, parse_config, with_legacy_training
 from autocompress.errors import ConfigError
 from autocompress.objective import OBJECTIVES
 from autocompress.space import baseline_plans
@@ -13,7 +13,7 @@ from autocompress.study.storage import open_storage
 from autocompress.urls import sqlite_path
 from autocompress.workbench import Workbench
 
-__all__ = ["STUDY_SCHEMA_VERSION", "check_can_continue", "create_or_load", "record_teacher"]
+__all__ = ["STUDY_SCHEMA_VERSION", "check_can_continue", "continued_config", "create_or_load", "record_teacher"]
 
 #: version of what a study (not a trial) stores: config, teacher, objectives
 STUDY_SCHEMA_VERSION = 1
@@ -35,12 +35,12 @@ def check_can_continue(cfg: StudyConfig, url: str, name: str) -> bool:
         existing = optuna.load_study(study_name=name, storage=open_storage(url))
     except KeyError:
         return False
-    stored = existing.user_attrs.get("config") or {}
-    try:  # a study stored before a setting existed has it at its default
-        stored = parse_config(stored).to_dict()
+    raw = existing.user_attrs.get("config") or {}
+    try:  # a study stored before a setting existed has it at its default, or as it ran (training)
+        stored = parse_config(with_legacy_training(raw)).to_dict()
     except ConfigError:
-        pass
-    new = cfg.to_dict()
+        stored = raw
+    new = continuing(cfg, raw).to_dict()
     changed = [k for k in _FIXED if stored.get(k) != new.get(k)]
     if changed:
         raise ConfigError(
@@ -49,6 +49,19 @@ def check_can_continue(cfg: StudyConfig, url: str, name: str) -> bool:
             key=changed[0],
         )
     return True
+
+
+def continued_config(cfg: StudyConfig, url: str, name: str) -> StudyConfig:
+    """``cfg`` as it runs study ``name`` at ``url``: unchanged for a new study; for an existing one,
+    with the training settings the study predates as it ran them (:func:`~autocompress.config.continuing`)."""
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        return cfg
+    try:
+        existing = optuna.load_study(study_name=name, storage=open_storage(url))
+    except KeyError:
+        return cfg
+    return continuing(cfg, existing.user_attrs.get("config") or {})
 
 
 def create_or_load(

@@ -1,7 +1,7 @@
 """Running trials until the study holds its target, safely with many workers on one storage.
 
 :func:`run` runs the study's own :class:`~autocompress.objective.Objective` with the configured
-sampler (and the random draw that unsticks a model-based sampler); :func:`run_trials` is the loop
+sampler inside :class:`~autocompress.samplers.OnePlanOnce`; :func:`run_trials` is the loop
 itself, for any objective: budget counted across workers, dead workers' trials failed by
 heartbeat and queued again, storage outages retried, failures recorded with their reason.
 """
@@ -20,16 +20,15 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import exc as sa_exc
 
 from autocompress import compat, record
-from autocompress.config import SearchConfig
 from autocompress.errors import StorageError
 from autocompress.objective import Objective
 from autocompress.record import TrialRecord
-from autocompress.samplers import SAMPLERS, make_sampler
+from autocompress.samplers import OnePlanOnce, make_sampler
 from autocompress.study.storage import GRACE_SECONDS, retry_stale_trial
 from autocompress.urls import mask_url
 from autocompress.workbench import Workbench
 
-__all__ = ["RunResult", "Unstick", "completed", "fail_orphaned_trials", "run", "run_trials", "trial_states"]
+__all__ = ["RunResult", "completed", "fail_orphaned_trials", "run", "run_trials", "study_sampler", "trial_states"]
 
 log = logging.getLogger(__name__)
 
@@ -216,34 +215,16 @@ def run(
     """
     if completed(study) >= n_trials:
         return RunResult(completed(study), n_trials, False)
-    study.sampler = make_sampler(bench.config.search, offset=len(study.trials))
-    return run_trials(
-        study, Objective(bench), n_trials=n_trials, timeout=timeout,
-        callbacks=[Unstick(bench.config.search), *callbacks], gc_after_trial=True,
+    study.sampler = study_sampler(bench, offset=len(study.trials))
+    return run_trials(study, Objective(bench), n_trials=n_trials, timeout=timeout, callbacks=callbacks, gc_after_trial=True)
+
+
+def study_sampler(bench: Workbench, offset: int = 0) -> OnePlanOnce:
+    """The study's configured sampler inside :class:`~autocompress.samplers.OnePlanOnce` (told about
+    stopped candidates, canonical plans, one plan once), seeded with ``search.seed + offset``."""
+    cfg = bench.config
+    return OnePlanOnce(
+        make_sampler(cfg.search, offset=offset), cfg.space, bench.arch, bench.layer_ranking,
+        teacher_percent=100 * bench.teacher_metric.value, max_accuracy_drop=cfg.objectives.max_accuracy_drop,
+        seed=cfg.search.seed + offset,
     )
-
-
-class Unstick:
-    """After a trial that only repeated a plan already stopped at the cheap fidelity, the next
-    trial is drawn at random, then the configured sampler takes over again.
-
-    Optuna's samplers learn nothing from pruned trials of a multi-objective study, so a model-based
-    sampler that proposed a plan the cheap fidelity stopped keeps proposing it (only parameters the
-    plan ignores change) and the study would loop on it forever; one new random plan changes what
-    the sampler knows.
-    """
-
-    def __init__(self, search: SearchConfig) -> None:
-        self.search = search
-        self.drawing_at_random = False
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        stuck = trial.state == TrialState.PRUNED and record.read(trial).same_plan_as is not None
-        if stuck and self.search.sampler != "random" and not self.drawing_at_random:
-            log.info("trial %d repeated a plan stopped at the cheap fidelity; drawing the next plan at random",
-                     trial.number)
-            study.sampler = SAMPLERS["random"](self.search.seed + len(study.trials))
-            self.drawing_at_random = True
-        elif not stuck and self.drawing_at_random:
-            study.sampler = make_sampler(self.search, offset=len(study.trials))
-            self.drawing_at_random = False

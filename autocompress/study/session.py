@@ -19,7 +19,7 @@ from autocompress.evaluate import Metric
 from autocompress.models import arch_from_config, check_max_length, peek_config
 from autocompress.samplers import with_sampler
 from autocompress.space import check_space
-from autocompress.study.create import check_can_continue, create_or_load
+from autocompress.study.create import check_can_continue, continued_config, create_or_load
 from autocompress.study.runner import RunResult, completed, run
 from autocompress.study.sharing import prepare_shared
 from autocompress.study.storage import DEFAULT_CACHE, load, open_storage, stored_config
@@ -103,6 +103,7 @@ def run_study(request: StudyRequest, progress: StudyProgress | None = None) -> S
     check_space(cfg.space, arch_from_config(model_config), file=request.config_file)
     check_max_length(model_config, cfg.task.max_length)
     task_data = load_task(cfg.task)
+    cfg = continued_config(cfg, url, name)  # a study made before a training setting keeps its own
     check_can_continue(cfg, url, name)  # before minutes of teacher preparation
     source = open_warm_start_source(*request.warm_from, cfg) if request.warm_from else None
     progress.started(request)

@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import exc as sa_exc
 
 from autocompress import compat, record
-from autocompress.config import StudyConfig, parse_config
+from autocompress.config import StudyConfig, parse_config, with_legacy_training
 from autocompress.errors import StorageError, StudyNotFoundError
 from autocompress.urls import mask_url, sqlite_path
 
@@ -162,4 +162,4 @@ def stored_config(study: optuna.Study) -> StudyConfig:
     data = study.user_attrs.get("config")
     if data is None:
         raise StudyNotFoundError(f"study '{study.study_name}' was not created by autocompress (it has no config)")
-    return parse_config(data, file=f"study '{study.study_name}'")
+    return parse_config(with_legacy_training(data), file=f"study '{study.study_name}'")

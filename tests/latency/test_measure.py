@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import fcntl
 import itertools
 from collections.abc import Callable, Iterable
@@ -14,6 +16,7 @@ from autocompress.errors import LatencyError
 from autocompress.latency import DeviceProfile, measure, measure_pair
 from autocompress.latency.measure import (
     ProfileLatency,
+    median_interval,
     check_profile_fits,
     example_inputs,
     host_info,
@@ -92,6 +95,30 @@ def test_noise_that_settles_stops_before_max_repeats() -> None:
     assert 4 < result.rounds < 64
     assert not result.noisy
     assert result.ratio == pytest.approx(0.5)
+
+
+def test_a_steady_spread_stops_once_the_median_is_known_well_enough() -> None:
+    t = FakeTime()
+    # every round's ratio is 0.45, 0.5 or 0.55: one round's spread (IQR 20 % of the median) never
+    # shrinks, but the median's interval does as rounds accumulate
+    candidate = t.model("B", [0.0045, 0.005, 0.0055])
+    result = measure_pair(t.model("A", [0.010]), candidate, _profile(repeats=6, max_repeats=200, max_spread=0.02),
+                          clock=t, lock=False)
+    assert 6 < result.rounds < 60
+    assert not result.noisy
+    assert result.ratio == pytest.approx(0.5)
+    assert result.ratio_ci_low == pytest.approx(0.5) and result.ratio_ci_high == pytest.approx(0.5)
+
+
+def test_median_interval_covers_the_median_and_narrows_with_more_rounds() -> None:
+    rng = random.Random(0)
+    few = [rng.gauss(1.0, 0.1) for _ in range(30)]
+    many = few + [rng.gauss(1.0, 0.1) for _ in range(270)]
+    lo_few, hi_few = median_interval(few)
+    lo_many, hi_many = median_interval(many)
+    assert lo_few <= sorted(few)[15] <= hi_few
+    assert hi_many - lo_many < (hi_few - lo_few) / 2  # ~1/sqrt(10) as wide
+    assert lo_many < 1.0 < hi_many
 
 
 def test_drift_shared_by_both_models_cancels_in_the_ratio() -> None:

@@ -1,0 +1,149 @@
+"""Where the teacher's fine-tuning and a distillation epoch spend their time, and what the two
+training cuts (word embeddings frozen, batches grouped by length) cost in accuracy.
+
+The bundled default's task (3,000 train tweets, seed 0) with a 3,000-example eval split. Each
+variant fine-tunes the teacher from the pre-trained model, then distils three students (six
+layers at 50 % heads+FFN, three layers at 50 %, two layers) from the one teacher fine-tuned
+without either cut, so the students differ only in how they were trained. Accuracy comes with its
+95 % bootstrap interval, and each variant's difference from the uncut one with the paired
+bootstrap interval of the difference (same eval examples). One process, one variant at a time.
+
+    python benchmarks/recovery.py            # full run (~25 min on 2 cores)
+    python benchmarks/recovery.py --quick    # smoke run (~2 min), results to recovery-quick.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from _common import write_results
+from autocompress.batches import Encoded
+from autocompress.config import parse_config
+from autocompress.distill import distillation
+from autocompress.evaluate import bootstrap_ci, predict_logits
+from autocompress.plan import CompressionPlan
+from autocompress.transforms import apply_structure_
+from autocompress.workbench import prepare
+
+#: name → (freeze_word_embeddings, group_by_length, teacher epochs)
+VARIANTS: dict[str, tuple[bool, bool]] = {
+    "uncut": (False, False),
+    "frozen_embeddings": (True, False),
+    "grouped_by_length": (False, True),
+    "both": (True, True),
+}
+
+
+def config(quick: bool, freeze: bool, group: bool, teacher_epochs: float) -> dict[str, Any]:
+    train, evals = (400, 300) if quick else (3000, 3000)
+    return {
+        "name": "bench-recovery",
+        "task": {"source": "bundled:tweets", "train_size": train, "eval_size": evals, "max_length": 64, "seed": 0},
+        "teacher": {"epochs": teacher_epochs, "learning_rate": 5.0e-5, "batch_size": 32,
+                    "freeze_word_embeddings": freeze, "group_by_length": group},
+        "recovery": {"epochs": 1.0, "learning_rate": 1.0e-4, "temperature": 2.0, "alpha": 0.5,
+                     "freeze_word_embeddings": freeze, "group_by_length": group},
+        "pruning": {"criterion": "taylor", "calibration_examples": 64 if quick else 256},
+        "profile": "cpu-2t",
+        "report_profiles": [],
+    }
+
+
+def padding_share(data: Encoded, batch_size: int, group: bool) -> float:
+    """The share of token slots in one epoch's training batches that are padding."""
+    real = padded = 0
+    for _, inputs in data.batches(batch_size, shuffle=True, seed=0, by_length=group):
+        real += int(inputs["attention_mask"].sum())
+        padded += inputs["attention_mask"].numel()
+    return 1 - real / padded
+
+
+def scored(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+    correct = (logits.argmax(-1) == labels).float()
+    lo, hi = bootstrap_ci(correct)
+    return correct, {"accuracy": 100 * correct.mean().item(), "ci": [100 * lo, 100 * hi]}
+
+
+def paired(correct: torch.Tensor, reference: torch.Tensor) -> dict[str, Any]:
+    diff = correct - reference
+    lo, hi = bootstrap_ci(diff)
+    return {"diff_pt": 100 * diff.mean().item(), "diff_ci": [100 * lo, 100 * hi]}
+
+
+def students(n: int) -> dict[str, CompressionPlan]:
+    return {
+        "6_layers_prune50": CompressionPlan.uniform(n, heads=0.5, ffn=0.5),
+        "3_layers_prune50": CompressionPlan.uniform(n, heads=0.5, ffn=0.5, keep=list(range(0, n, 2))),
+        "2_layers": CompressionPlan.uniform(n, keep=[0, n // 2]),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--teacher-epochs", type=float, nargs="+", default=[3.0, 2.0],
+                    help="teacher epochs to try with both cuts (the first is also used for the uncut teacher)")
+    ap.add_argument("--teacher-variants", nargs="+", default=["uncut", "both"], choices=list(VARIANTS),
+                    help="how the teacher is fine-tuned (every variant is tried on the students)")
+    ap.add_argument("--cache", type=Path, help="teacher cache to reuse (default: a new temporary one)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(2)
+    cache = args.cache or Path(tempfile.mkdtemp(prefix="bench-recovery-"))
+    epochs = [1.0] if args.quick else args.teacher_epochs
+    out: dict[str, Any] = {"teacher": [], "distillation": [], "cache": str(cache)}
+
+    teacher_runs = [(name, *VARIANTS[name], epochs[0]) for name in args.teacher_variants]
+    teacher_runs += [("both", True, True, e) for e in epochs[1:]]
+    reference: torch.Tensor | None = None
+    uncut_bench = None
+    for name, freeze, group, ep in teacher_runs:
+        cfg = parse_config(config(args.quick, freeze, group, ep))
+        start = time.perf_counter()
+        bench = prepare(cfg, cache)
+        wall = time.perf_counter() - start
+        correct, row = scored(bench.teacher.eval_logits, bench.eval.labels)
+        steps = math.ceil(len(bench.train) / cfg.teacher.batch_size) * ep
+        seconds = json.loads((bench.teacher.cache / "autocompress-teacher.json").read_text())["fine_tune_seconds"]
+        row.update(name=name, epochs=ep, fine_tune_seconds=seconds, prepare_seconds=wall, from_cache=bench.teacher.from_cache,
+                   seconds_per_step=seconds / steps,
+                   padding_share=padding_share(bench.train, cfg.teacher.batch_size, group))
+        if reference is None:
+            reference, uncut_bench = correct, bench
+        row.update(paired(correct, reference))
+        out["teacher"].append(row)
+        logging.info("teacher %s, %g epochs: %.1f s, %.2f%%", name, ep, seconds, row["accuracy"])
+
+    assert uncut_bench is not None
+    bench = uncut_bench
+    for student, plan in students(bench.arch.num_layers).items():
+        base: torch.Tensor | None = None
+        for name, (freeze, group) in VARIANTS.items():
+            rcfg = bench.config.recovery.model_copy(update={"freeze_word_embeddings": freeze, "group_by_length": group})
+            model = copy.deepcopy(bench.teacher.model)
+            apply_structure_(model, plan, bench.importance)
+            run = distillation(model, bench.transfer_logits, bench.transfer, rcfg)
+            run.run_to(run.total_steps)
+            correct, row = scored(predict_logits(model, bench.eval), bench.eval.labels)
+            base = correct if base is None else base
+            row.update(student=student, name=name, seconds=run.seconds, steps=run.total_steps,
+                       seconds_per_step=run.seconds / run.total_steps, **paired(correct, base))
+            out["distillation"].append(row)
+            logging.info("%s %s: %.1f s, %.2f%% (%+.2f)", student, name, run.seconds, row["accuracy"], row["diff_pt"])
+    out["settings"] = config(args.quick, False, False, epochs[0])
+    path = write_results("recovery-quick" if args.quick else "recovery", out)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
