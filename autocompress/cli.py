@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -91,14 +92,32 @@ def _progress_bar() -> Progress:
     )
 
 
-def _best_text(study, max_drop: float | None) -> str:
+def _best_text(study) -> str:
+    """The study's best so far: its best metric, and its fastest trial within 1 point of the teacher."""
     from autocompress.study import best_so_far
 
-    best = best_so_far(study, 1.0 if max_drop is None else max_drop)
+    best = best_so_far(study, 1.0)
     if best.best_percent is None:
         return ""
-    fast = f", fastest within {best.budget:g} pt: {best.fastest_within:.2f}×" if best.fastest_within is not None else ""
+    fast = f", within 1 pt: {best.fastest_within:.2f}×" if best.fastest_within is not None else ""
     return f"best {best.metric} {best.best_percent:.1f}%{fast}"
+
+
+def _trial_line(study, trial, done: int, target: int, elapsed: float) -> str:
+    """One line for a trial that ended (what the study prints per trial where no bar can be drawn)."""
+    from autocompress import record
+
+    r = record.read(trial)
+    head = f"trial {trial.number} [{done}/{target} full, {elapsed / 60:.1f} min]"
+    if trial.state.name == "COMPLETE" and r.score is not None:
+        drop = f" (drop {r.accuracy_drop:+.2f})" if r.accuracy_drop is not None else ""
+        speed = f", {r.speedup:.2f}× ({r.latency_kind})" if r.speedup else ""
+        size = f", {r.size_mb:.1f} MB" if r.size_mb is not None else ""
+        best = _best_text(study)
+        return f"{head}: {r.plan_summary} → {100 * r.score.value:.2f}%{drop}{speed}{size}" + (f"; {best}" if best else "")
+    if trial.state.name == "PRUNED":
+        return f"{head}: {r.plan_summary or 'no plan'} → {r.prune_reason or 'stopped'}"
+    return f"{head}: {r.plan_summary or 'no plan'} → failed: {r.fail_reason or 'unknown'}"
 
 
 def _print_front(study) -> None:
@@ -165,12 +184,11 @@ def _bar_progress():
             self.shown = False
             self.prep = None
             self.task = None
-            self.max_drop: float | None = None
             self.target = 0
+            self.started_at = 0.0
 
         def started(self, request) -> None:
             err.print(f"study [bold]{request.name}[/] in {mask_url(request.url)} (sampler {request.config.search.sampler})")
-            self.max_drop = request.config.objectives.max_accuracy_drop
             self.bar.start()
             self.shown = True
             self.prep = self.bar.add_task("preparing teacher", total=None, best="")
@@ -200,11 +218,16 @@ def _bar_progress():
 
         def trials_started(self, study, target: int) -> None:
             self.target = target
+            self.started_at = time.monotonic()
             self.task = self.bar.add_task("trials", total=target, completed=min(completed(study), target),
-                                          best=_best_text(study, self.max_drop))
+                                          best=_best_text(study))
 
-        def trial_done(self, study, _trial) -> None:
-            self.bar.update(self.task, completed=min(completed(study), self.target), best=_best_text(study, self.max_drop))
+        def trial_done(self, study, trial) -> None:
+            done = min(completed(study), self.target)
+            self.bar.update(self.task, completed=done, best=_best_text(study))
+            if not err.is_terminal:  # a log, not a screen: no bar is drawn, so one line per trial
+                err.print(_trial_line(study, trial, done, self.target, time.monotonic() - self.started_at),
+                          highlight=False, markup=False, soft_wrap=True)
 
     return _BarProgress()
 

@@ -23,14 +23,14 @@ _OWN = ("plan", "plan_summary", "simulated", "host", "sampler", *record.QUEUED_B
 
 def seen(study: optuna.Study, number: int, plan: CompressionPlan, host: dict) -> FrozenTrial | None:
     """A trial of ``study`` other than ``number`` that already built ``plan`` on ``host``: complete at
-    the full fidelity, or stopped at the cheap one; ``None`` if there is none."""
+    the full fidelity, or stopped before it; ``None`` if there is none."""
     done = (TrialState.COMPLETE, TrialState.PRUNED)
     for t in study.get_trials(deepcopy=False, states=done):
         if t.number == number:
             continue
         r = record.read(t)
-        fidelity = "full" if t.state == TrialState.COMPLETE else "cheap"
-        if r.same_plan_as is None and r.fidelity == fidelity and r.host == host and r.plan == plan:
+        fidelities = ("full",) if t.state == TrialState.COMPLETE else ("cheap", "short")
+        if r.same_plan_as is None and r.fidelity in fidelities and r.host == host and r.plan == plan:
             return t
     return None
 
@@ -41,5 +41,5 @@ def repeat(own: TrialRecord, same: FrozenTrial) -> TrialRecord:
     copied = record.read(same).with_(**{key: getattr(own, key) for key in _OWN})
     out = copied.with_(same_plan_as=same.number, seconds={})
     if same.state == TrialState.PRUNED:
-        out = out.with_(prune_reason=f"the plan of trial {same.number}, stopped at the cheap fidelity: {copied.prune_reason}")
+        out = out.with_(prune_reason=f"the plan of trial {same.number}, stopped before the full fidelity: {copied.prune_reason}")
     return out

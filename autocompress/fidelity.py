@@ -20,7 +20,9 @@ so that a study whose screen stops everything still reaches its target):
    optimistic final metric.
 3. **Successive halving over several objectives**: among the candidates that reached this rung
    (metric at the rung, latency, size), it is neither on their Pareto front nor in the best
-   ``fidelity.keep_fraction`` of them by non-dominated rank.
+   ``fidelity.keep_fraction`` of them by non-dominated rank. Before recovery, a plan that
+   distillation will change is ranked only against plans of the same depth that it will change
+   too: a 2-layer student's unrecovered metric is far below a 6-layer one's whatever it will reach.
 
 The optimistic final metric at ``cheap`` is the teacher's less ``fidelity.margin`` for a plan
 that recovery will change (a trial that close to the teacher counts as recovered already; the
@@ -40,7 +42,7 @@ from typing import Literal
 from optuna.trial import FrozenTrial, TrialState
 
 from autocompress import record
-from autocompress.build import needs_recovery
+from autocompress.build import changes_structure, needs_recovery
 from autocompress.compat import pareto_mask
 from autocompress.config import StudyConfig
 from autocompress.evaluate import Metric
@@ -74,6 +76,8 @@ class Point:
     ratio: float
     size_mb: float
     number: int = -1
+    layers: int = 0  # layers the plan keeps
+    recovers: bool = False  # distillation changes it (what an unrecovered metric can be compared with)
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,8 @@ def standing(trials: Sequence[FrozenTrial], rung: Rung, number: int) -> Standing
         r = record.read(t)
         if r.same_plan_as is not None:
             continue
+        layers = len(r.plan.kept_layers) if r.plan is not None else 0
+        recovers = r.plan is not None and changes_structure(r.plan)
         if t.state == TrialState.COMPLETE and t.values is not None and r.fidelity in (None, "full"):
             full.append(Point(t.values[0], t.values[1], t.values[2], t.number))
             if r.short_accuracy is not None:
@@ -115,7 +121,7 @@ def standing(trials: Sequence[FrozenTrial], rung: Rung, number: int) -> Standing
         at = r.cheap_accuracy if rung == "cheap" else r.short_accuracy
         ratio = (r.screen or {}).get("ratio", r.ratio)
         if at is not None and ratio is not None and r.size_mb is not None:
-            peers.append(Point(100 * at.value, float(ratio), r.size_mb, t.number))
+            peers.append(Point(100 * at.value, float(ratio), r.size_mb, t.number, layers, recovers))
     last_full = max((p.number for p in full), default=-1)
     return Standing(tuple(full), tuple(peers), tuple(gains), sum(n > last_full for n in stopped))
 
@@ -140,10 +146,12 @@ def decide(
     recovers: bool,
     known: Standing,
     tolerance: float = 0.0,
+    layers: int = 0,
 ) -> Gate:
     """Promote the candidate (metric ``at`` this rung, latency ``ratio``, ``size_mb``) to the next rung
     unless one of the module's three rules stops it. ``tolerance`` is the relative error of a
-    predicted ``ratio`` (0 for a measured one); ``recovers`` says whether distillation will change it.
+    predicted ``ratio`` (0 for a measured one); ``recovers`` says whether distillation will change it;
+    ``layers`` is how many layers it keeps.
     """
     if known.stopped_in_a_row >= cfg.fidelity.patience:
         return Gate(note=f"promoted: the last {known.stopped_in_a_row} candidates were stopped (fidelity.patience)")
@@ -163,8 +171,11 @@ def decide(
                 f"stopped {where}: trial {f.number} is already as fast, as small and at {f.percent:.1f}%, "
                 f"at least the {best:.1f}% this one could reach ({name} {100 * at.value:.1f}% on the subset)"
             ))
-    me = Point(100 * at.value, ratio, size_mb)
-    group = [*known.peers, me]
+    me = Point(100 * at.value, ratio, size_mb, layers=layers, recovers=recovers)
+    peers = known.peers
+    if rung == "cheap":  # unrecovered metrics compare only among plans that distillation will treat alike
+        peers = tuple(p for p in peers if p.recovers == recovers and (not recovers or p.layers == layers))
+    group = [*peers, me]
     keep = math.ceil(cfg.fidelity.keep_fraction * len(group))
     ranks = _ranks(group)
     order = sorted(range(len(group)), key=lambda i: (ranks[i], -group[i].percent, group[i].ratio))

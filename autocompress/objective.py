@@ -129,7 +129,7 @@ class _Recording:
         known = fidelity.standing(self.trial.study.get_trials(deepcopy=False), rung, self.trial.number)
         decision = fidelity.decide(
             b.config, rung, 100 * b.teacher_metric.value, at, screen.latency.ratio, screen.size.megabytes,
-            recovers=recovers, known=known, tolerance=screen.tolerance,
+            recovers=recovers, known=known, tolerance=screen.tolerance, layers=len(self.plan.kept_layers),
         )
         self.update(fidelity=rung)
         if not decision.promote:

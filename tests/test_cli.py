@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
 from plotly.offline import get_plotlyjs
@@ -70,7 +71,17 @@ def workdir(tiny_model_dir, tiny_csv, tmp_path_factory):
     assert proc.returncode == 0, proc.stderr
     assert "report:" in proc.stdout and (d / "studies" / "tiny.html").is_file()
     assert "Pareto front" in proc.stdout
+    (d / "run.stderr").write_text(proc.stderr)
     return d
+
+
+def test_a_run_without_a_terminal_logs_one_line_per_trial(workdir):
+    lines = [line for line in (workdir / "run.stderr").read_text().splitlines() if re.match(r"trial \d+ \[", line)]
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir / 'studies' / 'tiny.db'}")
+    assert [int(line.split()[1]) for line in lines] == [t.number for t in study.trials]
+    done = [line for line in lines if "→" in line and "%" in line and "full," in line]
+    assert re.search(r"\[5/5 full, [\d.]+ min\]: .* → \d+\.\d\d% \(drop [+-]\d", done[-1]), done[-1]
+    assert "Traceback" not in (workdir / "run.stderr").read_text()
 
 
 def test_run_then_studies_report_and_resume(workdir, capsys, monkeypatch):

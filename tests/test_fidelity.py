@@ -118,24 +118,24 @@ def test_a_candidate_that_cannot_come_within_the_budget_is_stopped(tiny_model_di
 def test_successive_halving_keeps_the_rungs_front_and_the_better_half(cfg):
     low = Metric(name="accuracy", value=0.50, ci_low=0.45, ci_high=0.55, n=500)
     better = [Point(60.0 + i, 0.4, 8.0, i) for i in range(5)]  # faster, smaller and more accurate: it is dominated
-    gate = _gate(cfg, at=low, peers=better)
+    gate = _gate(cfg, rung="short", at=low, peers=better)
     assert gate.promote is False and "best 3 of the 6" in gate.reason
     # of two, the best ceil(0.5 × 2) = 1 goes on: the other one, which dominates it
-    assert _gate(cfg, at=low, peers=better[:1]).promote is False
-    assert _gate(cfg, at=low).promote is True  # the first candidate at a rung always goes on
+    assert _gate(cfg, rung="short", at=low, peers=better[:1]).promote is False
+    assert _gate(cfg, rung="short", at=low).promote is True  # the first candidate at a rung always goes on
 
 
 def test_a_candidate_on_the_rungs_front_always_goes_on(cfg):
     at = Metric(name="accuracy", value=0.50, ci_low=0.45, ci_high=0.55, n=500)
     slower = [Point(60.0 + i, 0.9, 8.0, i) for i in range(9)]  # more accurate but slower: the candidate is not dominated
-    assert _gate(cfg, at=at, peers=slower).promote is True
+    assert _gate(cfg, rung="short", at=at, peers=slower).promote is True
 
 
 def test_keep_fraction_is_read_from_the_config(tiny_model_dir, tiny_csv):
     at = Metric(name="accuracy", value=0.50, ci_low=0.45, ci_high=0.55, n=500)
     better = [Point(60.0 + i, 0.4, 8.0, i) for i in range(3)]  # 4 candidates; the new one is last
-    assert _gate(_cfg(tiny_model_dir, tiny_csv, keep_fraction=1.0), at=at, peers=better).promote is True
-    assert _gate(_cfg(tiny_model_dir, tiny_csv, keep_fraction=0.5), at=at, peers=better).promote is False
+    assert _gate(_cfg(tiny_model_dir, tiny_csv, keep_fraction=1.0), at=at, peers=better, rung="short").promote is True
+    assert _gate(_cfg(tiny_model_dir, tiny_csv, keep_fraction=0.5), at=at, peers=better, rung="short").promote is False
 
 
 def _trial(number: int, state: TrialState, rec: TrialRecord, values=None) -> FrozenTrial:
@@ -214,3 +214,17 @@ def test_after_patience_runs_out_the_next_candidate_goes_on(tiny_model_dir, tiny
     gate = decide(patient, "cheap", TEACHER, CHEAP, RATIO, SIZE_MB, recovers=True,
                   known=Standing((blocker,), (), (), stopped_in_a_row=3))
     assert gate.promote and "last 3 candidates" in gate.note
+
+
+def test_before_recovery_a_deep_cut_is_ranked_only_against_cuts_as_deep(cfg):
+    unrecovered = Metric(name="accuracy", value=0.40, ci_low=0.35, ci_high=0.45, n=500)  # a 2-layer student, before KD
+    shallow = [Point(70.0 + i, 0.4, 8.0, i, layers=6, recovers=True) for i in range(5)]  # dominate it, but keep 6 layers
+    assert decide(cfg, "cheap", TEACHER, unrecovered, RATIO, SIZE_MB, recovers=True, layers=2,
+                  known=Standing((), tuple(shallow), ())).promote is True
+    as_deep = [Point(50.0 + i, 0.4, 8.0, i, layers=2, recovers=True) for i in range(5)]
+    assert decide(cfg, "cheap", TEACHER, unrecovered, RATIO, SIZE_MB, recovers=True, layers=2,
+                  known=Standing((), tuple(as_deep), ())).promote is False
+    # after the short distillation every candidate is ranked against every other
+    short = decide(cfg, "short", TEACHER, unrecovered, RATIO, SIZE_MB, recovers=True, layers=2,
+                   known=Standing((), tuple(shallow), ()))
+    assert short.promote is False

@@ -165,9 +165,10 @@ def exportable_trial(study: optuna.Study, number: int) -> FrozenTrial:
         raise ExportError(f"study '{study.study_name}' has no trial {number}; {have}")
     t = match[0]
     r = record.read(t)
-    if t.state == TrialState.PRUNED and r.fidelity == "cheap":
+    if t.state == TrialState.PRUNED and r.fidelity in ("cheap", "short"):
+        when = "at the cheap fidelity, before recovery" if r.fidelity == "cheap" else "after the short distillation"
         raise ExportError(
-            f"trial {number} was stopped at the cheap fidelity, before recovery ({r.prune_reason or 'no reason stored'}); "
+            f"trial {number} was stopped {when} ({r.prune_reason or 'no reason stored'}); "
             "it has no recovered model to export — choose a complete trial"
         )
     if t.state != TrialState.COMPLETE:

@@ -166,7 +166,7 @@ def _summary(info: ReportInfo) -> str:
         ),
         "device profiles": "<br>".join(escape(_describe_profile(p, i == 0)) for i, p in enumerate(info.profiles)) or "—",
         "hosts": escape(", ".join(sorted({t.host for t in complete if t.host})) or "—"),
-        "trials": f"{budget}<b>{len(complete)}</b> complete, {info.count('PRUNED')} stopped at the cheap fidelity, "
+        "trials": f"{budget}<b>{len(complete)}</b> complete, {info.count('PRUNED')} stopped before the full fidelity, "
         f"{info.count('FAIL')} failed, {info.count('RUNNING')} running; {noisy} with a noisy latency; "
         f"{len(info.front)} on the Pareto front",
         "time spent": f"{_duration(wall)} wall clock from the first trial's start to the last one's end; "

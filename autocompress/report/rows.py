@@ -50,7 +50,7 @@ class TrialRow:
     feasible: bool
     on_front: bool
     fail_reason: str | None  # why it failed, or why it was pruned at the cheap fidelity
-    fidelity: str | None  # "full", or "cheap" for a trial stopped before recovery
+    fidelity: str | None  # the rung it reached: "cheap", "short" or "full" (see autocompress.fidelity)
     duration_s: float | None
     latency_kind: str = "measured"  # of the objective's profile: "measured" or "predicted"
     profile_latency: dict[str, ProfileFigure] = field(default_factory=dict)  # every profile's figures, by name
@@ -60,6 +60,7 @@ class TrialRow:
     started: datetime | None = None
     completed: datetime | None = None
     test_accuracy: float | None = None  # % on the held-out test split, when the task has one
+    screened: float | None = None  # a stopped trial's metric % on the eval subset, at the rung it reached
 
     @property
     def profile_speedups(self) -> dict[str, float]:
@@ -147,4 +148,5 @@ def trial_row(t: optuna.trial.FrozenTrial, front: set[int]) -> TrialRow:
         started=t.datetime_start,
         completed=t.datetime_complete,
         test_accuracy=None if test is None else 100 * test.value,
+        screened=None if done else r.screened_percent,
     )

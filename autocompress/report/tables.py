@@ -236,6 +236,29 @@ def _details(info: ReportInfo, t: TrialRow) -> dict[str, Any]:
     }
 
 
+#: what the table's "rung · latency" column means
+RUNGS_NOTE = (
+    "Rungs: cheap = built without recovery, metric on the eval subset (in italics, marked \"subset\"); "
+    "short = after the short distillation, metric on the subset; full = fully recovered, metric on the whole eval "
+    "split. Latency: predicted = this host's calibrated cost model; measured = timed against the teacher, "
+    "interleaved. Only full trials with measured latency can be on the front or exported."
+)
+
+
+def _metric_td(t: TrialRow) -> str:
+    """The metric cell: the eval split's figure, or a stopped trial's subset figure, marked as such."""
+    if t.accuracy is None and t.screened is not None:
+        title = f"on the eval subset at the {t.fidelity} rung, not the whole eval split"
+        return f"<td data-v='{t.screened:.4f}' class='muted' title='{escape(title)}'><i>{t.screened:.2f} subset</i></td>"
+    return _num_td(t.accuracy, ".2f")
+
+
+def _rung_td(t: TrialRow) -> str:
+    if not t.fidelity:
+        return "<td class='l'></td>"
+    return f"<td class='l'>{escape(t.fidelity)} · {escape(t.latency_kind)}</td>"
+
+
 def trials_table(info: ReportInfo) -> str:
     """Every trial: sortable (click a header), filterable, a click on a row shows its details."""
     if not info.trials:
@@ -247,7 +270,7 @@ def trials_table(info: ReportInfo) -> str:
         flags = "".join(
             f' <span class="{cls} flag" title="{title}">{word}</span>'
             for cond, cls, title, word in (
-                (t.noisy, "warn", "latency spread stayed above the profile's limit", "noisy"),
+                (t.noisy, "warn", "the latency ratio's interval stayed wider than the profile's limit", "noisy"),
                 (t.simulated, "warn", "low-bit layers simulated", "sim"),
                 (t.complete and not t.feasible, "warn", "over the accuracy budget", "infeasible"),
             )
@@ -259,9 +282,9 @@ def trials_table(info: ReportInfo) -> str:
             f"<tr data-trial='{t.number}' data-state='{escape(t.state)}' data-front='{int(t.on_front)}' tabindex='0'>"
             f"<td data-v='{t.number}'>{t.number}{star if t.on_front else ''}</td>"
             f"<td class='l'>{escape(t.state.lower())}{flags}</td><td class='l'>{escape(t.baseline or '')}</td>"
-            f"{_num_td(t.accuracy, '.2f')}<td class='l muted ci'>{ci}</td>{_num_td(t.accuracy_drop, '+.2f')}"
+            f"{_metric_td(t)}<td class='l muted ci'>{ci}</td>{_num_td(t.accuracy_drop, '+.2f')}"
             f"{_num_td(t.speedup, '.2f', '×')}{_num_td(t.latency_ms, '.2f')}{other}{_num_td(t.size_mb, '.2f')}"
-            f"<td class='l'>{escape(t.fidelity or '')}</td>{_num_td(t.duration_s, '.0f')}"
+            f"{_rung_td(t)}{_num_td(t.duration_s, '.0f')}"
             f"<td class='l plan'>{escape(t.plan_summary)}</td><td class='l reason'>{escape(t.fail_reason or '')}</td></tr>"
         )
     kind = next((t.latency_kind for t in info.complete), "measured")
@@ -272,15 +295,16 @@ def trials_table(info: ReportInfo) -> str:
   <input id="trial-filter" type="search" placeholder="filter: any text in a row (e.g. int8, fail, baseline)" size="48">
   <select id="trial-state" aria-label="which trials">
     <option value="all">all trials</option><option value="front">Pareto front</option>
-    <option value="COMPLETE">complete</option><option value="PRUNED">stopped at cheap fidelity</option>
+    <option value="COMPLETE">complete</option><option value="PRUNED">stopped before the full fidelity</option>
     <option value="FAIL">failed</option><option value="RUNNING">running</option>
   </select>
   <span id="trial-count" class="muted"></span>
   <span class="muted">— ★ marks the Pareto front; click a header to sort, a row for its full plan and export command</span>
 </div>
+<p class="muted">{escape(RUNGS_NOTE)}</p>
 <div class="scroll"><table id="trial-table" class="trials"><thead><tr>
 <th>trial</th><th>state</th><th>baseline</th><th>{escape(info.metric)} %</th><th>95 % CI</th>
-<th>drop (pt)</th><th>speedup ({escape(kind)})</th><th>latency ms</th>{other_head}<th>size MB</th><th>fidelity</th>
+<th>drop (pt)</th><th>speedup ({escape(kind)})</th><th>latency ms</th>{other_head}<th>size MB</th><th>rung · latency</th>
 <th>seconds</th><th>plan</th><th>failure / prune reason</th>
 </tr></thead><tbody>
 {"".join(rows)}

@@ -174,7 +174,7 @@ def test_every_section_shows_the_studys_data(realistic):
     for plot in PLOTS:
         assert f'id="{plot}"' in html
     summary = _section(html, "summary")
-    assert "<b>40</b> complete, 1 stopped at the cheap fidelity, 1 failed, 0 running" in summary
+    assert "<b>40</b> complete, 1 stopped before the full fidelity, 1 failed, 0 running" in summary
     assert "40 complete trials targeted" in summary
     assert "accuracy 74.00%, latency 29.0 ms" in summary and "size 90.9 MB" in summary
     assert "teacher fine-tuning 3.1 min" in summary

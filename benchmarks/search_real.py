@@ -1,0 +1,202 @@
+"""The real pipeline, old policy against new: the bundled default end to end, hypervolume against time.
+
+For each seed, the default study (``search_spaces/tweets.yaml``, or ``--space``) runs twice on this
+machine, one after the other: once with the code and the space file of ``--old-rev`` (the policy
+before the rungs: one flat distillation per candidate, a single cheap gate the sampler never heard
+of, a latency rule that ran to its cap; its default aimed at 16 complete trials) and once with the
+working tree's code and space file as they were when the script started. Real recovery, measured latency,
+nothing cached between trials; each side has its own teacher cache, warmed before the first timed
+run, so the times below are the studies' own (teacher fine-tuning excluded; it is given apart).
+
+From each study's trial timestamps: the hypervolume of its feasible full-fidelity front against
+the seconds since its first trial began, in (−metric %, latency ratio, size MB) against the
+reference point (teacher − ``objectives.max_accuracy_drop``, 1.0, the teacher's size): the region
+of candidates within the budget that are faster and smaller than the teacher.
+
+    python benchmarks/search_real.py --seeds 0 1 2      # ~2 h on 2 cores
+    python benchmarks/search_real.py --seeds 0 --trials 4 --quick   # a smoke run on tiny settings
+
+Writes ``benchmarks/results/search-real.json`` (``search-real-quick.json`` with ``--quick``): per
+policy the medians of final hypervolume, wall time and share of repeated plans, and
+``time_to_old_final_hv_ratio`` (the new policy's median time to the old policy's median final
+hypervolume, over the old policy's median wall time) and ``hv_ratio_at_equal_time`` (the new
+policy's median hypervolume at the old policy's median wall time, over the old one's final).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+from _common import write_results
+from autocompress import compat, record
+
+ROOT = Path(__file__).resolve().parent.parent
+#: the last commit with the flat policy
+OLD_REV = "a795548"
+
+
+def checkout(rev: str, where: Path) -> Path:
+    """The package as it was at ``rev``, unpacked under ``where`` (no git worktree left behind)."""
+    where.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "autocompress"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(where)], input=archive.stdout, check=True)
+    return where
+
+
+def snapshot_tree(where: Path) -> Path:
+    """This working tree's package, copied now (later edits do not reach a run that starts later)."""
+    shutil.copytree(ROOT / "autocompress", where / "autocompress", ignore=shutil.ignore_patterns("__pycache__"))
+    return where
+
+
+def space_at(rev: str | None, space: Path) -> dict[str, Any]:
+    """The search space ``space`` as it was at ``rev`` (None: as it is now)."""
+    if rev is None:
+        return yaml.safe_load(space.read_text())
+    rel = space.resolve().relative_to(ROOT)
+    text = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{rel}"], check=True, capture_output=True, text=True).stdout
+    return yaml.safe_load(text)
+
+
+def space_for(base: dict[str, Any], seed: int, trials: int | None, quick: bool) -> dict[str, Any]:
+    cfg = json.loads(json.dumps(base))
+    cfg.setdefault("search", {})["seed"] = seed
+    if trials:
+        cfg["search"]["trials"] = trials
+    if quick:
+        cfg["task"].update(train_size=300, eval_size=200)
+        cfg["teacher"]["epochs"] = 1
+        cfg["recovery"]["max_examples"] = 300
+    return cfg
+
+
+def run_side(code: Path, space: Path, study: str, db: Path, cache: Path, log: Path) -> float:
+    """Run one study as the command line would, with the package under ``code`` first on the path."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "160"}
+    env["PYTHONPATH"] = f"{code}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    cmd = [sys.executable, "-m", "autocompress.cli", "run", str(space), "--study", study,
+           "--storage", f"sqlite:///{db}", "--cache-dir", str(cache)]
+    start = time.perf_counter()
+    with log.open("w") as out:
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=space.parent)
+    if proc.returncode != 0:
+        raise SystemExit(f"{study} failed (exit {proc.returncode}); see {log}")
+    return time.perf_counter() - start
+
+
+def curve(db: Path, study_name: str) -> dict[str, Any]:
+    """The study's hypervolume after each full-fidelity trial, against seconds since its first trial."""
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{db}")
+    trials = study.get_trials(deepcopy=False)
+    teacher_info = study.user_attrs.get("teacher", {})
+    cfg = study.user_attrs["config"]
+    budget = cfg["objectives"]["max_accuracy_drop"]
+    teacher_pct = 100 * (teacher_info.get("metric") or teacher_info["accuracy"])["value"]
+    teacher_mb = teacher_info["size"]["megabytes"]
+    reference = np.array([-(teacher_pct - budget), 1.0, teacher_mb])
+    box = float(np.prod(np.array([budget, 1.0, teacher_mb])))
+    t0 = min(t.datetime_start for t in trials if t.datetime_start)
+    points, times, hvs = [], [], []
+    for t in sorted((t for t in trials if record.is_full(t) and record.feasible(t)), key=lambda t: t.datetime_complete):
+        loss = np.array([-t.values[0], t.values[1], t.values[2]])
+        if (loss < reference).all():
+            points.append(loss)
+        times.append((t.datetime_complete - t0).total_seconds())
+        hvs.append(compat.hypervolume(np.array(points), reference) / box if points else 0.0)
+    ends = [t.datetime_complete for t in trials if t.datetime_complete]
+    repeats = sum(record.SAME_PLAN_AS in t.user_attrs for t in trials)
+    within1 = [1 / t.values[1] for t in trials if record.is_full(t) and teacher_pct - t.values[0] <= 1.0]
+    return {
+        "times": times, "hypervolume": hvs, "final_hypervolume": hvs[-1] if hvs else 0.0,
+        "wall_seconds": (max(ends) - t0).total_seconds(),
+        "trials": len(trials), "full": sum(record.is_full(t) for t in trials),
+        "stopped": sum(t.state == TrialState.PRUNED for t in trials), "repeats": repeats,
+        "repeat_share": repeats / len(trials), "best_speedup_within_1pt": max(within1, default=None),
+        "teacher_percent": teacher_pct,
+    }
+
+
+def hv_at(side: dict[str, Any], seconds: float) -> float:
+    return max([hv for t, hv in zip(side["times"], side["hypervolume"]) if t <= seconds], default=0.0)
+
+
+def time_to(side: dict[str, Any], hv: float) -> float | None:
+    return next((t for t, h in zip(side["times"], side["hypervolume"]) if h >= hv), None)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--space", type=Path, default=ROOT / "search_spaces" / "tweets.yaml")
+    ap.add_argument("--old-rev", default=OLD_REV)
+    ap.add_argument("--trials", type=int, help="complete trials per study (default: the space's)")
+    ap.add_argument("--workdir", type=Path, help="keep studies, caches and logs here (default: a temporary directory)")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="search-real-"))
+    work.mkdir(parents=True, exist_ok=True)
+    codes = {"old": checkout(args.old_rev, work / "old-code"), "new": snapshot_tree(work / "new-code")}
+    bases = {"old": space_at(args.old_rev, args.space), "new": space_at(None, args.space)}  # each its own default
+    sides: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
+    teacher_seconds: dict[str, float] = {}
+    for seed in args.seeds:
+        for policy, code in codes.items():
+            space = work / f"space-{policy}-{seed}.yaml"
+            space.write_text(yaml.safe_dump(space_for(bases[policy], seed, args.trials, args.quick)))
+            name = f"{policy}-{seed}"
+            wall = run_side(code, space, name, work / f"{name}.db", work / f"cache-{policy}", work / f"{name}.log")
+            result = curve(work / f"{name}.db", name)
+            study = optuna.load_study(study_name=name, storage=f"sqlite:///{work / f'{name}.db'}")
+            fine_tune = float(study.user_attrs.get("teacher", {}).get("fine_tune_seconds") or 0.0)
+            if fine_tune:
+                teacher_seconds[policy] = fine_tune
+            result.update(seed=seed, process_seconds=wall)
+            sides[policy].append(result)
+            print(f"{name}: {result['wall_seconds']:.0f} s of trials, {result['full']} full of {result['trials']}, "
+                  f"hypervolume {result['final_hypervolume']:.4f}, repeats {result['repeats']}", flush=True)
+    summary = {p: {
+        "hypervolume_median": statistics.median(r["final_hypervolume"] for r in rs),
+        "wall_seconds_median": statistics.median(r["wall_seconds"] for r in rs),
+        "repeat_share": statistics.median(r["repeat_share"] for r in rs),
+        "best_speedup_within_1pt_median": statistics.median(r["best_speedup_within_1pt"] or 0.0 for r in rs),
+        "teacher_fine_tune_seconds": teacher_seconds.get(p),
+        "runs": rs,
+    } for p, rs in sides.items()}
+    old_hv, old_wall = summary["old"]["hypervolume_median"], summary["old"]["wall_seconds_median"]
+    reach = [time_to(r, old_hv) for r in sides["new"]]
+    reached = [t for t in reach if t is not None]
+    out = {
+        "policies": summary,
+        "time_to_old_final_hv_ratio": (statistics.median(reached) / old_wall) if len(reached) == len(reach) else None,
+        "new_runs_reaching_old_final_hv": f"{len(reached)} of {len(reach)}",
+        "hv_ratio_at_equal_time": statistics.median(hv_at(r, old_wall) for r in sides["new"]) / old_hv if old_hv else None,
+        "targets": {"time_to_old_final_hv_ratio": "<= 0.33", "hv_ratio_at_equal_time": ">= 1.3"},
+        "seeds": args.seeds,
+        "old_rev": args.old_rev,
+        "space": str(args.space.relative_to(ROOT)) if args.space.is_relative_to(ROOT) else str(args.space),
+        "workdir": str(work),
+    }
+    path = write_results("search-real-quick" if args.quick else "search-real", out)
+    print(f"wrote {path}")
+    if not args.workdir:
+        for code in codes.values():
+            shutil.rmtree(code, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
