@@ -141,7 +141,7 @@ class StudyView:
     NSGA-II all do) and a study has no public hook for what a sampler is told about a trial that
     did not complete: they ignore pruned trials of a multi-objective study. Writing those trials
     as complete would change what every other reader of the study (trial budget, front, export)
-    sees. ``tests/test_compat.py`` checks that each sampler reads the adjusted trials.
+    sees. ``tests/test_samplers.py`` checks that GP reads the adjusted trials, and runs every sampler through it.
     """
 
     def __init__(self, study: optuna.Study, adjust: Callable[[list[FrozenTrial]], list[FrozenTrial]]) -> None:

@@ -116,7 +116,7 @@ class RecoveryConfig(_Frozen):
     max_examples: int | None = Field(None, ge=1)  # labelled train examples used (default: all), plus task.transfer_size
     seed: int = 0
     freeze_word_embeddings: bool = True  # the student keeps the teacher's word embeddings (faster steps)
-    group_by_length: bool = True  # batch examples of similar length together (less padding)
+    group_by_length: bool = False  # batch examples of similar length together: faster, but costs deep cuts accuracy (benchmarks/recovery.py)
     depth_scaled: bool = True  # a student keeping k of n layers distils epochs × n/k (a deeper cut, more steps)
     max_epochs: float = Field(3.0, gt=0, le=100)  # cap on a depth-scaled student's epochs
 

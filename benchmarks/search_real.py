@@ -8,6 +8,10 @@ working tree's code and space file as they were when the script started. Real re
 nothing cached between trials; each side has its own teacher cache, warmed before the first timed
 run, so the times below are the studies' own (teacher fine-tuning excluded; it is given apart).
 
+The new policy's default study ends sooner; it is then continued (``autocompress resume``, no trial
+target) until it has had as much time as the old policy's study, so that both curves cover the
+same time. The default run's own figures are kept apart (``default_run``).
+
 From each study's trial timestamps: the hypervolume of its feasible full-fidelity front against
 the seconds since its first trial began, in (−metric %, latency ratio, size MB) against the
 reference point (teacher − ``objectives.max_accuracy_drop``, 1.0, the teacher's size): the region
@@ -85,14 +89,19 @@ def space_for(base: dict[str, Any], seed: int, trials: int | None, quick: bool) 
     return cfg
 
 
-def run_side(code: Path, space: Path, study: str, db: Path, cache: Path, log: Path) -> float:
-    """Run one study as the command line would, with the package under ``code`` first on the path."""
+def run_side(code: Path, space: Path, study: str, db: Path, cache: Path, log: Path, *, more_seconds: float | None = None) -> float:
+    """Run one study as the command line would, with the package under ``code`` first on the path;
+    with ``more_seconds``, continue it (``resume``) for that long instead, with no trial target."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "160"}
     env["PYTHONPATH"] = f"{code}{os.pathsep}{env.get('PYTHONPATH', '')}"
-    cmd = [sys.executable, "-m", "autocompress.cli", "run", str(space), "--study", study,
-           "--storage", f"sqlite:///{db}", "--cache-dir", str(cache)]
+    where = ["--storage", f"sqlite:///{db}", "--cache-dir", str(cache)]
+    if more_seconds is None:
+        cmd = [sys.executable, "-m", "autocompress.cli", "run", str(space), "--study", study, *where]
+    else:
+        cmd = [sys.executable, "-m", "autocompress.cli", "resume", study, *where, "--trials", "10000",
+               "--timeout", str(max(1, int(more_seconds)))]
     start = time.perf_counter()
-    with log.open("w") as out:
+    with log.open("a") as out:
         proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=space.parent)
     if proc.returncode != 0:
         raise SystemExit(f"{study} failed (exit {proc.returncode}); see {log}")
@@ -147,6 +156,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, help="complete trials per study (default: the space's)")
     ap.add_argument("--workdir", type=Path, help="keep studies, caches and logs here (default: a temporary directory)")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--reuse", action="store_true", help="keep the studies already in --workdir (run only what is missing)")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="search-real-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -159,9 +169,24 @@ def main() -> None:
             space = work / f"space-{policy}-{seed}.yaml"
             space.write_text(yaml.safe_dump(space_for(bases[policy], seed, args.trials, args.quick)))
             name = f"{policy}-{seed}"
-            wall = run_side(code, space, name, work / f"{name}.db", work / f"cache-{policy}", work / f"{name}.log")
-            result = curve(work / f"{name}.db", name)
-            study = optuna.load_study(study_name=name, storage=f"sqlite:///{work / f'{name}.db'}")
+            db, cache, log = work / f"{name}.db", work / f"cache-{policy}", work / f"{name}.log"
+            times = json.loads((work / "process-seconds.json").read_text()) if (work / "process-seconds.json").is_file() else {}
+            if not (args.reuse and db.is_file() and name in times):
+                times[name] = run_side(code, space, name, db, cache, log)
+                (work / "process-seconds.json").write_text(json.dumps(times))
+            wall = times[name]
+            default = curve(db, name)  # the default study as a user runs it
+            if policy == "new":  # then on, until it has had the old policy's time
+                old_wall = sides["old"][-1]["wall_seconds"]
+                if default["wall_seconds"] < old_wall and not (args.reuse and f"{name}+" in times):
+                    times[f"{name}+"] = run_side(code, space, name, db, cache, log,
+                                                 more_seconds=old_wall - default["wall_seconds"])
+                    (work / "process-seconds.json").write_text(json.dumps(times))
+            result = curve(db, name)
+            if policy == "new":
+                result["default_run"] = {k: default[k] for k in ("wall_seconds", "final_hypervolume", "full", "trials",
+                                                                 "repeats", "repeat_share", "best_speedup_within_1pt")}
+            study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
             fine_tune = float(study.user_attrs.get("teacher", {}).get("fine_tune_seconds") or 0.0)
             if fine_tune:
                 teacher_seconds[policy] = fine_tune
@@ -174,6 +199,7 @@ def main() -> None:
         "wall_seconds_median": statistics.median(r["wall_seconds"] for r in rs),
         "repeat_share": statistics.median(r["repeat_share"] for r in rs),
         "best_speedup_within_1pt_median": statistics.median(r["best_speedup_within_1pt"] or 0.0 for r in rs),
+        "default_study_process_seconds_median": statistics.median(r["process_seconds"] for r in rs),
         "teacher_fine_tune_seconds": teacher_seconds.get(p),
         "runs": rs,
     } for p, rs in sides.items()}

@@ -270,3 +270,23 @@ def test_task_metric_and_test_split_settings_load(tmp_path: Path) -> None:
     assert cfg.task.metric == "macro_f1" and cfg.task.test_size == 40 and cfg.task.test_split is None
     plain = load_config(_write(tmp_path, _config(), name="plain.yaml"))
     assert plain.task.metric == "accuracy" and plain.task.test_size == 0
+
+
+def test_a_study_stored_before_the_training_cuts_reads_as_it_ran():
+    from autocompress.config import LEGACY_RECOVERY, LEGACY_TRAINING, continuing, parse_config, with_legacy_training
+
+    new = parse_config(_config(teacher={"freeze_word_embeddings": True, "group_by_length": True}))  # the defaults
+    stored = new.to_dict()
+    for key in LEGACY_TRAINING:
+        del stored["teacher"][key]
+    for key in LEGACY_RECOVERY:
+        del stored["recovery"][key]
+    old = parse_config(with_legacy_training(stored))
+    assert not old.teacher.freeze_word_embeddings and not old.teacher.group_by_length
+    assert not old.recovery.depth_scaled and not old.recovery.freeze_word_embeddings
+    # the same file run again on that study: settings it left at their defaults follow the study
+    again = continuing(new, stored)
+    assert again.teacher == old.teacher and again.recovery == old.recovery
+    # a study that has the keys keeps what the file says
+    assert continuing(new, new.to_dict()) == new
+    assert parse_config(with_legacy_training(new.to_dict())) == new

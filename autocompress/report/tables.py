@@ -253,6 +253,14 @@ def _metric_td(t: TrialRow) -> str:
     return _num_td(t.accuracy, ".2f")
 
 
+def _speedup_td(t: TrialRow, kind: str) -> str:
+    """The speedup cell, marked where the row's latency is not of the column's kind (a predicted one)."""
+    if t.speedup is None or t.latency_kind == kind:
+        return _num_td(t.speedup, ".2f", "×")
+    title = f"{t.latency_kind}, not {kind}"
+    return f"<td data-v='{t.speedup:.4f}' class='muted' title='{escape(title)}'><i>{t.speedup:.2f}× {escape(t.latency_kind)}</i></td>"
+
+
 def _rung_td(t: TrialRow) -> str:
     if not t.fidelity:
         return "<td class='l'></td>"
@@ -265,6 +273,7 @@ def trials_table(info: ReportInfo) -> str:
         return '<p class="muted">The study has no trials yet.</p>'
     others = [str(p.get("name")) for p in info.profiles[1:]]
     star = ' <span title="on the Pareto front">★</span>'
+    kind = next((t.latency_kind for t in info.complete), "measured")
     rows = []
     for t in sorted(info.trials, key=lambda t: t.number):
         flags = "".join(
@@ -283,11 +292,10 @@ def trials_table(info: ReportInfo) -> str:
             f"<td data-v='{t.number}'>{t.number}{star if t.on_front else ''}</td>"
             f"<td class='l'>{escape(t.state.lower())}{flags}</td><td class='l'>{escape(t.baseline or '')}</td>"
             f"{_metric_td(t)}<td class='l muted ci'>{ci}</td>{_num_td(t.accuracy_drop, '+.2f')}"
-            f"{_num_td(t.speedup, '.2f', '×')}{_num_td(t.latency_ms, '.2f')}{other}{_num_td(t.size_mb, '.2f')}"
+            f"{_speedup_td(t, kind)}{_num_td(t.latency_ms, '.2f')}{other}{_num_td(t.size_mb, '.2f')}"
             f"{_rung_td(t)}{_num_td(t.duration_s, '.0f')}"
             f"<td class='l plan'>{escape(t.plan_summary)}</td><td class='l reason'>{escape(t.fail_reason or '')}</td></tr>"
         )
-    kind = next((t.latency_kind for t in info.complete), "measured")
     other_head = "".join(f"<th>on {escape(n)}</th>" for n in others)
     details = {str(t.number): _details(info, t) for t in info.trials}
     return f"""

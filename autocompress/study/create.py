@@ -28,12 +28,8 @@ def check_can_continue(cfg: StudyConfig, url: str, name: str) -> bool:
     objectives differ from the stored one: old and new trials would not be comparable.
     Creates nothing (a missing SQLite file simply means the study does not exist yet).
     """
-    path = sqlite_path(url)
-    if path is not None and not path.is_file():
-        return False
-    try:
-        existing = optuna.load_study(study_name=name, storage=open_storage(url))
-    except KeyError:
+    existing = _existing(url, name)
+    if existing is None:
         return False
     raw = existing.user_attrs.get("config") or {}
     try:  # a study stored before a setting existed has it at its default, or as it ran (training)
@@ -54,14 +50,19 @@ def check_can_continue(cfg: StudyConfig, url: str, name: str) -> bool:
 def continued_config(cfg: StudyConfig, url: str, name: str) -> StudyConfig:
     """``cfg`` as it runs study ``name`` at ``url``: unchanged for a new study; for an existing one,
     with the training settings the study predates as it ran them (:func:`~autocompress.config.continuing`)."""
+    existing = _existing(url, name)
+    return cfg if existing is None else continuing(cfg, existing.user_attrs.get("config") or {})
+
+
+def _existing(url: str, name: str) -> optuna.Study | None:
+    """Study ``name`` at ``url``, or None when there is none (a missing SQLite file is not created)."""
     path = sqlite_path(url)
     if path is not None and not path.is_file():
-        return cfg
+        return None
     try:
-        existing = optuna.load_study(study_name=name, storage=open_storage(url))
+        return optuna.load_study(study_name=name, storage=open_storage(url))
     except KeyError:
-        return cfg
-    return continuing(cfg, existing.user_attrs.get("config") or {})
+        return None
 
 
 def create_or_load(

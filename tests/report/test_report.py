@@ -351,3 +351,27 @@ def test_a_postgresql_study_reports_like_its_sqlite_copy(realistic, realistic_db
     pd.testing.assert_frame_equal(trials_frame(there), trials_frame(here))
     assert there.hypervolume == here.hypervolume and there.storage == pg_url
     assert 'id="plot-speed"' in render_html(there)
+
+
+def test_a_stopped_candidates_figures_are_marked_subset_and_predicted(tmp_path):
+    from autocompress.evaluate import Metric
+    from autocompress.plan import CompressionPlan
+    from autocompress.record import TrialRecord
+    from autocompress.report.tables import trials_table
+
+    study = new_study(tmp_path)
+    rng = random.Random(0)
+    study.add_trial(realistic_trial(rng, 0))
+    plan = CompressionPlan.uniform(LAYERS, keep=[0, 2])
+    screen = {"ratio": 0.4, "speedup": 2.5, "kind": "predicted", "profile": "cpu-2t", "candidate_ms": 3.0, "baseline_ms": 7.5}
+    rec = TrialRecord(plan=plan, plan_summary=plan.describe(), fidelity="short",
+                      cheap_accuracy=Metric(name="accuracy", value=0.4, ci_low=0.35, ci_high=0.45, n=500),
+                      short_accuracy=Metric(name="accuracy", value=0.61, ci_low=0.57, ci_high=0.65, n=500),
+                      screen=screen, latency=screen, speedup=2.5, size={"megabytes": 50.0},
+                      prune_reason="stopped after the short distillation: …")
+    study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs=rec.to_attrs(), params={}, distributions={}))
+    html = trials_table(collect(study))
+    row = re.search(r"<tr data-trial='1'.*?</tr>", html).group(0)
+    assert "<i>61.00 subset</i>" in row and "<i>2.50× predicted</i>" in row and "short · predicted" in row
+    first = re.search(r"<tr data-trial='0'.*?</tr>", html).group(0)
+    assert "subset" not in first and "full · measured" in first
