@@ -146,9 +146,9 @@ class OnePlanOnce(optuna.samplers.BaseSampler):
         for name, dist in search_space.items():
             if name not in proposal:
                 proposal[name] = self.inner.sample_independent(view, trial, name, dist)
-        _, params = canonical(proposal, self._space, self._arch, self._ranking)
+        plan, params = canonical(proposal, self._space, self._arch, self._ranking)
         held = self._held(study, trial.number)
-        key = self._key(params)
+        key = plan.key()
         if key not in held:
             return params
         depths = Counter(k[0] for k in held)
