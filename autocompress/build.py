@@ -74,7 +74,8 @@ class Build:
         self.run: TrainingRun | None = None
         if recover and needs_recovery(bench.config.recovery, plan):
             self.run = distillation(self.student, bench.transfer_logits, bench.transfer, bench.config.recovery,
-                                    epochs=recovery_epochs(bench.config.recovery, plan))
+                                    epochs=recovery_epochs(bench.config.recovery, plan),
+                                    states=bench.transfer_states, kept=plan.kept_layers)
 
     @property
     def recovers(self) -> bool:

@@ -84,7 +84,7 @@ class TaskConfig(_Frozen):
 #: studies trained (their stored configs lack the keys; see :func:`with_legacy_training`)
 LEGACY_TRAINING: dict[str, Any] = {"freeze_word_embeddings": False, "group_by_length": False}
 #: the same for recovery: one flat budget whatever the depth
-LEGACY_RECOVERY: dict[str, Any] = {**LEGACY_TRAINING, "depth_scaled": False}
+LEGACY_RECOVERY: dict[str, Any] = {**LEGACY_TRAINING, "depth_scaled": False, "hidden_weight": 0.0}
 
 
 class TrainConfig(_Frozen):
@@ -119,8 +119,9 @@ class RecoveryConfig(_Frozen):
     group_by_length: bool = False  # batch examples of similar length together: faster, but costs deep cuts accuracy (benchmarks/recovery.py)
     depth_scaled: bool = True  # a student keeping k of n layers distils epochs × n/k (a deeper cut, more steps)
     max_epochs: float = Field(3.0, gt=0, le=100)  # cap on a depth-scaled student's epochs
+    hidden_weight: float = Field(0.0, ge=0, le=100)  # weight of each kept layer's hidden-state loss (0: logits only)
 
-    @field_validator("epochs", "learning_rate", "temperature", "alpha", "max_epochs", mode="before")
+    @field_validator("epochs", "learning_rate", "temperature", "alpha", "max_epochs", "hidden_weight", mode="before")
     @classmethod
     def _ints_as_floats(cls, v: Any) -> Any:
         return _int_to_float(v)

@@ -6,10 +6,12 @@ CPU afterwards (latency is measured there).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,12 +20,26 @@ from torch import nn
 from autocompress.batches import Encoded
 from autocompress.config import RecoveryConfig, TrainConfig
 
-__all__ = ["TrainingRun", "distillation", "fine_tune_", "kd_loss", "recover_", "train_device"]
+__all__ = [
+    "TeacherStates",
+    "TrainingRun",
+    "distillation",
+    "fine_tune_",
+    "hidden_loss",
+    "hidden_targets",
+    "kd_loss",
+    "recover_",
+    "teacher_states",
+    "train_device",
+]
 
 log = logging.getLogger(__name__)
 
 #: Called as ``progress(step, total_steps, loss)`` during training.
 Progress = Callable[[int, int, float], None]
+#: ``loss(output, indices, labels, attention_mask)`` of one training batch (``output``: the model's
+#: output, with ``hidden_states`` when the run asks for them).
+LossFn = Callable[[object, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def train_device() -> torch.device:
@@ -47,6 +63,64 @@ def kd_loss(
     )
     hard = F.cross_entropy(student_logits, labels)
     return alpha * t * t * soft + (1.0 - alpha) * hard
+
+
+@dataclass(frozen=True)
+class TeacherStates:
+    """The teacher's hidden states on a distillation set, without padding: ``layers[l]`` holds
+    ``hidden_states[l]`` (what layer ``l`` reads; ``l = n`` is the encoder's output) for every
+    token of every example, example after example, in half precision."""
+
+    layers: dict[int, torch.Tensor]  # index -> (total tokens, hidden)
+    offsets: torch.Tensor  # (examples + 1,): where each example's tokens start
+    num_layers: int  # the teacher's
+
+    def batch(self, layer: int, idx: torch.Tensor, width: int) -> torch.Tensor:
+        """``(len(idx), width, hidden)`` float states of examples ``idx``, zero past each one's end."""
+        packed = self.layers[layer]
+        out = torch.zeros(len(idx), width, packed.shape[1])
+        for row, i in enumerate(idx.tolist()):
+            start, end = int(self.offsets[i]), int(self.offsets[i + 1])
+            out[row, : end - start] = packed[start:end].float()
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.layers.values())
+
+
+def teacher_states(teacher: nn.Module, data: Encoded, layers: Sequence[int], batch_size: int = 64) -> TeacherStates:
+    """The teacher's ``hidden_states[l]`` for each ``l`` in ``layers`` on every example of ``data``."""
+    lengths = [len(x) for x in data.input_ids]
+    offsets = torch.tensor([0, *itertools.accumulate(lengths)])
+    hidden = teacher.config.hidden_size
+    packed = {layer: torch.empty(int(offsets[-1]), hidden, dtype=torch.float16) for layer in layers}
+    teacher.eval()
+    with torch.inference_mode():
+        for idx, inputs in data.batches(batch_size, by_length=True):
+            states = teacher(**inputs, output_hidden_states=True).hidden_states
+            for row, i in enumerate(idx.tolist()):
+                start, n = int(offsets[i]), lengths[i]
+                for layer in layers:
+                    packed[layer][start : start + n] = states[layer][row, :n].to(torch.float16)
+    return TeacherStates(packed, offsets, teacher.config.num_hidden_layers)
+
+
+def hidden_targets(kept: Sequence[int], num_layers: int) -> list[int]:
+    """The teacher state each kept layer's output is distilled towards: what the teacher's next kept
+    layer reads (the layers dropped in between are absorbed), and the encoder's output for the last."""
+    return [*kept[1:], num_layers]
+
+
+def hidden_loss(
+    student_states: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], mask: torch.Tensor
+) -> torch.Tensor:
+    """Mean squared error between each kept layer's output and its teacher state, over real tokens
+    (not padding), averaged over hidden units and layers."""
+    weight = mask.unsqueeze(-1).to(student_states[0].dtype)
+    count = weight.sum() * student_states[0].shape[-1]
+    losses = [(((s - t) ** 2) * weight).sum() / count for s, t in zip(student_states, targets, strict=True)]
+    return torch.stack(losses).mean()
 
 
 def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -83,12 +157,13 @@ class TrainingRun:
         weight_decay: float,
         warmup_ratio: float,
         seed: int,
-        loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+        loss_fn: LossFn,
         freeze_word_embeddings: bool = False,
         group_by_length: bool = False,
+        hidden_states: bool = False,
     ) -> None:
         self.model, self.data, self.batch_size, self.seed, self.loss_fn = model, data, batch_size, seed, loss_fn
-        self.group_by_length = group_by_length
+        self.group_by_length, self.hidden_states = group_by_length, hidden_states
         self.device = train_device()
         steps_per_epoch = math.ceil(len(data) / batch_size)
         self.total_steps = max(1, math.ceil(steps_per_epoch * epochs))
@@ -144,8 +219,8 @@ class TrainingRun:
             while self.step < step:
                 idx, inputs = next(self._batches)
                 inputs = {k: v.to(self.device) for k, v in inputs.items()}
-                logits = self.model(**inputs).logits
-                loss = self.loss_fn(logits, idx, self.data.labels[idx].to(self.device))
+                out = self.model(**inputs, output_hidden_states=True) if self.hidden_states else self.model(**inputs)
+                loss = self.loss_fn(out, idx, self.data.labels[idx].to(self.device), inputs["attention_mask"])
                 self._opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self._trained, 1.0)
@@ -177,7 +252,7 @@ def fine_tune_(model: nn.Module, data: Encoded, cfg: TrainConfig, progress: Prog
         weight_decay=cfg.weight_decay,
         warmup_ratio=cfg.warmup_ratio,
         seed=cfg.seed,
-        loss_fn=lambda logits, idx, y: F.cross_entropy(logits, y),
+        loss_fn=lambda out, idx, y, mask: F.cross_entropy(out.logits, y),
         freeze_word_embeddings=cfg.freeze_word_embeddings,
         group_by_length=cfg.group_by_length,
     )
@@ -185,15 +260,44 @@ def fine_tune_(model: nn.Module, data: Encoded, cfg: TrainConfig, progress: Prog
 
 
 def distillation(
-    student: nn.Module, teacher_logits: torch.Tensor, data: Encoded, cfg: RecoveryConfig, *, epochs: float | None = None
+    student: nn.Module,
+    teacher_logits: torch.Tensor,
+    data: Encoded,
+    cfg: RecoveryConfig,
+    *,
+    epochs: float | None = None,
+    states: TeacherStates | None = None,
+    kept: Sequence[int] | None = None,
 ) -> TrainingRun:
     """The distillation of ``teacher_logits`` (precomputed on ``data``) into ``student``, not yet
-    started: ``epochs`` (default ``cfg.epochs``) of ``data``."""
+    started: ``epochs`` (default ``cfg.epochs``) of ``data``.
+
+    With ``cfg.hidden_weight`` above 0, each kept layer's output is also distilled towards the
+    teacher's state it replaces (:func:`hidden_targets`; ``kept`` lists the teacher layers the
+    student keeps, ``states`` holds the teacher's states on ``data``)."""
     if teacher_logits.shape[0] != len(data):
         raise ValueError(f"{teacher_logits.shape[0]} teacher logits for {len(data)} examples")
     device = train_device()
     targets = teacher_logits.to(device)
-    t, a = cfg.temperature, cfg.alpha
+    t, a, beta = cfg.temperature, cfg.alpha, cfg.hidden_weight
+    layers: list[int] = []
+    if beta > 0:
+        if states is None or kept is None:
+            raise ValueError("hidden-state distillation needs the teacher's states and the kept layers")
+        layers = hidden_targets(kept, states.num_layers)
+        missing = [layer for layer in layers if layer not in states.layers]
+        if missing:
+            raise ValueError(f"the teacher's states lack layers {missing}")
+
+    def loss(out: object, idx: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        value = kd_loss(out.logits, targets[idx.to(device)], y, t, a)  # type: ignore[attr-defined]
+        if layers:
+            assert states is not None
+            width = mask.shape[1]
+            wanted = [states.batch(layer, idx, width).to(device) for layer in layers]
+            value = value + beta * hidden_loss(out.hidden_states[1:], wanted, mask)  # type: ignore[attr-defined]
+        return value
+
     return TrainingRun(
         student,
         data,
@@ -203,9 +307,10 @@ def distillation(
         weight_decay=0.0,
         warmup_ratio=0.0,
         seed=cfg.seed,
-        loss_fn=lambda logits, idx, y: kd_loss(logits, targets[idx.to(device)], y, t, a),
+        loss_fn=loss,
         freeze_word_embeddings=cfg.freeze_word_embeddings,
         group_by_length=cfg.group_by_length,
+        hidden_states=bool(layers),
     )
 
 

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from autocompress.batches import Encoded, encode
 from autocompress.config import StudyConfig
 from autocompress.data import Examples, TaskData, load_task
-from autocompress.distill import Progress
+from autocompress.distill import Progress, TeacherStates, teacher_states
 from autocompress.evaluate import Metric, Size, metric, model_size, predict_logits
 from autocompress.importance import layer_importance, unit_importance
 from autocompress.latency.measure import check_profile_fits, host_info
@@ -27,6 +30,8 @@ from autocompress.models import ArchInfo, arch_info, check_max_length, load_toke
 from autocompress.space import check_space
 from autocompress.teacher import Teacher, cached_tensors, prepare_teacher
 from autocompress.transforms import Importance, apply_plan
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Workbench", "prepare", "screening_predicts"]
 
@@ -51,6 +56,7 @@ class Workbench:
     teacher_metric: Metric  # the teacher's task metric on the eval split (what drops are measured from)
     test: Encoded | None = None  # held-out test examples, scored for full-fidelity trials only
     teacher_test: Metric | None = None  # the teacher's task metric on ``test``
+    transfer_states: TeacherStates | None = None  # the teacher's hidden states on ``transfer`` (hidden-state distillation)
 
 
 def prepare(
@@ -125,7 +131,19 @@ def prepare(
         teacher_metric=teacher_metric,
         test=test,
         teacher_test=teacher_test,
+        transfer_states=_states(cfg, teacher.model, kd_train),
     )
+
+
+def _states(cfg: StudyConfig, teacher: nn.Module, transfer: Encoded) -> TeacherStates | None:
+    """The teacher's hidden states on the distillation set, when recovery distils them."""
+    if cfg.recovery.hidden_weight <= 0 or cfg.recovery.epochs <= 0:
+        return None
+    start = time.perf_counter()
+    states = teacher_states(teacher, transfer, range(1, teacher.config.num_hidden_layers + 1))
+    log.info("teacher hidden states on %d distillation examples: %.0f MB, %.1f s",
+             len(transfer), states.nbytes / 2**20, time.perf_counter() - start)
+    return states
 
 
 def screening_predicts(cfg: StudyConfig) -> bool:

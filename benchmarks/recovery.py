@@ -10,6 +10,12 @@ bootstrap interval of the difference (same eval examples). One process, one vari
 
     python benchmarks/recovery.py            # full run (~25 min on 2 cores)
     python benchmarks/recovery.py --quick    # smoke run (~2 min), results to recovery-quick.json
+    python benchmarks/recovery.py --hidden --teacher-variants both --teacher-epochs 3   # hidden-state KD (~15 min)
+
+``--hidden`` distils the same three students with the recovery the default study uses (word
+embeddings frozen, depth-scaled epochs) from logits alone and with each kept layer's hidden state
+too (:func:`autocompress.distill.hidden_targets`), at the full budget and at part of it, and
+writes the ``hidden_state`` section of the results file (its other sections are kept).
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ from typing import Any
 
 import torch
 
-from _common import write_results
+from _common import RESULTS, write_results
 from autocompress.batches import Encoded
 from autocompress.config import parse_config
-from autocompress.distill import distillation
+from autocompress.build import recovery_epochs
+from autocompress.distill import distillation, teacher_states
 from autocompress.evaluate import bootstrap_ci, predict_logits
 from autocompress.plan import CompressionPlan
 from autocompress.transforms import apply_structure_
@@ -41,6 +48,17 @@ VARIANTS: dict[str, tuple[bool, bool]] = {
     "frozen_embeddings": (True, False),
     "grouped_by_length": (False, True),
     "both": (True, True),
+}
+
+
+#: name → (hidden_weight, share of the depth-scaled budget)
+HIDDEN_VARIANTS: dict[str, tuple[float, float]] = {
+    "logits": (0.0, 1.0),
+    "logits_half_budget": (0.0, 0.5),
+    "logits_third_budget": (0.0, 1 / 3),
+    "hidden": (1.0, 1.0),
+    "hidden_half_budget": (1.0, 0.5),
+    "hidden_third_budget": (1.0, 1 / 3),
 }
 
 
@@ -96,6 +114,7 @@ def main() -> None:
     ap.add_argument("--teacher-variants", nargs="+", default=["uncut", "both"], choices=list(VARIANTS),
                     help="how the teacher is fine-tuned (every variant is tried on the students)")
     ap.add_argument("--cache", type=Path, help="teacher cache to reuse (default: a new temporary one)")
+    ap.add_argument("--hidden", action="store_true", help="hidden-state distillation against logits alone")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(2)
@@ -126,6 +145,10 @@ def main() -> None:
 
     assert uncut_bench is not None
     bench = uncut_bench
+    if args.hidden:
+        path = write_results("recovery-quick" if args.quick else "recovery", {**_kept(args.quick), "hidden_state": hidden_rows(bench)})
+        print(f"wrote {path}")
+        return
     for student, plan in students(bench.arch.num_layers).items():
         base: torch.Tensor | None = None
         for name, (freeze, group) in VARIANTS.items():
@@ -143,6 +166,44 @@ def main() -> None:
     out["settings"] = config(args.quick, False, False, epochs[0])
     path = write_results("recovery-quick" if args.quick else "recovery", out)
     print(f"wrote {path}")
+
+
+def _kept(quick: bool) -> dict[str, Any]:
+    """The results file's sections other than ``hidden_state``, as they stand."""
+    path = RESULTS / ("recovery-quick.json" if quick else "recovery.json")
+    if not path.is_file():
+        return {}
+    held = json.loads(path.read_text())
+    return {k: v for k, v in held.items() if k not in ("hidden_state", "machine", "date")}
+
+
+def hidden_rows(bench: Any) -> dict[str, Any]:
+    """Each student distilled by every :data:`HIDDEN_VARIANTS` entry from the one teacher."""
+    rcfg0 = bench.config.recovery.model_copy(update={"freeze_word_embeddings": True, "group_by_length": False,
+                                                     "depth_scaled": True})
+    states_start = time.perf_counter()
+    states = teacher_states(bench.teacher.model, bench.transfer, range(1, bench.arch.num_layers + 1))
+    out: dict[str, Any] = {"states_seconds": time.perf_counter() - states_start, "states_mb": states.nbytes / 2**20,
+                           "rows": [], "variants": {k: {"hidden_weight": w, "budget_share": b}
+                                                    for k, (w, b) in HIDDEN_VARIANTS.items()}}
+    for student, plan in students(bench.arch.num_layers).items():
+        base: torch.Tensor | None = None
+        for name, (weight, share) in HIDDEN_VARIANTS.items():
+            rcfg = rcfg0.model_copy(update={"hidden_weight": weight})
+            model = copy.deepcopy(bench.teacher.model)
+            apply_structure_(model, plan, bench.importance)
+            epochs = share * recovery_epochs(rcfg, plan)
+            run = distillation(model, bench.transfer_logits, bench.transfer, rcfg, epochs=epochs,
+                               states=states, kept=plan.kept_layers)
+            run.run_to(run.total_steps)
+            correct, row = scored(predict_logits(model, bench.eval), bench.eval.labels)
+            base = correct if base is None else base
+            row.update(student=student, name=name, epochs=epochs, seconds=run.seconds, steps=run.total_steps,
+                       seconds_per_step=run.seconds / run.total_steps, **paired(correct, base))
+            out["rows"].append(row)
+            logging.info("%s %s: %.1f s, %.2f%% (%+.2f vs logits)", student, name, run.seconds, row["accuracy"],
+                         row["diff_pt"])
+    return out
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@ working tree's code and space file as they were when the script started. Real re
 nothing cached between trials; each side has its own teacher cache, warmed before the first timed
 run, so the times below are the studies' own (teacher fine-tuning excluded; it is given apart).
 
+``--new-space FILE`` gives the new policy another space file instead (for example
+``search_spaces/tweets-thorough.yaml``, the old default's data and distillation budget, to compare
+the policies alone rather than the bundled defaults as a user gets them).
+
 The new policy's default study ends sooner; it is then continued (``autocompress resume``, no trial
 target) until it has had as much time as the old policy's study, so that both curves cover the
 same time. The default run's own figures are kept apart (``default_run``).
@@ -24,7 +28,10 @@ Writes ``benchmarks/results/search-real.json`` (``search-real-quick.json`` with 
 policy the medians of final hypervolume, wall time and share of repeated plans, and
 ``time_to_old_final_hv_ratio`` (the new policy's median time to the old policy's median final
 hypervolume, over the old policy's median wall time) and ``hv_ratio_at_equal_time`` (the new
-policy's median hypervolume at the old policy's median wall time, over the old one's final).
+policy's median hypervolume at the old policy's median wall time, over the old one's final); and
+the same two ratios per seed (``per_seed``: each new run against the old run of its seed, on the
+same machine one after the other), with the ratio of the whole default-study processes (teacher
+included).
 """
 
 from __future__ import annotations
@@ -148,10 +155,16 @@ def time_to(side: dict[str, Any], hv: float) -> float | None:
     return next((t for t, h in zip(side["times"], side["hypervolume"]) if h >= hv), None)
 
 
+def _shown(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--space", type=Path, default=ROOT / "search_spaces" / "tweets.yaml")
+    ap.add_argument("--new-space", type=Path, help="the new policy's space file (default: --space as it is now)")
     ap.add_argument("--old-rev", default=OLD_REV)
     ap.add_argument("--trials", type=int, help="complete trials per study (default: the space's)")
     ap.add_argument("--workdir", type=Path, help="keep studies, caches and logs here (default: a temporary directory)")
@@ -161,7 +174,7 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="search-real-"))
     work.mkdir(parents=True, exist_ok=True)
     codes = {"old": checkout(args.old_rev, work / "old-code"), "new": snapshot_tree(work / "new-code")}
-    bases = {"old": space_at(args.old_rev, args.space), "new": space_at(None, args.space)}  # each its own default
+    bases = {"old": space_at(args.old_rev, args.space), "new": space_at(None, args.new_space or args.space)}  # each its own default
     sides: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
     teacher_seconds: dict[str, float] = {}
     for seed in args.seeds:
@@ -206,15 +219,27 @@ def main() -> None:
     old_hv, old_wall = summary["old"]["hypervolume_median"], summary["old"]["wall_seconds_median"]
     reach = [time_to(r, old_hv) for r in sides["new"]]
     reached = [t for t in reach if t is not None]
+    per_seed = []
+    for old, new in zip(sides["old"], sides["new"], strict=True):
+        reach_at = time_to(new, old["final_hypervolume"])
+        per_seed.append({
+            "seed": old["seed"],
+            "time_to_old_final_hv_ratio": None if reach_at is None else reach_at / old["wall_seconds"],
+            "hv_ratio_at_equal_time": hv_at(new, old["wall_seconds"]) / old["final_hypervolume"]
+            if old["final_hypervolume"] else None,
+            "default_study_process_ratio": new["process_seconds"] / old["process_seconds"],
+        })
     out = {
         "policies": summary,
+        "per_seed": per_seed,
         "time_to_old_final_hv_ratio": (statistics.median(reached) / old_wall) if len(reached) == len(reach) else None,
         "new_runs_reaching_old_final_hv": f"{len(reached)} of {len(reach)}",
         "hv_ratio_at_equal_time": statistics.median(hv_at(r, old_wall) for r in sides["new"]) / old_hv if old_hv else None,
         "targets": {"time_to_old_final_hv_ratio": "<= 0.33", "hv_ratio_at_equal_time": ">= 1.3"},
         "seeds": args.seeds,
         "old_rev": args.old_rev,
-        "space": str(args.space.relative_to(ROOT)) if args.space.is_relative_to(ROOT) else str(args.space),
+        "space": _shown(args.space),
+        "new_space": _shown(args.new_space or args.space),
         "workdir": str(work),
     }
     path = write_results("search-real-quick" if args.quick else "search-real", out)

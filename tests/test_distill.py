@@ -122,3 +122,87 @@ def test_length_grouped_batches_use_every_example_once_with_less_padding(data):
 
     shuffled = [list(b.tolist()) for b, _ in data.batches(16, shuffle=True, seed=3)]
     assert padding(batches) < padding(shuffled)
+
+
+def test_each_kept_layer_is_distilled_toward_what_the_next_kept_layer_reads():
+    from autocompress.distill import hidden_targets
+
+    assert hidden_targets([0, 1, 2, 3, 4, 5], 6) == [1, 2, 3, 4, 5, 6]  # full depth: each layer's own output
+    assert hidden_targets([0, 2, 4], 6) == [2, 4, 6]  # layer 0 absorbs layer 1, layer 4 absorbs layer 5
+    assert hidden_targets([0, 1, 2], 6) == [1, 2, 6]  # the last kept layer stands for all that followed
+
+
+def test_teacher_states_are_each_examples_hidden_states_without_padding(data):
+    from autocompress.distill import teacher_states
+
+    teacher = tiny_bert(seed=1).eval()
+    states = teacher_states(teacher, data, [2, 4], batch_size=7)
+    assert set(states.layers) == {2, 4} and states.num_layers == 4
+    idx, inputs = next(data.batches(5, shuffle=True, seed=1))
+    with torch.no_grad():
+        want = teacher(**inputs, output_hidden_states=True).hidden_states
+    width = inputs["input_ids"].shape[1]
+    for layer in (2, 4):
+        got = states.batch(layer, idx, width)
+        mask = inputs["attention_mask"].bool()
+        assert torch.allclose(got[mask], want[layer][mask], atol=2e-2)  # half precision
+        assert not got[~mask].any()  # zero past each example's end
+    assert states.nbytes == 2 * sum(len(x) for x in data.input_ids) * 32 * 2
+
+
+def test_hidden_loss_counts_real_tokens_only():
+    from autocompress.distill import hidden_loss
+
+    s, t = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    want = ((s - t) ** 2)[mask.bool()].mean()
+    assert hidden_loss([s], [t], mask).item() == pytest.approx(want.item(), rel=1e-5)
+    noise = t.clone()
+    noise[0, 3:] += 100.0  # padding positions do not count
+    assert hidden_loss([s], [noise], mask).item() == pytest.approx(want.item(), rel=1e-5)
+    assert hidden_loss([t, s], [t, t], mask).item() == pytest.approx(want.item() / 2, rel=1e-5)
+
+
+def test_hidden_state_distillation_pulls_kept_layers_toward_the_teacher_states(data, lively_bert):
+    import copy
+
+    from autocompress.distill import hidden_targets, teacher_states
+    from autocompress.plan import CompressionPlan
+    from autocompress.importance import unit_importance
+    from autocompress.transforms import apply_structure_
+
+    teacher = lively_bert(seed=1, layers=4).eval()  # layers that change the states a lot
+    t_logits = predict_logits(teacher, data)
+    states = teacher_states(teacher, data, range(1, 5))
+    plan = CompressionPlan.uniform(4, keep=[0, 2])
+    importance = unit_importance(teacher, "magnitude", data.head(16))
+
+    def student():
+        s = copy.deepcopy(teacher)
+        apply_structure_(s, plan, importance)
+        return s.eval()
+
+    def gap(model) -> float:
+        total = 0.0
+        for idx, inputs in data.batches(32):
+            with torch.no_grad():
+                hs = model(**inputs, output_hidden_states=True).hidden_states[1:]
+            mask = inputs["attention_mask"].bool()
+            width = inputs["input_ids"].shape[1]
+            for h, layer in zip(hs, hidden_targets(plan.kept_layers, 4)):
+                total += ((h - states.batch(layer, idx, width)) ** 2)[mask].mean().item()
+        return total
+
+    cfg = RecoveryConfig(epochs=3.0, learning_rate=1e-3)
+    logits_only, with_states = student(), student()
+    before = gap(logits_only)
+    recover_(logits_only, t_logits, data, cfg)
+    distillation(with_states, t_logits, data, cfg.model_copy(update={"hidden_weight": 1.0}),
+                 states=states, kept=plan.kept_layers).run_to(10**9)
+    assert gap(with_states) < 0.7 * before
+    assert gap(with_states) < gap(logits_only)
+    with pytest.raises(ValueError, match="teacher's states"):
+        distillation(student(), t_logits, data, cfg.model_copy(update={"hidden_weight": 1.0}))
+    with pytest.raises(ValueError, match="lack layers"):
+        distillation(student(), t_logits, data, cfg.model_copy(update={"hidden_weight": 1.0}),
+                     states=teacher_states(teacher, data, [2]), kept=plan.kept_layers)
