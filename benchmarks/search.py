@@ -18,7 +18,7 @@ fixed reference point (teacher accuracy − budget, 1.0, 1.0) written into the r
 
 Trials per hour at each fidelity of a *real* study (measured latency, recovery for the full
 fidelity) come from the trial durations of an existing study database (``--throughput-db``,
-default ``studies/tweets-minilm.db`` when it has trials of both fidelities), or else from timing a
+default ``studies/tweets-quick.db`` when it has trials of both fidelities), or else from timing a
 few real trials of the real objective here (``--time-trials``).
 
     python benchmarks/search.py            # full run (~35 min on 2 cores): 4 samplers × 3 seeds × 40 trials,
@@ -59,7 +59,7 @@ from autocompress.workbench import Workbench, prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "studies" / "cache"
-DEFAULT_DB = ROOT / "studies" / "tweets-minilm.db"
+DEFAULT_DB = ROOT / "studies" / "tweets-quick.db"  # the bundled default's study
 log = logging.getLogger("search")
 GP_SECONDS_PER_TRIAL = 3.0  # GPSampler's model fitting per trial at 40 trials, 2 cores (the others: milliseconds)
 

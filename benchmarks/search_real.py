@@ -21,7 +21,7 @@ the seconds since its first trial began, in (−metric %, latency ratio, size MB
 reference point (teacher − ``objectives.max_accuracy_drop``, 1.0, the teacher's size): the region
 of candidates within the budget that are faster and smaller than the teacher.
 
-    python benchmarks/search_real.py --seeds 0 1 2      # ~2 h on 2 cores
+    python benchmarks/search_real.py --seeds 0 1 2      # ~2 h 30 min on 2 cores
     python benchmarks/search_real.py --seeds 0 --trials 4 --quick   # a smoke run on tiny settings
 
 Writes ``benchmarks/results/search-real.json`` (``search-real-quick.json`` with ``--quick``): per
