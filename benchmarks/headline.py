@@ -48,7 +48,7 @@ import optuna
 import torch
 import yaml
 
-from _common import RESULTS, write_results
+from _common import RESULTS, shown, write_results
 from autocompress import build, record
 from autocompress import study as st
 from autocompress.config import SearchConfig, StudyConfig, load_config, parse_config
@@ -279,14 +279,6 @@ def study_timeout(args: argparse.Namespace, spent: float, *, has_half_depth: boo
     return max(0.0, 3600 * args.hours - spent - after)
 
 
-def _shown(path: Path) -> str:
-    """``path`` relative to the repository when it lies inside it."""
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
-
-
 def best_at(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any] | None:
     ok = [r for r in rows if r["acc_drop"] <= threshold]
     return max(ok, key=lambda r: r["speedup"]) if ok else None
@@ -371,7 +363,7 @@ def main() -> None:
         "recovery": cfg.recovery.model_dump(mode="json"),
         "wall_seconds": time.perf_counter() - started,
         "wall_budget_seconds": None if args.study_db is not None or args.study_minutes else 3600 * args.hours,
-        "space": None if space_file is None else _shown(space_file),
+        "space": None if space_file is None else shown(space_file),
         "quick": args.quick,
     }
     path = write_results("headline-quick" if args.quick else "headline", out)

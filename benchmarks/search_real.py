@@ -53,7 +53,7 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from _common import write_results
+from _common import shown, write_results
 from autocompress import compat, record
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,11 +155,6 @@ def time_to(side: dict[str, Any], hv: float) -> float | None:
     return next((t for t, h in zip(side["times"], side["hypervolume"]) if h >= hv), None)
 
 
-def _shown(path: Path) -> str:
-    path = path.resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -238,8 +233,8 @@ def main() -> None:
         "targets": {"time_to_old_final_hv_ratio": "<= 0.33", "hv_ratio_at_equal_time": ">= 1.3"},
         "seeds": args.seeds,
         "old_rev": args.old_rev,
-        "space": _shown(args.space),
-        "new_space": _shown(args.new_space or args.space),
+        "space": shown(args.space),
+        "new_space": shown(args.new_space or args.space),
         "workdir": str(work),
     }
     path = write_results("search-real-quick" if args.quick else "search-real", out)
