@@ -23,6 +23,11 @@ of candidates within the budget that are faster and smaller than the teacher.
 
     python benchmarks/search_real.py --seeds 0 1 2      # ~2 h 30 min on 2 cores
     python benchmarks/search_real.py --seeds 0 --trials 4 --quick   # a smoke run on tiny settings
+    python benchmarks/search_real.py --seeds 1 2 --keep-seeds-from earlier.json   # add seeds to an earlier run's
+
+Each run records the machine and date it ran on: with ``--keep-seeds-from`` the seeds may come from
+different sessions, and only the per-seed ratios (old and new one after the other on one machine)
+compare like with like; the medians then pool runs from those machines.
 
 Writes ``benchmarks/results/search-real.json`` (``search-real-quick.json`` with ``--quick``): per
 policy the medians of final hypervolume, wall time and share of repeated plans, and
@@ -53,7 +58,7 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from _common import shown, write_results
+from _common import machine, shown, today, write_results
 from autocompress import compat, record
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,6 +152,18 @@ def curve(db: Path, study_name: str) -> dict[str, Any]:
     }
 
 
+def earlier_runs(path: Path, now: set[int]) -> dict[str, Any]:
+    """The runs of an earlier results file whose seeds are not run now, tagged with where they ran."""
+    if not path.is_file():
+        raise SystemExit(f"--keep-seeds-from: no file {path}; give a results file this script wrote")
+    old = json.loads(path.read_text())
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for policy, side in old["policies"].items():
+        runs[policy] = [{"machine": old.get("machine"), "date": old.get("date"), **r}
+                        for r in side["runs"] if r["seed"] not in now]
+    return {"runs": runs, "teacher_seconds": {p: s.get("teacher_fine_tune_seconds") for p, s in old["policies"].items()}}
+
+
 def hv_at(side: dict[str, Any], seconds: float) -> float:
     return max([hv for t, hv in zip(side["times"], side["hypervolume"]) if t <= seconds], default=0.0)
 
@@ -165,7 +182,11 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, help="keep studies, caches and logs here (default: a temporary directory)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reuse", action="store_true", help="keep the studies already in --workdir (run only what is missing)")
+    ap.add_argument("--keep-seeds-from", type=Path, metavar="RESULTS.json",
+                    help="also count the runs of an earlier results file for seeds not given in --seeds "
+                         "(each run keeps the machine and date it was measured on)")
     args = ap.parse_args()
+    earlier = earlier_runs(args.keep_seeds_from, set(args.seeds)) if args.keep_seeds_from else None
     work = args.workdir or Path(tempfile.mkdtemp(prefix="search-real-"))
     work.mkdir(parents=True, exist_ok=True)
     codes = {"old": checkout(args.old_rev, work / "old-code"), "new": snapshot_tree(work / "new-code")}
@@ -199,9 +220,17 @@ def main() -> None:
             if fine_tune:
                 teacher_seconds[policy] = fine_tune
             result.update(seed=seed, process_seconds=wall)
+            result.update(machine=machine(), date=today())
             sides[policy].append(result)
             print(f"{name}: {result['wall_seconds']:.0f} s of trials, {result['full']} full of {result['trials']}, "
                   f"hypervolume {result['final_hypervolume']:.4f}, repeats {result['repeats']}", flush=True)
+    seeds = list(args.seeds)
+    if earlier:
+        for policy, runs in earlier["runs"].items():
+            sides[policy] = sorted(runs + sides[policy], key=lambda r: r["seed"])
+            if policy not in teacher_seconds and earlier["teacher_seconds"].get(policy):
+                teacher_seconds[policy] = earlier["teacher_seconds"][policy]
+        seeds = sorted({r["seed"] for r in sides["old"]})
     summary = {p: {
         "hypervolume_median": statistics.median(r["final_hypervolume"] for r in rs),
         "wall_seconds_median": statistics.median(r["wall_seconds"] for r in rs),
@@ -231,7 +260,7 @@ def main() -> None:
         "new_runs_reaching_old_final_hv": f"{len(reached)} of {len(reach)}",
         "hv_ratio_at_equal_time": statistics.median(hv_at(r, old_wall) for r in sides["new"]) / old_hv if old_hv else None,
         "targets": {"time_to_old_final_hv_ratio": "<= 0.33", "hv_ratio_at_equal_time": ">= 1.3"},
-        "seeds": args.seeds,
+        "seeds": seeds,
         "old_rev": args.old_rev,
         "space": shown(args.space),
         "new_space": shown(args.new_space or args.space),
