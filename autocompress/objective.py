@@ -59,7 +59,7 @@ class Objective:
                 return rec.repeat(same)
             build_ = rec.timed("build", build.Build, b, plan)  # shaped, not yet recovered
             if fidelity.staged(b.config, plan) and not rec.record.baseline:
-                screened = rec.timed("screen", scoring.screen, b, build_.snapshot(), plan)  # cheap rung
+                screened = rec.timed("screen", scoring.screen, b, build_.snapshot(), plan, build_.student)  # cheap rung
                 rec.screened(screened)
                 rec.gate("cheap", screened.metric, screened, build_.recovers)
                 if build_.recovers:
@@ -67,8 +67,9 @@ class Objective:
                     short = rec.timed("short_evaluate", scoring.subset_metric, b, build_.snapshot())
                     rec.update(short_accuracy=short)
                     rec.gate("short", short, screened, True)
-            full = rec.timed("recover" if build_.recovers else "quantise", build_.finish)  # full rung
-            measured = rec.measured(rec.timed("latency", scoring.measure, b, full.model, plan))
+            full = rec.timed("recover" if build_.recovers else "quantise", build_.finish,
+                             keep_float=b.onnx_teacher is not None)  # full rung
+            measured = rec.measured(rec.timed("latency", scoring.measure, b, full.model, plan, full.float_model))
             ev = rec.timed("evaluate", scoring.evaluate, b, full.model)
             test = rec.timed("test_evaluate", scoring.held_out, b, full.model) if b.test is not None else None
             return rec.complete(ev, test, full.recovery, measured)  # record

@@ -4,15 +4,15 @@ profile and size. Pure functions of the workbench and the model; the trial recor
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from autocompress.evaluate import Accuracy, Metric, Size, accuracy, metric, model_size, predict_logits
 from autocompress.latency.measure import ProfileLatency, compute_lock, measure_profile
-from autocompress.latency.predict import predict_ms, predict_profile
+from autocompress.latency.ort import measure_onnxruntime
+from autocompress.latency.predict import predict_profile
 from autocompress.latency.profile import DeviceProfile
 from autocompress.plan import CompressionPlan
 from autocompress.transforms import simulated_widths
@@ -45,19 +45,33 @@ class Evaluation:
         return 100 * self.metric.value
 
 
-def measure(bench: Workbench, model: nn.Module, plan: CompressionPlan) -> Measurement:
-    """Time (or predict) ``model`` against the teacher on every profile of the study, and size it."""
+def _timed(bench: Workbench, model: nn.Module, float_model: nn.Module | None, plan: CompressionPlan,
+           profile: DeviceProfile) -> ProfileLatency:
+    """``model`` timed against the teacher on one measured profile: in PyTorch, or (backend
+    onnxruntime) ``float_model`` exported to ONNX as export writes it and run by ONNX Runtime."""
+    if profile.backend == "onnxruntime":
+        if bench.onnx_teacher is None or float_model is None:
+            raise RuntimeError("an ONNX Runtime profile needs the teacher's ONNX model and the float candidate")
+        return measure_onnxruntime(bench.onnx_teacher, float_model, plan, profile, task=bench.task_sample)
+    return measure_profile(bench.teacher.model, model, profile, vocab_size=bench.teacher.model.config.vocab_size,
+                           task=bench.task_sample)
+
+
+def measure(bench: Workbench, model: nn.Module, plan: CompressionPlan, float_model: nn.Module | None = None) -> Measurement:
+    """Time (or predict) ``model`` against the teacher on every profile of the study, and size it.
+
+    ``float_model`` (the candidate before bit-widths) is what a profile timed in ONNX Runtime exports.
+    """
     cfg = bench.config
     lats: dict[str, ProfileLatency] = {}
     for profile in cfg.all_profiles:
         if profile.predicted:
             if bench.calibration is None:
                 raise RuntimeError("a predicted profile needs the latency calibration; prepare() makes it")
-            lats[profile.name] = predict_profile(bench.teacher.model, model, profile, bench.calibration)
+            lats[profile.name] = predict_profile(bench.teacher.model, model, profile, bench.calibration,
+                                                 task=bench.task_sample)
         else:
-            lats[profile.name] = measure_profile(
-                bench.teacher.model, model, profile, vocab_size=bench.teacher.model.config.vocab_size
-            )
+            lats[profile.name] = _timed(bench, model, float_model, plan, profile)
     records = {name: v.to_dict() for name, v in lats.items()}
     if bench.calibration is not None:  # what the report needs to judge the cost model against measurements
         for profile in cfg.all_profiles:
@@ -94,23 +108,17 @@ def subset_metric(bench: Workbench, model: nn.Module) -> Metric:
     return metric(cfg.task.metric, logits, subset.labels)
 
 
-def screen(bench: Workbench, model: nn.Module, plan: CompressionPlan) -> Screen:
-    """The cheap rung: latency from this host's cost model when the objective's profile is a CPU one
-    at the calibration's thread count (else measured), size, and the subset's metric."""
+def screen(bench: Workbench, model: nn.Module, plan: CompressionPlan, float_model: nn.Module | None = None) -> Screen:
+    """The cheap rung: latency from this host's cost model when the objective's profile is a
+    PyTorch CPU one at the calibration's thread count (else measured), size, and the subset's metric."""
     profile = bench.config.profile
     cal = bench.calibration
-    if cal is not None and profile.device == "cpu" and (profile.predicted or profile.threads == cal.peaks.threads):
-        if profile.predicted:
-            latency = predict_profile(bench.teacher.model, model, profile, cal)
-        else:
-            per_shape = []
-            for b, s in profile.shapes:
-                base, cand = predict_ms(bench.teacher.model, cal, b, s), predict_ms(model, cal, b, s)
-                per_shape.append((b, s, {"ratio": cand / base, "candidate_ms": cand, "baseline_ms": base}))
-            latency = replace(ProfileLatency.combine(profile, per_shape), kind="predicted")
+    if cal is not None and profile.device == "cpu" and profile.backend == "torch" and (
+            profile.predicted or profile.threads == cal.peaks.threads):
+        latency = predict_profile(bench.teacher.model, model, profile, cal, task=bench.task_sample)
         tolerance = cal.fit_median_error
     else:
-        latency = measure_profile(bench.teacher.model, model, profile, vocab_size=bench.teacher.model.config.vocab_size)
+        latency = _timed(bench, model, float_model, plan, profile)
         tolerance = 0.0
     size = model_size(model, simulated_widths(model, plan))
     return Screen(latency=latency, tolerance=tolerance, size=size, metric=subset_metric(bench, model))
@@ -156,16 +164,6 @@ def _prediction_facts(bench: Workbench, model: nn.Module, profile: DeviceProfile
     facts: dict[str, Any] = {"fit_error": cal.fit_median_error}
     if profile.predicted or profile.device != "cpu" or profile.threads != cal.peaks.threads:
         return facts
-    teacher = bench.teacher.model
-    ratios, cand = [], []
-    for bs, seq in profile.shapes:
-        base_ms = predict_ms(teacher, cal, bs, seq)
-        cand.append(predict_ms(model, cal, bs, seq))
-        ratios.append(cand[-1] / base_ms)
-    ratio = math.exp(sum(math.log(r) for r in ratios) / len(ratios))  # as measure_profile combines shapes
-    facts["host_prediction"] = {
-        "ratio": ratio,
-        "speedup": 1.0 / ratio,
-        "candidate_ms": math.exp(sum(math.log(c) for c in cand) / len(cand)),
-    }
+    here = predict_profile(bench.teacher.model, model, profile, cal, task=bench.task_sample)
+    facts["host_prediction"] = {"ratio": here.ratio, "speedup": here.speedup, "candidate_ms": here.candidate_ms}
     return facts

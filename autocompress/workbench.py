@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib import util as importlib_util
 import logging
 import os
 import time
@@ -24,8 +25,11 @@ from autocompress.data import Examples, TaskData, load_task
 from autocompress.distill import Progress, TeacherStates, teacher_states
 from autocompress.evaluate import Metric, Size, metric, model_size, predict_logits
 from autocompress.importance import layer_importance, unit_importance
+from autocompress.latency.inputs import TaskSample, calibration_shapes, task_sample
 from autocompress.latency.measure import check_profile_fits, host_info
+from autocompress.latency.ort import OrtTeacher, teacher_session
 from autocompress.latency.predict import Calibration, cached_calibration
+from autocompress.errors import ConfigError
 from autocompress.models import ArchInfo, arch_info, check_max_length, load_tokenizer, peek_config
 from autocompress.space import check_space
 from autocompress.teacher import Teacher, cached_tensors, prepare_teacher
@@ -57,6 +61,8 @@ class Workbench:
     test: Encoded | None = None  # held-out test examples, scored for full-fidelity trials only
     teacher_test: Metric | None = None  # the teacher's task metric on ``test``
     transfer_states: TeacherStates | None = None  # the teacher's hidden states on ``transfer`` (hidden-state distillation)
+    task_sample: TaskSample | None = None  # eval examples a profile with task inputs times
+    onnx_teacher: OrtTeacher | None = None  # the teacher's ONNX model, for profiles timed in ONNX Runtime
 
 
 def prepare(
@@ -69,8 +75,10 @@ def prepare(
     """Load data (unless given) and tokenizer, and get the fine-tuned teacher (cached when possible)."""
     model_config = peek_config(cfg.model.source)
     check_max_length(model_config, cfg.task.max_length)  # before anything slow: inputs the model cannot take
-    for profile in cfg.all_profiles:  # a profile this model or host cannot run
+    for i, profile in enumerate(cfg.all_profiles):  # a profile this model or host cannot run
         check_profile_fits(profile, model_config)
+        if profile.backend == "onnxruntime":
+            _require_onnxruntime("profile" if i == 0 else f"report_profiles.{i - 1}", config_file)
     task = task or load_task(cfg.task)
     tokenizer = load_tokenizer(cfg.model.source)
     train = encode(tokenizer, task.train, cfg.task.max_length)
@@ -102,13 +110,15 @@ def prepare(
         )["logits"]
         kd_train = kd_train.concat(extra.with_labels(extra_logits.argmax(-1)))  # teacher's labels
         kd_logits = torch.cat([kd_logits, extra_logits])
+    timed_task = [p.task_samples for p in cfg.all_profiles if p.task_inputs]
+    sample = task_sample(eval_, max(timed_task)) if timed_task else None
     calibration = None
     predicted = [p for p in cfg.all_profiles if p.predicted]
     main = cfg.profile
     screened_here = screening_predicts(cfg)
     if predicted or screened_here:
         threads = main.threads if not main.predicted and main.device == "cpu" else min(os.cpu_count() or 1, 4)
-        shapes = sorted({shape for p in [*predicted, *([main] if screened_here else [])] for shape in p.shapes})
+        shapes = calibration_shapes([*predicted, *([main] if screened_here else [])], sample)
         calibration = cached_calibration(
             teacher.model, lambda plan: apply_plan(teacher.model, plan).eval(), cache_dir, threads=threads, shapes=shapes
         )
@@ -132,7 +142,24 @@ def prepare(
         test=test,
         teacher_test=teacher_test,
         transfer_states=_states(cfg, teacher.model, kd_train),
+        task_sample=sample,
+        onnx_teacher=_onnx_teacher(cfg, teacher.model, eval_),
     )
+
+
+def _require_onnxruntime(key: str, config_file: str | None) -> None:
+    for name in ("onnx", "onnxruntime", "onnxscript"):
+        if importlib_util.find_spec(name) is None:
+            raise ConfigError(f"backend 'onnxruntime' needs the package '{name}': pip install 'autocompress[onnx]', "
+                              "or set backend: torch", file=config_file, key=f"{key}.backend")
+
+
+def _onnx_teacher(cfg: StudyConfig, teacher: nn.Module, eval_: Encoded) -> OrtTeacher | None:
+    """The teacher in ONNX, when a profile times candidates in ONNX Runtime (inputs as the task's)."""
+    if not any(p.backend == "onnxruntime" for p in cfg.all_profiles):
+        return None
+    names = ["input_ids", "attention_mask", *(["token_type_ids"] if eval_.token_type_ids is not None else [])]
+    return teacher_session(teacher, names)
 
 
 def _states(cfg: StudyConfig, teacher: nn.Module, transfer: Encoded) -> TeacherStates | None:
@@ -151,7 +178,8 @@ def screening_predicts(cfg: StudyConfig) -> bool:
     study screens, recovers (screening is worth a calibration when it saves distillations) and
     times a CPU profile here."""
     main = cfg.profile
-    return cfg.fidelity.enabled and cfg.recovery.epochs > 0 and not main.predicted and main.device == "cpu"
+    return (cfg.fidelity.enabled and cfg.recovery.epochs > 0 and not main.predicted and main.device == "cpu"
+            and main.backend == "torch")
 
 
 def _digest(examples: Examples) -> str:

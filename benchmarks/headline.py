@@ -218,7 +218,7 @@ def half_depth_row(bench: Workbench, study: optuna.Study) -> dict[str, Any]:
 
 
 def onnx_row(bench: Workbench, int8_plan: CompressionPlan) -> dict[str, Any]:
-    from autocompress.export.onnx_model import OnnxRunner, export_onnx
+    from autocompress.onnxrt import OnnxRunner, export_onnx
 
     teacher = bench.teacher.model
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if bench.eval.token_type_ids is not None else [])

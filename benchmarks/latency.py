@@ -12,10 +12,14 @@
 (c) roofline efficiency: the roofline bound (each op at the slower of this host's measured GEMM
     peak and copy bandwidth) divided by the measured latency, for the teacher and the candidates.
 
-Also records what the calibrated model predicts for the bundled predicted profiles. Writes
-``benchmarks/results/latency.json``; run it alone on the machine (about 3 minutes on 2 cores).
+Also records what the calibrated model predicts for the bundled predicted profiles, and
+(``task_lengths``) each uniform baseline's and a front member's speedup measured on the bundled
+default's own eval tweets at batch 1 (profile ``cpu-2t-task``) beside its speedup at 128 tokens
+(``cpu-2t``), with the seconds each measurement took. Writes ``benchmarks/results/latency.json``;
+run it alone on the machine (about 5 minutes on 2 cores).
 
     python benchmarks/latency.py [--heldout 30] [--runs 5]
+    python benchmarks/latency.py --only task_lengths   # that section alone, merged into the file
 """
 
 from __future__ import annotations
@@ -27,14 +31,21 @@ import statistics
 import subprocess
 import sys
 
+import time
+from pathlib import Path
+
 import torch
 
 from _common import RESULTS, machine, today
+from autocompress.batches import encode
+from autocompress.config import load_config
+from autocompress.data import load_task
 from autocompress.latency.cost import model_costs
-from autocompress.latency.measure import example_inputs, measure_pair, measurement_lock
+from autocompress.latency.inputs import task_sample
+from autocompress.latency.measure import example_inputs, measure_pair, measure_profile, measurement_lock
 from autocompress.latency.predict import calibrate, calibration_plans, predict_ms, roofline_ms
 from autocompress.latency.profile import DeviceProfile, load_profile
-from autocompress.models import load_classifier
+from autocompress.models import load_classifier, load_tokenizer
 from autocompress.plan import CompressionPlan
 from autocompress.transforms import apply_plan
 
@@ -82,16 +93,64 @@ def heldout_plans(n_layers: int, count: int) -> list[CompressionPlan]:
     return out[:count]
 
 
+SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "tweets.yaml"
+
+
+def front_plan(n: int) -> CompressionPlan:
+    """The kind of plan the bundled default's fronts hold within 1 point: 3 of 6 layers kept, half
+    the heads and FFN neurons of each (measured as a front member in the default study)."""
+    return CompressionPlan.uniform(n, keep=[0, 2, 4], heads=0.5, ffn=0.5)
+
+
+def task_lengths(base: torch.nn.Module) -> dict:
+    """Each plan's speedup on the default task's own eval texts and at 128 tokens, same process."""
+    cfg = load_config(SPACE)
+    task = load_task(cfg.task)
+    data = encode(load_tokenizer(cfg.model.source), task.eval, cfg.task.max_length)
+    on_task, fixed = load_profile("cpu-2t-task"), load_profile("cpu-2t")
+    sample = task_sample(data, on_task.task_samples)
+    n = base.config.num_hidden_layers
+    plans = {"int8": CompressionPlan.uniform(n, bits=8), "prune50": CompressionPlan.uniform(n, heads=0.5, ffn=0.5),
+             "half_depth": CompressionPlan.uniform(n, keep=list(range(0, n, 2))), "front_3l_50": front_plan(n)}
+    rows = []
+    for name, plan in plans.items():
+        model = apply_plan(base, plan).eval()
+        start = time.perf_counter()
+        lt = measure_profile(base, model, on_task, vocab_size=base.config.vocab_size, task=sample)
+        mid = time.perf_counter()
+        lf = measure_profile(base, model, fixed, vocab_size=base.config.vocab_size)
+        end = time.perf_counter()
+        rows.append({"name": name, "plan": plan.describe(), "speedup_task_lengths": lt.speedup, "speedup_128": lf.speedup,
+                     "teacher_ms_task_lengths": lt.baseline_ms, "teacher_ms_128": lf.baseline_ms,
+                     "rounds_task_lengths": lt.to_dict()["rounds"], "rounds_128": lf.to_dict()["rounds"],
+                     "seconds_task_lengths": mid - start, "seconds_128": end - mid})
+        logging.info("%-12s task lengths %.2fx (%.1f s), 128 tokens %.2fx (%.1f s)", name, lt.speedup, mid - start,
+                     lf.speedup, end - mid)
+    return {"plans": rows, "space": "search_spaces/tweets.yaml", "lengths": list(sample.lengths),
+            "eval_examples": sample.of_examples, "median_tokens": sample.median_tokens, "p90_tokens": sample.p90_tokens,
+            "profiles": {"task_lengths": on_task.model_dump(mode="json"), "fixed": fixed.model_dump(mode="json")}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--one-run", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--heldout", type=int, default=30)
+    ap.add_argument("--only", choices=["task_lengths"], help="run this section alone and merge it into the results file")
     args = ap.parse_args()
     if args.one_run:
         one_run()
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.only == "task_lengths":
+        path = RESULTS / "latency.json"
+        out = json.loads(path.read_text()) if path.is_file() else {}
+        out["task_lengths"] = {**task_lengths(teacher()), "machine": machine(), "date": today()}
+        path.write_text(json.dumps(out, indent=2))
+        for r in out["task_lengths"]["plans"]:
+            print(f"{r['name']:<12} task lengths {r['speedup_task_lengths']:.2f}x   128 tokens {r['speedup_128']:.2f}x")
+        print(f"written {path}")
+        return
     rep = repeatability(args.runs)
     logging.info("(a) repeatability: CV of the speedup %.2f%%", 100 * rep["cv"])
 
@@ -152,6 +211,7 @@ def main() -> None:
         "predictor_median_abs_error": statistics.median(abs(r["error"]) for r in rows),
         "roofline": roof,
         "predicted_devices": predicted,
+        "task_lengths": task_lengths(base),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "latency.json"

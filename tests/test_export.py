@@ -207,7 +207,7 @@ def test_uniform_shapes_also_load_with_plain_transformers(kd, tmp_path):
 
 
 def test_cli_exports_onnx_that_runs_with_onnxruntime_alone(kd, tmp_path, capsys):
-    from autocompress.export.onnx_model import OnnxRunner
+    from autocompress.onnxrt import OnnxRunner
 
     out = tmp_path / "int8"
     code, stdout, stderr = run_cli(capsys, "export", "kd", "--trial", str(kd["trials"]["int8"]), "-o", str(out),
@@ -292,7 +292,7 @@ def test_onnx_quantises_exactly_the_plans_int8_layers(lively_bert, tmp_path):
     import onnx
     from onnx import numpy_helper
 
-    from autocompress.export.onnx_model import OnnxRunner, export_onnx
+    from autocompress.onnxrt import OnnxRunner, export_onnx
     from autocompress.transforms import apply_bits_, apply_structure_
 
     layers = [

@@ -37,10 +37,12 @@ from autocompress.batches import Encoded
 from autocompress.config import StudyConfig
 from autocompress.errors import ExportError
 from autocompress.evaluate import accuracy, predict_logits
-from autocompress.export.onnx_model import OnnxRunner, export_onnx, require_onnx
+from autocompress.onnxrt import OnnxRunner, export_onnx, require_onnx
 from autocompress.export.pick import exportable_trial
 from autocompress.export.saved import FORMAT_VERSION, load, save_student
-from autocompress.latency.measure import ProfileLatency, compute_lock, example_inputs, host_info, measure_pair
+from autocompress.latency.inputs import TaskSample, workloads
+from autocompress.latency.ort import onnx_call
+from autocompress.latency.measure import ProfileLatency, compute_lock, host_info, measure_workload
 from autocompress.latency.profile import DeviceProfile
 from autocompress.models import load_tokenizer
 from autocompress.plan import CompressionPlan
@@ -134,30 +136,39 @@ def _workbench(study: optuna.Study, cfg: StudyConfig, cache_dir: Path, storage_u
 Timed = nn.Module | OnnxRunner
 
 
-def _timed(model: Timed, inputs: dict[str, torch.Tensor]) -> nn.Module | Callable[[], Any]:
-    """What ``measure_pair`` times: a model as it is, or an ONNX runner as a zero-argument call."""
+def _call(model: Timed, inputs: dict[str, torch.Tensor]) -> Callable[[], Any]:
+    """What is timed for one input: the PyTorch model on it, or the ONNX runner on its feed."""
     if isinstance(model, nn.Module):
-        return model
+        return lambda: model(**inputs)
     feed = model.feed(inputs)
     return lambda: model.run(feed)
 
 
-def _measure(profile: DeviceProfile, chain: list[tuple[str, Timed]]) -> dict[str, ProfileLatency]:
+def _measure(profile: DeviceProfile, chain: list[tuple[str, Timed]], task: TaskSample | None) -> dict[str, ProfileLatency]:
     """Time each model of ``chain`` against the one before it (the first is the teacher), interleaved
-    round by round on every profile shape; each result's baseline is the previous model."""
+    round by round on every workload of the profile (``task``: the study's sample of its eval
+    examples, for task inputs); each result's baseline is the previous model."""
     teacher = chain[0][1]
     if not isinstance(teacher, nn.Module):
         raise TypeError("the chain starts with the teacher, a PyTorch model")
-    vocab = teacher.config.vocab_size
+    loads = workloads(profile, teacher.config.vocab_size, task)
     out = {}
     for (_, baseline), (label, candidate) in zip(chain, chain[1:]):
-        per_shape = []
-        for b, s in profile.shapes:
-            inputs = example_inputs(b, s, vocab)
-            r = measure_pair(_timed(baseline, inputs), _timed(candidate, inputs), profile, inputs=inputs)
-            per_shape.append((b, s, r.to_dict()))
+        per_shape = [(w.batch_size, w.seq_len, measure_workload(baseline, candidate, profile, w, call=_call))
+                     for w in loads]
         out[label] = ProfileLatency.combine(profile, per_shape)
     return out
+
+
+def _measure_ort(profile: DeviceProfile, bench: Workbench, runner: OnnxRunner) -> ProfileLatency:
+    """The exported ONNX model against the teacher's ONNX model, as a study with an ONNX Runtime profile times it."""
+    teacher = bench.onnx_teacher
+    if teacher is None:
+        raise RuntimeError("the workbench has no ONNX teacher")
+    base = teacher.runner(profile.threads)
+    loads = workloads(profile, bench.teacher.model.config.vocab_size, bench.task_sample)
+    return ProfileLatency.combine(profile, [(w.batch_size, w.seq_len, measure_workload(base, runner, profile, w, call=onnx_call))
+                                            for w in loads])
 
 
 # ------------------------------------------------------------------------------------------ export
@@ -250,8 +261,18 @@ def export_trial(
                 notes.append("simulated bit-widths are exported as fake-quantised float weights in model.onnx")
             if plan.head_bits == 8:
                 notes.append("the classifier head stays float in model.onnx (ONNX Runtime quantises MatMul, not Gemm)")
-        measured = _measure(profile, chain)
+        measured = _measure(profile, chain, bench.task_sample)
         rows = (_stored_row(stored_record, cfg), *_rows(measured))
+        if profile.backend == "onnxruntime":
+            if onnx and bench.onnx_teacher is not None:  # as the trial was timed: against the teacher in ONNX Runtime
+                ort = _measure_ort(profile, bench, runner)
+                measured["export (ONNX Runtime) against the teacher in ONNX Runtime"] = ort
+                rows = (*rows, LatencyRow("export (ONNX Runtime) against the teacher in ONNX Runtime", ort.candidate_ms,
+                                          ort.baseline_ms, ort.speedup, "measured", host_info()["host"],
+                                          "the trial's own protocol (profile backend onnxruntime)"))
+            else:
+                notes.append(f"trial {trial.number} was timed in ONNX Runtime (profile '{profile.name}'): export with "
+                             "--onnx to ship that model and time it against the teacher in ONNX Runtime")
 
         result = ExportResult(
             directory=out_dir, study=study.study_name, trial=trial.number, plan_summary=plan.describe(),
@@ -377,7 +398,7 @@ def _metrics(
             "accuracy": f"top-1 accuracy on the study's eval split ({n_eval} examples, task '{cfg.task.source}', "
             f"seed {cfg.task.seed}, max_length {cfg.task.max_length}); 95 % percentile-bootstrap interval",
             "latency": f"median of interleaved rounds (ABBA) against the uncompressed teacher after warm-up, profile "
-            f"'{cfg.profile.name}' ({cfg.profile.kind}): batch × sequence {', '.join(f'{b}×{s}' for b, s in cfg.profile.shapes)}, "
+            f"'{cfg.profile.name}' ({cfg.profile.kind}): {cfg.profile.inputs_label}, "
             f"{cfg.profile.threads} thread(s); speedup = teacher / candidate",
             "size": "bytes of the serialised state dict, simulated low-bit weights counted at their width",
         },

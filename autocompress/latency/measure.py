@@ -22,7 +22,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from autocompress.errors import LatencyError
+from autocompress.latency.inputs import TaskSample, Workload, example_inputs, workloads
 from autocompress.latency.profile import DeviceProfile
 from autocompress.locks import exclusive_lock, shared_lock
 from autocompress.models import adapter_for_config
@@ -43,6 +44,7 @@ __all__ = [
     "host_info",
     "measure_pair",
     "measure_profile",
+    "measure_workload",
     "measurement_lock",
     "median_interval",
 ]
@@ -131,14 +133,6 @@ def median_interval(xs: list[float], level: float = 0.95) -> tuple[float, float]
     lo = max(0, math.floor(n / 2 - half) - 1)
     hi = min(n - 1, math.ceil(n / 2 + half) - 1)
     return ordered[lo], ordered[hi]
-
-
-def example_inputs(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random token ids of one batch shape (their content does not change the speed)."""
-    g = torch.Generator().manual_seed(seed)
-    low = min(100, vocab_size // 2)  # skip the special tokens at the start of most vocabularies
-    ids = torch.randint(low, vocab_size, (batch_size, seq_len), generator=g)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
 def measure_pair(
@@ -235,6 +229,7 @@ class ProfileLatency:
     baseline_ms: float
     noisy: bool  # measured only: some shape's ratio spread stayed above the profile's limit
     shapes: tuple[dict[str, Any], ...]
+    extra: dict[str, Any] = field(default_factory=dict)  # what else the runtime tells (ONNX Runtime: the export's seconds)
 
     @property
     def speedup(self) -> float:
@@ -242,6 +237,7 @@ class ProfileLatency:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        out.update(out.pop("extra"))
         out["shapes"] = list(self.shapes)
         out["speedup"] = self.speedup
         if self.kind == "measured":
@@ -252,7 +248,7 @@ class ProfileLatency:
         return out
 
     @classmethod
-    def combine(cls, profile: DeviceProfile, per_shape: list[tuple[int, int, dict[str, Any]]]) -> "ProfileLatency":
+    def combine(cls, profile: DeviceProfile, per_shape: list[tuple[int, int | None, dict[str, Any]]]) -> "ProfileLatency":
         """Merge per-shape figures (each with ``ratio``, ``candidate_ms``, ``baseline_ms``)."""
         def gmean(key: str) -> float:
             return math.exp(sum(math.log(d[key]) for _, _, d in per_shape) / len(per_shape))
@@ -273,15 +269,60 @@ def _out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text
 
 
+def measure_workload(
+    baseline: Any,
+    candidate: Any,
+    profile: DeviceProfile,
+    workload: Workload,
+    *,
+    lock: bool = True,
+    call: Callable[[Any, dict[str, torch.Tensor]], Callable[[], Any]] | None = None,
+    clock: Clock = time.perf_counter,
+) -> dict[str, Any]:
+    """One workload's figures (``LatencyResult.to_dict`` plus the workload's facts): each round runs
+    every input of ``workload`` once per model, and the millisecond figures are per input.
+
+    ``call(model, inputs)`` makes the zero-argument call timed for one input (default: the
+    PyTorch model on those inputs, synchronised on CUDA); export passes one for ONNX Runtime.
+    """
+    sync = profile.device == "cuda"
+
+    def default_call(model: Any, inputs: dict[str, torch.Tensor]) -> Callable[[], Any]:
+        if sync:
+            return lambda: (model(**inputs), torch.cuda.synchronize())
+        return lambda: model(**inputs)
+
+    make = call or default_call
+    inputs = [{k: v.to(profile.device) for k, v in x.items()} for x in workload.inputs]
+    if len(inputs) == 1 and call is None:  # one batch: the model itself, as measure_pair times it
+        r = measure_pair(baseline, candidate, profile, inputs=inputs[0], lock=lock, clock=clock)
+        return {**r.to_dict(), **workload.facts}
+    runs_a = [make(baseline, x) for x in inputs]
+    runs_b = [make(candidate, x) for x in inputs]
+    def round_of(runs: list[Callable[[], Any]]) -> Callable[[], Any]:
+        if sync:
+            return lambda: ([f() for f in runs], torch.cuda.synchronize())
+        return lambda: [f() for f in runs]
+
+    r = measure_pair(round_of(runs_a), round_of(runs_b), profile, lock=lock, clock=clock)
+    out = r.to_dict()
+    for key in ("candidate_ms", "candidate_iqr_ms", "baseline_ms", "baseline_iqr_ms"):
+        out[key] /= len(inputs)  # a round ran every input: per input, the mean over the sample
+    return {**out, **workload.facts}
+
+
 def measure_profile(
-    baseline: nn.Module, candidate: nn.Module, profile: DeviceProfile, *, vocab_size: int, lock: bool = True
+    baseline: nn.Module, candidate: nn.Module, profile: DeviceProfile, *, vocab_size: int,
+    task: TaskSample | None = None, lock: bool = True,
 ) -> ProfileLatency:
-    """Measure ``candidate`` against ``baseline`` on every input shape of a measured profile.
+    """Measure ``candidate`` against ``baseline`` on every workload of a measured profile (its fixed
+    shapes, or ``task``, the task's sample, for a profile with task inputs).
 
     Raises :class:`LatencyError` with advice when a shape does not fit in memory.
     """
     if profile.predicted:
         raise ValueError(f"profile '{profile.name}' is predicted, not measured")
+    loads = workloads(profile, vocab_size, task)
     if profile.device == "cuda":
         if not torch.cuda.is_available():
             raise LatencyError(f"profile '{profile.name}' runs on CUDA but this host has no CUDA device")
@@ -289,18 +330,18 @@ def measure_profile(
         candidate = copy.deepcopy(candidate).to("cuda")
     per_shape = []
     try:
-        for b, s in profile.shapes:
-            inputs = {k: v.to(profile.device) for k, v in example_inputs(b, s, vocab_size).items()}
+        for w in loads:
             try:
-                r = measure_pair(baseline, candidate, profile, inputs=inputs, lock=lock)
+                d = measure_workload(baseline, candidate, profile, w, lock=lock)
             except (RuntimeError, MemoryError) as exc:
                 if _out_of_memory(exc):
+                    what = f"batch {w.batch_size} × {w.seq_len} tokens" if w.seq_len else "the task's longest example"
                     raise LatencyError(
-                        f"batch {b} × {s} tokens does not fit in memory on {profile.device}; "
+                        f"{what} does not fit in memory on {profile.device}; "
                         f"lower batch_size or seq_len of profile '{profile.name}'"
                     ) from None
                 raise
-            per_shape.append((b, s, r.to_dict()))
+            per_shape.append((w.batch_size, w.seq_len, d))
     finally:
         if profile.device == "cuda":
             del baseline, candidate
@@ -334,7 +375,7 @@ def check_profile_fits(profile: DeviceProfile, model_config: Any) -> None:
                 f"profile '{profile.name}' has seq_len {s}, but the model takes at most {max_pos} tokens; "
                 "lower the profile's seq_len"
             )
-    if profile.predicted:
+    if profile.predicted or profile.task_inputs:  # the task's examples are within task.max_length, checked apart
         return
     b, s = max(profile.shapes, key=lambda x: x[0] * x[1] * (x[1] + hidden))
     need = 4 * b * s * (4 * hidden + inter) + 4 * 2 * b * heads * s * s

@@ -26,7 +26,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,8 @@ from torch import nn
 
 from autocompress.errors import LatencyError
 from autocompress.latency.cost import OpCost, model_costs, totals
-from autocompress.latency.measure import ProfileLatency, example_inputs, host_info, measure_pair, measurement_lock
+from autocompress.latency.inputs import TaskSample, Workload, example_inputs, workloads
+from autocompress.latency.measure import ProfileLatency, host_info, measure_pair, measurement_lock
 from autocompress.latency.profile import DeviceProfile
 from autocompress.locks import file_lock
 from autocompress.plan import CompressionPlan, LayerPlan
@@ -195,15 +196,28 @@ def predict_ms(model: nn.Module, calibration: Calibration, batch_size: int, seq_
     return 1e3 * float(sum(coef[name] * x for name, x in zip(FEATURES, f, strict=True)))
 
 
+def predict_workload_ms(model: nn.Module, calibration: Calibration, workload: Workload,
+                        profile: DeviceProfile | None = None) -> float:
+    """Predicted latency in ms per input of ``workload`` (the mean over its inputs' shapes)."""
+    shapes = workload.shapes
+    return sum(predict_ms(model, calibration, b, s, profile) for b, s in shapes) / len(shapes)
+
+
 def predict_profile(baseline: nn.Module, candidate: nn.Module, profile: DeviceProfile,
-                    calibration: Calibration) -> ProfileLatency:
-    """A candidate's predicted latency and ratio to the baseline on every shape of ``profile``."""
+                    calibration: Calibration, *, task: TaskSample | None = None,
+                    on: DeviceProfile | None = None) -> ProfileLatency:
+    """A candidate's predicted latency and ratio to the baseline on every workload of ``profile``
+    (``task``: the task's sample, for a profile with task inputs), on the device of ``on``
+    (default: ``profile`` when it is predicted, this host when it is measured), labelled predicted."""
+    device = on or (profile if profile.predicted else None)
     per_shape = []
-    for b, s in profile.shapes:
-        base = predict_ms(baseline, calibration, b, s, profile)
-        cand = predict_ms(candidate, calibration, b, s, profile)
-        per_shape.append((b, s, {"ratio": cand / base, "candidate_ms": cand, "baseline_ms": base}))
-    return ProfileLatency.combine(profile, per_shape)
+    for w in workloads(profile, 1, task):
+        base = predict_workload_ms(baseline, calibration, w, device)
+        cand = predict_workload_ms(candidate, calibration, w, device)
+        per_shape.append((w.batch_size, w.seq_len, {"ratio": cand / base, "candidate_ms": cand, "baseline_ms": base,
+                                                     **w.facts}))
+    out = ProfileLatency.combine(profile, per_shape)
+    return out if out.kind == "predicted" else replace(out, kind="predicted")
 
 
 def roofline_ms(ops: list[OpCost], peaks: HostPeaks) -> float:

@@ -58,11 +58,13 @@ class DeviceProfile(BaseModel):
     name: str = "custom"  # a label stored with every figure
     description: str = ""
     kind: Literal["measured", "predicted"] = "measured"
-    backend: Literal["torch"] = "torch"  # PyTorch eager, under torch.inference_mode()
+    backend: Literal["torch", "onnxruntime"] = "torch"  # PyTorch eager (torch.inference_mode), or each candidate exported to ONNX and run by ONNX Runtime
     device: Literal["cpu", "cuda"] = "cpu"  # where a measured profile runs
     threads: int = Field(2, ge=1, le=1024)  # intra-op threads (torch.set_num_threads)
     batch_size: int | tuple[int, ...] = 1  # sequences per forward pass; several: all are timed
     seq_len: int | tuple[int, ...] = 128  # tokens per sequence; several: all are timed
+    inputs: Literal["fixed", "task"] = "fixed"  # fixed: random token ids of batch_size × seq_len; task: the eval split's own examples, one at a time
+    task_samples: int = Field(8, ge=1, le=512)  # task: eval examples timed per round, at evenly spaced quantiles of their token lengths
     warmup: int = Field(5, ge=0, le=10_000)  # untimed forward passes per model before timing
     repeats: int = Field(20, ge=3, le=100_000)  # timed forward passes per model (interleaved A/B)
     max_repeats: int = Field(80, ge=3, le=100_000)  # cap when the spread asks for more repeats
@@ -95,11 +97,29 @@ class DeviceProfile(BaseModel):
             raise ValueError("a predicted profile needs 'spec' (the device's peak compute and memory bandwidth)")
         if self.kind == "predicted" and self.device != "cpu":
             raise ValueError("predicted profiles describe CPUs; remove 'device'")
+        if self.backend == "onnxruntime" and self.device != "cpu":
+            raise ValueError("backend 'onnxruntime' runs on the CPU here; remove 'device' or use backend: torch")
+        if self.backend == "onnxruntime" and self.kind == "predicted":
+            raise ValueError("a predicted profile has no runtime to run; remove 'backend' (the cost model is PyTorch's)")
+        if self.inputs == "task":
+            given = sorted({"batch_size", "seq_len"} & self.model_fields_set)
+            if given:
+                raise ValueError(f"inputs 'task' times the task's own examples one at a time, at their own lengths; "
+                                 f"remove {' and '.join(repr(k) for k in given)} (or set inputs: fixed)")
+        elif "task_samples" in self.model_fields_set:
+            raise ValueError("task_samples applies to inputs: task only; remove it or set inputs: task")
         return self
 
     @property
+    def task_inputs(self) -> bool:
+        """The profile times the task's own eval examples (their lengths), not fixed shapes."""
+        return self.inputs == "task"
+
+    @property
     def shapes(self) -> list[tuple[int, int]]:
-        """Every (batch size, sequence length) the profile times, in order."""
+        """Every fixed (batch size, sequence length) the profile times, in order (none for task inputs)."""
+        if self.task_inputs:
+            return []
         bs = self.batch_size if isinstance(self.batch_size, tuple) else (self.batch_size,)
         ss = self.seq_len if isinstance(self.seq_len, tuple) else (self.seq_len,)
         return list(itertools.product(bs, ss))
@@ -108,10 +128,17 @@ class DeviceProfile(BaseModel):
     def predicted(self) -> bool:
         return self.kind == "predicted"
 
+    @property
+    def inputs_label(self) -> str:
+        """Which inputs the profile times, in words."""
+        if self.task_inputs:
+            return f"the task's eval texts at batch 1 ({self.task_samples} per round, spread over their lengths)"
+        return "batch×seq " + ", ".join(f"{b}×{s}" for b, s in self.shapes) + " (random token ids)"
+
     def summary(self) -> str:
-        shapes = ", ".join(f"{b}×{s}" for b, s in self.shapes)
+        shapes = self.inputs_label if self.task_inputs else "batch×seq " + ", ".join(f"{b}×{s}" for b, s in self.shapes)
         where = self.spec.cpu if self.spec else self.device
-        return f"{self.name}: {self.kind}, {where}, {self.threads} thread(s), batch×seq {shapes}"
+        return f"{self.name}: {self.kind}, {where}, {self.threads} thread(s), {shapes}"
 
 
 def bundled_profiles() -> dict[str, Path]:

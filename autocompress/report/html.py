@@ -77,7 +77,10 @@ def _duration(seconds: float | None) -> str:
 
 def _describe_profile(p: dict[str, Any], objective: bool) -> str:
     role = "objective" if objective else "reported"
-    shapes = f"batch {p.get('batch_size', '?')}, sequence {p.get('seq_len', '?')}"
+    if p.get("inputs") == "task":
+        shapes = f"the task's own eval texts at batch 1 and their real lengths ({p.get('task_samples', '?')} per round)"
+    else:
+        shapes = f"batch {p.get('batch_size', '?')}, sequence {p.get('seq_len', '?')} (random token ids)"
     if p.get("kind") == "predicted":
         spec = p.get("spec") or {}
         how = f"PREDICTED for {spec.get('cpu', '?')} from a cost model calibrated on the measuring host"
