@@ -30,7 +30,7 @@ from autocompress.models import adapter_for
 from autocompress.plan import CompressionPlan
 from autocompress.transforms import apply_bits_
 
-__all__ = ["OPSET", "OnnxFacts", "OnnxRunner", "require_onnx", "export_onnx"]
+__all__ = ["OPSET", "OnnxFacts", "OnnxRunner", "export_onnx", "float_part", "require_onnx"]
 
 OPSET = 18
 _INSTALL = "pip install 'autocompress[onnx]' (onnx, onnxruntime and onnxscript)"
@@ -70,7 +70,7 @@ class OnnxFacts:
         }
 
 
-def _float_part(plan: CompressionPlan) -> CompressionPlan:
+def float_part(plan: CompressionPlan) -> CompressionPlan:
     """``plan`` with its real int8 widths turned back to float (ONNX Runtime quantises those instead)."""
     data = plan.to_dict()
     for layer in data["layers"]:
@@ -139,7 +139,7 @@ def export_onnx(student: nn.Module, plan: CompressionPlan, path: Path, input_nam
     from torch.export import Dim
 
     model = copy.deepcopy(student).eval()
-    apply_bits_(model, _float_part(plan))  # only simulated widths: fake-quantised float weights
+    apply_bits_(model, float_part(plan))  # only simulated widths: fake-quantised float weights
     wanted = _int8_linears(model, plan)
     vocab = int(model.config.vocab_size)
     g = torch.Generator().manual_seed(0)

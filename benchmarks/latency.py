@@ -15,11 +15,14 @@
 Also records what the calibrated model predicts for the bundled predicted profiles, and
 (``task_lengths``) each uniform baseline's and a front member's speedup measured on the bundled
 default's own eval tweets at batch 1 (profile ``cpu-2t-task``) beside its speedup at 128 tokens
-(``cpu-2t``), with the seconds each measurement took. Writes ``benchmarks/results/latency.json``;
+(``cpu-2t``), with the seconds each measurement took; and (``onnxruntime``) each plan's speedup in
+PyTorch and in ONNX Runtime at 128 tokens, each against the teacher in the same runtime, with the
+seconds the candidate's ONNX export took. Writes ``benchmarks/results/latency.json``;
 run it alone on the machine (about 5 minutes on 2 cores).
 
     python benchmarks/latency.py [--heldout 30] [--runs 5]
     python benchmarks/latency.py --only task_lengths   # that section alone, merged into the file
+    python benchmarks/latency.py --only onnxruntime
 """
 
 from __future__ import annotations
@@ -131,24 +134,53 @@ def task_lengths(base: torch.nn.Module) -> dict:
             "profiles": {"task_lengths": on_task.model_dump(mode="json"), "fixed": fixed.model_dump(mode="json")}}
 
 
+def onnxruntime_rows(base: torch.nn.Module) -> dict:
+    """Each plan's speedup in PyTorch and in ONNX Runtime (each against the teacher in the same
+    runtime, profile ``cpu-2t``), and what exporting the candidate cost."""
+    from autocompress.latency.ort import measure_onnxruntime, teacher_session
+    from autocompress.onnxrt import float_part
+
+    torch_profile = load_profile("cpu-2t")
+    ort_profile = torch_profile.model_copy(update={"backend": "onnxruntime", "name": "cpu-2t-onnxruntime"})
+    ort_teacher = teacher_session(base, ["input_ids", "attention_mask"])
+    n = base.config.num_hidden_layers
+    plans = {"int8": CompressionPlan.uniform(n, bits=8), "prune50": CompressionPlan.uniform(n, heads=0.5, ffn=0.5),
+             "half_depth": CompressionPlan.uniform(n, keep=list(range(0, n, 2))), "front_3l_50": front_plan(n),
+             "front_3l_50_int8": CompressionPlan.uniform(n, keep=[0, 2, 4], heads=0.5, ffn=0.5, bits=8)}
+    rows = []
+    for name, plan in plans.items():
+        float_model = apply_plan(base, float_part(plan)).eval()
+        model = apply_plan(base, plan).eval()
+        lt = measure_profile(base, model, torch_profile, vocab_size=base.config.vocab_size)
+        lo = measure_onnxruntime(ort_teacher, float_model, plan, ort_profile)
+        rows.append({"name": name, "plan": plan.describe(), "speedup_torch": lt.speedup, "speedup_onnxruntime": lo.speedup,
+                     "teacher_ms_torch": lt.baseline_ms, "teacher_ms_onnxruntime": lo.baseline_ms,
+                     "export_seconds": lo.to_dict()["export_seconds"]})
+        logging.info("%-16s PyTorch %.2fx   ONNX Runtime %.2fx (export %.1f s)", name, lt.speedup, lo.speedup,
+                     rows[-1]["export_seconds"])
+    return {"plans": rows, "profile": torch_profile.model_dump(mode="json"),
+            "teacher_export_seconds": ort_teacher.export_seconds}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--one-run", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--heldout", type=int, default=30)
-    ap.add_argument("--only", choices=["task_lengths"], help="run this section alone and merge it into the results file")
+    ap.add_argument("--only", choices=["task_lengths", "onnxruntime"], help="run this section alone and merge it into the results file")
     args = ap.parse_args()
     if args.one_run:
         one_run()
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.only == "task_lengths":
+    if args.only:
         path = RESULTS / "latency.json"
         out = json.loads(path.read_text()) if path.is_file() else {}
-        out["task_lengths"] = {**task_lengths(teacher()), "machine": machine(), "date": today()}
+        section = task_lengths if args.only == "task_lengths" else onnxruntime_rows
+        out[args.only] = {**section(teacher()), "machine": machine(), "date": today()}
         path.write_text(json.dumps(out, indent=2))
-        for r in out["task_lengths"]["plans"]:
-            print(f"{r['name']:<12} task lengths {r['speedup_task_lengths']:.2f}x   128 tokens {r['speedup_128']:.2f}x")
+        for r in out[args.only]["plans"]:
+            print("  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{v}" for k, v in r.items() if k != "plan"))
         print(f"written {path}")
         return
     rep = repeatability(args.runs)
@@ -212,6 +244,7 @@ def main() -> None:
         "roofline": roof,
         "predicted_devices": predicted,
         "task_lengths": task_lengths(base),
+        "onnxruntime": onnxruntime_rows(base),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "latency.json"

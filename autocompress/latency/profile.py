@@ -102,11 +102,12 @@ class DeviceProfile(BaseModel):
         if self.backend == "onnxruntime" and self.kind == "predicted":
             raise ValueError("a predicted profile has no runtime to run; remove 'backend' (the cost model is PyTorch's)")
         if self.inputs == "task":
-            given = sorted({"batch_size", "seq_len"} & self.model_fields_set)
+            # a stored profile holds every field: only values other than the defaults were asked for
+            given = [k for k, default in (("batch_size", 1), ("seq_len", 128)) if getattr(self, k) != default]
             if given:
                 raise ValueError(f"inputs 'task' times the task's own examples one at a time, at their own lengths; "
                                  f"remove {' and '.join(repr(k) for k in given)} (or set inputs: fixed)")
-        elif "task_samples" in self.model_fields_set:
+        elif self.task_samples != 8:
             raise ValueError("task_samples applies to inputs: task only; remove it or set inputs: task")
         return self
 

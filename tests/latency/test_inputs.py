@@ -120,6 +120,8 @@ def test_a_task_profile_names_what_does_not_apply() -> None:
         DeviceProfile(threads=1, inputs="task", batch_size=4)
     with pytest.raises(ValueError, match="task_samples applies to inputs: task only"):
         DeviceProfile(threads=1, task_samples=4)
+    stored = DeviceProfile(threads=1, inputs="task", task_samples=4)
+    assert DeviceProfile.model_validate(stored.model_dump(mode="json")) == stored, "a stored task profile reads back"
     with pytest.raises(ValueError, match="inputs"):
         DeviceProfile(threads=1, inputs="eval")
     bundled = load_profile("cpu-2t-task")
