@@ -344,13 +344,14 @@ def profiles(
         out.print(text, end="", highlight=False, markup=False, soft_wrap=True)
         return
     table = Table()
-    for col in ("profile", "kind", "device", "threads", "inputs (batch × seq)"):
+    for col in ("profile", "kind", "device", "runtime", "threads", "inputs (batch × seq)"):
         table.add_column(col, overflow="fold", no_wrap=col == "profile")
     for pname in bundled_profiles():
         p = load_profile(pname)
         where = p.spec.cpu.split(" (")[0] if p.spec else ("this host's GPU" if p.device == "cuda" else "this host's CPU")
         shapes = "the task's eval texts, batch 1" if p.task_inputs else ", ".join(f"{b}×{q}" for b, q in p.shapes)
-        table.add_row(pname, p.kind, where, str(p.threads), shapes)
+        runtime = "—" if p.predicted else ("ONNX Runtime" if p.backend == "onnxruntime" else "PyTorch")
+        table.add_row(pname, p.kind, where, runtime, str(p.threads), shapes)
     out.print(table)
     out.print("A search space names one as 'profile: NAME' (the latency objective) and may list others under "
               "'report_profiles'. Predicted figures come from a cost model calibrated on this host. "

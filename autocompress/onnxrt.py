@@ -14,6 +14,7 @@ import copy
 import logging
 import tempfile
 import warnings
+from importlib import util as importlib_util
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,19 +31,25 @@ from autocompress.models import adapter_for
 from autocompress.plan import CompressionPlan
 from autocompress.transforms import apply_bits_
 
-__all__ = ["OPSET", "OnnxFacts", "OnnxRunner", "export_onnx", "float_part", "require_onnx"]
+__all__ = ["INSTALL", "OPSET", "OnnxFacts", "OnnxRunner", "export_onnx", "float_part", "missing_onnx", "require_onnx"]
 
 OPSET = 18
-_INSTALL = "pip install 'autocompress[onnx]' (onnx, onnxruntime and onnxscript)"
+INSTALL = "pip install 'autocompress[onnx]' (onnx, onnxruntime and onnxscript)"
+
+
+def missing_onnx() -> str | None:
+    """The first package the ONNX export and ONNX Runtime need that is not installed, or ``None``."""
+    for name in ("onnx", "onnxruntime", "onnxscript"):
+        if importlib_util.find_spec(name) is None:
+            return name
+    return None
 
 
 def require_onnx() -> None:
     """Raise with an install hint unless the ONNX export's dependencies are importable."""
-    for name in ("onnx", "onnxruntime", "onnxscript"):
-        try:
-            __import__(name)
-        except ImportError:
-            raise AutocompressError(f"--onnx needs the package '{name}': {_INSTALL}") from None
+    name = missing_onnx()
+    if name is not None:
+        raise AutocompressError(f"--onnx needs the package '{name}': {INSTALL}")
 
 
 @dataclass(frozen=True)

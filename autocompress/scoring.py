@@ -52,9 +52,9 @@ def _timed(bench: Workbench, model: nn.Module, float_model: nn.Module | None, pl
     if profile.backend == "onnxruntime":
         if bench.onnx_teacher is None or float_model is None:
             raise RuntimeError("an ONNX Runtime profile needs the teacher's ONNX model and the float candidate")
-        return measure_onnxruntime(bench.onnx_teacher, float_model, plan, profile, task=bench.task_sample)
+        return measure_onnxruntime(bench.onnx_teacher, float_model, plan, profile, task=bench.task_inputs)
     return measure_profile(bench.teacher.model, model, profile, vocab_size=bench.teacher.model.config.vocab_size,
-                           task=bench.task_sample)
+                           task=bench.task_inputs)
 
 
 def measure(bench: Workbench, model: nn.Module, plan: CompressionPlan, float_model: nn.Module | None = None) -> Measurement:
@@ -69,7 +69,7 @@ def measure(bench: Workbench, model: nn.Module, plan: CompressionPlan, float_mod
             if bench.calibration is None:
                 raise RuntimeError("a predicted profile needs the latency calibration; prepare() makes it")
             lats[profile.name] = predict_profile(bench.teacher.model, model, profile, bench.calibration,
-                                                 task=bench.task_sample)
+                                                 task=bench.task_inputs)
         else:
             lats[profile.name] = _timed(bench, model, float_model, plan, profile)
     records = {name: v.to_dict() for name, v in lats.items()}
@@ -115,7 +115,7 @@ def screen(bench: Workbench, model: nn.Module, plan: CompressionPlan, float_mode
     cal = bench.calibration
     if cal is not None and profile.device == "cpu" and profile.backend == "torch" and (
             profile.predicted or profile.threads == cal.peaks.threads):
-        latency = predict_profile(bench.teacher.model, model, profile, cal, task=bench.task_sample)
+        latency = predict_profile(bench.teacher.model, model, profile, cal, task=bench.task_inputs)
         tolerance = cal.fit_median_error
     else:
         latency = _timed(bench, model, float_model, plan, profile)
@@ -162,8 +162,8 @@ def _prediction_facts(bench: Workbench, model: nn.Module, profile: DeviceProfile
     if cal is None:
         return {}
     facts: dict[str, Any] = {"fit_error": cal.fit_median_error}
-    if profile.predicted or profile.device != "cpu" or profile.threads != cal.peaks.threads:
-        return facts
-    here = predict_profile(bench.teacher.model, model, profile, cal, task=bench.task_sample)
+    if profile.predicted or profile.device != "cpu" or profile.backend != "torch" or profile.threads != cal.peaks.threads:
+        return facts  # the cost model is PyTorch's on this host's CPU at the calibration's threads
+    here = predict_profile(bench.teacher.model, model, profile, cal, task=bench.task_inputs)
     facts["host_prediction"] = {"ratio": here.ratio, "speedup": here.speedup, "candidate_ms": here.candidate_ms}
     return facts

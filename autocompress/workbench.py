@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from importlib import util as importlib_util
 import logging
 import os
 import time
@@ -25,9 +24,10 @@ from autocompress.data import Examples, TaskData, load_task
 from autocompress.distill import Progress, TeacherStates, teacher_states
 from autocompress.evaluate import Metric, Size, metric, model_size, predict_logits
 from autocompress.importance import layer_importance, unit_importance
-from autocompress.latency.inputs import TaskSample, calibration_shapes, task_sample
+from autocompress.latency.inputs import TaskInputs, calibration_shapes, task_inputs
 from autocompress.latency.measure import check_profile_fits, host_info
 from autocompress.latency.ort import OrtTeacher, teacher_session
+from autocompress.onnxrt import INSTALL, missing_onnx
 from autocompress.latency.predict import Calibration, cached_calibration
 from autocompress.errors import ConfigError
 from autocompress.models import ArchInfo, arch_info, check_max_length, load_tokenizer, peek_config
@@ -61,7 +61,7 @@ class Workbench:
     test: Encoded | None = None  # held-out test examples, scored for full-fidelity trials only
     teacher_test: Metric | None = None  # the teacher's task metric on ``test``
     transfer_states: TeacherStates | None = None  # the teacher's hidden states on ``transfer`` (hidden-state distillation)
-    task_sample: TaskSample | None = None  # eval examples a profile with task inputs times
+    task_inputs: TaskInputs | None = None  # the eval examples, which a profile with task inputs samples and times
     onnx_teacher: OrtTeacher | None = None  # the teacher's ONNX model, for profiles timed in ONNX Runtime
 
 
@@ -110,15 +110,18 @@ def prepare(
         )["logits"]
         kd_train = kd_train.concat(extra.with_labels(extra_logits.argmax(-1)))  # teacher's labels
         kd_logits = torch.cat([kd_logits, extra_logits])
-    timed_task = [p.task_samples for p in cfg.all_profiles if p.task_inputs]
-    sample = task_sample(eval_, max(timed_task)) if timed_task else None
+    sample = task_inputs(eval_) if any(p.task_inputs for p in cfg.all_profiles) else None
     calibration = None
     predicted = [p for p in cfg.all_profiles if p.predicted]
     main = cfg.profile
     screened_here = screening_predicts(cfg)
     if predicted or screened_here:
         threads = main.threads if not main.predicted and main.device == "cpu" else min(os.cpu_count() or 1, 4)
-        shapes = calibration_shapes([*predicted, *([main] if screened_here else [])], sample)
+        # measured task-input profiles at these threads get a host prediction beside their figure (the report's
+        # predicted-vs-measured check): their lengths are fitted too, not extrapolated from fixed shapes
+        checked = [p for p in cfg.all_profiles if p.task_inputs and not p.predicted and p.device == "cpu"
+                   and p.backend == "torch" and p.threads == threads]
+        shapes = calibration_shapes([*predicted, *([main] if screened_here else []), *checked], sample)
         calibration = cached_calibration(
             teacher.model, lambda plan: apply_plan(teacher.model, plan).eval(), cache_dir, threads=threads, shapes=shapes
         )
@@ -142,16 +145,16 @@ def prepare(
         test=test,
         teacher_test=teacher_test,
         transfer_states=_states(cfg, teacher.model, kd_train),
-        task_sample=sample,
+        task_inputs=sample,
         onnx_teacher=_onnx_teacher(cfg, teacher.model, eval_),
     )
 
 
 def _require_onnxruntime(key: str, config_file: str | None) -> None:
-    for name in ("onnx", "onnxruntime", "onnxscript"):
-        if importlib_util.find_spec(name) is None:
-            raise ConfigError(f"backend 'onnxruntime' needs the package '{name}': pip install 'autocompress[onnx]', "
-                              "or set backend: torch", file=config_file, key=f"{key}.backend")
+    name = missing_onnx()
+    if name is not None:
+        raise ConfigError(f"backend 'onnxruntime' needs the package '{name}': {INSTALL}, or set backend: torch",
+                          file=config_file, key=f"{key}.backend")
 
 
 def _onnx_teacher(cfg: StudyConfig, teacher: nn.Module, eval_: Encoded) -> OrtTeacher | None:

@@ -53,7 +53,9 @@ from autocompress import build, record
 from autocompress import study as st
 from autocompress.config import SearchConfig, StudyConfig, load_config, parse_config
 from autocompress.evaluate import Accuracy, accuracy, bootstrap_ci, model_size, predict_logits
-from autocompress.latency.measure import ProfileLatency, example_inputs, measure_pair, measure_profile
+from autocompress.latency.inputs import workloads
+from autocompress.latency.measure import ProfileLatency, measure_profile, measure_workload
+from autocompress.latency.ort import onnx_call
 from autocompress.plan import CompressionPlan
 from autocompress.transforms import simulated_widths
 from autocompress.workbench import Workbench
@@ -121,18 +123,19 @@ def open_study(args: argparse.Namespace) -> tuple[optuna.Study, StudyConfig, str
 # ------------------------------------------------------------------------------------------ timing
 def time_model(bench: Workbench, model: torch.nn.Module) -> ProfileLatency:
     teacher = bench.teacher.model
-    return measure_profile(teacher, model, bench.config.profile, vocab_size=teacher.config.vocab_size)
+    return measure_profile(teacher, model, bench.config.profile, vocab_size=teacher.config.vocab_size,
+                           task=bench.task_inputs)
 
 
 def time_runner(bench: Workbench, runner: Any) -> ProfileLatency:
-    """An ONNX Runtime session timed against the PyTorch teacher, shape by shape, interleaved."""
+    """An ONNX Runtime session timed against the PyTorch teacher, workload by workload, interleaved."""
     teacher, profile = bench.teacher.model, bench.config.profile
-    per_shape = []
-    for b, s in profile.shapes:
-        inputs = example_inputs(b, s, teacher.config.vocab_size)
-        feed = runner.feed(inputs)
-        r = measure_pair(teacher, lambda: runner.run(feed), profile, inputs=inputs)
-        per_shape.append((b, s, r.to_dict()))
+
+    def call(model: Any, inputs: dict[str, torch.Tensor]) -> Any:
+        return onnx_call(model, inputs) if model is runner else (lambda: model(**inputs))
+
+    per_shape = [(w.batch_size, w.seq_len, measure_workload(teacher, runner, profile, w, call=call))
+                 for w in workloads(profile, teacher.config.vocab_size, bench.task_inputs)]
     return ProfileLatency.combine(profile, per_shape)
 
 

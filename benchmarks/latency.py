@@ -44,7 +44,7 @@ from autocompress.batches import encode
 from autocompress.config import load_config
 from autocompress.data import load_task
 from autocompress.latency.cost import model_costs
-from autocompress.latency.inputs import task_sample
+from autocompress.latency.inputs import task_inputs
 from autocompress.latency.measure import example_inputs, measure_pair, measure_profile, measurement_lock
 from autocompress.latency.predict import calibrate, calibration_plans, predict_ms, roofline_ms
 from autocompress.latency.profile import DeviceProfile, load_profile
@@ -105,21 +105,24 @@ def front_plan(n: int) -> CompressionPlan:
     return CompressionPlan.uniform(n, keep=[0, 2, 4], heads=0.5, ffn=0.5)
 
 
+def compared_plans(n: int) -> dict[str, CompressionPlan]:
+    """The three uniform baselines a study seeds, and a front member."""
+    return {"int8": CompressionPlan.uniform(n, bits=8), "prune50": CompressionPlan.uniform(n, heads=0.5, ffn=0.5),
+            "half_depth": CompressionPlan.uniform(n, keep=list(range(0, n, 2))), "front_3l_50": front_plan(n)}
+
+
 def task_lengths(base: torch.nn.Module) -> dict:
     """Each plan's speedup on the default task's own eval texts and at 128 tokens, same process."""
     cfg = load_config(SPACE)
     task = load_task(cfg.task)
     data = encode(load_tokenizer(cfg.model.source), task.eval, cfg.task.max_length)
     on_task, fixed = load_profile("cpu-2t-task"), load_profile("cpu-2t")
-    sample = task_sample(data, on_task.task_samples)
-    n = base.config.num_hidden_layers
-    plans = {"int8": CompressionPlan.uniform(n, bits=8), "prune50": CompressionPlan.uniform(n, heads=0.5, ffn=0.5),
-             "half_depth": CompressionPlan.uniform(n, keep=list(range(0, n, 2))), "front_3l_50": front_plan(n)}
+    sample = task_inputs(data)
     rows = []
-    for name, plan in plans.items():
+    for name, plan in compared_plans(base.config.num_hidden_layers).items():
         model = apply_plan(base, plan).eval()
         start = time.perf_counter()
-        lt = measure_profile(base, model, on_task, vocab_size=base.config.vocab_size, task=sample)
+        lt = measure_profile(base, model, on_task, vocab_size=base.config.vocab_size, task=sample)  # the default's 8 tweets
         mid = time.perf_counter()
         lf = measure_profile(base, model, fixed, vocab_size=base.config.vocab_size)
         end = time.perf_counter()
@@ -129,8 +132,9 @@ def task_lengths(base: torch.nn.Module) -> dict:
                      "seconds_task_lengths": mid - start, "seconds_128": end - mid})
         logging.info("%-12s task lengths %.2fx (%.1f s), 128 tokens %.2fx (%.1f s)", name, lt.speedup, mid - start,
                      lf.speedup, end - mid)
-    return {"plans": rows, "space": "search_spaces/tweets.yaml", "lengths": list(sample.lengths),
-            "eval_examples": sample.of_examples, "median_tokens": sample.median_tokens, "p90_tokens": sample.p90_tokens,
+    facts = sample.sample(on_task.task_samples).facts
+    return {"plans": rows, "space": "search_spaces/tweets.yaml", "lengths": facts["lengths"],
+            "eval_examples": facts["of_examples"], "median_tokens": facts["median_tokens"], "p90_tokens": facts["p90_tokens"],
             "profiles": {"task_lengths": on_task.model_dump(mode="json"), "fixed": fixed.model_dump(mode="json")}}
 
 
@@ -144,9 +148,7 @@ def onnxruntime_rows(base: torch.nn.Module) -> dict:
     ort_profile = torch_profile.model_copy(update={"backend": "onnxruntime", "name": "cpu-2t-onnxruntime"})
     ort_teacher = teacher_session(base, ["input_ids", "attention_mask"])
     n = base.config.num_hidden_layers
-    plans = {"int8": CompressionPlan.uniform(n, bits=8), "prune50": CompressionPlan.uniform(n, heads=0.5, ffn=0.5),
-             "half_depth": CompressionPlan.uniform(n, keep=list(range(0, n, 2))), "front_3l_50": front_plan(n),
-             "front_3l_50_int8": CompressionPlan.uniform(n, keep=[0, 2, 4], heads=0.5, ffn=0.5, bits=8)}
+    plans = {**compared_plans(n), "front_3l_50_int8": CompressionPlan.uniform(n, keep=[0, 2, 4], heads=0.5, ffn=0.5, bits=8)}
     rows = []
     for name, plan in plans.items():
         float_model = apply_plan(base, float_part(plan)).eval()

@@ -74,6 +74,15 @@ def checkout(rev: str, where: Path) -> Path:
     return where
 
 
+def tree_rev() -> str:
+    """The working tree's commit, marked ``+changes`` when the package differs from it."""
+    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "autocompress"], check=True,
+                           capture_output=True, text=True).stdout.strip()
+    return f"{rev}+changes" if dirty else rev
+
+
 def snapshot_tree(where: Path) -> Path:
     """This working tree's package, copied now (later edits do not reach a run that starts later)."""
     shutil.copytree(ROOT / "autocompress", where / "autocompress", ignore=shutil.ignore_patterns("__pycache__"))
@@ -152,15 +161,21 @@ def curve(db: Path, study_name: str) -> dict[str, Any]:
     }
 
 
-def earlier_runs(path: Path, now: set[int]) -> dict[str, Any]:
-    """The runs of an earlier results file whose seeds are not run now, tagged with where they ran."""
+def earlier_runs(path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The runs of an earlier results file whose seeds are not run now, tagged with where they ran;
+    refused unless it compared the same policies on the same space files."""
     if not path.is_file():
         raise SystemExit(f"--keep-seeds-from: no file {path}; give a results file this script wrote")
     old = json.loads(path.read_text())
+    same = {"old_rev": args.old_rev, "space": shown(args.space), "new_space": shown(args.new_space or args.space)}
+    differ = [f"{k} {old.get(k)!r} there, {v!r} here" for k, v in same.items() if old.get(k) != v]
+    if differ:
+        raise SystemExit(f"--keep-seeds-from: {path} compared something else ({'; '.join(differ)}); "
+                         "run its settings again, or leave it out")
     runs: dict[str, list[dict[str, Any]]] = {}
     for policy, side in old["policies"].items():
         runs[policy] = [{"machine": old.get("machine"), "date": old.get("date"), **r}
-                        for r in side["runs"] if r["seed"] not in now]
+                        for r in side["runs"] if r["seed"] not in set(args.seeds)]
     return {"runs": runs, "teacher_seconds": {p: s.get("teacher_fine_tune_seconds") for p, s in old["policies"].items()}}
 
 
@@ -186,10 +201,11 @@ def main() -> None:
                     help="also count the runs of an earlier results file for seeds not given in --seeds "
                          "(each run keeps the machine and date it was measured on)")
     args = ap.parse_args()
-    earlier = earlier_runs(args.keep_seeds_from, set(args.seeds)) if args.keep_seeds_from else None
+    earlier = earlier_runs(args.keep_seeds_from, args) if args.keep_seeds_from else None
     work = args.workdir or Path(tempfile.mkdtemp(prefix="search-real-"))
     work.mkdir(parents=True, exist_ok=True)
     codes = {"old": checkout(args.old_rev, work / "old-code"), "new": snapshot_tree(work / "new-code")}
+    revs = {"old": args.old_rev, "new": tree_rev()}
     bases = {"old": space_at(args.old_rev, args.space), "new": space_at(None, args.new_space or args.space)}  # each its own default
     sides: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
     teacher_seconds: dict[str, float] = {}
@@ -202,6 +218,7 @@ def main() -> None:
             times = json.loads((work / "process-seconds.json").read_text()) if (work / "process-seconds.json").is_file() else {}
             if not (args.reuse and db.is_file() and name in times):
                 times[name] = run_side(code, space, name, db, cache, log)
+                times[f"{name}:code"] = revs[policy]
                 (work / "process-seconds.json").write_text(json.dumps(times))
             wall = times[name]
             default = curve(db, name)  # the default study as a user runs it
@@ -220,7 +237,7 @@ def main() -> None:
             if fine_tune:
                 teacher_seconds[policy] = fine_tune
             result.update(seed=seed, process_seconds=wall)
-            result.update(machine=machine(), date=today())
+            result.update(machine=machine(), date=today(), code=times.get(f"{name}:code"))
             sides[policy].append(result)
             print(f"{name}: {result['wall_seconds']:.0f} s of trials, {result['full']} full of {result['trials']}, "
                   f"hypervolume {result['final_hypervolume']:.4f}, repeats {result['repeats']}", flush=True)

@@ -115,7 +115,8 @@ def main() -> None:
            "--cache-dir", str(work / "cache")]
     start = time.perf_counter()
     with (work / "run.log").open("a") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                              cwd=work)  # the study's report lands in the workdir, not in the repository
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"the study failed (exit {proc.returncode}); see {work / 'run.log'}")

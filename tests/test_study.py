@@ -412,28 +412,36 @@ def test_a_running_trial_already_shows_its_plan_in_the_storage(bench, tmp_path, 
 
 
 def test_a_study_times_the_tasks_own_texts_and_export_times_them_again(tiny_model_dir, tiny_csv, tmp_path):
+    import json
+
     from autocompress.export import export_trial
     from autocompress.report import collect, render_html
 
     profile = {"name": "task", "threads": 1, "inputs": "task", "task_samples": 4, "warmup": 1, "repeats": 3,
                "max_repeats": 6}
-    raw = tiny_config_dict(tiny_model_dir, tiny_csv, report_profiles=["rpi4"])
+    wider = {**profile, "name": "task-wide", "task_samples": 16}  # a reported profile that samples more
+    raw = tiny_config_dict(tiny_model_dir, tiny_csv, report_profiles=["rpi4", wider])
     cfg = parse_config({**raw, "profile": profile})
     bench = prepare(cfg, tmp_path / "cache")
-    eval_lengths = sorted(len(x) for x in bench.eval.input_ids)
-    assert bench.task_sample is not None and set(bench.task_sample.lengths) <= set(eval_lengths)
+    assert bench.task_inputs is not None and bench.task_inputs.of_examples == len(bench.eval)
+    lengths = sorted(len(x) for x in bench.eval.input_ids)
+    n = len(lengths)
+    expected = [lengths[int((k + 0.5) * n / 4)] for k in range(4)]  # quantiles of the eval split itself
     study = st.create_or_load(cfg, st.open_storage(f"sqlite:///{tmp_path / 't.db'}"), "t", bench)
     assert st.run(study, bench, n_trials=4).completed == 4
     half = next(t for t in study.get_trials(states=(TrialState.COMPLETE,)) if t.user_attrs.get("baseline") == "half_depth")
     (shape,) = half.user_attrs["latency"]["shapes"]
-    assert shape["inputs"] == "task" and shape["lengths"] == list(bench.task_sample.lengths)
-    assert shape["seq_len"] is None and shape["of_examples"] == len(bench.eval)
+    assert shape["inputs"] == "task" and shape["lengths"] == expected
+    assert shape["seq_len"] is None and shape["of_examples"] == n
+    assert len(half.user_attrs["latencies"]["task-wide"]["shapes"][0]["lengths"]) == 16
     assert half.values[1] == pytest.approx(half.user_attrs["latency"]["ratio"]) and half.values[1] < 1.0
     assert [(s["batch_size"], s["seq_len"]) for s in half.user_attrs["latencies"]["rpi4"]["shapes"]] == [(1, 128)]
     assert "own eval texts at batch 1 and their real lengths" in render_html(collect(study))
     result = export_trial(study, half.number, tmp_path / "out", tmp_path / "cache")
     torch_row = next(r for r in result.latency if r.what == "export (PyTorch)")
     assert torch_row.kind == "measured" and torch_row.speedup is not None and torch_row.speedup > 0
+    exported = json.loads((tmp_path / "out" / "metrics.json").read_text())["export"]["latency"]["export (PyTorch)"]
+    assert exported["shapes"][0]["lengths"] == expected, "export times the lengths the trial was timed on"
 
 
 def test_a_study_timed_in_onnxruntime_stores_the_runtime_and_export_retimes_it_the_same_way(tiny_model_dir, tiny_csv, tmp_path):
@@ -457,3 +465,7 @@ def test_a_study_timed_in_onnxruntime_stores_the_runtime_and_export_retimes_it_t
     shipped = export_trial(study, trials["half_depth"].number, tmp_path / "onnx", tmp_path / "cache", onnx=True)
     row = next(r for r in shipped.latency if r.what.endswith("against the teacher in ONNX Runtime"))
     assert row.kind == "measured" and row.speedup is not None and row.speedup > 0 and row.teacher_ms
+    import json
+
+    latency = json.loads((tmp_path / "onnx" / "metrics.json").read_text())["export"]["latency"]
+    assert latency[row.what]["baseline"] == "teacher (ONNX Runtime)" and latency[row.what]["backend"] == "onnxruntime"

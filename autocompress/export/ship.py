@@ -22,8 +22,7 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +39,9 @@ from autocompress.evaluate import accuracy, predict_logits
 from autocompress.onnxrt import OnnxRunner, export_onnx, require_onnx
 from autocompress.export.pick import exportable_trial
 from autocompress.export.saved import FORMAT_VERSION, load, save_student
-from autocompress.latency.inputs import TaskSample, workloads
-from autocompress.latency.ort import onnx_call
-from autocompress.latency.measure import ProfileLatency, compute_lock, host_info, measure_workload
+from autocompress.latency.inputs import TaskInputs
+from autocompress.latency.ort import measure_runners
+from autocompress.latency.measure import ProfileLatency, compute_lock, host_info
 from autocompress.latency.profile import DeviceProfile
 from autocompress.models import load_tokenizer
 from autocompress.plan import CompressionPlan
@@ -102,16 +101,19 @@ class ExportResult:
 
 
 # ------------------------------------------------------------------------------------------ workbench
-def _export_config(cfg: StudyConfig) -> StudyConfig:
+def _export_config(cfg: StudyConfig, onnx: bool) -> StudyConfig:
     """The study config without what an export does not need: predicted or GPU profiles (no
-    calibration, no CUDA), and without reported profiles. Teacher, data and importance are unchanged."""
+    calibration, no CUDA), ONNX Runtime unless the export writes ONNX, and reported profiles.
+    Teacher, data and importance are unchanged."""
     profile = cfg.profile
     if profile.predicted or profile.device != "cpu":
         profile = profile.model_copy(update={"kind": "measured", "device": "cpu", "spec": None})
+    if profile.backend == "onnxruntime" and not onnx:
+        profile = profile.model_copy(update={"backend": "torch"})
     return cfg.model_copy(update={"profile": profile, "report_profiles": ()})
 
 
-def _workbench(study: optuna.Study, cfg: StudyConfig, cache_dir: Path, storage_url: str | None) -> Workbench:
+def _workbench(study: optuna.Study, cfg: StudyConfig, cache_dir: Path, storage_url: str | None, onnx: bool) -> Workbench:
     """The study's workbench from its cached teacher; refuses to fine-tune a new teacher.
 
     A teacher fine-tuned again would not be the one the trials were distilled from (unless the
@@ -129,46 +131,25 @@ def _workbench(study: optuna.Study, cfg: StudyConfig, cache_dir: Path, storage_u
             "from it and a teacher fine-tuned again would differ. Give --cache-dir the cache the study used "
             "(copy studies/cache from the machine that ran it)"
         )
-    return prepare(_export_config(cfg), cache_dir)
+    return prepare(_export_config(cfg, onnx), cache_dir)
 
 
 # ------------------------------------------------------------------------------------------ latency
 Timed = nn.Module | OnnxRunner
+#: the export's row timed as a study with an ONNX Runtime profile times its trials
+ORT_ROW = "export (ONNX Runtime) against the teacher in ONNX Runtime"
 
 
-def _call(model: Timed, inputs: dict[str, torch.Tensor]) -> Callable[[], Any]:
-    """What is timed for one input: the PyTorch model on it, or the ONNX runner on its feed."""
-    if isinstance(model, nn.Module):
-        return lambda: model(**inputs)
-    feed = model.feed(inputs)
-    return lambda: model.run(feed)
-
-
-def _measure(profile: DeviceProfile, chain: list[tuple[str, Timed]], task: TaskSample | None) -> dict[str, ProfileLatency]:
+def _measure(profile: DeviceProfile, chain: list[tuple[str, Timed]], task: TaskInputs | None) -> dict[str, ProfileLatency]:
     """Time each model of ``chain`` against the one before it (the first is the teacher), interleaved
-    round by round on every workload of the profile (``task``: the study's sample of its eval
-    examples, for task inputs); each result's baseline is the previous model."""
+    round by round on every workload of the profile (``task``: the study's eval examples, for task
+    inputs); each result's baseline is the previous model."""
     teacher = chain[0][1]
     if not isinstance(teacher, nn.Module):
         raise TypeError("the chain starts with the teacher, a PyTorch model")
-    loads = workloads(profile, teacher.config.vocab_size, task)
-    out = {}
-    for (_, baseline), (label, candidate) in zip(chain, chain[1:]):
-        per_shape = [(w.batch_size, w.seq_len, measure_workload(baseline, candidate, profile, w, call=_call))
-                     for w in loads]
-        out[label] = ProfileLatency.combine(profile, per_shape)
-    return out
-
-
-def _measure_ort(profile: DeviceProfile, bench: Workbench, runner: OnnxRunner) -> ProfileLatency:
-    """The exported ONNX model against the teacher's ONNX model, as a study with an ONNX Runtime profile times it."""
-    teacher = bench.onnx_teacher
-    if teacher is None:
-        raise RuntimeError("the workbench has no ONNX teacher")
-    base = teacher.runner(profile.threads)
-    loads = workloads(profile, bench.teacher.model.config.vocab_size, bench.task_sample)
-    return ProfileLatency.combine(profile, [(w.batch_size, w.seq_len, measure_workload(base, runner, profile, w, call=onnx_call))
-                                            for w in loads])
+    vocab = teacher.config.vocab_size
+    return {label: measure_runners(baseline, candidate, profile, vocab_size=vocab, task=task)
+            for (_, baseline), (label, candidate) in zip(chain, chain[1:])}
 
 
 # ------------------------------------------------------------------------------------------ export
@@ -202,7 +183,7 @@ def export_trial(
     plan = stored_record.plan
     if plan is None:
         raise ExportError(f"trial {trial.number}'s stored plan cannot be read by this version of autocompress")
-    bench = _workbench(study, cfg, Path(cache_dir), storage_url)
+    bench = _workbench(study, cfg, Path(cache_dir), storage_url, onnx)
     notes: list[str] = []
     if not record.feasible(trial):
         notes.append(f"trial {trial.number} is outside the study's accuracy-drop budget (it is not on the feasible front)")
@@ -244,7 +225,7 @@ def export_trial(
         else:
             notes.append("pruned heads, uneven FFN widths or quantised layers: load it with autocompress.load(DIR)")
 
-        profile = _export_config(cfg).profile
+        profile = _export_config(cfg, onnx).profile
         chain: list[tuple[str, Timed]] = [("teacher", bench.teacher.model), ("export (PyTorch)", loaded)]
         onnx_acc = agreement = None
         onnx_info: dict[str, Any] | None = None
@@ -261,15 +242,17 @@ def export_trial(
                 notes.append("simulated bit-widths are exported as fake-quantised float weights in model.onnx")
             if plan.head_bits == 8:
                 notes.append("the classifier head stays float in model.onnx (ONNX Runtime quantises MatMul, not Gemm)")
-        measured = _measure(profile, chain, bench.task_sample)
+        measured = _measure(profile, chain, bench.task_inputs)
         rows = (_stored_row(stored_record, cfg), *_rows(measured))
-        if profile.backend == "onnxruntime":
+        as_trial: dict[str, ProfileLatency] = {}
+        if cfg.profile.backend == "onnxruntime":
             if onnx and bench.onnx_teacher is not None:  # as the trial was timed: against the teacher in ONNX Runtime
-                ort = _measure_ort(profile, bench, runner)
-                measured["export (ONNX Runtime) against the teacher in ONNX Runtime"] = ort
-                rows = (*rows, LatencyRow("export (ONNX Runtime) against the teacher in ONNX Runtime", ort.candidate_ms,
-                                          ort.baseline_ms, ort.speedup, "measured", host_info()["host"],
-                                          "the trial's own protocol (profile backend onnxruntime)"))
+                ort = replace(measure_runners(bench.onnx_teacher.runner(profile.threads), runner, profile,
+                                              vocab_size=bench.teacher.model.config.vocab_size, task=bench.task_inputs),
+                              extra={"backend": "onnxruntime"})
+                as_trial[ORT_ROW] = ort
+                rows = (*rows, LatencyRow(ORT_ROW, ort.candidate_ms, ort.baseline_ms, ort.speedup, "measured",
+                                          host_info()["host"], "the trial's own protocol (profile backend onnxruntime)"))
             else:
                 notes.append(f"trial {trial.number} was timed in ONNX Runtime (profile '{profile.name}'): export with "
                              "--onnx to ship that model and time it against the teacher in ONNX Runtime")
@@ -279,7 +262,8 @@ def export_trial(
             plain_hf=plain, trial_accuracy=stored, rebuilt_accuracy=rebuilt, torch_max_logit_diff=diff,
             onnx_accuracy=onnx_acc, onnx_agreement=agreement, latency=rows, notes=tuple(notes),
         )
-        metrics = _metrics(study, trial.number, stored_record, cfg, bench, result, recovered, profile, onnx_info, measured)
+        metrics = _metrics(study, trial.number, stored_record, cfg, bench, result, recovered, profile, onnx_info, measured,
+                           as_trial)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above)
@@ -370,7 +354,7 @@ def _stored_row(stored: record.TrialRecord, cfg: StudyConfig) -> LatencyRow:
 def _metrics(
     study: optuna.Study, number: int, stored: record.TrialRecord, cfg: StudyConfig, bench: Workbench,
     result: ExportResult, recovered: bool, profile: DeviceProfile, onnx_info: dict[str, Any] | None,
-    measured: dict[str, ProfileLatency],
+    measured: dict[str, ProfileLatency], as_trial: dict[str, ProfileLatency],
 ) -> dict[str, Any]:
     """metrics.json: the trial's figures as the study stored them, and the export's own checks."""
     n_eval = len(bench.eval)
@@ -398,7 +382,7 @@ def _metrics(
             "accuracy": f"top-1 accuracy on the study's eval split ({n_eval} examples, task '{cfg.task.source}', "
             f"seed {cfg.task.seed}, max_length {cfg.task.max_length}); 95 % percentile-bootstrap interval",
             "latency": f"median of interleaved rounds (ABBA) against the uncompressed teacher after warm-up, profile "
-            f"'{cfg.profile.name}' ({cfg.profile.kind}): {cfg.profile.inputs_label}, "
+            f"'{cfg.profile.name}' ({cfg.profile.kind}, {cfg.profile.runtime_label}): {cfg.profile.inputs_label}, "
             f"{cfg.profile.threads} thread(s); speedup = teacher / candidate",
             "size": "bytes of the serialised state dict, simulated low-bit weights counted at their width",
         },
@@ -409,8 +393,9 @@ def _metrics(
             "recovered": recovered,
             "torch_max_abs_logit_diff": result.torch_max_logit_diff,
             "latency_profile": profile.model_dump(mode="json", exclude_none=True),
-            "latency": {label: {"baseline": base, **lat.to_dict()}
-                        for (base, _), (label, lat) in zip([("teacher", 0), *measured.items()], measured.items())},
+            "latency": {**{label: {"baseline": base, **lat.to_dict()}
+                           for (base, _), (label, lat) in zip([("teacher", 0), *measured.items()], measured.items())},
+                        **{label: {"baseline": "teacher (ONNX Runtime)", **lat.to_dict()} for label, lat in as_trial.items()}},
             "host": bench.host,
             "notes": list(result.notes),
         },

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from autocompress.errors import LatencyError
-from autocompress.latency.inputs import TaskSample, Workload, example_inputs, workloads
+from autocompress.latency.inputs import TaskInputs, Workload, example_inputs, workloads
 from autocompress.latency.profile import DeviceProfile
 from autocompress.locks import exclusive_lock, shared_lock
 from autocompress.models import adapter_for_config
@@ -293,7 +293,9 @@ def measure_workload(
         return lambda: model(**inputs)
 
     make = call or default_call
-    inputs = [{k: v.to(profile.device) for k, v in x.items()} for x in workload.inputs]
+    # the default call runs models ``measure_profile`` moved to the profile's device; a given call takes the inputs as they are
+    inputs = [{k: v.to(profile.device) for k, v in x.items()} for x in workload.inputs] if call is None \
+        else list(workload.inputs)
     if len(inputs) == 1 and call is None:  # one batch: the model itself, as measure_pair times it
         r = measure_pair(baseline, candidate, profile, inputs=inputs[0], lock=lock, clock=clock)
         return {**r.to_dict(), **workload.facts}
@@ -313,7 +315,7 @@ def measure_workload(
 
 def measure_profile(
     baseline: nn.Module, candidate: nn.Module, profile: DeviceProfile, *, vocab_size: int,
-    task: TaskSample | None = None, lock: bool = True,
+    task: TaskInputs | None = None, lock: bool = True,
 ) -> ProfileLatency:
     """Measure ``candidate`` against ``baseline`` on every workload of a measured profile (its fixed
     shapes, or ``task``, the task's sample, for a profile with task inputs).
@@ -322,6 +324,9 @@ def measure_profile(
     """
     if profile.predicted:
         raise ValueError(f"profile '{profile.name}' is predicted, not measured")
+    if profile.backend != "torch":
+        raise ValueError(f"profile '{profile.name}' runs in {profile.backend}, not PyTorch: "
+                         "time it with autocompress.latency.ort.measure_onnxruntime")
     loads = workloads(profile, vocab_size, task)
     if profile.device == "cuda":
         if not torch.cuda.is_available():

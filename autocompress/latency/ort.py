@@ -12,18 +12,21 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+import torch
 from torch import nn
 
-from autocompress.latency.inputs import TaskSample, workloads
+from autocompress.latency.inputs import TaskInputs, workloads
 from autocompress.latency.measure import ProfileLatency, compute_lock, measure_workload
 from autocompress.latency.profile import DeviceProfile
 from autocompress.onnxrt import OnnxRunner, export_onnx
 from autocompress.plan import CompressionPlan
 
-__all__ = ["OrtTeacher", "measure_onnxruntime", "onnx_call", "teacher_session"]
+__all__ = ["OrtTeacher", "measure_onnxruntime", "measure_runners", "teacher_session", "timed_call"]
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +39,13 @@ class OrtTeacher:
     input_names: tuple[str, ...]
     export_seconds: float
     directory: tempfile.TemporaryDirectory[str]  # holds ``path`` for as long as this object lives
+    sessions: dict[int, OnnxRunner] = field(default_factory=dict)  # by thread count, opened once
 
     def runner(self, threads: int) -> OnnxRunner:
-        return OnnxRunner(self.path, threads=threads)
+        """The teacher's ONNX Runtime session with ``threads`` intra-op threads (opened once)."""
+        if threads not in self.sessions:
+            self.sessions[threads] = OnnxRunner(self.path, threads=threads)
+        return self.sessions[threads]
 
 
 def teacher_session(teacher: nn.Module, input_names: list[str]) -> OrtTeacher:
@@ -53,15 +60,27 @@ def teacher_session(teacher: nn.Module, input_names: list[str]) -> OrtTeacher:
     return OrtTeacher(path=path, input_names=tuple(input_names), export_seconds=seconds, directory=directory)
 
 
-def onnx_call(runner: OnnxRunner, inputs: dict) -> object:
-    """What is timed for one input: the session run on that input's feed (built beforehand)."""
-    feed = runner.feed(inputs)
-    return lambda: runner.run(feed)
+def timed_call(model: nn.Module | OnnxRunner, inputs: dict[str, torch.Tensor]) -> Callable[[], Any]:
+    """What is timed for one input: a PyTorch model on it, or an ONNX Runtime session on its feed
+    (built beforehand, so that only the run is timed)."""
+    if isinstance(model, OnnxRunner):
+        feed = model.feed(inputs)
+        return lambda: model.run(feed)
+    return lambda: model(**inputs)
+
+
+def measure_runners(baseline: nn.Module | OnnxRunner, candidate: nn.Module | OnnxRunner, profile: DeviceProfile, *,
+                    vocab_size: int, task: TaskInputs | None = None, lock: bool = True) -> ProfileLatency:
+    """``candidate`` against ``baseline`` (each a PyTorch model on the CPU or an ONNX Runtime
+    session), interleaved on every workload of ``profile``."""
+    per_shape = [(w.batch_size, w.seq_len, measure_workload(baseline, candidate, profile, w, lock=lock, call=timed_call))
+                 for w in workloads(profile, vocab_size, task)]
+    return ProfileLatency.combine(profile, per_shape)
 
 
 def measure_onnxruntime(
     teacher: OrtTeacher, student: nn.Module, plan: CompressionPlan, profile: DeviceProfile, *,
-    task: TaskSample | None = None, lock: bool = True,
+    task: TaskInputs | None = None, lock: bool = True,
 ) -> ProfileLatency:
     """``student`` (the float model shaped by ``plan``: bit-widths are applied by the export) in
     ONNX Runtime against the teacher's ONNX model, on every workload of ``profile``."""
@@ -70,9 +89,8 @@ def measure_onnxruntime(
         with compute_lock():
             facts = export_onnx(student, plan, Path(tmp) / "candidate.onnx", list(teacher.input_names))
         export_seconds = time.perf_counter() - start
-        base, cand = teacher.runner(profile.threads), OnnxRunner(facts.path, threads=profile.threads)
-        per_shape = [(w.batch_size, w.seq_len, measure_workload(base, cand, profile, w, lock=lock, call=onnx_call))
-                     for w in workloads(profile, int(student.config.vocab_size), task)]
-    out = ProfileLatency.combine(profile, per_shape)
+        cand = OnnxRunner(facts.path, threads=profile.threads)
+        out = measure_runners(teacher.runner(profile.threads), cand, profile, vocab_size=int(student.config.vocab_size),
+                              task=task, lock=lock)
     return replace(out, extra={"backend": "onnxruntime", "export_seconds": export_seconds,
                                "int8_matmuls": facts.int8_matmuls})

@@ -36,7 +36,7 @@ from torch import nn
 
 from autocompress.errors import LatencyError
 from autocompress.latency.cost import OpCost, model_costs, totals
-from autocompress.latency.inputs import TaskSample, Workload, example_inputs, workloads
+from autocompress.latency.inputs import TaskInputs, Workload, example_inputs, workloads
 from autocompress.latency.measure import ProfileLatency, host_info, measure_pair, measurement_lock
 from autocompress.latency.profile import DeviceProfile
 from autocompress.locks import file_lock
@@ -204,12 +204,11 @@ def predict_workload_ms(model: nn.Module, calibration: Calibration, workload: Wo
 
 
 def predict_profile(baseline: nn.Module, candidate: nn.Module, profile: DeviceProfile,
-                    calibration: Calibration, *, task: TaskSample | None = None,
-                    on: DeviceProfile | None = None) -> ProfileLatency:
+                    calibration: Calibration, *, task: TaskInputs | None = None) -> ProfileLatency:
     """A candidate's predicted latency and ratio to the baseline on every workload of ``profile``
-    (``task``: the task's sample, for a profile with task inputs), on the device of ``on``
-    (default: ``profile`` when it is predicted, this host when it is measured), labelled predicted."""
-    device = on or (profile if profile.predicted else None)
+    (``task``: the task's inputs, for a profile that samples them), on the profile's device when it
+    is predicted, on this host when it is measured; labelled predicted either way."""
+    device = profile if profile.predicted else None
     per_shape = []
     for w in workloads(profile, 1, task):
         base = predict_workload_ms(baseline, calibration, w, device)

@@ -136,10 +136,14 @@ class DeviceProfile(BaseModel):
             return f"the task's eval texts at batch 1 ({self.task_samples} per round, spread over their lengths)"
         return "batch×seq " + ", ".join(f"{b}×{s}" for b, s in self.shapes) + " (random token ids)"
 
+    @property
+    def runtime_label(self) -> str:
+        return "ONNX Runtime (each candidate exported to ONNX)" if self.backend == "onnxruntime" else "PyTorch"
+
     def summary(self) -> str:
-        shapes = self.inputs_label if self.task_inputs else "batch×seq " + ", ".join(f"{b}×{s}" for b, s in self.shapes)
         where = self.spec.cpu if self.spec else self.device
-        return f"{self.name}: {self.kind}, {where}, {self.threads} thread(s), {shapes}"
+        runtime = "" if self.predicted else f", {self.runtime_label}"
+        return f"{self.name}: {self.kind}, {where}{runtime}, {self.threads} thread(s), {self.inputs_label}"
 
 
 def bundled_profiles() -> dict[str, Path]:
@@ -196,7 +200,8 @@ def _load_file(path: str) -> DeviceProfile:
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
-        raise ValueError(f"profile file '{path}', key '{key}': {err['msg']}") from None
+        where = f"profile file '{path}', key '{key}'" if key else f"profile file '{path}'"  # a check across keys names them itself
+        raise ValueError(f"{where}: {err['msg']}") from None
 
 
 def load_profile(ref: str) -> DeviceProfile:

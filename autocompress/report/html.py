@@ -85,7 +85,8 @@ def _describe_profile(p: dict[str, Any], objective: bool) -> str:
         spec = p.get("spec") or {}
         how = f"PREDICTED for {spec.get('cpu', '?')} from a cost model calibrated on the measuring host"
     else:
-        how = f"measured on {p.get('device', 'cpu')}, interleaved with the teacher"
+        runtime = "in ONNX Runtime, each candidate exported to ONNX" if p.get("backend") == "onnxruntime" else "in PyTorch"
+        how = f"measured on {p.get('device', 'cpu')} {runtime}, interleaved with the teacher"
     return f"{p.get('name', '?')} ({role}): {p.get('threads', '?')} thread(s), {shapes} — {how}"
 
 

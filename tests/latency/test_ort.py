@@ -9,13 +9,18 @@ from conftest import tiny_bert, tiny_config_dict
 from autocompress.batches import Encoded
 from autocompress.config import parse_config
 from autocompress.errors import ConfigError
-from autocompress.latency.inputs import task_sample
+from autocompress.latency.inputs import task_inputs
 from autocompress.latency.ort import measure_onnxruntime, teacher_session
 from autocompress.latency.profile import DeviceProfile
 from autocompress.plan import CompressionPlan
 from autocompress.transforms import apply_structure_
 
-pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(autouse=True)
+def _needs_onnxruntime(request):
+    if "without_onnxruntime" not in request.node.name:
+        pytest.importorskip("onnxruntime")
 
 
 def _profile(**kw) -> DeviceProfile:
@@ -52,7 +57,7 @@ def test_onnxruntime_times_the_tasks_own_texts_too() -> None:
     profile = DeviceProfile(name="ort-task", threads=1, backend="onnxruntime", inputs="task", task_samples=4,
                             warmup=1, repeats=3, max_repeats=3)
     plan = CompressionPlan.uniform(2, keep=[0])
-    lat = measure_onnxruntime(ort_teacher, _student(teacher, plan), plan, profile, task=task_sample(data, 4), lock=False)
+    lat = measure_onnxruntime(ort_teacher, _student(teacher, plan), plan, profile, task=task_inputs(data), lock=False)
     (shape,) = lat.shapes
     assert shape["inputs"] == "task" and shape["lengths"] == [4, 8, 12, 16]
 
@@ -69,8 +74,7 @@ def test_an_onnxruntime_profile_refuses_what_it_cannot_do() -> None:
 def test_without_onnxruntime_the_study_names_the_key_and_the_install(tiny_model_dir, tiny_csv, tmp_path, monkeypatch) -> None:
     from autocompress import workbench
 
-    real = workbench.importlib_util.find_spec
-    monkeypatch.setattr(workbench.importlib_util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    monkeypatch.setattr(workbench, "missing_onnx", lambda: "onnxruntime")
     cfg = parse_config(tiny_config_dict(tiny_model_dir, tiny_csv, profile={"backend": "onnxruntime"}))
     with pytest.raises(ConfigError) as info:
         workbench.prepare(cfg, tmp_path / "cache", config_file="space.yaml")
