@@ -363,16 +363,15 @@ def validate(space: Annotated[Path, typer.Argument(help="Search-space YAML file.
     """Check a search space (config, model, profiles and data) without running anything costly."""
     from autocompress.config import load_config
     from autocompress.data import load_task
-    from autocompress.latency.measure import check_profile_fits
     from autocompress.models import arch_from_config, check_max_length, peek_config
     from autocompress.space import check_space
+    from autocompress.workbench import check_profiles
 
     cfg = load_config(space)
     model_config = peek_config(cfg.model.source)
     check_space(cfg.space, arch_from_config(model_config), file=str(space))
     check_max_length(model_config, cfg.task.max_length)
-    for prof in cfg.all_profiles:
-        check_profile_fits(prof, model_config)
+    check_profiles(cfg, model_config, str(space))
     task = load_task(cfg.task)
     out.print(
         f"{space}: ok — study '{cfg.name}', {len(task.train)} train / {len(task.eval)} eval"

@@ -37,7 +37,7 @@ from autocompress.transforms import Importance, apply_plan
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Workbench", "prepare", "screening_predicts"]
+__all__ = ["Workbench", "check_profiles", "prepare", "screening_predicts"]
 
 
 @dataclass
@@ -75,10 +75,7 @@ def prepare(
     """Load data (unless given) and tokenizer, and get the fine-tuned teacher (cached when possible)."""
     model_config = peek_config(cfg.model.source)
     check_max_length(model_config, cfg.task.max_length)  # before anything slow: inputs the model cannot take
-    for i, profile in enumerate(cfg.all_profiles):  # a profile this model or host cannot run
-        check_profile_fits(profile, model_config)
-        if profile.backend == "onnxruntime":
-            _require_onnxruntime("profile" if i == 0 else f"report_profiles.{i - 1}", config_file)
+    check_profiles(cfg, model_config, config_file)
     task = task or load_task(cfg.task)
     tokenizer = load_tokenizer(cfg.model.source)
     train = encode(tokenizer, task.train, cfg.task.max_length)
@@ -150,11 +147,16 @@ def prepare(
     )
 
 
-def _require_onnxruntime(key: str, config_file: str | None) -> None:
-    name = missing_onnx()
-    if name is not None:
-        raise ConfigError(f"backend 'onnxruntime' needs the package '{name}': {INSTALL}, or set backend: torch",
-                          file=config_file, key=f"{key}.backend")
+def check_profiles(cfg: StudyConfig, model_config: Any, config_file: str | None = None) -> None:
+    """Refuse, before anything slow, a profile this model or host cannot run: inputs the model
+    cannot take, a batch that cannot fit, ONNX Runtime without its packages."""
+    for i, profile in enumerate(cfg.all_profiles):
+        check_profile_fits(profile, model_config)
+        name = missing_onnx() if profile.backend == "onnxruntime" else None
+        if name is not None:
+            key = "profile" if i == 0 else f"report_profiles.{i - 1}"
+            raise ConfigError(f"backend 'onnxruntime' needs the package '{name}': {INSTALL}, or set backend: torch",
+                              file=config_file, key=f"{key}.backend")
 
 
 def _onnx_teacher(cfg: StudyConfig, teacher: nn.Module, eval_: Encoded) -> OrtTeacher | None:

@@ -81,3 +81,18 @@ def test_without_onnxruntime_the_study_names_the_key_and_the_install(tiny_model_
     message = str(info.value)
     assert "key 'profile.backend'" in message and "pip install 'autocompress[onnx]'" in message
     assert "space.yaml" in message and not (tmp_path / "cache").exists(), "refused before anything was made"
+
+
+def test_validate_without_onnxruntime_is_one_line_and_exit_2(tiny_model_dir, tiny_csv, tmp_path, monkeypatch, capsys) -> None:
+    import yaml
+    from conftest import run_cli
+
+    from autocompress import workbench
+
+    monkeypatch.setattr(workbench, "missing_onnx", lambda: "onnxruntime")
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(tiny_config_dict(tiny_model_dir, tiny_csv, profile={"backend": "onnxruntime"})))
+    code, out, err = run_cli(capsys, "validate", str(path))
+    text = (out + err).strip()
+    assert code == 2 and len(text.splitlines()) == 1 and "Traceback" not in text
+    assert "profile.backend" in text and "autocompress[onnx]" in text
