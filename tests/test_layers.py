@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "autocompress"
 #: lowest first; a module's layer is the first whose prefixes match its dotted name
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("data", ("plan", "config", "errors", "urls", "latency.profile")),
-    ("operators", ("models", "data", "batches", "transforms", "latency", "distill", "evaluate", "importance", "onnxrt",
+    ("operators", ("models", "data", "batches", "transforms", "latency", "distill", "evaluate", "importance", "onnxrt", "exits",
                    "teacher", "space", "locks", "shared", "compat")),
     ("trial", ("workbench", "build", "scoring", "fidelity", "dedupe", "record", "samplers", "objective")),
     ("study", ("study",)),

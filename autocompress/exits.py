@@ -1,0 +1,164 @@
+"""Early exit: classifiers after some of a student's layers, and the model that stops at the first confident one.
+
+:class:`EarlyExit` wraps a student. A batch of one input runs layer by layer and returns at the
+first exit whose softmax confidence (the largest probability) reaches ``threshold``, skipping the
+layers after it: that is the latency a deployment sees. A larger batch runs every layer and
+gives each example the logits of the exit it would have taken alone (the accuracy that
+deployment sees, computed in one pass). :func:`train_exits_` distils the exit heads from the
+teacher's logits with the student itself frozen.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from autocompress.batches import Encoded
+from autocompress.distill import kd_loss, train_device
+from autocompress.errors import PlanError
+from autocompress.models import adapter_for
+
+__all__ = ["EarlyExit", "ExitHead", "ExitTraining", "choose_exits", "train_exits_"]
+
+log = logging.getLogger(__name__)
+
+
+class ExitHead(nn.Module):
+    """A small classifier on one layer's first-token state: dense, tanh, linear (the shape of
+    BERT's pooler and classifier)."""
+
+    def __init__(self, hidden_size: int, num_labels: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.out = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, first_token: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(self.dense(first_token)))
+
+
+class _Exited(Exception):  # noqa: N818 - control flow, not an error: carries the exit's logits
+    def __init__(self, logits: torch.Tensor, position: int) -> None:
+        super().__init__()
+        self.logits, self.position = logits, position
+
+
+def choose_exits(exit_logits: list[torch.Tensor], final: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example, the logits of the first exit whose confidence reaches ``threshold`` (else the
+    final layer's) and the index of that exit (``len(exit_logits)`` for the final layer)."""
+    n = final.shape[0]
+    taken = torch.full((n,), len(exit_logits), dtype=torch.long)
+    out = final.clone()
+    undecided = torch.ones(n, dtype=torch.bool)
+    for i, logits in enumerate(exit_logits):
+        confident = undecided & (logits.softmax(-1).max(-1).values >= threshold)
+        out[confident] = logits[confident].to(out.dtype)
+        taken[confident] = i
+        undecided &= ~confident
+    return out, taken
+
+
+class EarlyExit(nn.Module):
+    """``model`` with exit heads after its layers ``positions`` (indices among the student's own
+    layers, ascending, the last layer excluded: the model's own head is the last exit)."""
+
+    def __init__(self, model: nn.Module, positions: list[int], threshold: float) -> None:
+        super().__init__()
+        layers = adapter_for(model).layers(model)
+        if list(positions) != sorted(set(positions)) or not positions or positions[-1] >= len(layers) - 1 or positions[0] < 0:
+            raise PlanError(f"exits must be distinct layers before the last of the student's {len(layers)}, "
+                            f"got {list(positions)}")
+        if not 0.0 < threshold <= 1.0:
+            raise PlanError(f"an exit threshold is a confidence in (0, 1], got {threshold}")
+        self.model = model
+        self.config = model.config
+        self.positions = list(positions)
+        self.threshold = float(threshold)
+        hidden, labels = int(model.config.hidden_size), int(model.config.num_labels)
+        self.heads = nn.ModuleList(ExitHead(hidden, labels) for _ in positions)
+        self.last_exit: int | None = None  # the exit the last batch of one took (len(positions): none)
+
+    def _hook(self, head_i: int) -> Any:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            state = output[0] if isinstance(output, tuple) else output
+            logits = self.heads[head_i](state[:, 0])
+            if logits.softmax(-1).max().item() >= self.threshold:
+                raise _Exited(logits, head_i)
+
+        return hook
+
+    def exit_logits(self, **inputs: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Every exit's logits and the final layer's, for a batch (all layers run)."""
+        out = self.model(**inputs, output_hidden_states=True)
+        states = out.hidden_states  # embeddings, then each layer's output
+        return [head(states[pos + 1][:, 0]) for head, pos in zip(self.heads, self.positions, strict=True)], out.logits
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any) -> SequenceClassifierOutput:
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, **kwargs}
+        if input_ids.shape[0] == 1 and not self.training:
+            # hooks only for this call: a copy of this module (deepcopy) must not call back into the original
+            layers = adapter_for(self.model).layers(self.model)
+            handles = [layers[pos].register_forward_hook(self._hook(i)) for i, pos in enumerate(self.positions)]
+            try:
+                logits = self.model(**inputs).logits
+                self.last_exit = len(self.positions)
+            except _Exited as exited:
+                logits, self.last_exit = exited.logits, exited.position
+            finally:
+                for handle in handles:
+                    handle.remove()
+            return SequenceClassifierOutput(logits=logits)
+        exits, final = self.exit_logits(**inputs)
+        logits, _ = choose_exits(exits, final, self.threshold)
+        return SequenceClassifierOutput(logits=logits)
+
+
+@dataclass(frozen=True)
+class ExitTraining:
+    """How the exit heads are distilled (the student stays frozen)."""
+
+    epochs: float = 1.0  # passes over the distillation set
+    learning_rate: float = 1e-3
+    batch_size: int = 32
+    temperature: float = 2.0
+    alpha: float = 0.5  # weight of the soft (teacher) loss; 1 − alpha for the labels
+    seed: int = 0
+
+
+def train_exits_(model: EarlyExit, data: Encoded, teacher_logits: torch.Tensor, cfg: ExitTraining) -> dict[str, Any]:
+    """Distil ``model``'s exit heads from ``teacher_logits`` on ``data`` (the student's own weights
+    do not change); returns what the training did."""
+    device = train_device()
+    model.to(device)
+    for p in model.model.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.AdamW(model.heads.parameters(), lr=cfg.learning_rate)
+    steps = max(1, round(cfg.epochs * len(data) / cfg.batch_size))
+    start, done, loss_sum = time.perf_counter(), 0, 0.0
+    model.model.eval()
+    model.heads.train()
+    epoch = 0
+    while done < steps:
+        for idx, inputs in data.batches(cfg.batch_size, shuffle=True, seed=cfg.seed + epoch):
+            inputs = {k: v.to(device) for k, v in inputs.items()}
+            with torch.no_grad():
+                states = model.model(**inputs, output_hidden_states=True).hidden_states
+            loss = sum(kd_loss(head(states[pos + 1][:, 0]), teacher_logits[idx].to(device), data.labels[idx].to(device),
+                               cfg.temperature, cfg.alpha)
+                       for head, pos in zip(model.heads, model.positions, strict=True))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item()
+            done += 1
+            if done >= steps:
+                break
+        epoch += 1
+    model.heads.eval()
+    model.to("cpu")
+    return {"exit_steps": steps, "exit_seconds": time.perf_counter() - start, "exit_loss": loss_sum / steps}
