@@ -85,6 +85,7 @@ def tree_rev() -> str:
 
 def snapshot_tree(where: Path) -> Path:
     """This working tree's package, copied now (later edits do not reach a run that starts later)."""
+    shutil.rmtree(where / "autocompress", ignore_errors=True)  # a workdir used before (--reuse)
     shutil.copytree(ROOT / "autocompress", where / "autocompress", ignore=shutil.ignore_patterns("__pycache__"))
     return where
 
@@ -129,10 +130,11 @@ def run_side(code: Path, space: Path, study: str, db: Path, cache: Path, log: Pa
     return time.perf_counter() - start
 
 
-def curve(db: Path, study_name: str) -> dict[str, Any]:
-    """The study's hypervolume after each full-fidelity trial, against seconds since its first trial."""
+def curve(db: Path, study_name: str, first_trials: int | None = None) -> dict[str, Any]:
+    """The study's hypervolume after each full-fidelity trial, against seconds since its first trial
+    (of its first ``first_trials`` trials only, when given: the default run before it was continued)."""
     study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{db}")
-    trials = study.get_trials(deepcopy=False)
+    trials = [t for t in study.get_trials(deepcopy=False) if first_trials is None or t.number < first_trials]
     teacher_info = study.user_attrs.get("teacher", {})
     cfg = study.user_attrs["config"]
     budget = cfg["objectives"]["max_accuracy_drop"]
@@ -221,7 +223,8 @@ def main() -> None:
                 times[f"{name}:code"] = revs[policy]
                 (work / "process-seconds.json").write_text(json.dumps(times))
             wall = times[name]
-            default = curve(db, name)  # the default study as a user runs it
+            default = curve(db, name, times.get(f"{name}:default_trials"))  # the default study as a user runs it
+            times.setdefault(f"{name}:default_trials", default["trials"])
             if policy == "new":  # then on, until it has had the old policy's time
                 old_wall = sides["old"][-1]["wall_seconds"]
                 if default["wall_seconds"] < old_wall and not (args.reuse and f"{name}+" in times):
