@@ -218,7 +218,10 @@ def test_profiles_lists_the_bundled_ones_with_their_kind(capsys):
     shown = {name: (row["kind"], row["device"], row["threads"]) for name, row in rows.items()}
     assert shown["rpi4"] == ("predicted", "Arm Cortex-A72", "4")
     assert shown["cpu-2t"] == ("measured", "this host's CPU", "2")
-    assert rows["cpu-2t"]["batch × seq"] == "1×128" and rows["cpu-2t-batch"]["batch × seq"] == "8×64, 8×128"
+    col = "inputs (batch × seq)"
+    assert rows["cpu-2t"][col] == "1×128" and rows["cpu-2t-batch"][col] == "8×64, 8×128"
+    assert rows["cpu-2t-task"][col] == "the task's eval texts, batch 1" and rows["cpu-2t"]["runtime"] == "PyTorch"
+    assert rows["rpi4"]["runtime"] == "—"
     assert "report_profiles" in out
 
 

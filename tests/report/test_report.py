@@ -129,8 +129,8 @@ def test_every_profile_is_shown_and_predicted_figures_are_labelled(finished):
         assert front[t.number]["speedup on rpi4 (predicted)"] == f"{t.profile_speedups['rpi4']:.2f}×"
         assert front[t.number]["speedup (measured)"].split()[0] == f"{t.speedup:.2f}×"
     summary = _section(html, "summary")
-    assert "test (objective): 1 thread(s), batch 1, sequence 16 — measured on cpu" in summary
-    assert "rpi4 (reported): 4 thread(s), batch 1, sequence 128 — PREDICTED for Arm Cortex-A72" in summary
+    assert "test (objective): 1 thread(s), batch 1, sequence 16 (random token ids) — measured on cpu in PyTorch" in summary
+    assert "rpi4 (reported): 4 thread(s), batch 1, sequence 128 (random token ids) — PREDICTED for Arm Cortex-A72" in summary
     assert "PREDICTED" not in summary.split("rpi4 (reported)")[0], "the measured profile is not called predicted"
 
 
