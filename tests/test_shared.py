@@ -268,6 +268,12 @@ class _Proxy:
         import socket
 
         with self.lock:
+            # shutdown wakes the thread blocked in accept(); close alone would leave the listener
+            # alive in the kernel until a client came, and the restart could not bind the port again
+            try:
+                self.server.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self.server.close()
             self.server = None
             for s in self.conns:
@@ -292,16 +298,21 @@ def test_workers_ride_out_a_database_restart(pg_url) -> None:
     proxy.start()
     url = _via_proxy(pg_url, proxy)
     study = _new_study(pg_url)
-    procs = _workers(url, 2, n_trials=8, sleep=0.4)
-    deadline = time.time() + 60
+    # Trials of 1 s: when the cut comes after two of eight, each worker still has seconds of work
+    # that must cross the 4 s outage (with shorter trials a loaded machine could finish first).
+    procs = _workers(url, 2, n_trials=8, sleep=1.0)
+    deadline = time.time() + 120
     while len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < 2 and time.time() < deadline:
         time.sleep(0.1)
     proxy.cut()  # the database "restarts": every connection drops, new ones are refused
+    before = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     time.sleep(4)
     proxy.start()
     results = _wait(procs, timeout=180)
-    assert all(rc == 0 for rc, _, _ in results), [e[-600:] for _, _, e in results]
-    assert any("storage unreachable" in e for _, _, e in results)  # they noticed, waited, went on
+    logs = [e[-600:] for _, _, e in results]
+    assert all(rc == 0 for rc, _, _ in results), logs
+    assert before < 8, f"all trials ended before the outage ({before}); nothing was tested"
+    assert any("storage unreachable" in e for _, _, e in results), logs  # they noticed, waited, went on
     assert _states(pg_url)["COMPLETE"] == 8
 
 
