@@ -2,7 +2,8 @@
 
 Structure (depth, then head and FFN pruning by the teacher's importance scores) → recovery
 (seeded knowledge distillation from the teacher, when the plan changes structure and the study
-recovers) → bit-widths. A trial, an export and every benchmark call :func:`candidate`, so what is
+recovers) → exit heads (when the plan has early exits: distilled from the teacher with the
+student frozen) → bit-widths (of the student; the small exit heads stay float). A trial, an export and every benchmark call :func:`candidate`, so what is
 shipped is what was scored: building is deterministic, and the same plan gives the same model.
 """
 
@@ -17,6 +18,7 @@ from torch import nn
 
 from autocompress.config import RecoveryConfig
 from autocompress.distill import TrainingRun, distillation
+from autocompress.exits import ExitTraining, train_exits_, with_exits
 from autocompress.latency.measure import compute_lock
 from autocompress.plan import CompressionPlan
 from autocompress.transforms import apply_bits_, apply_structure_
@@ -107,9 +109,27 @@ class Build:
                 "recovery_steps": self.run.total_steps,
                 "recovery_epochs": recovery_epochs(self.bench.config.recovery, self.plan),
             }
-        float_model = copy.deepcopy(self.student) if keep_float else None
-        apply_bits_(self.student, self.plan)
-        return Candidate(model=self.student.eval(), recovery=facts, float_model=float_model)
+        model: nn.Module = self.student
+        if self.plan.exits is not None:
+            model, exit_facts = self._exits()
+            facts = {**facts, **exit_facts}
+        float_model = copy.deepcopy(model) if keep_float else None
+        apply_bits_(self.student, self.plan)  # inside the exits' wrapper too: the same module
+        return Candidate(model=model.eval(), recovery=facts, float_model=float_model)
+
+    def _exits(self) -> tuple[nn.Module, dict[str, Any]]:
+        """The (recovered, float) student with its exit heads distilled from the teacher."""
+        b, exits = self.bench, self.plan.exits
+        assert exits is not None
+        space, recovery = b.config.space.exits, b.config.recovery
+        model = with_exits(self.student, self.plan.exit_positions, exits.threshold, seed=recovery.seed)
+        cfg = ExitTraining(epochs=space.epochs, learning_rate=space.learning_rate, batch_size=recovery.batch_size,
+                           temperature=recovery.temperature, alpha=recovery.alpha, seed=recovery.seed)
+        with compute_lock():
+            facts = train_exits_(model, b.transfer, b.transfer_logits, cfg)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model, facts
 
 
 def candidate(bench: Workbench, plan: CompressionPlan, *, recover: bool = True, keep_float: bool = False) -> Candidate:

@@ -24,6 +24,7 @@ __all__ = [
     "RecoveryConfig",
     "PruningConfig",
     "FidelityConfig",
+    "ExitsSpace",
     "SpaceConfig",
     "ObjectivesConfig",
     "SearchConfig",
@@ -164,6 +165,50 @@ class DepthSpace(_Frozen):
         return self
 
 
+class ExitsSpace(_Frozen):
+    """Early exits (dynamic inference): where a plan may add exit classifiers, at which confidence an
+    input stops, and how the exits are distilled. ``none`` alone (the default): no exits."""
+
+    # none: no exits; middle: one exit halfway up the kept layers; every: one after each kept layer
+    schedule: tuple[Literal["none", "middle", "every"], ...] = ("none",)
+    threshold: tuple[float, ...] = (0.9,)  # confidence (largest softmax probability) at which an input stops
+    epochs: float = Field(3.0, gt=0, le=100)  # passes over the distillation set training the exit heads (on states computed once)
+    learning_rate: float = Field(1e-3, gt=0, le=1)
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _schedules(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("give at least one choice (none: no exits)")
+            return tuple(v)
+        return v
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _thresholds(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            v = [_int_to_float(x) for x in v]
+            if not v:
+                raise ValueError("give at least one choice")
+            for x in v:
+                if isinstance(x, float) and not 0.0 < x <= 1.0:
+                    raise ValueError(f"exit threshold {x} is outside (0, 1]: it is the confidence an input "
+                                     "needs to stop at an exit, e.g. 0.9")
+            return tuple(v)
+        return v
+
+    @field_validator("epochs", "learning_rate", mode="before")
+    @classmethod
+    def _floats(cls, v: Any) -> Any:
+        return _int_to_float(v)
+
+    @property
+    def offered(self) -> bool:
+        """True when some plan may have exits."""
+        return any(s != "none" for s in self.schedule)
+
+
 class SpaceConfig(_Frozen):
     """The search dimensions. Ratios are fractions kept, in (0, 1]."""
 
@@ -173,6 +218,7 @@ class SpaceConfig(_Frozen):
     head_bits: tuple[Literal[32, 8], ...] = (32,)  # pooler + classifier: float, or also int8
     embedding_bits: tuple[Literal[32, 8], ...] = (32,)  # embeddings: float, or 8 (simulated)
     depth: DepthSpace = DepthSpace()
+    exits: ExitsSpace = ExitsSpace()
     # how layers get their heads / ffn / bits (see autocompress.space): every layer its own
     # values (per_layer), one set for all (shared), or ratios linear over depth with one
     # bit-width switch (linear: 7 dimensions instead of 3 per layer)
@@ -294,6 +340,14 @@ class StudyConfig(_Frozen):
             raise ValueError(
                 f"profile '{profile.name}' runs on CUDA, where int8 dynamic quantisation has no kernels; "
                 "use space.bits and space.head_bits without 8 (4 and 2 stay available as simulated widths)"
+            )
+        main = info.data.get("profile")
+        if v.exits.offered and main is not None and (main.inputs != "task" or main.backend != "torch" or main.predicted):
+            raise ValueError(
+                f"early exits depend on each input, so their latency is measured on the task's own inputs in "
+                f"PyTorch: give a measured profile with inputs: task and backend: torch (e.g. profile: cpu-2t-task), "
+                f"or set space.exits.schedule: [none]; profile '{main.name}' has inputs: {main.inputs}, "
+                f"backend: {main.backend}{', predicted' if main.predicted else ''}"
             )
         return v
 

@@ -160,7 +160,7 @@ class _Recording:
         self.update(
             accuracy=ev.accuracy, metric=ev.metric, accuracy_drop=ev.drop, teacher_agreement=ev.teacher_agreement,
             test_metric=test.metric if test else None, test_accuracy=test.accuracy if test else None,
-            fidelity="full", recovery=recovery,
+            fidelity="full", recovery=recovery, exits=ev.exits,
         )
         log.info(
             "trial %d: %s → %s %.2f%% (drop %.2f), %.2f× faster, %.1f MB",

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import json
+
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from autocompress.errors import PlanError
 
-__all__ = ["SCHEMA_VERSION", "REAL_BITS", "SIMULATED_BITS", "LayerPlan", "CompressionPlan"]
+__all__ = ["SCHEMA_VERSION", "REAL_BITS", "SIMULATED_BITS", "LayerPlan", "ExitPlan", "CompressionPlan"]
 
 SCHEMA_VERSION = 1
 #: Bit-widths executed with real kernels (32 = float, 8 = int8 dynamic quantisation).
@@ -50,6 +52,32 @@ class LayerPlan(BaseModel):
         return _require_int(v)
 
 
+class ExitPlan(BaseModel):
+    """Early exits: a small classifier after each of the base model's layers ``after`` (kept
+    layers, the student's last excluded: its own head is the last exit), and the confidence (the
+    largest softmax probability) at or above which an input stops at an exit."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    after: tuple[int, ...] = Field(min_length=1)
+    threshold: float = Field(gt=0.0, le=1.0)
+
+    @field_validator("after", mode="before")
+    @classmethod
+    def _indices(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            for x in v:
+                _require_int(x)
+        return v
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _confidence(cls, v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"must be a confidence in (0, 1], got {v!r}")
+        return float(v)
+
+
 class CompressionPlan(BaseModel):
     """A full compression plan for a model with ``len(layers)`` encoder layers."""
 
@@ -59,6 +87,7 @@ class CompressionPlan(BaseModel):
     layers: tuple[LayerPlan, ...] = Field(min_length=1)
     embedding_bits: Literal[32, 8] = 32  # embeddings stay float unless asked (8 = simulated)
     head_bits: Literal[32, 8] = 32  # pooler + classifier
+    exits: ExitPlan | None = None  # early exits (dynamic inference); absent: every input runs every layer
 
     @field_validator("schema_version", "embedding_bits", "head_bits", mode="before")
     @classmethod
@@ -71,6 +100,17 @@ class CompressionPlan(BaseModel):
         if not any(layer.keep for layer in layers):
             raise ValueError("the plan keeps no layer; keep at least one")
         return layers
+
+    @model_validator(mode="after")
+    def _exits_after_kept_layers(self) -> "CompressionPlan":
+        if self.exits is None:
+            return self
+        kept = [i for i, layer in enumerate(self.layers) if layer.keep]
+        after = list(self.exits.after)
+        if after != sorted(set(after)) or any(a not in kept[:-1] for a in after):
+            raise ValueError(f"exits.after must list distinct kept layers in order, before the last kept one "
+                             f"({kept[-1]}); got {after} with kept layers {kept}")
+        return self
 
     # ---------------------------------------------------------------- constructors
     @classmethod
@@ -119,7 +159,10 @@ class CompressionPlan(BaseModel):
 
     # ---------------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        data = self.model_dump(mode="json")
+        if data["exits"] is None:  # a plan without exits is stored as before exits existed
+            del data["exits"]
+        return data
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -140,6 +183,14 @@ class CompressionPlan(BaseModel):
             layer.keep and layer.bits in SIMULATED_BITS for layer in self.layers
         ) or self.embedding_bits == 8
 
+    @property
+    def exit_positions(self) -> list[int]:
+        """The exits as indices among the student's own layers (what :class:`~autocompress.exits.EarlyExit` takes)."""
+        if self.exits is None:
+            return []
+        kept = self.kept_layers
+        return [kept.index(a) for a in self.exits.after]
+
     def check_fits(self, num_layers: int) -> None:
         """Raise :class:`PlanError` unless the plan describes a model with ``num_layers`` layers."""
         if self.num_layers != num_layers:
@@ -150,7 +201,7 @@ class CompressionPlan(BaseModel):
 
     def key(self) -> tuple[int, str]:
         """A hashable identity: (layers kept, the plan's JSON). Equal plans build the same model."""
-        return len(self.kept_layers), self.model_dump_json()
+        return len(self.kept_layers), json.dumps(self.to_dict(), sort_keys=True)
 
     def describe(self) -> str:
         """A short human summary, e.g. ``'4/6 layers · heads 75% · ffn 50% · int8 ×4'``."""
@@ -171,6 +222,9 @@ class CompressionPlan(BaseModel):
             parts.append("int8 head")
         if self.embedding_bits == 8:
             parts.append("8-bit embeddings (simulated)")
+        if self.exits is not None:
+            after = ", ".join(str(p + 1) for p in self.exit_positions)
+            parts.append(f"exits after {after} @ {self.exits.threshold:g}")
         if len(parts) == 1 and len(kept) == self.num_layers:
             parts.append("uncompressed")
         return " · ".join(parts)

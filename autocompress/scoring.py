@@ -9,6 +9,7 @@ from typing import Any
 
 from torch import nn
 
+from autocompress.exits import EarlyExit, exit_shares, static_part
 from autocompress.evaluate import Accuracy, Metric, Size, accuracy, metric, model_size, predict_logits
 from autocompress.latency.measure import ProfileLatency, compute_lock, measure_profile
 from autocompress.latency.ort import measure_onnxruntime
@@ -39,6 +40,7 @@ class Evaluation:
     metric: Metric  # task.metric: the first objective
     drop: float  # points of the metric below the teacher
     teacher_agreement: float  # fraction of predictions equal to the teacher's
+    exits: dict[str, Any] | None = None  # a model with early exits: where eval examples stop (:func:`exits_taken`)
 
     @property
     def percent(self) -> float:
@@ -68,21 +70,38 @@ def measure(bench: Workbench, model: nn.Module, plan: CompressionPlan, float_mod
         if profile.predicted:
             if bench.calibration is None:
                 raise RuntimeError("a predicted profile needs the latency calibration; prepare() makes it")
-            lats[profile.name] = predict_profile(bench.teacher.model, model, profile, bench.calibration,
-                                                 task=bench.task_inputs)
+            lats[profile.name] = predict_profile(bench.teacher.model, static_part(model), profile, bench.calibration,
+                                                 task=bench.task_inputs)  # exits: the static model's (every layer)
         else:
             lats[profile.name] = _timed(bench, model, float_model, plan, profile)
     records = {name: v.to_dict() for name, v in lats.items()}
     if bench.calibration is not None:  # what the report needs to judge the cost model against measurements
         for profile in cfg.all_profiles:
             records[profile.name].update(_prediction_facts(bench, model, profile))
-    size = model_size(model, simulated_widths(model, plan))
+    size = model_size(model, _widths(model, plan))
     return Measurement(
         objective=lats[cfg.profile.name],
         records=records,
         size=size,
         size_ratio=size.effective_bytes / bench.teacher_size.effective_bytes,
     )
+
+
+def _widths(model: nn.Module, plan: CompressionPlan) -> dict[str, int]:
+    """The simulated bit-widths of ``model``'s modules, by name (inside an exits wrapper too)."""
+    inner = static_part(model)
+    widths = simulated_widths(inner, plan)
+    return widths if inner is model else {f"model.{k}": v for k, v in widths.items()}
+
+
+def exits_taken(model: EarlyExit, bench: Workbench) -> dict[str, Any]:
+    """Where the eval split's examples stop: at each exit (the student's layer count there, the
+    student's own last layer last) the share of examples, the threshold, and the mean layers run."""
+    with compute_lock():
+        shares = exit_shares(model, bench.eval)
+    depths = [p + 1 for p in model.positions] + [model.num_layers]
+    return {"threshold": model.threshold, "student_layers": depths, "shares": shares,
+            "mean_layers": sum(d * s for d, s in zip(depths, shares, strict=True))}
 
 
 @dataclass(frozen=True)
@@ -120,7 +139,7 @@ def screen(bench: Workbench, model: nn.Module, plan: CompressionPlan, float_mode
     else:
         latency = _timed(bench, model, float_model, plan, profile)
         tolerance = 0.0
-    size = model_size(model, simulated_widths(model, plan))
+    size = model_size(model, _widths(model, plan))
     return Screen(latency=latency, tolerance=tolerance, size=size, metric=subset_metric(bench, model))
 
 
@@ -135,6 +154,7 @@ def evaluate(bench: Workbench, model: nn.Module) -> Evaluation:
         metric=score,
         drop=100 * bench.teacher_metric.value - 100 * score.value,
         teacher_agreement=(logits.argmax(-1) == bench.teacher.eval_logits.argmax(-1)).float().mean().item(),
+        exits=exits_taken(model, bench) if isinstance(model, EarlyExit) else None,
     )
 
 
@@ -164,6 +184,6 @@ def _prediction_facts(bench: Workbench, model: nn.Module, profile: DeviceProfile
     facts: dict[str, Any] = {"fit_error": cal.fit_median_error}
     if profile.predicted or profile.device != "cpu" or profile.backend != "torch" or profile.threads != cal.peaks.threads:
         return facts  # the cost model is PyTorch's on this host's CPU at the calibration's threads
-    here = predict_profile(bench.teacher.model, model, profile, cal, task=bench.task_inputs)
+    here = predict_profile(bench.teacher.model, static_part(model), profile, cal, task=bench.task_inputs)
     facts["host_prediction"] = {"ratio": here.ratio, "speedup": here.speedup, "candidate_ms": here.candidate_ms}
     return facts

@@ -18,6 +18,10 @@ Parameters (all categorical unless noted; a dimension with one choice is not sug
     ``bits_last`` (7 dimensions, whatever the depth of the model).
 
 * ``head_bits`` and ``embedding_bits`` (the classifier head and the embeddings, float by default).
+* ``exits`` (``space.exits.schedule``: none, middle, every) and ``exit_threshold``: early exits after
+  kept layers (:func:`exit_after`) and the confidence at which an input stops. Both are suggested
+  in every trial when the space offers exits; a plan with no place for an exit (one kept layer)
+  has none, and a plan without exits stands with the ``exit_threshold`` of the first choice.
 
 Dropped layers keep the neutral values (1.0, 1.0, 32) in the plan, so two trials that build the
 same model have the same plan. :func:`params_for_plan` inverts :func:`suggest_plan`: the trial
@@ -39,12 +43,13 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 from autocompress.config import SpaceConfig
 from autocompress.errors import ConfigError, PlanError
 from autocompress.models import ArchInfo
-from autocompress.plan import CompressionPlan, LayerPlan
+from autocompress.plan import CompressionPlan, ExitPlan, LayerPlan
 
 __all__ = [
     "SCHEDULES",
     "Schedule",
     "select_layers",
+    "exit_after",
     "suggest_plan",
     "params_for_plan",
     "plan_params",
@@ -81,6 +86,17 @@ def select_layers(num_layers: int, depth: int, how: str, ranking: Sequence[float
         order = sorted(range(num_layers), key=lambda i: (-ranking[i], i))
         return sorted(order[:depth])
     raise ValueError(f"unknown layer selection '{how}'")
+
+
+def exit_after(kept: Sequence[int], how: str) -> tuple[int, ...]:
+    """The kept layers (base-model indices, ascending) an exit schedule puts exits after: ``none``
+    none, ``middle`` the one halfway up (after ⌈k/2⌉ of k layers), ``every`` each but the last."""
+    kept = sorted(kept)
+    if how == "none" or len(kept) < 2:
+        return ()
+    if how == "middle":
+        return (kept[math.ceil(len(kept) / 2) - 1],)
+    return tuple(kept[:-1])
 
 
 def _depth_bounds(space: SpaceConfig, arch: ArchInfo) -> tuple[int, int]:
@@ -282,11 +298,14 @@ def suggest_plan(
         LayerPlan(keep=True, heads=values[i][0], ffn=values[i][1], bits=values[i][2]) if i in kept else LayerPlan(keep=False)
         for i in range(n)
     )
-    return CompressionPlan(
-        layers=layers,
-        head_bits=_choose(trial, "head_bits", space.head_bits),
-        embedding_bits=_choose(trial, "embedding_bits", space.embedding_bits),
-    )
+    head_bits = _choose(trial, "head_bits", space.head_bits)
+    embedding_bits = _choose(trial, "embedding_bits", space.embedding_bits)
+    exits = None
+    if space.exits.offered:
+        after = exit_after(kept, _choose(trial, "exits", space.exits.schedule))
+        threshold = _choose(trial, "exit_threshold", space.exits.threshold)
+        exits = ExitPlan(after=after, threshold=threshold) if after else None
+    return CompressionPlan(layers=layers, head_bits=head_bits, embedding_bits=embedding_bits, exits=exits)
 
 
 def params_for_plan(
@@ -335,6 +354,26 @@ def params_for_plan(
     params.update(SCHEDULES[space.schedule].params(space, n, values))
     _put(params, "head_bits", plan.head_bits, space.head_bits, "classifier-head bit-width")
     _put(params, "embedding_bits", plan.embedding_bits, space.embedding_bits, "embedding bit-width")
+    params.update(_exit_params(plan, space))
+    return params
+
+
+def _exit_params(plan: CompressionPlan, space: SpaceConfig) -> dict[str, Any]:
+    """The ``exits`` and ``exit_threshold`` parameters that give ``plan``'s exits."""
+    if not space.exits.offered:
+        if plan.exits is not None:
+            raise PlanError("it has early exits and this space offers none (space.exits.schedule: [none])")
+        return {}
+    after = plan.exits.after if plan.exits is not None else ()
+    fits = [how for how in space.exits.schedule if exit_after(plan.kept_layers, how) == tuple(after)]
+    if not fits:
+        raise PlanError(f"its exits after layers {list(after)} are where no exit schedule of this space "
+                        f"({', '.join(space.exits.schedule)}) puts them")
+    params: dict[str, Any] = {}
+    if len(space.exits.schedule) > 1:
+        params["exits"] = fits[0]
+    threshold = plan.exits.threshold if plan.exits is not None else space.exits.threshold[0]
+    _put(params, "exit_threshold", threshold, space.exits.threshold, "exit threshold")
     return params
 
 

@@ -184,3 +184,20 @@ def test_describe_does_not_call_a_quantised_head_or_embedding_uncompressed(field
 def test_from_dict_rejects_a_ratio_of_the_wrong_type(value: Any) -> None:
     with pytest.raises(PlanError, match=r"layers\.0\.heads"):
         CompressionPlan.from_dict(_valid_dict(heads=value))
+
+
+def test_exits_round_trip_and_a_plan_without_them_is_stored_as_before() -> None:
+    plan = CompressionPlan.uniform(6, keep=[0, 2, 4])
+    assert "exits" not in plan.to_dict()  # stored studies' plans compare equal to plans read back
+    exiting = CompressionPlan.from_dict({**plan.to_dict(), "exits": {"after": [0, 2], "threshold": 0.85}})
+    assert CompressionPlan.from_yaml(exiting.to_yaml()) == exiting
+    assert exiting.exit_positions == [0, 1]
+    assert exiting.key() != plan.key()
+    assert "exits after 1, 2 @ 0.85" in exiting.describe()
+    for bad, match in [({"after": [4], "threshold": 0.9}, "before the last kept"),
+                       ({"after": [1], "threshold": 0.9}, "kept layers"),
+                       ({"after": [2, 0], "threshold": 0.9}, "in order"),
+                       ({"after": [0], "threshold": 0.0}, "greater than 0"),
+                       ({"after": [0], "threshold": 1.01}, "less than or equal to 1")]:
+        with pytest.raises(PlanError, match=match):
+            CompressionPlan.from_dict({**plan.to_dict(), "exits": bad})

@@ -6,7 +6,7 @@ import logging
 
 import optuna
 import pytest
-from optuna.trial import TrialState, create_trial
+from optuna.trial import TrialState
 
 from autocompress.config import DepthSpace, SearchConfig, SpaceConfig
 from autocompress.evaluate import Metric

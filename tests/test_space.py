@@ -355,3 +355,45 @@ def test_parameters_of_dropped_layers_do_not_make_another_plan() -> None:
     full = {**base, "depth": 6}
     assert canonical({**full, "selection": "first"}, space, ARCH6, RANKING)[1] == \
         canonical({**full, "selection": "importance"}, space, ARCH6, RANKING)[1]
+
+
+def test_exits_are_placed_by_schedule_and_every_plan_round_trips_through_its_parameters() -> None:
+    from autocompress.config import ExitsSpace
+    from autocompress.space import exit_after
+
+    assert exit_after([0, 2, 4], "none") == ()
+    assert exit_after([0, 2, 4], "middle") == (2,)  # after 2 of 3 layers
+    assert exit_after([0, 1, 2, 3, 4, 5], "middle") == (2,)  # after 3 of 6
+    assert exit_after([0, 2, 4], "every") == (0, 2)
+    assert exit_after([3], "every") == ()  # one layer: nowhere to exit before the model's own head
+    space = SpaceConfig(exits=ExitsSpace(schedule=("none", "middle", "every"), threshold=(0.8, 0.95)),
+                        depth=DepthSpace(min=1, selection=("even", "first")))
+    dists = distributions(space, ARCH6)
+    assert {"exits", "exit_threshold"} <= set(dists)
+    seen = set()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    for _ in range(60):
+        trial = study.ask(dists)
+        plan = suggest_plan(trial, space, ARCH6)
+        study.tell(trial, 0.0)
+        again, params = canonical(trial.params, space, ARCH6)
+        assert again == plan
+        assert suggest_plan(optuna.trial.FixedTrial(params), space, ARCH6) == plan
+        if plan.exits is None:  # a plan without exits stands with the first threshold: one point, not two
+            assert params.get("exit_threshold") == 0.8 and params.get("exits") == "none"
+        else:
+            assert plan.exits.threshold in (0.8, 0.95) and set(plan.exits.after) < set(plan.kept_layers)
+        seen.add(plan.exits is not None)
+    assert seen == {True, False}
+    assert set(baseline_plans(space, ARCH6)) >= {"int8", "prune50", "half_depth"}  # baselines stay static
+    static_only = SpaceConfig()
+    exiting = CompressionPlan.from_dict({**CompressionPlan.uniform(6).to_dict(), "exits": {"after": [2], "threshold": 0.9}})
+    with pytest.raises(PlanError, match="offers none"):
+        params_for_plan(exiting, static_only, ARCH6)
+    only_every = SpaceConfig(exits=ExitsSpace(schedule=("every",), threshold=(0.9,)))
+    with pytest.raises(PlanError, match="no exit schedule"):
+        params_for_plan(exiting, only_every, ARCH6)
+
+
+def test_a_space_that_offers_no_exits_suggests_the_same_parameters_as_before() -> None:
+    assert not {"exits", "exit_threshold"} & set(distributions(SpaceConfig(), ARCH6))

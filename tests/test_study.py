@@ -469,3 +469,50 @@ def test_a_study_timed_in_onnxruntime_stores_the_runtime_and_export_retimes_it_t
 
     latency = json.loads((tmp_path / "onnx" / "metrics.json").read_text())["export"]["latency"]
     assert latency[row.what]["baseline"] == "teacher (ONNX Runtime)" and latency[row.what]["backend"] == "onnxruntime"
+
+
+def test_a_study_with_early_exits_records_where_inputs_stop_and_export_loads_them(tiny_model_dir, tiny_csv, tmp_path):
+    from autocompress import build, record
+    from autocompress.evaluate import predict_logits
+    from autocompress.exits import EarlyExit
+    from autocompress.export import export_trial, load
+    from autocompress.report import collect, render_html
+
+    profile = {"name": "task", "threads": 1, "inputs": "task", "task_samples": 4, "warmup": 1, "repeats": 3,
+               "max_repeats": 6}
+    space = {"heads": [1.0], "ffn": [1.0], "bits": [32], "depth": {"min": 3},
+             "exits": {"schedule": ["every"], "threshold": [0.4]}}
+    raw = tiny_config_dict(tiny_model_dir, tiny_csv, space=space, search={"trials": 2, "sampler": "random", "seed": 0})
+    cfg = parse_config({**raw, "profile": profile})
+    bench = prepare(cfg, tmp_path / "cache")
+    study = st.create_or_load(cfg, st.open_storage(f"sqlite:///{tmp_path / 'x.db'}"), "x", bench)
+    assert st.run(study, bench, n_trials=2).completed == 2
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    t = done[0]
+    plan = record.read(t).plan
+    assert plan is not None and plan.exits is not None and plan.exits.threshold == 0.4
+    assert "exits after" in t.user_attrs["plan_summary"]
+    exits = t.user_attrs["exits"]
+    assert len(exits["shares"]) == len(plan.exits.after) + 1 and sum(exits["shares"]) == pytest.approx(1.0)
+    assert exits["student_layers"][-1] == len(plan.kept_layers)
+    assert 1 <= exits["mean_layers"] <= len(plan.kept_layers)
+    assert t.user_attrs["recovery"]["exit_steps"] > 0
+    assert t.user_attrs["latency"]["kind"] == "measured"
+    html = render_html(collect(study))
+    assert "exits after" in html and "Where inputs exit" in html and "run all" in html
+    export_trial(study, t.number, tmp_path / "out", tmp_path / "cache")
+    loaded = load(tmp_path / "out")
+    assert isinstance(loaded, EarlyExit) and loaded.threshold == 0.4
+    built = build.candidate(bench, plan).model
+    assert torch.allclose(predict_logits(built, bench.eval), predict_logits(loaded, bench.eval), atol=1e-5)
+
+
+def test_exits_need_the_tasks_own_inputs_and_a_threshold_in_range(tiny_model_dir, tiny_csv):
+    exits = {"exits": {"schedule": ["none", "middle"]}}
+    with pytest.raises(ConfigError, match="inputs: task") as info:
+        parse_config(tiny_config_dict(tiny_model_dir, tiny_csv, space=exits))
+    assert info.value.key == "space"
+    raw = tiny_config_dict(tiny_model_dir, tiny_csv, space={"exits": {"schedule": ["middle"], "threshold": [0.9, 1.5]}})
+    with pytest.raises(ConfigError, match=r"outside \(0, 1\]") as info:
+        parse_config({**raw, "profile": {"name": "task", "inputs": "task"}})
+    assert info.value.key == "space.exits.threshold"

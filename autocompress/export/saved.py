@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from autocompress.errors import ModelError
+from autocompress.exits import EarlyExit, static_part
 from autocompress.models import adapter_for
 from autocompress.plan import CompressionPlan
 from autocompress.transforms import apply_bits_, apply_structure_
@@ -60,8 +61,9 @@ def plain_config(student: nn.Module, plan: CompressionPlan) -> Any | None:
     heads and every layer keeps the same number of FFN neurons; it is then checked by building
     the architecture from the config and comparing every weight's shape.
     """
-    if plan.simulated or plan.head_bits != 32 or any(plan.layers[i].bits != 32 for i in plan.kept_layers):
-        return None
+    if plan.simulated or plan.exits is not None or plan.head_bits != 32 or any(
+            plan.layers[i].bits != 32 for i in plan.kept_layers):
+        return None  # exits: plain transformers would run every layer
     adapter = adapter_for(student)
     config = copy.deepcopy(student.config)
     heads = getattr(config, "num_attention_heads", None)
@@ -119,6 +121,13 @@ def save_student(
             "weight scales; lower widths = weights rounded per output channel (simulated)",
         },
     }
+    if plan.exits is not None:
+        meta["exits"] = {
+            "after_student_layers": [p + 1 for p in plan.exit_positions],
+            "threshold": plan.exits.threshold,
+            "how": "a batch of one input stops at the first exit whose largest softmax probability reaches the "
+            "threshold; a larger batch runs every layer and gives each input the exit it would take alone",
+        }
     (directory / META_FILE).write_text(json.dumps(meta, indent=2))
     return plain is not None
 
@@ -170,9 +179,11 @@ def load(directory: str | Path) -> nn.Module:
         warnings.simplefilter("ignore")
         model = AutoModelForSequenceClassification.from_config(config)  # random weights, replaced below
     apply_structure_(model, plan)  # shapes only: which units were kept is in the weights themselves
+    if plan.exits is not None:
+        model = EarlyExit(model, plan.exit_positions, plan.exits.threshold)
     try:
         load_model(model, str(d / WEIGHTS_FILE), strict=True)
     except (RuntimeError, OSError) as exc:
         raise ModelError(f"the weights in {d / WEIGHTS_FILE} do not fit the plan's shapes: {str(exc).splitlines()[0]}") from None
-    apply_bits_(model, plan)
+    apply_bits_(static_part(model), plan)
     return model.eval()

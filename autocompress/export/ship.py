@@ -183,6 +183,9 @@ def export_trial(
     plan = stored_record.plan
     if plan is None:
         raise ExportError(f"trial {trial.number}'s stored plan cannot be read by this version of autocompress")
+    if onnx and plan.exits is not None:
+        raise ExportError(f"trial {trial.number} has early exits, which the ONNX export does not write yet; "
+                          "export it without --onnx (autocompress.load runs it with its exits)")
     bench = _workbench(study, cfg, Path(cache_dir), storage_url, onnx)
     notes: list[str] = []
     if not record.feasible(trial):

@@ -61,6 +61,7 @@ class TrialRow:
     completed: datetime | None = None
     test_accuracy: float | None = None  # % on the held-out test split, when the task has one
     screened: float | None = None  # a stopped trial's metric % on the eval subset, at the rung it reached
+    exits: dict[str, Any] | None = None  # early exits: where eval examples stop (``scoring.exits_taken``)
 
     @property
     def profile_speedups(self) -> dict[str, float]:
@@ -149,4 +150,19 @@ def trial_row(t: optuna.trial.FrozenTrial, front: set[int]) -> TrialRow:
         completed=t.datetime_complete,
         test_accuracy=None if test is None else 100 * test.value,
         screened=None if done else r.screened_percent,
+        exits=r.exits,
     )
+
+
+def exits_text(exits: dict[str, Any]) -> str:
+    """Where a front member's eval examples stop, e.g. '61 % after 2 layers, 39 % run all 6 (mean 3.6 layers, threshold 0.9)'."""
+    depths, shares = exits.get("student_layers") or [], exits.get("shares") or []
+    if not depths or len(depths) != len(shares):
+        return ""
+    parts = [f"{100 * s:.0f} % after {d} layer{'s' if d != 1 else ''}" for d, s in zip(depths[:-1], shares[:-1], strict=True)]
+    parts.append(f"{100 * shares[-1]:.0f} % run all {depths[-1]}")
+    mean = _num(exits.get("mean_layers"))
+    threshold = _num(exits.get("threshold"))
+    tail = ", ".join(x for x in (f"mean {mean:.1f} layers" if mean is not None else "",
+                                 f"threshold {threshold:g}" if threshold is not None else "") if x)
+    return ", ".join(parts) + (f" ({tail})" if tail else "")

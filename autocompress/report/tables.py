@@ -18,6 +18,7 @@ import yaml
 
 from autocompress.errors import AutocompressError
 from autocompress.report.collect import ReportInfo, TrialRow
+from autocompress.report.rows import exits_text
 from autocompress.study.storage import default_storage
 
 if TYPE_CHECKING:
@@ -186,6 +187,10 @@ def front_table(info: ReportInfo) -> str:
             f"<td>{_fmt(t.latency_ms, '.1f')}</td>{other_cells}<td>{_fmt(t.size_mb, '.1f')}</td>{cells}</tr>"
         )
     kind = front[0].latency_kind
+    exiting = [(t.number, text) for t in front if t.exits and (text := exits_text(t.exits))]
+    exit_note = "" if not exiting else (
+        "<p><b>Where inputs exit</b> (eval split; latency is the mean over the task's own inputs at batch 1, "
+        "each stopping at its exit): " + "; ".join(f"trial {n}: {escape(text)}" for n, text in exiting) + ".</p>")
     return (
         f"<div class='scroll'><table><thead><tr><th>trial</th><th>baseline</th><th>{escape(info.metric)} %</th>"
         f"<th>drop (pt)</th><th>speedup<br><span class='muted'>({escape(kind)})</span></th><th>latency ms</th>"
@@ -195,7 +200,7 @@ def front_table(info: ReportInfo) -> str:
         "(omitted when all are), int8 = real int8 kernels, 4b*/2b* = simulated bit-widths (accuracy and size only), "
         "full = untouched. "
         "Measured = timed on this host interleaved with the teacher; predicted = cost model calibrated on this "
-        "host, scaled to the profile's device figures (never a measurement).</p>"
+        "host, scaled to the profile's device figures (never a measurement).</p>" + exit_note
     )
 
 
@@ -217,6 +222,8 @@ def _details(info: ReportInfo, t: TrialRow) -> dict[str, Any]:
     for name, f in t.profile_latency.items():
         spread = f" (spread {f.speedup_low:.2f}–{f.speedup_high:.2f})" if f.speedup_low and f.speedup_high else ""
         facts[f"speedup on {name}"] = f"{f.speedup:.2f}× {f.kind}{spread}" + (" — noisy" if f.noisy else "")
+    if t.exits and (text := exits_text(t.exits)):
+        facts["exits"] = text
     if t.size_mb is not None:
         facts["size"] = f"{t.size_mb:.2f} MB"
     if t.host:
