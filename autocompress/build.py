@@ -24,7 +24,7 @@ from autocompress.plan import CompressionPlan
 from autocompress.transforms import apply_bits_, apply_structure_
 from autocompress.workbench import Workbench
 
-__all__ = ["Build", "Candidate", "candidate", "changes_structure", "needs_recovery", "recovery_epochs"]
+__all__ = ["Build", "Candidate", "add_exits", "candidate", "changes_structure", "needs_recovery", "recovery_epochs"]
 
 
 @dataclass
@@ -118,18 +118,24 @@ class Build:
         return Candidate(model=model.eval(), recovery=facts, float_model=float_model)
 
     def _exits(self) -> tuple[nn.Module, dict[str, Any]]:
-        """The (recovered, float) student with its exit heads distilled from the teacher."""
-        b, exits = self.bench, self.plan.exits
-        assert exits is not None
-        space, recovery = b.config.space.exits, b.config.recovery
-        model = with_exits(self.student, self.plan.exit_positions, exits.threshold, seed=recovery.seed)
-        cfg = ExitTraining(epochs=space.epochs, learning_rate=space.learning_rate, batch_size=recovery.batch_size,
-                           temperature=recovery.temperature, alpha=recovery.alpha, seed=recovery.seed)
-        with compute_lock():
-            facts = train_exits_(model, b.transfer, b.transfer_logits, cfg)
-        for p in model.parameters():
-            p.requires_grad_(False)
-        return model, facts
+        return add_exits(self.bench, self.student, self.plan)
+
+
+def add_exits(bench: Workbench, student: nn.Module, plan: CompressionPlan) -> tuple[nn.Module, dict[str, Any]]:
+    """``student`` (recovered, float, shaped by ``plan``) with ``plan``'s exit heads, distilled from
+    the teacher on the distillation set with the student frozen; and what the training did."""
+    exits = plan.exits
+    if exits is None:
+        raise ValueError("the plan has no exits")
+    space, recovery = bench.config.space.exits, bench.config.recovery
+    model = with_exits(student, plan.exit_positions, exits.threshold, seed=recovery.seed)
+    cfg = ExitTraining(epochs=space.epochs, learning_rate=space.learning_rate, batch_size=recovery.batch_size,
+                       temperature=recovery.temperature, alpha=recovery.alpha, seed=recovery.seed)
+    with compute_lock():
+        facts = train_exits_(model, bench.transfer, bench.transfer_logits, cfg)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, facts
 
 
 def candidate(bench: Workbench, plan: CompressionPlan, *, recover: bool = True, keep_float: bool = False) -> Candidate:
