@@ -111,14 +111,11 @@ class Build:
             }
         model: nn.Module = self.student
         if self.plan.exits is not None:
-            model, exit_facts = self._exits()
+            model, exit_facts = add_exits(self.bench, self.student, self.plan)
             facts = {**facts, **exit_facts}
         float_model = copy.deepcopy(model) if keep_float else None
         apply_bits_(self.student, self.plan)  # inside the exits' wrapper too: the same module
         return Candidate(model=model.eval(), recovery=facts, float_model=float_model)
-
-    def _exits(self) -> tuple[nn.Module, dict[str, Any]]:
-        return add_exits(self.bench, self.student, self.plan)
 
 
 def add_exits(bench: Workbench, student: nn.Module, plan: CompressionPlan) -> tuple[nn.Module, dict[str, Any]]:

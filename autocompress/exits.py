@@ -24,7 +24,7 @@ from autocompress.distill import kd_loss, train_device
 from autocompress.errors import PlanError
 from autocompress.models import adapter_for
 
-__all__ = ["EarlyExit", "ExitHead", "ExitTraining", "choose_exits", "exit_shares", "static_part", "train_exits_", "with_exits"]
+__all__ = ["EarlyExit", "ExitHead", "ExitTraining", "choose_exits", "exit_predictions", "exit_shares", "static_part", "train_exits_", "with_exits"]
 
 log = logging.getLogger(__name__)
 
@@ -189,12 +189,25 @@ def with_exits(student: nn.Module, positions: list[int], threshold: float, *, se
 
 
 @torch.inference_mode()
-def exit_shares(model: EarlyExit, data: Encoded, batch_size: int = 64) -> list[float]:
-    """The share of ``data``'s examples that stop at each exit, the model's own last layer last."""
+def exit_predictions(model: EarlyExit, data: Encoded, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every example's logits at the exit it takes, and the index of that exit (``len(positions)``:
+    the model's own last layer), in the examples' order: accuracy and exit shares from one pass."""
     model.eval()
-    counts = torch.zeros(len(model.positions) + 1)
-    for _idx, inputs in data.batches(batch_size, by_length=True):
+    logits_out: torch.Tensor | None = None
+    taken_out = torch.empty(len(data), dtype=torch.long)
+    for idx, inputs in data.batches(batch_size, by_length=True):
         exits, final = model.exit_logits(**inputs)
-        _, taken = choose_exits(exits, final, model.threshold)
-        counts += torch.bincount(taken, minlength=len(counts)).float()
-    return (counts / max(1, len(data))).tolist()
+        logits, taken = choose_exits(exits, final, model.threshold)
+        if logits_out is None:
+            logits_out = torch.empty((len(data), logits.shape[-1]))
+        logits_out[idx], taken_out[idx] = logits.float().cpu(), taken
+    if logits_out is None:
+        raise ValueError("no examples to evaluate")
+    return logits_out, taken_out
+
+
+def exit_shares(model: EarlyExit, taken: torch.Tensor) -> list[float]:
+    """The share of examples that stop at each exit of ``model`` (``taken``: each one's exit index,
+    as :func:`exit_predictions` gives it), the model's own last layer last."""
+    counts = torch.bincount(taken, minlength=len(model.positions) + 1).float()
+    return (counts / max(1, taken.numel())).tolist()

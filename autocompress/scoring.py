@@ -7,9 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
-from autocompress.exits import EarlyExit, exit_shares, static_part
+from autocompress.exits import EarlyExit, exit_predictions, exit_shares, static_part
 from autocompress.evaluate import Accuracy, Metric, Size, accuracy, metric, model_size, predict_logits
 from autocompress.latency.measure import ProfileLatency, compute_lock, measure_profile
 from autocompress.latency.ort import measure_onnxruntime
@@ -94,11 +95,11 @@ def _widths(model: nn.Module, plan: CompressionPlan) -> dict[str, int]:
     return widths if inner is model else {f"model.{k}": v for k, v in widths.items()}
 
 
-def exits_taken(model: EarlyExit, bench: Workbench) -> dict[str, Any]:
-    """Where the eval split's examples stop: at each exit (the student's layer count there, the
-    student's own last layer last) the share of examples, the threshold, and the mean layers run."""
-    with compute_lock():
-        shares = exit_shares(model, bench.eval)
+def exits_taken(model: EarlyExit, taken: torch.Tensor) -> dict[str, Any]:
+    """Where examples stop (``taken``: each one's exit index, from :func:`exit_predictions`): at each
+    exit (the student's layer count there, its own last layer last) the share of examples, the
+    threshold, and the mean layers run."""
+    shares = exit_shares(model, taken)
     depths = [p + 1 for p in model.positions] + [model.num_layers]
     return {"threshold": model.threshold, "student_layers": depths, "shares": shares,
             "mean_layers": sum(d * s for d, s in zip(depths, shares, strict=True))}
@@ -146,15 +147,20 @@ def screen(bench: Workbench, model: nn.Module, plan: CompressionPlan, float_mode
 def evaluate(bench: Workbench, model: nn.Module) -> Evaluation:
     """The task metric, accuracy and agreement with the teacher on the eval split."""
     cfg = bench.config
+    exits = None
     with compute_lock():
-        logits = predict_logits(model, bench.eval)
+        if isinstance(model, EarlyExit):  # each example at the exit it takes, and where that is, in one pass
+            logits, taken = exit_predictions(model, bench.eval)
+            exits = exits_taken(model, taken)
+        else:
+            logits = predict_logits(model, bench.eval)
     score = metric(cfg.task.metric, logits, bench.eval.labels)
     return Evaluation(
         accuracy=accuracy(logits, bench.eval.labels),
         metric=score,
         drop=100 * bench.teacher_metric.value - 100 * score.value,
         teacher_agreement=(logits.argmax(-1) == bench.teacher.eval_logits.argmax(-1)).float().mean().item(),
-        exits=exits_taken(model, bench) if isinstance(model, EarlyExit) else None,
+        exits=exits,
     )
 
 

@@ -36,9 +36,10 @@ from _common import RESULTS, ROOT, machine, today
 from autocompress import build
 from autocompress.config import parse_config
 from autocompress.evaluate import bootstrap_ci, predict_logits
-from autocompress.exits import EarlyExit, exit_shares
+from autocompress.exits import EarlyExit, exit_predictions
 from autocompress.latency.measure import measure_profile
 from autocompress.plan import CompressionPlan
+from autocompress.scoring import exits_taken
 from autocompress.space import exit_after
 from autocompress.transforms import apply_bits_
 from autocompress.workbench import Workbench, prepare
@@ -104,15 +105,15 @@ def one_plan(bench: Workbench, name: str, plan: CompressionPlan, max_extra: floa
         model.eval()
         for threshold in THRESHOLDS:
             model.threshold = threshold
-            ok = correct(bench, model)
+            logits, taken = exit_predictions(model, bench.eval)
+            ok = (logits.argmax(-1) == bench.eval.labels).float()
             diff = static_ok - ok  # > 0: the exits lost that example
-            shares = exit_shares(model, bench.eval)
-            depths = [p + 1 for p in model.positions] + [model.num_layers]
+            where = exits_taken(model, taken)
             variants.append({
-                "schedule": how, "threshold": threshold, "exits_after_student_layers": depths[:-1],
+                "schedule": how, "threshold": threshold, "exits_after_student_layers": where["student_layers"][:-1],
                 "accuracy": 100 * ok.mean().item(), "extra_drop_pt": 100 * diff.mean().item(),
-                "extra_drop_ci": [100 * x for x in bootstrap_ci(diff)], "shares": shares,
-                "mean_layers": sum(d * s for d, s in zip(depths, shares, strict=True)),
+                "extra_drop_ci": [100 * x for x in bootstrap_ci(diff)], "shares": where["shares"],
+                "mean_layers": where["mean_layers"],
                 "exit_training_seconds": facts["exit_seconds"], "_model": (how, threshold),
             })
     within = [v for v in variants if v["extra_drop_pt"] <= max_extra]

@@ -102,3 +102,23 @@ def test_training_moves_the_heads_towards_the_teacher_and_leaves_the_student_alo
     assert facts["exit_steps"] == 120 and facts["exit_seconds"] > 0
     assert agreement() > max(start, 0.6)
     assert all(torch.equal(before[k], v) for k, v in student.state_dict().items()), "only the heads learn"
+
+
+def test_exit_predictions_give_the_models_logits_and_where_each_example_stopped() -> None:
+    from autocompress.exits import exit_predictions, exit_shares
+
+    student = tiny_bert(layers=4).eval()
+    model = EarlyExit(student, [0, 2], threshold=0.5).eval()
+    with torch.no_grad():  # a confident first head for one class only: some examples leave early
+        model.heads[0].out.weight.normal_(0, 3.0)
+    x = _inputs(12)
+    data = Encoded(input_ids=[row.tolist() for row in x["input_ids"]], token_type_ids=None,
+                   labels=torch.zeros(12, dtype=torch.long), pad_id=0)
+    logits, taken = exit_predictions(model, data)
+    with torch.inference_mode():
+        alone = torch.cat([model(**{k: v[i : i + 1] for k, v in x.items()}).logits for i in range(12)])
+        exits = [model(**{k: v[i : i + 1] for k, v in x.items()}) and model.last_exit for i in range(12)]
+    assert torch.allclose(logits, alone, atol=1e-5)
+    assert taken.tolist() == exits
+    shares = exit_shares(model, taken)
+    assert len(shares) == 3 and sum(shares) == pytest.approx(1.0)
