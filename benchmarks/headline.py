@@ -53,9 +53,8 @@ from autocompress import build, record
 from autocompress import study as st
 from autocompress.config import SearchConfig, StudyConfig, load_config, parse_config
 from autocompress.evaluate import Accuracy, accuracy, bootstrap_ci, model_size, predict_logits
-from autocompress.latency.inputs import workloads
-from autocompress.latency.measure import ProfileLatency, measure_profile, measure_workload
-from autocompress.latency.ort import onnx_call
+from autocompress.latency.measure import ProfileLatency, measure_profile
+from autocompress.latency.ort import measure_runners
 from autocompress.plan import CompressionPlan
 from autocompress.transforms import simulated_widths
 from autocompress.workbench import Workbench
@@ -129,14 +128,9 @@ def time_model(bench: Workbench, model: torch.nn.Module) -> ProfileLatency:
 
 def time_runner(bench: Workbench, runner: Any) -> ProfileLatency:
     """An ONNX Runtime session timed against the PyTorch teacher, workload by workload, interleaved."""
-    teacher, profile = bench.teacher.model, bench.config.profile
-
-    def call(model: Any, inputs: dict[str, torch.Tensor]) -> Any:
-        return onnx_call(model, inputs) if model is runner else (lambda: model(**inputs))
-
-    per_shape = [(w.batch_size, w.seq_len, measure_workload(teacher, runner, profile, w, call=call))
-                 for w in workloads(profile, teacher.config.vocab_size, bench.task_inputs)]
-    return ProfileLatency.combine(profile, per_shape)
+    teacher = bench.teacher.model
+    return measure_runners(teacher, runner, bench.config.profile, vocab_size=teacher.config.vocab_size,
+                           task=bench.task_inputs)
 
 
 # ------------------------------------------------------------------------------------------ rows
