@@ -386,7 +386,7 @@ def export(
     output: Annotated[Path, typer.Option("-o", "--output", help="Directory to write (new or empty).")],
     trial: Annotated[Optional[int], typer.Option("--trial", help="Number of the trial to export.")] = None,
     pick: Annotated[Optional[str], typer.Option("--pick", help='A budget, e.g. "fastest with accuracy drop <= 1.0" or "smallest under 10 ms".')] = None,
-    onnx: Annotated[bool, typer.Option("--onnx", help="Also write model.onnx (int8 layers quantised by ONNX Runtime).")] = False,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Also write model.onnx (int8 layers quantised by ONNX Runtime; a plan with exits: one file per stage).")] = False,
     storage: StorageOpt = None,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where the study's fine-tuned teacher is cached (default: studies/cache).")] = None,
 ) -> None:
@@ -424,7 +424,8 @@ def export(
             out.print(f"{row.what}: {row.note}", highlight=False)
     loadable = "yes" if result.plain_hf else "no (use autocompress.load)"
     out.print(f"written: {result.directory.resolve()} — autocompress.load: yes; plain transformers: {loadable}"
-              + ("; model.onnx runs with onnxruntime alone" if onnx else ""), highlight=False)
+              + (f"; {', '.join(result.onnx_files)} run{'s' if len(result.onnx_files) == 1 else ''} with onnxruntime alone"
+                 if result.onnx_files else ""), highlight=False)
     for note in result.notes:
         out.print(f"note: {note}", highlight=False)
 

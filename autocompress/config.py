@@ -342,12 +342,12 @@ class StudyConfig(_Frozen):
                 "use space.bits and space.head_bits without 8 (4 and 2 stay available as simulated widths)"
             )
         main = info.data.get("profile")
-        if v.exits.offered and main is not None and (main.inputs != "task" or main.backend != "torch" or main.predicted):
+        if v.exits.offered and main is not None and (main.inputs != "task" or main.predicted):
             raise ValueError(
-                f"early exits depend on each input, so their latency is measured on the task's own inputs in "
-                f"PyTorch: give a measured profile with inputs: task and backend: torch (e.g. profile: cpu-2t-task), "
-                f"or set space.exits.schedule: [none]; profile '{main.name}' has inputs: {main.inputs}, "
-                f"backend: {main.backend}{', predicted' if main.predicted else ''}"
+                f"early exits depend on each input, so their latency is measured on the task's own inputs: give a "
+                f"measured profile with inputs: task (e.g. profile: cpu-2t-task, or one with backend: onnxruntime), "
+                f"or set space.exits.schedule: [none]; profile '{main.name}' has inputs: {main.inputs}"
+                f"{', predicted' if main.predicted else ''}"
             )
         return v
 

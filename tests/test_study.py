@@ -507,6 +507,37 @@ def test_a_study_with_early_exits_records_where_inputs_stop_and_export_loads_the
     assert torch.allclose(predict_logits(built, bench.eval), predict_logits(loaded, bench.eval), atol=1e-5)
 
 
+def test_exits_timed_in_onnxruntime_run_stage_by_stage_and_export_ships_the_stages(tiny_model_dir, tiny_csv, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import json
+
+    from autocompress import record
+    from autocompress.export import export_trial
+
+    profile = {"name": "ort-task", "threads": 1, "backend": "onnxruntime", "inputs": "task", "task_samples": 4,
+               "warmup": 1, "repeats": 3, "max_repeats": 6}
+    space = {"heads": [1.0], "ffn": [1.0], "bits": [32, 8], "depth": {"min": 3},
+             "exits": {"schedule": ["middle"], "threshold": [0.4]}}
+    raw = tiny_config_dict(tiny_model_dir, tiny_csv, space=space, search={"trials": 1, "sampler": "random", "seed": 0})
+    cfg = parse_config({**raw, "profile": profile})
+    bench = prepare(cfg, tmp_path / "cache")
+    study = st.create_or_load(cfg, st.open_storage(f"sqlite:///{tmp_path / 'e.db'}"), "e", bench)
+    assert st.run(study, bench, n_trials=1).completed == 1
+    t = study.get_trials(states=(TrialState.COMPLETE,))[0]
+    plan = record.read(t).plan
+    assert plan is not None and plan.exits is not None
+    lat = t.user_attrs["latency"]
+    assert lat["backend"] == "onnxruntime" and lat["kind"] == "measured" and lat["export_seconds"] > 0
+    shipped = export_trial(study, t.number, tmp_path / "out", tmp_path / "cache", onnx=True)
+    assert shipped.onnx_files == ("model.stage0.onnx", "model.stage1.onnx")
+    assert all((tmp_path / "out" / f).is_file() for f in shipped.onnx_files)
+    assert not (tmp_path / "out" / "model.onnx").exists()
+    assert any("early exits" in n and "model.stage1.onnx" in n for n in shipped.notes)
+    onnx = json.loads((tmp_path / "out" / "metrics.json").read_text())["onnx"]
+    assert onnx["stages"] == list(shipped.onnx_files) and onnx["exit_threshold"] == 0.4
+    assert abs(onnx["accuracy"] - onnx["torch_accuracy"]) <= onnx["allowed_difference_pt"]
+
+
 def test_exits_need_the_tasks_own_inputs_and_a_threshold_in_range(tiny_model_dir, tiny_csv):
     exits = {"exits": {"schedule": ["none", "middle"]}}
     with pytest.raises(ConfigError, match="inputs: task") as info:

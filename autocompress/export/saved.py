@@ -9,7 +9,7 @@
       config.json         only when plain transformers can rebuild the shapes ("plain_hf")
       tokenizer files     tokenizer.save_pretrained
       metrics.json        the trial's figures and the export's own checks (written by ship.py)
-      model.onnx          with --onnx
+      model.onnx          with --onnx (a plan with exits: model.stage0.onnx, model.stage1.onnx, ...)
 
 :func:`load` builds the base architecture from the stored config (nothing is downloaded and no
 remote code runs), gives it the plan's shapes, loads the weights strictly and re-applies the

@@ -36,7 +36,7 @@ from autocompress.batches import Encoded
 from autocompress.config import StudyConfig
 from autocompress.errors import ExportError
 from autocompress.evaluate import accuracy, predict_logits
-from autocompress.onnxrt import OnnxRunner, export_onnx, require_onnx
+from autocompress.onnxrt import OnnxFacts, OnnxRunner, export_onnx, require_onnx
 from autocompress.export.pick import exportable_trial
 from autocompress.export.saved import FORMAT_VERSION, load, save_student
 from autocompress.latency.inputs import TaskInputs
@@ -96,6 +96,7 @@ class ExportResult:
     torch_max_logit_diff: float  # loaded from the directory vs rebuilt
     onnx_accuracy: float | None = None  # %
     onnx_agreement: float | None = None  # fraction of eval predictions equal to PyTorch's
+    onnx_files: tuple[str, ...] = ()  # the ONNX file, or a model with exits' stages in the order they run
     latency: tuple[LatencyRow, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -183,9 +184,6 @@ def export_trial(
     plan = stored_record.plan
     if plan is None:
         raise ExportError(f"trial {trial.number}'s stored plan cannot be read by this version of autocompress")
-    if onnx and plan.exits is not None:
-        raise ExportError(f"trial {trial.number} has early exits, which the ONNX export does not write yet; "
-                          "export it without --onnx (autocompress.load runs it with its exits)")
     bench = _workbench(study, cfg, Path(cache_dir), storage_url, onnx)
     notes: list[str] = []
     if not record.feasible(trial):
@@ -237,14 +235,18 @@ def export_trial(
             chain.append(("export (ONNX Runtime)", runner))
             if abs(onnx_acc - rebuilt) > ONNX_TOLERANCE_PT:
                 notes.append(
-                    f"model.onnx is {onnx_acc - rebuilt:+.2f} pt from the PyTorch model: more than {ONNX_TOLERANCE_PT} pt "
+                    f"the ONNX model is {onnx_acc - rebuilt:+.2f} pt from the PyTorch model: more than {ONNX_TOLERANCE_PT} pt "
                     f"but within the ±{onnx_info['paired_noise_pt']:.2f} pt the eval split can resolve for "
                     f"{onnx_info['only_onnx_right'] + onnx_info['only_torch_right']} examples only one of them gets right"
                 )
             if plan.simulated:
-                notes.append("simulated bit-widths are exported as fake-quantised float weights in model.onnx")
+                notes.append("simulated bit-widths are exported as fake-quantised float weights in the ONNX model")
             if plan.head_bits == 8:
-                notes.append("the classifier head stays float in model.onnx (ONNX Runtime quantises MatMul, not Gemm)")
+                notes.append("the classifier head stays float in the ONNX model (ONNX Runtime quantises MatMul, not Gemm)")
+            if onnx_info.get("stages"):
+                notes.append(f"early exits: the ONNX model is {len(onnx_info['stages'])} graphs run in turn "
+                             f"({', '.join(onnx_info['stages'])}); an input goes on to the next only while no exit's "
+                             f"largest softmax probability reached {onnx_info['exit_threshold']} (metrics.json: onnx.stage_io)")
         measured = _measure(profile, chain, bench.task_inputs)
         rows = (_stored_row(stored_record, cfg), *_rows(measured))
         as_trial: dict[str, ProfileLatency] = {}
@@ -264,6 +266,7 @@ def export_trial(
             directory=out_dir, study=study.study_name, trial=trial.number, plan_summary=plan.describe(),
             plain_hf=plain, trial_accuracy=stored, rebuilt_accuracy=rebuilt, torch_max_logit_diff=diff,
             onnx_accuracy=onnx_acc, onnx_agreement=agreement, latency=rows, notes=tuple(notes),
+            onnx_files=tuple(onnx_info.get("stages") or [onnx_info["file"]]) if onnx_info else (),
         )
         metrics = _metrics(study, trial.number, stored_record, cfg, bench, result, recovered, profile, onnx_info, measured,
                            as_trial)
@@ -295,7 +298,7 @@ def _write_onnx(
     names = [n for n in tokenizer.model_input_names if n in accepted]
     with compute_lock():
         facts = export_onnx(student, plan, directory / "model.onnx", names)
-    runner = OnnxRunner(facts.path, threads=min(profile.threads, os.cpu_count() or 1))
+    runner = facts.runner(threads=min(profile.threads, os.cpu_count() or 1))
     with compute_lock():
         onnx_logits = runner.logits(bench.eval)
     labels = bench.eval.labels
@@ -306,7 +309,7 @@ def _write_onnx(
     allowed, noise = onnx_tolerance(int((onnx_right & ~torch_right).sum()), int((torch_right & ~onnx_right).sum()), len(labels))
     if not abs(acc - torch_acc) <= allowed:
         raise ExportError(
-            f"model.onnx scores {acc:.2f}% on the eval split but the PyTorch model {torch_acc:.2f}% "
+            f"{_onnx_files(facts)} scores {acc:.2f}% on the eval split but the PyTorch model {torch_acc:.2f}% "
             f"(more than {allowed:.2f} pt apart; {100 * agreement:.1f}% of predictions agree); nothing was written"
         )
     info = {**facts.to_dict(), "accuracy": acc, "torch_accuracy": torch_acc, "agreement_with_torch": agreement,
@@ -314,6 +317,12 @@ def _write_onnx(
             "only_onnx_right": int((onnx_right & ~torch_right).sum()), "only_torch_right": int((torch_right & ~onnx_right).sum()),
             "paired_noise_pt": noise, "allowed_difference_pt": allowed}
     return acc, agreement, info, runner
+
+
+def _onnx_files(facts: OnnxFacts) -> str:
+    """How the ONNX model is named in messages: its file, or its stages' files."""
+    names = [p.name for p in facts.files]
+    return names[0] if len(names) == 1 else f"{names[0]}…{names[-1]} ({len(names)} stages)"
 
 
 def onnx_tolerance(only_onnx_right: int, only_torch_right: int, n: int) -> tuple[float, float]:

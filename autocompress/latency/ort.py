@@ -89,7 +89,7 @@ def measure_onnxruntime(
         with compute_lock():
             facts = export_onnx(student, plan, Path(tmp) / "candidate.onnx", list(teacher.input_names))
         export_seconds = time.perf_counter() - start
-        cand = OnnxRunner(facts.path, threads=profile.threads)
+        cand = facts.runner(profile.threads)
         out = measure_runners(teacher.runner(profile.threads), cand, profile, vocab_size=int(student.config.vocab_size),
                               task=task, lock=lock)
     return replace(out, extra={"backend": "onnxruntime", "export_seconds": export_seconds,
