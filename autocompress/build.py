@@ -21,7 +21,9 @@ from autocompress.distill import TrainingRun, distillation
 from autocompress.exits import ExitTraining, train_exits_, with_exits
 from autocompress.latency.measure import compute_lock
 from autocompress.plan import CompressionPlan
+from autocompress.errors import PlanError
 from autocompress.transforms import apply_bits_, apply_structure_
+from autocompress.transforms.vocab import prune_vocabulary_
 from autocompress.workbench import Workbench
 
 __all__ = ["Build", "Candidate", "add_exits", "candidate", "changes_structure", "needs_recovery", "recovery_epochs"]
@@ -72,6 +74,12 @@ class Build:
         self.bench, self.plan = bench, plan
         self.student = copy.deepcopy(bench.teacher.model)
         apply_structure_(self.student, plan, bench.importance)
+        self.vocabulary: dict[str, Any] = {}
+        if plan.vocab_min_count is not None:
+            if bench.vocabulary is None:
+                raise PlanError("the plan prunes the vocabulary and the study's space.vocabulary.keep offers only all")
+            prune_vocabulary_(self.student, bench.vocabulary.choice(plan.vocab_min_count))
+            self.vocabulary = {"vocabulary": bench.vocabulary.facts(plan.vocab_min_count, bench.eval.input_ids)}
         self.student.eval()
         self.run: TrainingRun | None = None
         if recover and needs_recovery(bench.config.recovery, plan):
@@ -109,6 +117,7 @@ class Build:
                 "recovery_steps": self.run.total_steps,
                 "recovery_epochs": recovery_epochs(self.bench.config.recovery, self.plan),
             }
+        facts.update(self.vocabulary)
         model: nn.Module = self.student
         if self.plan.exits is not None:
             model, exit_facts = add_exits(self.bench, self.student, self.plan)

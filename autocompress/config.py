@@ -209,6 +209,58 @@ class ExitsSpace(_Frozen):
         return any(s != "none" for s in self.schedule)
 
 
+class VocabularySpace(_Frozen):
+    """Vocabulary pruning: whether a student keeps every word-embedding row (``all``) or only the
+    rows of tokens its vocabulary corpus uses (``task``) at least ``min_count`` times."""
+
+    keep: tuple[Literal["all", "task"], ...] = ("all",)
+    min_count: tuple[int, ...] = (1,)  # for task: occurrences in the corpus a token needs to keep its row
+    # a UTF-8 text file, one text per line, whose tokens are counted instead of the distillation set's
+    corpus: str | None = None
+
+    @field_validator("keep", mode="before")
+    @classmethod
+    def _keeps(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("give at least one choice (all: the full vocabulary; task: the corpus's tokens)")
+            return tuple(v)
+        return v
+
+    @field_validator("min_count", mode="before")
+    @classmethod
+    def _counts(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = [v]
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("give at least one choice, e.g. [1, 3]")
+            for x in v:
+                if isinstance(x, bool) or not isinstance(x, int) or x < 1:
+                    raise ValueError(f"minimum count {x!r} must be a whole number of at least 1 (1: every token the "
+                                     "corpus uses keeps its row)")
+            return tuple(v)
+        return v
+
+    @field_validator("corpus")
+    @classmethod
+    def _corpus_exists(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).expanduser().is_file():
+            raise ValueError(f"corpus file {v!r} not found: give a UTF-8 text file with one text per line, or leave "
+                             "corpus out to count the distillation set's texts")
+        return v
+
+    @property
+    def offered(self) -> bool:
+        """True when some plan may prune the vocabulary."""
+        return "task" in self.keep
+
+    @property
+    def choices(self) -> tuple[int, ...]:
+        """The plan's ``vocab_min_count`` choices, 0 standing for the full vocabulary."""
+        return ((0,) if "all" in self.keep else ()) + (self.min_count if self.offered else ())
+
+
 class SpaceConfig(_Frozen):
     """The search dimensions. Ratios are fractions kept, in (0, 1]."""
 
@@ -216,9 +268,10 @@ class SpaceConfig(_Frozen):
     ffn: tuple[Ratio, ...] = (1.0, 0.75, 0.5, 0.25)  # FFN-neuron keep ratios, per layer
     bits: tuple[Literal[32, 8, 4, 2], ...] = (32, 8)  # bit-widths per layer (4, 2: simulated)
     head_bits: tuple[Literal[32, 8], ...] = (32,)  # pooler + classifier: float, or also int8
-    embedding_bits: tuple[Literal[32, 8], ...] = (32,)  # embeddings: float, or 8 (simulated)
+    embedding_bits: tuple[Literal[32, 8], ...] = (32,)  # embeddings: float, or 8 (8-bit codes and a scale per row)
     depth: DepthSpace = DepthSpace()
     exits: ExitsSpace = ExitsSpace()
+    vocabulary: VocabularySpace = VocabularySpace()
     # how layers get their heads / ffn / bits (see autocompress.space): every layer its own
     # values (per_layer), one set for all (shared), or ratios linear over depth with one
     # bit-width switch (linear: 7 dimensions instead of 3 per layer)

@@ -160,7 +160,8 @@ class _Recording:
         self.update(
             accuracy=ev.accuracy, metric=ev.metric, accuracy_drop=ev.drop, teacher_agreement=ev.teacher_agreement,
             test_metric=test.metric if test else None, test_accuracy=test.accuracy if test else None,
-            fidelity="full", recovery=recovery, exits=ev.exits,
+            fidelity="full", recovery={k: v for k, v in recovery.items() if k != "vocabulary"}, exits=ev.exits,
+            vocabulary=recovery.get("vocabulary"),  # type: ignore[arg-type]
         )
         log.info(
             "trial %d: %s → %s %.2f%% (drop %.2f), %.2f× faster, %.1f MB",

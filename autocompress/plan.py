@@ -85,14 +85,17 @@ class CompressionPlan(BaseModel):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     layers: tuple[LayerPlan, ...] = Field(min_length=1)
-    embedding_bits: Literal[32, 8] = 32  # embeddings stay float unless asked (8 = simulated)
+    embedding_bits: Literal[32, 8] = 32  # embeddings stay float unless asked (8: 8-bit codes per row, real)
     head_bits: Literal[32, 8] = 32  # pooler + classifier
     exits: ExitPlan | None = None  # early exits (dynamic inference); absent: every input runs every layer
+    # vocabulary pruning: keep the word-embedding rows of the tokens the vocabulary corpus uses at
+    # least this often (special tokens always); the others read as [UNK]. Absent: every row
+    vocab_min_count: int | None = Field(None, ge=1)
 
-    @field_validator("schema_version", "embedding_bits", "head_bits", mode="before")
+    @field_validator("schema_version", "embedding_bits", "head_bits", "vocab_min_count", mode="before")
     @classmethod
     def _ints_are_ints(cls, v: Any) -> Any:
-        return _require_int(v)
+        return v if v is None else _require_int(v)
 
     @field_validator("layers")
     @classmethod
@@ -160,8 +163,9 @@ class CompressionPlan(BaseModel):
     # ---------------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
-        if data["exits"] is None:  # a plan without exits is stored as before exits existed
-            del data["exits"]
+        for key in ("exits", "vocab_min_count"):  # a plan without them is stored as before they existed
+            if data[key] is None:
+                del data[key]
         return data
 
     def to_yaml(self) -> str:
@@ -179,9 +183,7 @@ class CompressionPlan(BaseModel):
     @property
     def simulated(self) -> bool:
         """True when some weights are only fake-quantised (their speed is not measured)."""
-        return any(
-            layer.keep and layer.bits in SIMULATED_BITS for layer in self.layers
-        ) or self.embedding_bits == 8
+        return any(layer.keep and layer.bits in SIMULATED_BITS for layer in self.layers)
 
     @property
     def exit_positions(self) -> list[int]:
@@ -221,7 +223,9 @@ class CompressionPlan(BaseModel):
         if self.head_bits == 8:
             parts.append("int8 head")
         if self.embedding_bits == 8:
-            parts.append("8-bit embeddings (simulated)")
+            parts.append("int8 embeddings")
+        if self.vocab_min_count is not None:
+            parts.append("task vocabulary" + (f" (≥{self.vocab_min_count}×)" if self.vocab_min_count > 1 else ""))
         if self.exits is not None:
             after = ", ".join(str(p + 1) for p in self.exit_positions)
             parts.append(f"exits after {after} @ {self.exits.threshold:g}")

@@ -104,6 +104,7 @@ class TrialRecord:
     size_ratio: float | None = None  # effective bytes / the teacher's
     recovery: dict[str, Any] | None = None  # how the candidate was recovered (distillation facts)
     exits: dict[str, Any] | None = None  # early exits: where (after), threshold, share of eval examples per exit
+    vocabulary: dict[str, Any] | None = None  # a kept vocabulary: rows kept, and the eval tokens that read as [UNK]
     seconds: dict[str, float] | None = None  # wall time per stage
     prune_reason: str | None = None  # why it was stopped
     fail_reason: str | None = None  # why it failed
@@ -245,6 +246,7 @@ class TrialRecord:
             size_ratio=_num(attrs.get("size_ratio")),
             recovery=_dict(attrs.get("recovery")),
             exits=_dict(attrs.get("exits")),
+            vocabulary=_dict(attrs.get("vocabulary")),
             seconds=_dict(attrs.get("seconds")),
             prune_reason=_str(attrs.get("prune_reason")),
             fail_reason=_str(attrs.get("fail_reason")),

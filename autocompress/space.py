@@ -18,6 +18,8 @@ Parameters (all categorical unless noted; a dimension with one choice is not sug
     ``bits_last`` (7 dimensions, whatever the depth of the model).
 
 * ``head_bits`` and ``embedding_bits`` (the classifier head and the embeddings, float by default).
+* ``vocab_min_count`` (``space.vocabulary``): 0 for the full word-embedding table, else the
+  occurrences in the vocabulary corpus a token needs to keep its row.
 * ``exits`` (``space.exits.schedule``: none, middle, every) and ``exit_threshold``: early exits after
   kept layers (:func:`exit_after`) and the confidence at which an input stops. Both are suggested
   in every trial when the space offers exits; a plan with no place for an exit (one kept layer)
@@ -305,7 +307,9 @@ def suggest_plan(
         after = exit_after(kept, _choose(trial, "exits", space.exits.schedule))
         threshold = _choose(trial, "exit_threshold", space.exits.threshold)
         exits = ExitPlan(after=after, threshold=threshold) if after else None
-    return CompressionPlan(layers=layers, head_bits=head_bits, embedding_bits=embedding_bits, exits=exits)
+    vocab = _choose(trial, "vocab_min_count", space.vocabulary.choices) or None  # 0: the full vocabulary
+    return CompressionPlan(layers=layers, head_bits=head_bits, embedding_bits=embedding_bits, exits=exits,
+                           vocab_min_count=vocab)
 
 
 def params_for_plan(
@@ -355,6 +359,14 @@ def params_for_plan(
     _put(params, "head_bits", plan.head_bits, space.head_bits, "classifier-head bit-width")
     _put(params, "embedding_bits", plan.embedding_bits, space.embedding_bits, "embedding bit-width")
     params.update(_exit_params(plan, space))
+    vocab = plan.vocab_min_count or 0
+    if vocab not in space.vocabulary.choices:
+        raise PlanError("it keeps the tokens seen at least {vocab} times, and this space offers {offered}".format(
+            vocab=vocab, offered="only the full vocabulary (space.vocabulary.keep: [all])" if not space.vocabulary.offered
+            else f"vocabulary minimum counts {list(space.vocabulary.min_count)}") if vocab else
+            "it keeps the full vocabulary and this space prunes it always (space.vocabulary.keep: [task])")
+    if len(space.vocabulary.choices) > 1:
+        params["vocab_min_count"] = vocab
     return params
 
 

@@ -34,6 +34,7 @@ from autocompress.models import ArchInfo, arch_info, check_max_length, load_toke
 from autocompress.space import check_space
 from autocompress.teacher import Teacher, cached_tensors, prepare_teacher
 from autocompress.transforms import Importance, apply_plan
+from autocompress.transforms.vocab import VocabularyCorpus, token_counts
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class Workbench:
     transfer_states: TeacherStates | None = None  # the teacher's hidden states on ``transfer`` (hidden-state distillation)
     task_inputs: TaskInputs | None = None  # the eval examples, which a profile with task inputs samples and times
     onnx_teacher: OrtTeacher | None = None  # the teacher's ONNX model, for profiles timed in ONNX Runtime
+    vocabulary: VocabularyCorpus | None = None  # token counts a plan's kept vocabulary is chosen from
 
 
 def prepare(
@@ -144,7 +146,34 @@ def prepare(
         transfer_states=_states(cfg, teacher.model, kd_train),
         task_inputs=sample,
         onnx_teacher=_onnx_teacher(cfg, teacher.model, eval_),
+        vocabulary=_vocabulary(cfg, tokenizer, kd_train, int(teacher.model.config.vocab_size), config_file) if cfg.space.vocabulary.offered else None,
     )
+
+
+def _vocabulary(cfg: StudyConfig, tokenizer: Any, kd_train: Encoded, vocab: int, config_file: str | None) -> VocabularyCorpus:
+    """Token counts of the distillation set's texts (or of ``space.vocabulary.corpus``), with the
+    tokenizer's special tokens and its unknown token, which dropped ids fall back to."""
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        raise ConfigError("the tokenizer has no unknown token for the ids of dropped rows to fall back to; set "
+                          "space.vocabulary.keep: [all]", file=config_file, key="space.vocabulary.keep")
+    path = cfg.space.vocabulary.corpus
+    if path is None:
+        sequences, source = kd_train.input_ids, f"the distillation set ({len(kd_train)} texts)"
+    else:
+        try:
+            lines = [t for t in Path(path).expanduser().read_text(encoding="utf-8").splitlines() if t.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the vocabulary corpus: {exc}; give a UTF-8 text file, one text per line",
+                              file=config_file, key="space.vocabulary.corpus") from None
+        if not lines:
+            raise ConfigError("the vocabulary corpus has no text; give a UTF-8 text file, one text per line",
+                              file=config_file, key="space.vocabulary.corpus")
+        sequences = tokenizer(lines, truncation=True, max_length=cfg.task.max_length)["input_ids"]
+        source = f"{path} ({len(lines)} texts)"
+    counts = token_counts(sequences, vocab)
+    return VocabularyCorpus(counts=counts, always=tuple(int(i) for i in tokenizer.all_special_ids), fallback=int(unk),
+                            source=source)
 
 
 def check_profiles(cfg: StudyConfig, model_config: Any, config_file: str | None = None) -> None:

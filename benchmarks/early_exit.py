@@ -12,6 +12,7 @@ extra drop's 95 % interval is a paired bootstrap over the eval examples. The cho
 picked on the same eval split it is reported on (six variants per plan): a small optimism.
 
     python benchmarks/early_exit.py              # ~20 min on 2 cores (teacher cached: ~12 min)
+    python benchmarks/early_exit.py --onnx       # also: the chosen exits as ONNX stages vs the static ONNX model
     python benchmarks/early_exit.py --quick      # a smoke run on small settings
 
 Merges ``early_exit`` into ``benchmarks/results/latency.json`` (``latency-quick.json`` with
@@ -23,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import json
 import logging
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -89,7 +92,27 @@ def timed(bench: Workbench, baseline: torch.nn.Module, candidate: torch.nn.Modul
             "rounds": shape.get("rounds"), "ratio_ci": shape.get("ratio_ci"), "noisy": lat.noisy}
 
 
-def one_plan(bench: Workbench, name: str, plan: CompressionPlan, max_extra: float) -> dict[str, Any]:
+def timed_onnx(bench: Workbench, static: torch.nn.Module, static_plan: CompressionPlan, exits: torch.nn.Module,
+               exit_plan: CompressionPlan) -> dict[str, Any]:
+    """The chosen exits as ONNX stages against the static plan's ONNX model, both in ONNX Runtime
+    (float models given; each plan's int8 layers are quantised by the export), interleaved."""
+    from autocompress.latency.ort import measure_runners
+    from autocompress.onnxrt import export_onnx
+
+    accepted = inspect.signature(static.forward).parameters
+    names = [n for n in ("input_ids", "token_type_ids", "attention_mask") if n in accepted]
+    threads = bench.config.profile.threads
+    with tempfile.TemporaryDirectory() as tmp:
+        a = export_onnx(static, static_plan, Path(tmp) / "static.onnx", names)
+        b = export_onnx(exits, exit_plan, Path(tmp) / "exits.onnx", names)
+        lat = measure_runners(a.runner(threads), b.runner(threads), bench.config.profile,
+                              vocab_size=bench.teacher.model.config.vocab_size, task=bench.task_inputs)
+    shape = lat.shapes[0]
+    return {"speedup": lat.speedup, "candidate_ms": lat.candidate_ms, "baseline_ms": lat.baseline_ms,
+            "rounds": shape.get("rounds"), "ratio_ci": shape.get("ratio_ci"), "noisy": lat.noisy, "stages": len(b.stages)}
+
+
+def one_plan(bench: Workbench, name: str, plan: CompressionPlan, max_extra: float, onnx: bool = False) -> dict[str, Any]:
     start = time.perf_counter()
     built = build.candidate(bench, plan, keep_float=True)
     static, float_student = built.model, built.float_model
@@ -124,6 +147,7 @@ def one_plan(bench: Workbench, name: str, plan: CompressionPlan, max_extra: floa
         how, threshold = chosen["_model"]
         exit_plan = with_schedule(plan, how, threshold)
         model, _ = build.add_exits(bench, copy.deepcopy(float_student), exit_plan)
+        float_exits = copy.deepcopy(model)
         apply_bits_(model.model, exit_plan)
         model.eval()
         assert isinstance(model, EarlyExit)
@@ -135,6 +159,8 @@ def one_plan(bench: Workbench, name: str, plan: CompressionPlan, max_extra: floa
                    mean_layers=chosen["mean_layers"], shares=chosen["shares"],
                    timing={"exit_vs_static": over_static, "static_vs_teacher": static_vs_teacher,
                            "exit_vs_teacher": exit_vs_teacher})
+        if onnx:
+            row["onnxruntime"] = {"exit_vs_static": timed_onnx(bench, float_student, plan, float_exits, exit_plan)}
     for v in variants:
         v.pop("_model")
     row["seconds"] = time.perf_counter() - start
@@ -148,6 +174,7 @@ def main() -> None:
     ap.add_argument("--max-extra-drop", type=float, default=0.5, help="points the exits may cost over the static plan")
     ap.add_argument("--cache", type=Path, default=ROOT / "studies" / "cache")
     ap.add_argument("--only", nargs="+", help="static plans to run (default: all)")
+    ap.add_argument("--onnx", action="store_true", help="also time the chosen exits as ONNX stages against the static ONNX model")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = parse_config(config(args.quick, 8 if args.quick else args.samples), file="early_exit")
@@ -157,7 +184,7 @@ def main() -> None:
     for name, plan in static_plans(bench.arch.num_layers).items():
         if args.only and name not in args.only:
             continue
-        rows.append(one_plan(bench, name, plan, args.max_extra_drop))
+        rows.append(one_plan(bench, name, plan, args.max_extra_drop, onnx=args.onnx))
         r = rows[-1]
         print(f"{name}: static {r['static_accuracy']:.2f}%; "
               + (f"{r['chosen']}: {r['speedup_over_static']:.2f}× over static, extra drop {r['extra_drop_pt']:+.2f} pt "

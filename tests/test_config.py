@@ -290,3 +290,22 @@ def test_a_study_stored_before_the_training_cuts_reads_as_it_ran():
     # a study that has the keys keeps what the file says
     assert continuing(new, new.to_dict()) == new
     assert parse_config(with_legacy_training(new.to_dict())) == new
+
+
+@pytest.mark.parametrize(("vocabulary", "key", "match"), [
+    ({"keep": ["task"], "min_count": [1, 0]}, "space.vocabulary.min_count", "at least 1"),
+    ({"keep": ["task"], "corpus": "/no/such/corpus.txt"}, "space.vocabulary.corpus", "not found"),
+    ({"keep": ["some"]}, "space.vocabulary.keep", None),
+])
+def test_a_bad_vocabulary_setting_names_its_key(tmp_path: Path, vocabulary: dict[str, Any], key: str, match: str | None) -> None:
+    path = _write(tmp_path, _config(space={"vocabulary": vocabulary}))
+    with pytest.raises(ConfigError, match=match) as info:
+        load_config(path)
+    assert info.value.key is not None and info.value.key.startswith(key)
+
+
+def test_a_vocabulary_corpus_that_exists_is_accepted(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a text\nanother one\n")
+    cfg = load_config(_write(tmp_path, _config(space={"vocabulary": {"keep": ["all", "task"], "corpus": str(corpus)}})))
+    assert cfg.space.vocabulary.offered and cfg.space.vocabulary.choices == (0, 1)

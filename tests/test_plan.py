@@ -148,8 +148,8 @@ def test_simulated_is_true_only_for_fake_quantised_kept_weights() -> None:
     # a 4-bit layer that is dropped does not make the student simulated
     dropped_low_bits = CompressionPlan(layers=(LayerPlan(), LayerPlan(keep=False, bits=4)))
     assert not dropped_low_bits.simulated
-    # 8-bit embeddings are only fake-quantised
-    assert CompressionPlan(layers=(LayerPlan(),), embedding_bits=8).simulated
+    # 8-bit embeddings are stored as 8-bit codes: real
+    assert not CompressionPlan(layers=(LayerPlan(),), embedding_bits=8).simulated
 
 
 def test_check_fits_rejects_another_model_depth() -> None:

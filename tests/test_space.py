@@ -195,7 +195,7 @@ def test_head_and_embedding_bits_are_searched_when_offered() -> None:
     space = SpaceConfig(head_bits=(32, 8), embedding_bits=(32, 8), depth=DepthSpace(min=6))
     seen = {(p.head_bits, p.embedding_bits) for _, p in _sample(space, 40)}
     assert seen == {(32, 32), (32, 8), (8, 32), (8, 8)}
-    assert all(p.simulated for _, p in _sample(space, 40) if p.embedding_bits == 8)
+    assert not any(p.simulated for _, p in _sample(space, 40) if p.embedding_bits == 8)  # 8-bit codes are real
     # the uniform baselines still reproduce exactly (head and embeddings in float)
     study = _study()
     for name, params in baseline_plans(space, ARCH6).items():
@@ -397,3 +397,28 @@ def test_exits_are_placed_by_schedule_and_every_plan_round_trips_through_its_par
 
 def test_a_space_that_offers_no_exits_suggests_the_same_parameters_as_before() -> None:
     assert not {"exits", "exit_threshold"} & set(distributions(SpaceConfig(), ARCH6))
+
+
+def test_vocabulary_choices_are_one_parameter_and_every_plan_round_trips() -> None:
+    from autocompress.config import VocabularySpace
+
+    space = SpaceConfig(vocabulary=VocabularySpace(keep=("all", "task"), min_count=(1, 3)),
+                        depth=DepthSpace(min=1, selection=("even", "first")))
+    dists = distributions(space, ARCH6)
+    assert "vocab_min_count" in dists and list(dists["vocab_min_count"].choices) == [0, 1, 3]
+    seen = set()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):
+        trial = study.ask(dists)
+        plan = suggest_plan(trial, space, ARCH6)
+        study.tell(trial, 0.0)
+        again, params = canonical(trial.params, space, ARCH6)
+        assert again == plan and suggest_plan(optuna.trial.FixedTrial(params), space, ARCH6) == plan
+        seen.add(plan.vocab_min_count)
+    assert seen == {None, 1, 3}
+    pruned = suggest_plan(optuna.trial.FixedTrial({**params, "vocab_min_count": 3}), space, ARCH6)
+    assert "task vocabulary (≥3×)" in pruned.describe() and pruned.to_dict()["vocab_min_count"] == 3
+    with pytest.raises(PlanError, match="full vocabulary"):
+        params_for_plan(pruned, SpaceConfig(), ARCH6)
+    assert "vocab_min_count" not in distributions(SpaceConfig(), ARCH6)
+    assert "vocab_min_count" not in CompressionPlan.uniform(6).to_dict()  # stored plans keep their shape

@@ -547,3 +547,42 @@ def test_exits_need_the_tasks_own_inputs_and_a_threshold_in_range(tiny_model_dir
     with pytest.raises(ConfigError, match=r"outside \(0, 1\]") as info:
         parse_config({**raw, "profile": {"name": "task", "inputs": "task"}})
     assert info.value.key == "space.exits.threshold"
+
+
+def test_a_kept_vocabulary_shrinks_the_student_and_export_and_load_keep_it(tiny_model_dir, tiny_csv, tmp_path):
+    from transformers import AutoTokenizer, pipeline
+
+    from autocompress import build, record
+    from autocompress.evaluate import predict_logits
+    from autocompress.export import export_trial, load
+    from autocompress.transforms.vocab import KeptVocabulary, word_embeddings
+
+    from conftest import WORDS_NEG, WORDS_NEU, WORDS_POS
+
+    corpus = tmp_path / "corpus.txt"  # every sentiment word, half of the neutral ones: some eval tokens fall back
+    corpus.write_text("\n".join([" ".join(WORDS_POS), " ".join(WORDS_NEG), " ".join(WORDS_NEU[: len(WORDS_NEU) // 2])]))
+    space = {"heads": [1.0], "ffn": [1.0], "bits": [32], "depth": {"min": 4},
+             "vocabulary": {"keep": ["task"], "corpus": str(corpus)}}
+    raw = tiny_config_dict(tiny_model_dir, tiny_csv, space=space, search={"trials": 1, "sampler": "random", "seed": 0})
+    cfg = parse_config(raw)
+    bench = prepare(cfg, tmp_path / "cache")
+    assert bench.vocabulary is not None and "corpus.txt (3 texts)" in bench.vocabulary.source
+    study = st.create_or_load(cfg, st.open_storage(f"sqlite:///{tmp_path / 'v.db'}"), "v", bench)
+    assert st.run(study, bench, n_trials=1).completed == 1
+    t = study.get_trials(states=(TrialState.COMPLETE,))[0]
+    rec = record.read(t)
+    assert rec.plan is not None and rec.plan.vocab_min_count == 1 and "task vocabulary" in rec.plan_summary
+    vocab = rec.vocabulary
+    assert vocab is not None and 0 < vocab["kept_rows"] < vocab["full_rows"] == bench.teacher.model.config.vocab_size
+    assert 0.0 < vocab["eval_tokens_dropped"] < 0.5
+    assert rec.size_ratio is not None and rec.size_ratio < 1.0  # the same layers, a smaller table
+    from autocompress.report import collect, render_html
+
+    assert "of eval tokens read as [UNK]" in render_html(collect(study))
+    export_trial(study, t.number, tmp_path / "out", tmp_path / "cache")
+    loaded = load(tmp_path / "out")
+    assert isinstance(word_embeddings(loaded), KeptVocabulary) and word_embeddings(loaded).num_embeddings == vocab["kept_rows"]
+    built = build.candidate(bench, rec.plan).model
+    assert torch.equal(predict_logits(built, bench.eval), predict_logits(loaded, bench.eval))
+    clf = pipeline("text-classification", model=loaded, tokenizer=AutoTokenizer.from_pretrained(tmp_path / "out"))
+    assert clf(["an entirely unseen zyzzyva text"])[0]["label"] in bench.task.label_names

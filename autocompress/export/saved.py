@@ -33,6 +33,7 @@ from autocompress.exits import EarlyExit, static_part
 from autocompress.models import adapter_for
 from autocompress.plan import CompressionPlan
 from autocompress.transforms import apply_bits_, apply_structure_
+from autocompress.transforms.vocab import KeptVocabulary, kept_table_like_, padding_from_lookup_, word_embeddings
 
 __all__ = ["FORMAT_VERSION", "META_FILE", "PLAN_FILE", "WEIGHTS_FILE", "plain_config", "save_student", "load"]
 
@@ -61,9 +62,9 @@ def plain_config(student: nn.Module, plan: CompressionPlan) -> Any | None:
     heads and every layer keeps the same number of FFN neurons; it is then checked by building
     the architecture from the config and comparing every weight's shape.
     """
-    if plan.simulated or plan.exits is not None or plan.head_bits != 32 or any(
+    if plan.simulated or plan.exits is not None or plan.vocab_min_count is not None or plan.head_bits != 32 or any(
             plan.layers[i].bits != 32 for i in plan.kept_layers):
-        return None  # exits: plain transformers would run every layer
+        return None  # exits: plain transformers would run every layer; a kept vocabulary: no such config
     adapter = adapter_for(student)
     config = copy.deepcopy(student.config)
     heads = getattr(config, "num_attention_heads", None)
@@ -116,7 +117,7 @@ def save_student(
             "int8_layers": [i for i in plan.kept_layers if plan.layers[i].bits == 8],
             "simulated_layers": {str(i): plan.layers[i].bits for i in plan.kept_layers if plan.layers[i].bits < 8},
             "int8_head": plan.head_bits == 8,
-            "simulated_embeddings": plan.embedding_bits == 8,
+            "int8_embeddings": plan.embedding_bits == 8,
             "how": "re-applied from plan.yaml at load time: int8 = PyTorch dynamic quantisation with per-channel "
             "weight scales; lower widths = weights rounded per output channel (simulated)",
         },
@@ -162,6 +163,21 @@ def _base_config(data: dict[str, Any]) -> Any:
     return CONFIG_MAPPING[model_type].from_dict(data)
 
 
+def _kept_vocabulary_shape_(model: nn.Module, weights: Path, prefix: str = "") -> KeptVocabulary:
+    """Give ``model`` a kept-vocabulary table of the saved shape (its rows and lookup come with the weights)."""
+    from safetensors import safe_open
+
+    table = word_embeddings(model)
+    name = prefix + next(n for n, m in model.named_modules() if m is table)
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            rows = f.get_slice(f"{name}.weight").get_shape()[0]
+            full = f.get_slice(f"{name}.lookup").get_shape()[0]
+    except Exception as exc:  # a missing key or a damaged file: say which
+        raise ModelError(f"{weights} holds no kept vocabulary at {name}: {str(exc).splitlines()[0]}") from None
+    return kept_table_like_(model, rows, full)
+
+
 def load(directory: str | Path) -> nn.Module:
     """The exported model in ``directory``, in eval mode, computing exactly what the trial's model computed.
 
@@ -179,11 +195,15 @@ def load(directory: str | Path) -> nn.Module:
         warnings.simplefilter("ignore")
         model = AutoModelForSequenceClassification.from_config(config)  # random weights, replaced below
     apply_structure_(model, plan)  # shapes only: which units were kept is in the weights themselves
+    kept = None if plan.vocab_min_count is None else _kept_vocabulary_shape_(
+        model, d / WEIGHTS_FILE, "model." if plan.exits is not None else "")  # the exits' wrapper holds the student as model
     if plan.exits is not None:
         model = EarlyExit(model, plan.exit_positions, plan.exits.threshold)
     try:
         load_model(model, str(d / WEIGHTS_FILE), strict=True)
     except (RuntimeError, OSError) as exc:
         raise ModelError(f"the weights in {d / WEIGHTS_FILE} do not fit the plan's shapes: {str(exc).splitlines()[0]}") from None
+    if kept is not None:
+        padding_from_lookup_(kept)
     apply_bits_(static_part(model), plan)
     return model.eval()

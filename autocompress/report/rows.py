@@ -62,6 +62,7 @@ class TrialRow:
     test_accuracy: float | None = None  # % on the held-out test split, when the task has one
     screened: float | None = None  # a stopped trial's metric % on the eval subset, at the rung it reached
     exits: dict[str, Any] | None = None  # early exits: where eval examples stop (``scoring.exits_taken``)
+    vocabulary: dict[str, Any] | None = None  # a kept vocabulary: rows kept, eval tokens read as [UNK]
 
     @property
     def profile_speedups(self) -> dict[str, float]:
@@ -151,7 +152,18 @@ def trial_row(t: optuna.trial.FrozenTrial, front: set[int]) -> TrialRow:
         test_accuracy=None if test is None else 100 * test.value,
         screened=None if done else r.screened_percent,
         exits=r.exits,
+        vocabulary=r.vocabulary,
     )
+
+
+def vocabulary_text(vocab: dict[str, Any]) -> str:
+    """A kept vocabulary in words, e.g. '9,812 of 30,522 rows (tokens seen ≥1× in the distillation set); 0.4 % of eval tokens read as [UNK]'."""
+    kept, full = _num(vocab.get("kept_rows")), _num(vocab.get("full_rows"))
+    if kept is None or full is None:
+        return ""
+    dropped = _num(vocab.get("eval_tokens_dropped"))
+    text = f"{kept:,.0f} of {full:,.0f} rows (tokens seen ≥{vocab.get('min_count', 1)}× in {vocab.get('corpus', 'the corpus')})"
+    return text + (f"; {100 * dropped:.1f} % of eval tokens read as [UNK]" if dropped is not None else "")
 
 
 def exits_text(exits: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ import yaml
 
 from autocompress.errors import AutocompressError
 from autocompress.report.collect import ReportInfo, TrialRow
-from autocompress.report.rows import exits_text
+from autocompress.report.rows import exits_text, vocabulary_text
 from autocompress.study.storage import default_storage
 
 if TYPE_CHECKING:
@@ -224,6 +224,8 @@ def _details(info: ReportInfo, t: TrialRow) -> dict[str, Any]:
         facts[f"speedup on {name}"] = f"{f.speedup:.2f}× {f.kind}{spread}" + (" — noisy" if f.noisy else "")
     if t.exits and (text := exits_text(t.exits)):
         facts["exits"] = text
+    if t.vocabulary and (text := vocabulary_text(t.vocabulary)):
+        facts["vocabulary"] = text
     if t.size_mb is not None:
         facts["size"] = f"{t.size_mb:.2f} MB"
     if t.host:

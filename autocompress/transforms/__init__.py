@@ -18,7 +18,7 @@ from autocompress.models import adapter_for
 from autocompress.plan import CompressionPlan
 from autocompress.transforms.depth import drop_layers_
 from autocompress.transforms.prune import prune_ffn_, prune_heads_
-from autocompress.transforms.quantize import fake_quantize_, quantize_int8_, quantize_int8_named_
+from autocompress.transforms.quantize import fake_quantize_, quantize_embeddings_int8_, quantize_int8_, quantize_int8_named_
 
 __all__ = ["Importance", "apply_plan", "apply_plan_", "apply_structure_", "apply_bits_", "simulated_widths"]
 
@@ -79,7 +79,7 @@ def apply_bits_(model: nn.Module, plan: CompressionPlan) -> None:
         elif bits < 8:
             fake_quantize_(layer, bits)
     if plan.embedding_bits == 8:
-        fake_quantize_(adapter.embeddings(model), 8)
+        quantize_embeddings_int8_(adapter.embeddings(model))
     if plan.head_bits == 8:
         # quantize_dynamic replaces children only, so the head modules are named from the top model
         quantize_int8_named_(model, adapter.head_modules(model))
@@ -95,6 +95,4 @@ def simulated_widths(model: nn.Module, plan: CompressionPlan) -> dict[str, int]:
         for layer, base_i in zip(layers, plan.kept_layers, strict=True)
         if plan.layers[base_i].bits < 8
     }
-    if plan.embedding_bits == 8:
-        out[names[id(adapter.embeddings(model))]] = 8
     return out

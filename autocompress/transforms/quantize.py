@@ -1,7 +1,8 @@
 """Bit-widths: real int8 dynamic quantisation, and simulated (fake-quantised) lower widths.
 
 8 bits use PyTorch's dynamic quantisation with per-channel weight scales (real int8 kernels,
-measured faster on AVX2 CPUs). 4 and 2 bits only round the float weights to ``2**bits`` levels
+measured faster on AVX2 CPUs); 8-bit embedding tables are stored as 8-bit codes with a scale and
+offset per row (:class:`Int8Embedding`: a quarter of the bytes, rows dequantised as they are looked up). 4 and 2 bits only round the float weights to ``2**bits`` levels
 per output channel: the model's accuracy reflects them, its speed does not, and the plan says
 so (``CompressionPlan.simulated``).
 """
@@ -13,7 +14,8 @@ import warnings
 import torch
 from torch import nn
 
-__all__ = ["quantize_int8_", "quantize_int8_named_", "fake_quantize_", "fake_quantize_weight"]
+__all__ = ["Int8Embedding", "quantize_embeddings_int8_", "quantize_int8_", "quantize_int8_named_", "fake_quantize_",
+           "fake_quantize_weight"]
 
 
 def quantize_int8_(module: nn.Module) -> None:
@@ -34,13 +36,59 @@ def quantize_int8_named_(model: nn.Module, names: list[str]) -> None:
         quantize_dynamic(model, {name: per_channel_dynamic_qconfig for name in names}, inplace=True)
 
 
-def fake_quantize_weight(weight: torch.Tensor, bits: int) -> torch.Tensor:
-    """Min–max asymmetric quantisation of each output row to ``2**bits`` levels, dequantised."""
+def _row_codes(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Min–max asymmetric quantisation of each row to ``2**bits`` levels: codes, scale, offset."""
     levels = 2**bits - 1
     lo = weight.amin(dim=1, keepdim=True)
     hi = weight.amax(dim=1, keepdim=True)
     scale = (hi - lo).clamp_min(1e-12) / levels
-    return torch.round((weight - lo) / scale) * scale + lo
+    return torch.round((weight - lo) / scale), scale, lo
+
+
+def fake_quantize_weight(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    """Min–max asymmetric quantisation of each output row to ``2**bits`` levels, dequantised."""
+    codes, scale, lo = _row_codes(weight, bits)
+    return codes * scale + lo
+
+
+class Int8Embedding(nn.Module):
+    """An embedding table stored as 8-bit codes with a float scale and offset per row (min–max per
+    row, the rounding of :func:`fake_quantize_weight`, so its rows are exactly those values): a
+    lookup gathers the codes of the ids it is given and dequantises only those rows. A kept
+    vocabulary's lookup from full-vocabulary ids to rows comes along (``lookup``)."""
+
+    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
+                 lookup: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.register_buffer("codes", codes.to(torch.uint8))
+        self.register_buffer("scale", scale.reshape(-1, 1).float())
+        self.register_buffer("offset", offset.reshape(-1, 1).float())
+        self.lookup: torch.Tensor | None
+        self.register_buffer("lookup", None if lookup is None else lookup.to(torch.int32))
+        self.num_embeddings, self.embedding_dim = int(codes.shape[0]), int(codes.shape[1])
+
+    @classmethod
+    @torch.no_grad()
+    def from_embedding(cls, emb: nn.Embedding) -> "Int8Embedding":
+        codes, scale, lo = _row_codes(emb.weight.detach().float(), 8)
+        return cls(codes, scale, lo, getattr(emb, "lookup", None))
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        rows = input_ids if self.lookup is None else self.lookup[input_ids].long()
+        return self.codes[rows].float() * self.scale[rows] + self.offset[rows]
+
+    def extra_repr(self) -> str:
+        kept = "" if self.lookup is None else f" of {int(self.lookup.shape[0])}"
+        return f"{self.num_embeddings}{kept} rows, {self.embedding_dim}, 8-bit codes per row"
+
+
+def quantize_embeddings_int8_(module: nn.Module) -> None:
+    """Replace every ``nn.Embedding`` inside ``module`` (a kept vocabulary's table too) by an :class:`Int8Embedding`."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.Embedding):
+            setattr(module, name, Int8Embedding.from_embedding(child))
+        else:
+            quantize_embeddings_int8_(child)
 
 
 @torch.no_grad()

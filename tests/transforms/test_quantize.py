@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -10,7 +12,7 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 from autocompress.models import adapter_for
 from autocompress.plan import CompressionPlan, LayerPlan
 from autocompress.transforms import apply_plan, simulated_widths
-from autocompress.transforms.quantize import fake_quantize_, fake_quantize_weight, quantize_int8_
+from autocompress.transforms.quantize import Int8Embedding, fake_quantize_, fake_quantize_weight, quantize_int8_
 
 
 def _float_linears(module: nn.Module) -> list[str]:
@@ -147,11 +149,10 @@ def test_low_bit_plan_fake_quantises_kept_layers_and_reports_them(lively_bert) -
     assert _int8_linears(student) == []
     assert _distinct_per_row(layers[0].output.dense.weight) <= 16
     assert _distinct_per_row(layers[1].output.dense.weight) <= 4
-    assert _distinct_per_row(student.bert.embeddings.word_embeddings.weight) <= 256
+    assert isinstance(student.bert.embeddings.word_embeddings, Int8Embedding)  # 8-bit embeddings are real
     assert simulated_widths(student, plan) == {
         "bert.encoder.layer.0": 4,
         "bert.encoder.layer.1": 2,
-        "bert.embeddings": 8,
     }
     int8_plan = CompressionPlan.uniform(3, bits=8)
     assert simulated_widths(apply_plan(model, int8_plan), int8_plan) == {}  # int8 is real, not simulated
@@ -167,3 +168,32 @@ def test_fewer_bits_move_the_logits_more(lively_bert) -> None:
             for b in (8, 4, 2)
         ]
     assert errors[0] < errors[1] < errors[2]
+
+
+def test_int8_embeddings_store_codes_and_give_the_rounded_rows_exactly(lively_bert) -> None:
+    from autocompress.evaluate import model_size
+    from autocompress.transforms.quantize import fake_quantize_, quantize_embeddings_int8_
+    from autocompress.transforms.vocab import choose_vocabulary, prune_vocabulary_
+
+    model = lively_bert(layers=2).eval()
+    simulated, real = copy.deepcopy(model), copy.deepcopy(model)
+    fake_quantize_(simulated.bert.embeddings, 8)  # the float rows an 8-bit table holds
+    quantize_embeddings_int8_(real.bert.embeddings)
+    table = real.bert.embeddings.word_embeddings
+    assert isinstance(table, Int8Embedding) and table.codes.dtype == torch.uint8
+    assert isinstance(real.bert.embeddings.position_embeddings, Int8Embedding)
+    ids = torch.randint(0, model.config.vocab_size, (3, 9), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert torch.equal(real(input_ids=ids).logits, simulated(input_ids=ids).logits)
+    tables = [m for m in model.bert.embeddings.modules() if isinstance(m, nn.Embedding)]
+    expected = sum(t.weight.shape[0] * (3 * t.weight.shape[1] - 8) for t in tables)  # 1 byte a value, not 4; 8 a row
+    saved = model_size(model).serialized_bytes - model_size(real).serialized_bytes
+    assert 0.8 * expected < saved <= expected  # less a few hundred bytes of file records per new tensor
+    # a kept vocabulary's table keeps its lookup from full-vocabulary ids
+    kept = copy.deepcopy(model)
+    prune_vocabulary_(kept, choose_vocabulary(torch.bincount(ids.flatten(), minlength=model.config.vocab_size), 1, [0], 1))
+    both = copy.deepcopy(kept)
+    quantize_embeddings_int8_(both.bert.embeddings)
+    fake_quantize_(kept.bert.embeddings, 8)
+    with torch.inference_mode():
+        assert torch.equal(both(input_ids=ids).logits, kept(input_ids=ids).logits)
