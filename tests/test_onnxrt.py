@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -108,3 +110,29 @@ def test_each_stage_quantises_its_own_int8_layers(tmp_path) -> None:
     runner = facts.runner()
     got = torch.from_numpy(runner.run(runner.feed(batch)))
     assert (got.argmax(-1) == want.argmax(-1)).float().mean() >= 0.8  # int8 rounds differently, not wildly
+
+
+def test_a_kept_vocabulary_and_int8_embeddings_export_as_they_run(tmp_path) -> None:
+    import onnx
+
+    from autocompress.onnxrt import export_onnx
+    from autocompress.transforms import apply_bits_
+    from autocompress.transforms.vocab import choose_vocabulary, prune_vocabulary_, token_counts
+
+    student = tiny_bert(layers=2).eval()
+    vocab = int(student.config.vocab_size)
+    prune_vocabulary_(student, choose_vocabulary(token_counts([list(range(0, vocab, 2))], vocab), 1, [0, 1, 2, 3], 1))
+    data = _plan(2).to_dict()
+    data.update(embedding_bits=8, vocab_min_count=1)
+    plan = CompressionPlan.from_dict(data)
+    facts = export_onnx(student, plan, tmp_path / "m.onnx", NAMES)
+    graph = onnx.load(str(facts.path)).graph
+    assert any(i.data_type == onnx.TensorProto.UINT8 for i in graph.initializer)  # the 8-bit codes ship as such
+    runner = facts.runner()
+    model = copy.deepcopy(student)
+    apply_bits_(model, plan)
+    batch = _batch(5)
+    batch["input_ids"][:, 1] = 7  # an odd id: its row was dropped, it reads as [UNK]
+    with torch.inference_mode():
+        want = model(**batch).logits
+    assert torch.allclose(torch.from_numpy(runner.run(runner.feed(batch))), want, atol=1e-4)
