@@ -169,6 +169,7 @@ class Size:
     params: int
     serialized_bytes: int  # ``torch.save(state_dict)`` as it is
     effective_bytes: int  # serialised bytes with simulated low-bit layers counted at their width
+    split: dict[str, int] | None = None  # serialised bytes by part (embeddings, encoder layers, head): :func:`size_split`
 
     @property
     def megabytes(self) -> float:
@@ -176,6 +177,24 @@ class Size:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "megabytes": self.megabytes}
+
+
+def serialized_bytes(state: dict[str, Any]) -> int:
+    """Bytes of ``torch.save(state)`` (tensors that share storage counted once)."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getbuffer().nbytes
+
+
+def size_split(model: nn.Module, parts: dict[str, tuple[str, ...]]) -> dict[str, int]:
+    """``model``'s state as serialised bytes per part: ``parts`` names each part's module-name
+    prefixes; what no prefix covers is ``"head"`` (pooler, classifier, exit heads)."""
+    state = model.state_dict()
+    owner = {k: next((name for name, prefixes in parts.items() if any(k == p or k.startswith(p + ".") for p in prefixes)),
+                     "head") for k in state}
+    return {name: serialized_bytes({k: v for k, v in state.items() if owner[k] == name}) for name in (*parts, "head")}
 
 
 def model_size(model: nn.Module, simulated_bits: dict[str, int] | None = None) -> Size:

@@ -153,3 +153,17 @@ def test_metrics_by_name_agree_with_config_choices() -> None:
     assert set(acc.to_dict()) == {"name", "value", "ci_low", "ci_high", "n"}
     with pytest.raises(UnknownNameError, match="Available: accuracy, macro_f1"):
         metric("f1", logits, labels)
+
+
+def test_size_split_counts_each_part_once_and_the_rest_as_the_head() -> None:
+    from conftest import tiny_bert
+
+    from autocompress.evaluate import serialized_bytes, size_split
+
+    model = tiny_bert(layers=2)
+    split = size_split(model, {"embeddings": ("bert.embeddings",), "layers": ("bert.encoder.layer.0", "bert.encoder.layer.1")})
+    assert set(split) == {"embeddings", "layers", "head"}
+    emb = {k: v for k, v in model.state_dict().items() if k.startswith("bert.embeddings.")}
+    assert split["embeddings"] == serialized_bytes(emb)
+    total = serialized_bytes(model.state_dict())
+    assert 0.95 * total < sum(split.values()) < 1.05 * total + 3000  # a file record per part

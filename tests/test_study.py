@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import time
 
 import optuna
@@ -578,7 +580,10 @@ def test_a_kept_vocabulary_shrinks_the_student_and_export_and_load_keep_it(tiny_
     assert rec.size_ratio is not None and rec.size_ratio < 1.0  # the same layers, a smaller table
     from autocompress.report import collect, render_html
 
-    assert "of eval tokens read as [UNK]" in render_html(collect(study))
+    html = render_html(collect(study))
+    assert "of eval tokens read as [UNK]" in html and re.search(r"embeddings [\d.]+ MB (?:·|\\u00b7) layers [\d.]+", html)
+    split = rec.size["split"]
+    assert set(split) == {"embeddings", "layers", "head"} and split["layers"] > split["head"] > 0
     export_trial(study, t.number, tmp_path / "out", tmp_path / "cache")
     loaded = load(tmp_path / "out")
     assert isinstance(word_embeddings(loaded), KeptVocabulary) and word_embeddings(loaded).num_embeddings == vocab["kept_rows"]

@@ -63,6 +63,7 @@ class TrialRow:
     screened: float | None = None  # a stopped trial's metric % on the eval subset, at the rung it reached
     exits: dict[str, Any] | None = None  # early exits: where eval examples stop (``scoring.exits_taken``)
     vocabulary: dict[str, Any] | None = None  # a kept vocabulary: rows kept, eval tokens read as [UNK]
+    size_split: dict[str, int] | None = None  # serialised bytes of the embeddings, encoder layers and head
 
     @property
     def profile_speedups(self) -> dict[str, float]:
@@ -153,7 +154,19 @@ def trial_row(t: optuna.trial.FrozenTrial, front: set[int]) -> TrialRow:
         screened=None if done else r.screened_percent,
         exits=r.exits,
         vocabulary=r.vocabulary,
+        size_split=_split((r.size or {}).get("split")),
     )
+
+
+def _split(v: Any) -> dict[str, int] | None:
+    if not isinstance(v, dict) or not all(isinstance(b, int) and not isinstance(b, bool) for b in v.values()):
+        return None
+    return {str(k): int(b) for k, b in v.items()}
+
+
+def split_text(split: dict[str, int]) -> str:
+    """Where a model's bytes are, e.g. 'embeddings 47.0 MB · layers 10.6 MB · head 0.6 MB'."""
+    return " · ".join(f"{name} {b / 1e6:.2f} MB" for name, b in split.items())
 
 
 def vocabulary_text(vocab: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ import yaml
 
 from autocompress.errors import AutocompressError
 from autocompress.report.collect import ReportInfo, TrialRow
-from autocompress.report.rows import exits_text, vocabulary_text
+from autocompress.report.rows import exits_text, split_text, vocabulary_text
 from autocompress.study.storage import default_storage
 
 if TYPE_CHECKING:
@@ -227,7 +227,7 @@ def _details(info: ReportInfo, t: TrialRow) -> dict[str, Any]:
     if t.vocabulary and (text := vocabulary_text(t.vocabulary)):
         facts["vocabulary"] = text
     if t.size_mb is not None:
-        facts["size"] = f"{t.size_mb:.2f} MB"
+        facts["size"] = f"{t.size_mb:.2f} MB" + (f" ({split_text(t.size_split)})" if t.size_split else "")
     if t.host:
         facts["host"] = t.host
     if t.params:
