@@ -473,6 +473,17 @@ def test_a_study_timed_in_onnxruntime_stores_the_runtime_and_export_retimes_it_t
     assert latency[row.what]["baseline"] == "teacher (ONNX Runtime)" and latency[row.what]["backend"] == "onnxruntime"
 
 
+def _ran(tiny_model_dir, tiny_csv, tmp_path, space, trials, profile=None):
+    """A study of ``space`` on the tiny model and CSV (``profile`` replacing the test one), run for
+    ``trials`` trials, with its workbench; every trial completes."""
+    raw = tiny_config_dict(tiny_model_dir, tiny_csv, space=space, search={"trials": trials, "sampler": "random", "seed": 0})
+    cfg = parse_config(raw if profile is None else {**raw, "profile": profile})
+    bench = prepare(cfg, tmp_path / "cache")
+    study = st.create_or_load(cfg, st.open_storage(f"sqlite:///{tmp_path / 's.db'}"), "s", bench)
+    assert st.run(study, bench, n_trials=trials).completed == trials
+    return study, bench
+
+
 def test_a_study_with_early_exits_records_where_inputs_stop_and_export_loads_them(tiny_model_dir, tiny_csv, tmp_path):
     from autocompress import build, record
     from autocompress.evaluate import predict_logits
@@ -484,11 +495,7 @@ def test_a_study_with_early_exits_records_where_inputs_stop_and_export_loads_the
                "max_repeats": 6}
     space = {"heads": [1.0], "ffn": [1.0], "bits": [32], "depth": {"min": 3},
              "exits": {"schedule": ["every"], "threshold": [0.4]}}
-    raw = tiny_config_dict(tiny_model_dir, tiny_csv, space=space, search={"trials": 2, "sampler": "random", "seed": 0})
-    cfg = parse_config({**raw, "profile": profile})
-    bench = prepare(cfg, tmp_path / "cache")
-    study = st.create_or_load(cfg, st.open_storage(f"sqlite:///{tmp_path / 'x.db'}"), "x", bench)
-    assert st.run(study, bench, n_trials=2).completed == 2
+    study, bench = _ran(tiny_model_dir, tiny_csv, tmp_path, space, 2, profile)
     done = study.get_trials(states=(TrialState.COMPLETE,))
     t = done[0]
     plan = record.read(t).plan
@@ -520,11 +527,7 @@ def test_exits_timed_in_onnxruntime_run_stage_by_stage_and_export_ships_the_stag
                "warmup": 1, "repeats": 3, "max_repeats": 6}
     space = {"heads": [1.0], "ffn": [1.0], "bits": [32, 8], "depth": {"min": 3},
              "exits": {"schedule": ["middle"], "threshold": [0.4]}}
-    raw = tiny_config_dict(tiny_model_dir, tiny_csv, space=space, search={"trials": 1, "sampler": "random", "seed": 0})
-    cfg = parse_config({**raw, "profile": profile})
-    bench = prepare(cfg, tmp_path / "cache")
-    study = st.create_or_load(cfg, st.open_storage(f"sqlite:///{tmp_path / 'e.db'}"), "e", bench)
-    assert st.run(study, bench, n_trials=1).completed == 1
+    study, _ = _ran(tiny_model_dir, tiny_csv, tmp_path, space, 1, profile)
     t = study.get_trials(states=(TrialState.COMPLETE,))[0]
     plan = record.read(t).plan
     assert plan is not None and plan.exits is not None
@@ -565,12 +568,8 @@ def test_a_kept_vocabulary_shrinks_the_student_and_export_and_load_keep_it(tiny_
     corpus.write_text("\n".join([" ".join(WORDS_POS), " ".join(WORDS_NEG), " ".join(WORDS_NEU[: len(WORDS_NEU) // 2])]))
     space = {"heads": [1.0], "ffn": [1.0], "bits": [32], "depth": {"min": 4},
              "vocabulary": {"keep": ["task"], "corpus": str(corpus)}}
-    raw = tiny_config_dict(tiny_model_dir, tiny_csv, space=space, search={"trials": 1, "sampler": "random", "seed": 0})
-    cfg = parse_config(raw)
-    bench = prepare(cfg, tmp_path / "cache")
+    study, bench = _ran(tiny_model_dir, tiny_csv, tmp_path, space, 1)
     assert bench.vocabulary is not None and "corpus.txt (3 texts)" in bench.vocabulary.source
-    study = st.create_or_load(cfg, st.open_storage(f"sqlite:///{tmp_path / 'v.db'}"), "v", bench)
-    assert st.run(study, bench, n_trials=1).completed == 1
     t = study.get_trials(states=(TrialState.COMPLETE,))[0]
     rec = record.read(t)
     assert rec.plan is not None and rec.plan.vocab_min_count == 1 and "task vocabulary" in rec.plan_summary
