@@ -130,7 +130,9 @@ def _open_rdb(url: str, kwargs: dict[str, Any], last: bool = False) -> optuna.st
     except Exception as exc:
         cause: BaseException | None = exc
         while cause is not None and not last:
-            if isinstance(cause, sa_exc.IntegrityError) or type(cause).__name__ == "UniqueViolation":
+            # PostgreSQL says a concurrent CREATE TABLE lost either way: a unique violation on its
+            # catalogue, or "relation already exists"
+            if isinstance(cause, sa_exc.IntegrityError) or type(cause).__name__ in ("UniqueViolation", "DuplicateTable"):
                 raise _CreationRace() from exc
             cause = cause.__cause__ or cause.__context__
         _storage_error(url, exc)
