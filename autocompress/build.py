@@ -78,8 +78,9 @@ class Build:
         if plan.vocab_min_count is not None:
             if bench.vocabulary is None:
                 raise PlanError("the plan prunes the vocabulary and the study's space.vocabulary.keep offers only all")
-            prune_vocabulary_(self.student, bench.vocabulary.choice(plan.vocab_min_count))
-            self.vocabulary = {"vocabulary": bench.vocabulary.facts(plan.vocab_min_count, bench.eval.input_ids)}
+            choice = bench.vocabulary.choice(plan.vocab_min_count)
+            prune_vocabulary_(self.student, choice)
+            self.vocabulary = {"vocabulary": bench.vocabulary.facts(choice, plan.vocab_min_count, bench.eval.input_ids)}
         self.student.eval()
         self.run: TrainingRun | None = None
         if recover and needs_recovery(bench.config.recovery, plan):

@@ -87,6 +87,11 @@ def correct(bench: Workbench, model: torch.nn.Module) -> torch.Tensor:
 def timed(bench: Workbench, baseline: torch.nn.Module, candidate: torch.nn.Module) -> dict[str, Any]:
     lat = measure_profile(baseline, candidate, bench.config.profile, vocab_size=bench.teacher.model.config.vocab_size,
                           task=bench.task_inputs)
+    return summary(lat)
+
+
+def summary(lat: Any) -> dict[str, Any]:
+    """A timing's figures as the results file keeps them (``lat``: a ProfileLatency)."""
     shape = lat.shapes[0]
     return {"speedup": lat.speedup, "candidate_ms": lat.candidate_ms, "baseline_ms": lat.baseline_ms,
             "rounds": shape.get("rounds"), "ratio_ci": shape.get("ratio_ci"), "noisy": lat.noisy}
@@ -107,9 +112,7 @@ def timed_onnx(bench: Workbench, static: torch.nn.Module, static_plan: Compressi
         b = export_onnx(exits, exit_plan, Path(tmp) / "exits.onnx", names)
         lat = measure_runners(a.runner(threads), b.runner(threads), bench.config.profile,
                               vocab_size=bench.teacher.model.config.vocab_size, task=bench.task_inputs)
-    shape = lat.shapes[0]
-    return {"speedup": lat.speedup, "candidate_ms": lat.candidate_ms, "baseline_ms": lat.baseline_ms,
-            "rounds": shape.get("rounds"), "ratio_ci": shape.get("ratio_ci"), "noisy": lat.noisy, "stages": len(b.stages)}
+    return {**summary(lat), "stages": len(b.stages)}
 
 
 def one_plan(bench: Workbench, name: str, plan: CompressionPlan, max_extra: float, onnx: bool = False) -> dict[str, Any]:

@@ -26,11 +26,8 @@ __all__ = ["KeptVocabulary", "VocabularyChoice", "VocabularyCorpus", "choose_voc
 
 def token_counts(sequences: Iterable[list[int]], vocab_size: int) -> torch.Tensor:
     """How often each id of a ``vocab_size`` vocabulary occurs in ``sequences`` (unpadded token ids)."""
-    counts = torch.zeros(vocab_size, dtype=torch.long)
-    for ids in sequences:
-        if ids:
-            counts += torch.bincount(torch.as_tensor(ids, dtype=torch.long), minlength=vocab_size)[:vocab_size]
-    return counts
+    flat = torch.as_tensor([i for ids in sequences for i in ids], dtype=torch.long)  # one count over every token
+    return torch.bincount(flat, minlength=vocab_size)[:vocab_size]
 
 
 @dataclass(frozen=True)
@@ -146,9 +143,9 @@ class VocabularyCorpus:
     def choice(self, min_count: int) -> VocabularyChoice:
         return choose_vocabulary(self.counts, min_count, self.always, self.fallback)
 
-    def facts(self, min_count: int, eval_ids: Iterable[list[int]]) -> dict[str, object]:
-        """What a kept vocabulary is, for a trial's record: rows kept of the full table, and the
-        share of the eval split's tokens that read as the fallback because their row was dropped."""
-        choice = self.choice(min_count)
+    def facts(self, choice: VocabularyChoice, min_count: int, eval_ids: Iterable[list[int]]) -> dict[str, object]:
+        """What ``choice`` (this corpus's choice at ``min_count``) is, for a trial's record: rows kept
+        of the full table, and the share of the eval split's tokens that read as the fallback
+        because their row was dropped."""
         return {"kept_rows": len(choice.kept), "full_rows": len(self.counts), "min_count": min_count,
                 "eval_tokens_dropped": choice.dropped_share(eval_ids, len(self.counts)), "corpus": self.source}
