@@ -43,8 +43,8 @@ class Candidate:
 
 
 def changes_structure(plan: CompressionPlan) -> bool:
-    """True when the plan drops layers or prunes (what distillation can recover from)."""
-    return any((not lp.keep) or lp.heads < 1.0 or lp.ffn < 1.0 for lp in plan.layers)
+    """True when the plan drops layers, prunes or shares weights (what distillation can recover from)."""
+    return plan.share is not None or any((not lp.keep) or lp.heads < 1.0 or lp.ffn < 1.0 for lp in plan.layers)
 
 
 def needs_recovery(recovery: RecoveryConfig, plan: CompressionPlan) -> bool:

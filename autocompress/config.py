@@ -272,6 +272,9 @@ class SpaceConfig(_Frozen):
     depth: DepthSpace = DepthSpace()
     exits: ExitsSpace = ExitsSpace()
     vocabulary: VocabularySpace = VocabularySpace()
+    # cross-layer parameter sharing among kept layers: none, pairs (the 1st and 2nd kept layer run
+    # one set of weights, the 3rd and 4th another, ...) or all (every kept layer runs one set)
+    sharing: tuple[Literal["none", "pairs", "all"], ...] = ("none",)
     # how layers get their heads / ffn / bits (see autocompress.space): every layer its own
     # values (per_layer), one set for all (shared), or ratios linear over depth with one
     # bit-width switch (linear: 7 dimensions instead of 3 per layer)
@@ -310,7 +313,7 @@ class SpaceConfig(_Frozen):
             return tuple(v)
         return v
 
-    @field_validator("bits", "head_bits", "embedding_bits", mode="before")
+    @field_validator("bits", "head_bits", "embedding_bits", "sharing", mode="before")
     @classmethod
     def _bits(cls, v: Any) -> Any:
         if isinstance(v, list):

@@ -7,10 +7,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from autocompress.batches import Encoded
 from autocompress.errors import UnknownNameError
+from autocompress.transforms.pack import packed_split, packed_tensors
 
 __all__ = [
     "METRICS",
@@ -164,16 +166,22 @@ def metric(name: str, logits: torch.Tensor, labels: torch.Tensor) -> Metric:
 
 @dataclass(frozen=True)
 class Size:
-    """How big a model is: parameters, bytes as serialised, and bytes counting simulated bits."""
+    """How big a model is: parameters, the bytes export writes for it, and two older measures."""
 
     params: int
     serialized_bytes: int  # ``torch.save(state_dict)`` as it is
     effective_bytes: int  # serialised bytes with simulated low-bit layers counted at their width
-    split: dict[str, int] | None = None  # serialised bytes by part (embeddings, encoder layers, head): :func:`size_split`
+    split: dict[str, int] | None = None  # shipped tensor bytes by part (embeddings, encoder layers, head)
+    shipped_bytes: int | None = None  # the safetensors file export writes (transforms.pack); None in older records
+
+    @property
+    def bytes(self) -> int:
+        """The size objective's bytes: as shipped, or (records made before it was measured) effective."""
+        return self.shipped_bytes if self.shipped_bytes is not None else self.effective_bytes
 
     @property
     def megabytes(self) -> float:
-        return self.effective_bytes / 1e6
+        return self.bytes / 1e6
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "megabytes": self.megabytes}
@@ -188,20 +196,14 @@ def serialized_bytes(state: dict[str, Any]) -> int:
     return buf.getbuffer().nbytes
 
 
-def size_split(model: nn.Module, parts: dict[str, tuple[str, ...]]) -> dict[str, int]:
-    """``model``'s state as serialised bytes per part: ``parts`` names each part's module-name
-    prefixes; what no prefix covers is ``"head"`` (pooler, classifier, exit heads)."""
-    state = model.state_dict()
-    owner = {k: next((name for name, prefixes in parts.items() if any(k == p or k.startswith(p + ".") for p in prefixes)),
-                     "head") for k in state}
-    return {name: serialized_bytes({k: v for k, v in state.items() if owner[k] == name}) for name in (*parts, "head")}
+def model_size(model: nn.Module, simulated_bits: dict[str, int] | None = None,
+               parts: dict[str, tuple[str, ...]] | None = None) -> Size:
+    """Size of ``model``: its bytes as export ships them (:func:`~autocompress.transforms.pack.packed_bytes`),
+    split by ``parts`` (each part's module-name prefixes; the rest is ``"head"``) when given.
 
-
-def model_size(model: nn.Module, simulated_bits: dict[str, int] | None = None) -> Size:
-    """Size of ``model``; ``simulated_bits`` maps module-name prefixes to their simulated width.
-
-    A fake-quantised Linear is stored in float32, so its weight is re-counted at ``bits`` bits plus
-    one float32 scale and zero-point per output channel.
+    ``effective_bytes`` is the older estimate: ``torch.save`` bytes with each simulated layer's
+    weight (``simulated_bits``: module-name prefixes to widths) re-counted at its width plus one
+    float32 scale and zero-point per output channel.
     """
     import io
 
@@ -224,4 +226,7 @@ def model_size(model: nn.Module, simulated_bits: dict[str, int] | None = None) -
                 w = mod.weight
                 effective -= w.numel() * w.element_size()
                 effective += (w.numel() * bits + 7) // 8 + w.shape[0] * 8
-    return Size(params=params, serialized_bytes=serialized, effective_bytes=effective)
+    tensors, meta = packed_tensors(model)
+    split = None if parts is None else packed_split(tensors, parts)
+    return Size(params=params, serialized_bytes=serialized, effective_bytes=effective, split=split,
+                shipped_bytes=len(safetensors_bytes(tensors, metadata=meta)))

@@ -121,7 +121,7 @@ class _Recording:
         self.update(
             fidelity="cheap", cheap_accuracy=screen.metric, screen=screen.to_dict(), latency=screen.to_dict(),
             speedup=screen.latency.speedup, size=screen.size.to_dict(),
-            size_ratio=screen.size.effective_bytes / b.teacher_size.effective_bytes,
+            size_ratio=screen.size.bytes / b.teacher_size.bytes,
         )
 
     def gate(self, rung: fidelity.Rung, at: Metric, screen: scoring.Screen, recovers: bool) -> None:

@@ -77,6 +77,11 @@ class OnnxFacts:
     def files(self) -> tuple[Path, ...]:
         return self.stages or (self.path,)
 
+    @property
+    def bytes(self) -> int:
+        """Bytes on disk of what was written (every stage's file; weights are inside, never external data)."""
+        return sum(f.stat().st_size for f in self.files)
+
     def runner(self, threads: int | None = None) -> "OnnxRunner":
         """An ONNX Runtime session (one per stage for a model with exits) on what was written."""
         if self.stages:
@@ -93,6 +98,7 @@ class OnnxFacts:
         return {
             **exits,
             "file": self.path.name,
+            "bytes": self.bytes,
             "opset": self.opset,
             "inputs": list(self.inputs),
             "int8_matmuls": self.int8_matmuls,

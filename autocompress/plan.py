@@ -91,6 +91,9 @@ class CompressionPlan(BaseModel):
     # vocabulary pruning: keep the word-embedding rows of the tokens the vocabulary corpus uses at
     # least this often (special tokens always); the others read as [UNK]. Absent: every row
     vocab_min_count: int | None = Field(None, ge=1)
+    # cross-layer parameter sharing: each group lists kept base layers (two or more, in order) that
+    # run one set of weights, the first member's; the others must be shaped and quantised the same
+    share: tuple[tuple[int, ...], ...] | None = None
 
     @field_validator("schema_version", "embedding_bits", "head_bits", "vocab_min_count", mode="before")
     @classmethod
@@ -113,6 +116,31 @@ class CompressionPlan(BaseModel):
         if after != sorted(set(after)) or any(a not in kept[:-1] for a in after):
             raise ValueError(f"exits.after must list distinct kept layers in order, before the last kept one "
                              f"({kept[-1]}); got {after} with kept layers {kept}")
+        return self
+
+    @model_validator(mode="after")
+    def _sharing_groups_of_kept_alike_layers(self) -> "CompressionPlan":
+        if self.share is None:
+            return self
+        seen: set[int] = set()
+        for group in self.share:
+            members = list(group)
+            if len(members) < 2 or members != sorted(set(members)):
+                raise ValueError(f"a sharing group lists two or more distinct layers in order; got {members}")
+            for i in members:
+                if not 0 <= i < len(self.layers):
+                    raise ValueError(f"sharing group {members} names layer {i}; the plan has layers 0-{len(self.layers) - 1}")
+                if not self.layers[i].keep:
+                    raise ValueError(f"sharing group {members} spans layer {i}, which the plan drops: "
+                                     "share only kept layers (or keep that layer)")
+                if i in seen:
+                    raise ValueError(f"layer {i} is in two sharing groups; a layer shares one set of weights")
+                seen.add(i)
+                first, this = self.layers[members[0]], self.layers[i]
+                if (this.heads, this.ffn, this.bits) != (first.heads, first.ffn, first.bits):
+                    raise ValueError(f"layer {i} shares layer {members[0]}'s weights, so it needs the same heads, ffn "
+                                     f"and bits ({first.heads:g}, {first.ffn:g}, {first.bits}); got "
+                                     f"({this.heads:g}, {this.ffn:g}, {this.bits})")
         return self
 
     # ---------------------------------------------------------------- constructors
@@ -163,7 +191,7 @@ class CompressionPlan(BaseModel):
     # ---------------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
-        for key in ("exits", "vocab_min_count"):  # a plan without them is stored as before they existed
+        for key in ("exits", "vocab_min_count", "share"):  # a plan without them is stored as before they existed
             if data[key] is None:
                 del data[key]
         return data
@@ -192,6 +220,14 @@ class CompressionPlan(BaseModel):
             return []
         kept = self.kept_layers
         return [kept.index(a) for a in self.exits.after]
+
+    @property
+    def shared_positions(self) -> dict[int, int]:
+        """For each student layer that runs another's weights, the student layer whose weights it runs."""
+        if self.share is None:
+            return {}
+        kept = self.kept_layers
+        return {kept.index(i): kept.index(group[0]) for group in self.share for i in group[1:]}
 
     def check_fits(self, num_layers: int) -> None:
         """Raise :class:`PlanError` unless the plan describes a model with ``num_layers`` layers."""
@@ -226,6 +262,10 @@ class CompressionPlan(BaseModel):
             parts.append("int8 embeddings")
         if self.vocab_min_count is not None:
             parts.append("task vocabulary" + (f" (≥{self.vocab_min_count}×)" if self.vocab_min_count > 1 else ""))
+        if self.share is not None:
+            kept_ids = self.kept_layers
+            groups = "; ".join("+".join(str(kept_ids.index(i) + 1) for i in g) for g in self.share)
+            parts.append(f"shared layers {groups}")
         if self.exits is not None:
             after = ", ".join(str(p + 1) for p in self.exit_positions)
             parts.append(f"exits after {after} @ {self.exits.threshold:g}")

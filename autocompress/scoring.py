@@ -4,14 +4,14 @@ profile and size. Pure functions of the workbench and the model; the trial recor
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from autocompress.exits import EarlyExit, exit_predictions, exit_shares, static_part
-from autocompress.evaluate import Accuracy, Metric, Size, accuracy, metric, model_size, predict_logits, size_split
+from autocompress.evaluate import Accuracy, Metric, Size, accuracy, metric, model_size, predict_logits
 from autocompress.latency.measure import ProfileLatency, compute_lock, measure_profile
 from autocompress.latency.ort import measure_onnxruntime
 from autocompress.latency.predict import predict_profile
@@ -80,22 +80,23 @@ def measure(bench: Workbench, model: nn.Module, plan: CompressionPlan, float_mod
     if bench.calibration is not None:  # what the report needs to judge the cost model against measurements
         for profile in cfg.all_profiles:
             records[profile.name].update(_prediction_facts(bench, model, profile))
-    size = replace(model_size(model, _widths(model, plan)), split=_split(model))
+    size = _size(model, plan)
     return Measurement(
         objective=lats[cfg.profile.name],
         records=records,
         size=size,
-        size_ratio=size.effective_bytes / bench.teacher_size.effective_bytes,
+        size_ratio=size.bytes / bench.teacher_size.bytes,
     )
 
 
-def _split(model: nn.Module) -> dict[str, int]:
-    """``model``'s serialised bytes: embeddings, encoder layers, and the head (with any exit heads)."""
+def _size(model: nn.Module, plan: CompressionPlan) -> Size:
+    """``model``'s size as export ships it, split into embeddings, encoder layers and the head (with any exit heads)."""
     inner = static_part(model)
     adapter = adapter_for(inner)
     names = {id(m): n for n, m in model.named_modules()}
-    return size_split(model, {"embeddings": (names[id(adapter.embeddings(inner))],),
-                              "layers": tuple(names[id(layer)] for layer in adapter.layers(inner))})
+    return model_size(model, _widths(model, plan), parts={
+        "embeddings": (names[id(adapter.embeddings(inner))],),
+        "layers": tuple(names[id(layer)] for layer in adapter.layers(inner))})
 
 
 def _widths(model: nn.Module, plan: CompressionPlan) -> dict[str, int]:
@@ -150,7 +151,7 @@ def screen(bench: Workbench, model: nn.Module, plan: CompressionPlan, float_mode
     else:
         latency = _timed(bench, model, float_model, plan, profile)
         tolerance = 0.0
-    size = replace(model_size(model, _widths(model, plan)), split=_split(model))
+    size = _size(model, plan)
     return Screen(latency=latency, tolerance=tolerance, size=size, metric=subset_metric(bench, model))
 
 

@@ -20,6 +20,8 @@ Parameters (all categorical unless noted; a dimension with one choice is not sug
 * ``head_bits`` and ``embedding_bits`` (the classifier head and the embeddings, float by default).
 * ``vocab_min_count`` (``space.vocabulary``): 0 for the full word-embedding table, else the
   occurrences in the vocabulary corpus a token needs to keep its row.
+* ``sharing`` (``space.sharing``: none, pairs, all): groups of kept layers that run one set of
+  weights (:func:`share_groups`); each follower takes its group leader's heads, FFN and bits.
 * ``exits`` (``space.exits.schedule``: none, middle, every) and ``exit_threshold``: early exits after
   kept layers (:func:`exit_after`) and the confidence at which an input stops. Both are suggested
   in every trial when the space offers exits; a plan with no place for an exit (one kept layer)
@@ -52,6 +54,7 @@ __all__ = [
     "Schedule",
     "select_layers",
     "exit_after",
+    "share_groups",
     "suggest_plan",
     "params_for_plan",
     "plan_params",
@@ -296,6 +299,10 @@ def suggest_plan(
     how = _choose(trial, "selection", space.depth.selection) if _suggests_selection(space, arch) else space.depth.selection[0]
     kept = set(select_layers(n, depth, "even" if depth == n else how, layer_ranking))
     values = SCHEDULES[space.schedule].suggest(trial, space, n)
+    groups = share_groups(sorted(kept), _choose(trial, "sharing", space.sharing))
+    for group in groups:  # a follower runs its leader's weights: it has the leader's shape and bits
+        for i in group[1:]:
+            values[i] = values[group[0]]
     layers = tuple(
         LayerPlan(keep=True, heads=values[i][0], ffn=values[i][1], bits=values[i][2]) if i in kept else LayerPlan(keep=False)
         for i in range(n)
@@ -309,7 +316,18 @@ def suggest_plan(
         exits = ExitPlan(after=after, threshold=threshold) if after else None
     vocab = _choose(trial, "vocab_min_count", space.vocabulary.choices) or None  # 0: the full vocabulary
     return CompressionPlan(layers=layers, head_bits=head_bits, embedding_bits=embedding_bits, exits=exits,
-                           vocab_min_count=vocab)
+                           vocab_min_count=vocab, share=groups or None)
+
+
+def share_groups(kept: Sequence[int], how: str) -> tuple[tuple[int, ...], ...]:
+    """The sharing groups of the kept layers ``kept`` (in order) under ``how``: ``none``; ``pairs``
+    (1st+2nd, 3rd+4th, ...; an odd last layer keeps its own weights); ``all`` (one group)."""
+    kept = list(kept)
+    if how == "pairs":
+        return tuple(tuple(kept[i:i + 2]) for i in range(0, len(kept) - 1, 2))
+    if how == "all" and len(kept) > 1:
+        return (tuple(kept),)
+    return ()
 
 
 def params_for_plan(
@@ -354,7 +372,17 @@ def params_for_plan(
         how = selection if selection in space.depth.selection else ("even" if "even" in space.depth.selection else space.depth.selection[0])
     if _suggests_selection(space, arch):
         params["selection"] = how
-    values = {i: (plan.layers[i].heads, plan.layers[i].ffn, plan.layers[i].bits) for i in kept}
+    groups = plan.share or ()
+    fits_share = [how for how in space.sharing if share_groups(kept, how) == tuple(groups)]
+    if not fits_share:
+        raise PlanError(f"its sharing groups {[list(g) for g in groups]} are not what any sharing choice of this space "
+                        f"({', '.join(space.sharing)}) makes of its kept layers")
+    if len(space.sharing) > 1:
+        params["sharing"] = fits_share[0]
+    followers = {i for g in groups for i in g[1:]}
+    # a follower's values are its leader's whatever was drawn for it; a linear schedule fits the leaders only
+    values = {i: (plan.layers[i].heads, plan.layers[i].ffn, plan.layers[i].bits) for i in kept
+              if space.schedule != "linear" or i not in followers}
     params.update(SCHEDULES[space.schedule].params(space, n, values))
     _put(params, "head_bits", plan.head_bits, space.head_bits, "classifier-head bit-width")
     _put(params, "embedding_bits", plan.embedding_bits, space.embedding_bits, "embedding bit-width")

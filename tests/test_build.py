@@ -110,8 +110,9 @@ def test_an_int8_only_plan_is_never_recovered(bench):
         CompressionPlan.uniform(4, keep=[0, 1, 2]),
         CompressionPlan.uniform(4, heads=0.5),
         CompressionPlan.uniform(4, ffn=0.5),
+        CompressionPlan.from_dict({**CompressionPlan.uniform(4).to_dict(), "share": [[0, 1]]}),
     ],
-    ids=["drops-a-layer", "prunes-heads", "prunes-ffn"],
+    ids=["drops-a-layer", "prunes-heads", "prunes-ffn", "shares-layers"],
 )
 def test_any_structural_change_needs_recovery_when_the_study_recovers(bench, plan):
     assert changes_structure(plan)

@@ -206,6 +206,39 @@ def test_uniform_shapes_also_load_with_plain_transformers(kd, tmp_path):
     assert json.loads((out / "metrics.json").read_text())["plain_hf_loadable"] is True
 
 
+def test_the_exported_file_is_the_trials_size_and_a_format_1_export_still_loads(kd, tmp_path):
+    from safetensors.torch import save_model
+
+    from autocompress import build
+    from autocompress.errors import ModelError
+    from autocompress.evaluate import predict_logits
+    from autocompress.export.saved import META_FILE, PLAN_FILE, WEIGHTS_FILE
+
+    number = kd["trials"]["int8"]
+    trial = kd["study"].trials[number]
+    out = tmp_path / "int8"
+    export_trial(kd["study"], number, out, kd["cache"])
+    assert (out / WEIGHTS_FILE).stat().st_size == trial.user_attrs["size"]["shipped_bytes"]
+    teacher_bytes = kd["study"].user_attrs["teacher"]["size"]["shipped_bytes"]
+    assert (out / WEIGHTS_FILE).stat().st_size < 0.6 * teacher_bytes  # int8 layers stored as int8 (the tiny table stays float)
+    exported = autocompress.load(out)
+
+    # what format 1 wrote: the float student, the bit-widths re-applied at load time
+    old = tmp_path / "format1"
+    old.mkdir()
+    plan = CompressionPlan.from_dict(trial.user_attrs["plan"])
+    float_model = build.candidate(kd["bench"], plan, keep_float=True).float_model
+    save_model(float_model, str(old / WEIGHTS_FILE), metadata={"format": "pt"})
+    (old / PLAN_FILE).write_text((out / PLAN_FILE).read_text())
+    meta = json.loads((out / META_FILE).read_text())
+    (old / META_FILE).write_text(json.dumps({**meta, "format_version": 1}))
+    batch = kd["bench"].eval.head(16)
+    assert torch.equal(predict_logits(autocompress.load(old), batch), predict_logits(exported, batch))
+    (old / META_FILE).write_text(json.dumps({**meta, "format_version": 9}))
+    with pytest.raises(ModelError, match="reads 1 and 2: export the trial again"):
+        autocompress.load(old)
+
+
 def test_cli_exports_onnx_that_runs_with_onnxruntime_alone(kd, tmp_path, capsys):
     from autocompress.onnxrt import OnnxRunner
 

@@ -422,3 +422,32 @@ def test_vocabulary_choices_are_one_parameter_and_every_plan_round_trips() -> No
         params_for_plan(pruned, SpaceConfig(), ARCH6)
     assert "vocab_min_count" not in distributions(SpaceConfig(), ARCH6)
     assert "vocab_min_count" not in CompressionPlan.uniform(6).to_dict()  # stored plans keep their shape
+
+
+@pytest.mark.parametrize("schedule", ["per_layer", "shared", "linear"])
+def test_sharing_is_one_parameter_its_followers_take_the_leaders_values_and_plans_round_trip(schedule: str) -> None:
+    from autocompress.space import share_groups
+
+    space = SpaceConfig(sharing=("none", "pairs", "all"), schedule=schedule, bits=(32, 8, 4),
+                        depth=DepthSpace(min=1, selection=("even", "first")))
+    dists = distributions(space, ARCH6)
+    assert list(dists["sharing"].choices) == ["none", "pairs", "all"]
+    seen = set()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(40):
+        trial = study.ask(dists)
+        plan = suggest_plan(trial, space, ARCH6)
+        study.tell(trial, 0.0)
+        assert plan.share == (share_groups(plan.kept_layers, trial.params["sharing"]) or None)
+        for group in plan.share or ():
+            assert len({(plan.layers[i].heads, plan.layers[i].ffn, plan.layers[i].bits) for i in group}) == 1
+        again, params = canonical(trial.params, space, ARCH6)
+        assert again == plan and suggest_plan(optuna.trial.FixedTrial(params), space, ARCH6) == plan
+        seen.add(trial.params["sharing"] if plan.share else "none")
+    assert seen == {"none", "pairs", "all"}
+    assert share_groups([0, 2, 4], "pairs") == ((0, 2),) and share_groups([1], "all") == ()
+    shared = suggest_plan(optuna.trial.FixedTrial({**params, "sharing": "all", "depth": 3}), space, ARCH6)
+    assert shared.share == (tuple(shared.kept_layers),)
+    with pytest.raises(PlanError, match="sharing groups"):
+        params_for_plan(shared, SpaceConfig(), ARCH6)
+    assert "sharing" not in distributions(SpaceConfig(), ARCH6)

@@ -590,3 +590,37 @@ def test_a_kept_vocabulary_shrinks_the_student_and_export_and_load_keep_it(tiny_
     assert torch.equal(predict_logits(built, bench.eval), predict_logits(loaded, bench.eval))
     clf = pipeline("text-classification", model=loaded, tokenizer=AutoTokenizer.from_pretrained(tmp_path / "out"))
     assert clf(["an entirely unseen zyzzyva text"])[0]["label"] in bench.task.label_names
+
+
+def test_shared_layers_and_compressed_tables_ship_at_the_trials_size_in_pytorch_and_onnx(tiny_model_dir, tiny_csv, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import json
+
+    from transformers import AutoTokenizer, pipeline
+
+    from autocompress import build, record
+    from autocompress.evaluate import predict_logits
+    from autocompress.export import export_trial, load
+
+    space = {"heads": [1.0], "ffn": [0.5], "bits": [4], "depth": {"min": 4}, "sharing": ["pairs"],
+             "embedding_bits": [8], "vocabulary": {"keep": ["task"]}}
+    study, bench = _ran(tiny_model_dir, tiny_csv, tmp_path, space, 1)
+    t = study.get_trials(states=(TrialState.COMPLETE,))[0]
+    rec = record.read(t)
+    assert rec.plan is not None and rec.plan.share == ((0, 1), (2, 3))
+    assert "shared layers 1+2; 3+4" in rec.plan_summary
+    teacher = study.user_attrs["teacher"]["size"]["shipped_bytes"]
+    assert rec.size["shipped_bytes"] < 0.5 * teacher
+    shipped = export_trial(study, t.number, tmp_path / "out", tmp_path / "cache", onnx=True)
+    out = tmp_path / "out"
+    assert (out / "model.safetensors").stat().st_size == rec.size["shipped_bytes"]  # size as it ships
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["onnx"]["bytes"] == (out / "model.onnx").stat().st_size
+    assert abs(shipped.onnx_accuracy - shipped.rebuilt_accuracy) <= metrics["onnx"]["allowed_difference_pt"]
+    loaded = load(out)
+    layers = loaded.bert.encoder.layer
+    assert layers[0] is layers[1] and layers[2] is layers[3] and layers[0] is not layers[2]
+    built = build.candidate(bench, rec.plan).model
+    assert torch.equal(predict_logits(built, bench.eval), predict_logits(loaded, bench.eval))
+    clf = pipeline("text-classification", model=loaded, tokenizer=AutoTokenizer.from_pretrained(out))
+    assert clf(["a text"])[0]["label"] in bench.task.label_names

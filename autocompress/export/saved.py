@@ -3,8 +3,11 @@
 ::
 
     DIR/
-      model.safetensors   the student's float weights (before quantisation), in the plan's shapes
-      plan.yaml           the trial's CompressionPlan: rebuilds the shapes and the bit-widths
+      model.safetensors   the compressed student as it ships (transforms.pack): int8 layers as int8
+                          weights with per-channel scales, simulated 4/2-bit layers as codes packed
+                          two/four to a byte, 8-bit tables as codes per row, the rest float; a
+                          tensor shared by several layers stored once. Its bytes are the trial's size.
+      plan.yaml           the trial's CompressionPlan: rebuilds the shapes
       autocompress.json   format version, the base model's Hugging Face config, the label names
       config.json         only when plain transformers can rebuild the shapes ("plain_hf")
       tokenizer files     tokenizer.save_pretrained
@@ -12,8 +15,9 @@
       model.onnx          with --onnx (a plan with exits: model.stage0.onnx, model.stage1.onnx, ...)
 
 :func:`load` builds the base architecture from the stored config (nothing is downloaded and no
-remote code runs), gives it the plan's shapes, loads the weights strictly and re-applies the
-plan's bit-widths exactly as the study did, so its logits are the trial model's.
+remote code runs), gives it the plan's shapes and unpacks the weights into it, every tensor
+accounted for, so its logits are the trial model's. A format-1 directory (float weights, the
+bit-widths re-applied at load time) still loads.
 """
 
 from __future__ import annotations
@@ -33,11 +37,13 @@ from autocompress.exits import EarlyExit, static_part
 from autocompress.models import adapter_for
 from autocompress.plan import CompressionPlan
 from autocompress.transforms import apply_bits_, apply_structure_
+from autocompress.transforms.pack import packed_tensors, unpack_
 from autocompress.transforms.vocab import KeptVocabulary, kept_table_like_, padding_from_lookup_, word_embeddings
 
 __all__ = ["FORMAT_VERSION", "META_FILE", "PLAN_FILE", "WEIGHTS_FILE", "plain_config", "save_student", "load"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READS = (1, 2)  # format 1: float weights, bit-widths re-applied from plan.yaml at load time
 META_FILE = "autocompress.json"
 PLAN_FILE = "plan.yaml"
 WEIGHTS_FILE = "model.safetensors"
@@ -91,25 +97,26 @@ def plain_config(student: nn.Module, plan: CompressionPlan) -> Any | None:
 
 
 def save_student(
-    directory: Path, student: nn.Module, plan: CompressionPlan, base_config: Any, label_names: list[str]
+    directory: Path, model: nn.Module, plan: CompressionPlan, base_config: Any, label_names: list[str]
 ) -> bool:
-    """Write the weights, plan and metadata of the float ``student`` into ``directory``.
+    """Write the weights, plan and metadata of ``model`` (the trial's compressed model) into ``directory``.
 
     ``base_config`` is the Hugging Face config of the uncompressed model the plan was made for.
     Returns whether plain transformers can load the directory (a ``config.json`` was written).
     """
-    from safetensors.torch import save_model
+    from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
     (directory / PLAN_FILE).write_text(plan.to_yaml())
-    save_model(student, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    tensors, metadata = packed_tensors(model)
+    save_file(tensors, str(directory / WEIGHTS_FILE), metadata=metadata)
     shutil.copymode(directory / PLAN_FILE, directory / WEIGHTS_FILE)  # safetensors writes it owner-only
-    plain = plain_config(student, plan)
+    plain = plain_config(model, plan)
     if plain is not None:
         _with_labels(plain, label_names).save_pretrained(directory)
     meta = {
         "format_version": FORMAT_VERSION,
-        "architecture": type(student).__name__,
+        "architecture": type(model).__name__,
         "base_config": _with_labels(base_config, label_names).to_dict(),
         "labels": list(label_names),
         "plain_hf": plain is not None,
@@ -118,8 +125,9 @@ def save_student(
             "simulated_layers": {str(i): plan.layers[i].bits for i in plan.kept_layers if plan.layers[i].bits < 8},
             "int8_head": plan.head_bits == 8,
             "int8_embeddings": plan.embedding_bits == 8,
-            "how": "re-applied from plan.yaml at load time: int8 = PyTorch dynamic quantisation with per-channel "
-            "weight scales; lower widths = weights rounded per output channel (simulated)",
+            "how": "stored as shipped: int8 layers = int8 weights with per-channel scales, run by PyTorch dynamic "
+            "quantisation; 4/2-bit layers = codes packed per byte with a scale and offset per row, computed in "
+            "float after loading (simulated: their speed is not real); 8-bit tables = 8-bit codes per row",
         },
     }
     if plan.exits is not None:
@@ -149,8 +157,9 @@ def _read_meta(directory: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ModelError(f"{path} is not valid JSON: {exc}") from None
     version = meta.get("format_version") if isinstance(meta, dict) else None
-    if version != FORMAT_VERSION:
-        raise ModelError(f"{path} has format_version {version!r}; this version of autocompress reads {FORMAT_VERSION}")
+    if version not in READS:
+        raise ModelError(f"{path} has format_version {version!r}; this version of autocompress reads "
+                         f"{' and '.join(map(str, READS))}: export the trial again with this version")
     return meta
 
 
@@ -171,7 +180,8 @@ def _kept_vocabulary_shape_(model: nn.Module, weights: Path, prefix: str = "") -
     name = prefix + next(n for n, m in model.named_modules() if m is table)
     try:
         with safe_open(str(weights), framework="pt") as f:
-            rows = f.get_slice(f"{name}.weight").get_shape()[0]
+            rows_key = f"{name}.weight" if f"{name}.weight" in f.keys() else f"{name}.codes"  # an 8-bit table: codes
+            rows = f.get_slice(rows_key).get_shape()[0]
             full = f.get_slice(f"{name}.lookup").get_shape()[0]
     except Exception as exc:  # a missing key or a damaged file: say which
         raise ModelError(f"{weights} holds no kept vocabulary at {name}: {str(exc).splitlines()[0]}") from None
@@ -184,6 +194,7 @@ def load(directory: str | Path) -> nn.Module:
     It works with ``transformers.pipeline("text-classification", model=..., tokenizer=...)``
     (the tokenizer is in the same directory) and shows the task's label names.
     """
+    from safetensors import safe_open
     from safetensors.torch import load_model
     from transformers import AutoModelForSequenceClassification
 
@@ -199,11 +210,26 @@ def load(directory: str | Path) -> nn.Module:
         model, d / WEIGHTS_FILE, "model." if plan.exits is not None else "")  # the exits' wrapper holds the student as model
     if plan.exits is not None:
         model = EarlyExit(model, plan.exit_positions, plan.exits.threshold)
+    if meta["format_version"] == 1:
+        try:
+            load_model(model, str(d / WEIGHTS_FILE), strict=True)
+        except (RuntimeError, OSError) as exc:
+            raise ModelError(f"the weights in {d / WEIGHTS_FILE} do not fit the plan's shapes: {str(exc).splitlines()[0]}") from None
+        if kept is not None:
+            padding_from_lookup_(kept)
+        apply_bits_(static_part(model), plan)
+        return model.eval()
     try:
-        load_model(model, str(d / WEIGHTS_FILE), strict=True)
-    except (RuntimeError, OSError) as exc:
-        raise ModelError(f"the weights in {d / WEIGHTS_FILE} do not fit the plan's shapes: {str(exc).splitlines()[0]}") from None
-    if kept is not None:
-        padding_from_lookup_(kept)
-    apply_bits_(static_part(model), plan)
+        with safe_open(str(d / WEIGHTS_FILE), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ModelError(f"{d / WEIGHTS_FILE} cannot be read: {str(exc).splitlines()[0]}") from None
+    try:
+        unpack_(model, tensors, metadata)
+    except ModelError as exc:
+        raise ModelError(f"{d / WEIGHTS_FILE}: {exc}") from None
+    table = word_embeddings(static_part(model)) if kept is not None else None
+    if isinstance(table, KeptVocabulary):  # an 8-bit table has no padding row to point
+        padding_from_lookup_(table)
     return model.eval()

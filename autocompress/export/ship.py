@@ -212,7 +212,7 @@ def export_trial(
     try:
         tokenizer = load_tokenizer(cfg.model.source)
         labels = list(bench.task.label_names)
-        plain = save_student(tmp, student, plan, bench.teacher.model.config, labels)
+        plain = save_student(tmp, model, plan, bench.teacher.model.config, labels)
         tokenizer.save_pretrained(tmp)
 
         loaded = load(tmp)
@@ -396,7 +396,9 @@ def _metrics(
             "latency": f"median of interleaved rounds (ABBA) against the uncompressed teacher after warm-up, profile "
             f"'{cfg.profile.name}' ({cfg.profile.kind}, {cfg.profile.runtime_label}): {cfg.profile.inputs_label}, "
             f"{cfg.profile.threads} thread(s); speedup = teacher / candidate",
-            "size": "bytes of the serialised state dict, simulated low-bit weights counted at their width",
+            "size": "bytes of model.safetensors as export writes it (int8 weights as int8, simulated 4/2-bit "
+            "weights packed per byte, shared tensors once); records made before that counted the serialised "
+            "state dict with simulated weights at their width",
         },
         "export": {
             "rebuilt_accuracy": result.rebuilt_accuracy,

@@ -20,7 +20,7 @@ from autocompress.transforms.depth import drop_layers_
 from autocompress.transforms.prune import prune_ffn_, prune_heads_
 from autocompress.transforms.quantize import fake_quantize_, quantize_embeddings_int8_, quantize_int8_, quantize_int8_named_
 
-__all__ = ["Importance", "apply_plan", "apply_plan_", "apply_structure_", "apply_bits_", "simulated_widths"]
+__all__ = ["Importance", "apply_plan", "apply_plan_", "apply_structure_", "apply_bits_", "share_layers_", "simulated_widths"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,18 @@ def apply_structure_(model: nn.Module, plan: CompressionPlan, importance: Import
             prune_heads_(layer, adapter, lp.heads, importance.heads.get(base_i))
         if lp.ffn < 1.0:
             prune_ffn_(layer, adapter, lp.ffn, importance.ffn.get(base_i))
+    share_layers_(model, plan)
+
+
+def share_layers_(model: nn.Module, plan: CompressionPlan) -> None:
+    """Make each student layer of a sharing group run its group's first layer (one module, one
+    set of weights: training updates it from every position, export stores it once)."""
+    shared = plan.shared_positions
+    if not shared:
+        return
+    adapter = adapter_for(model)
+    layers = list(adapter.layers(model))
+    adapter.set_layers_(model, [layers[shared.get(i, i)] for i in range(len(layers))])
 
 
 def apply_bits_(model: nn.Module, plan: CompressionPlan) -> None:
@@ -72,7 +84,11 @@ def apply_bits_(model: nn.Module, plan: CompressionPlan) -> None:
     layers = adapter.layers(model)
     if len(layers) != len(plan.kept_layers):
         raise PlanError(f"the model has {len(layers)} layers but the plan keeps {len(plan.kept_layers)}")
+    done: set[int] = set()
     for layer, base_i in zip(layers, plan.kept_layers, strict=True):
+        if id(layer) in done:  # a shared layer: quantised once, where it first runs
+            continue
+        done.add(id(layer))
         bits = plan.layers[base_i].bits
         if bits == 8:
             quantize_int8_(layer)

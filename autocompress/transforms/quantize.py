@@ -14,7 +14,7 @@ import warnings
 import torch
 from torch import nn
 
-__all__ = ["Int8Embedding", "quantize_embeddings_int8_", "quantize_int8_", "quantize_int8_named_", "fake_quantize_",
+__all__ = ["CODES_ATTR", "Int8Embedding", "remember_codes", "quantize_embeddings_int8_", "quantize_int8_", "quantize_int8_named_", "fake_quantize_",
            "fake_quantize_weight"]
 
 
@@ -34,6 +34,14 @@ def quantize_int8_named_(model: nn.Module, names: list[str]) -> None:
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
         quantize_dynamic(model, {name: per_channel_dynamic_qconfig for name in names}, inplace=True)
+
+
+CODES_ATTR = "_autocompress_codes"  # on a module whose float weight holds simulated low-bit values: their codes
+
+
+def remember_codes(module: nn.Module, codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bits: int) -> None:
+    """Note on ``module`` the codes its float weight was rounded to, so that it ships at ``bits`` bits."""
+    setattr(module, CODES_ATTR, (codes.to(torch.uint8), scale.float(), offset.float(), bits))
 
 
 def _row_codes(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -96,4 +104,6 @@ def fake_quantize_(module: nn.Module, bits: int) -> None:
     """Round the weights of every Linear/Embedding inside ``module`` to ``bits`` bits in place."""
     for sub in module.modules():
         if isinstance(sub, (nn.Linear, nn.Embedding)):
-            sub.weight.copy_(fake_quantize_weight(sub.weight, bits))
+            codes, scale, lo = _row_codes(sub.weight, bits)
+            sub.weight.copy_(codes * scale + lo)
+            remember_codes(sub, codes, scale, lo, bits)
