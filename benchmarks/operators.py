@@ -11,6 +11,14 @@ data". Writes ``benchmarks/results/operators.json``.
     python benchmarks/operators.py --quick    # smoke run (~3 min), results to operators-quick.json
     python benchmarks/operators.py --remeasure  # re-time the speedups of an existing results file
     python benchmarks/operators.py --only combined --transfer 3000  # distil on 9,000 tweets
+    python benchmarks/operators.py --size --transfer 3000  # the size operators (~30 min): "size" rows
+
+``--size`` builds each size operator alone (task vocabulary, 8-bit embeddings, both) and with the
+speed plan ``combined`` (then also shared layers and an int8 head), writes each as
+``autocompress export`` writes it (model.safetensors, plan, metadata, tokenizer: ``exported_bytes``;
+the weights file alone: ``weights_bytes``) and as ONNX (``onnx_bytes``), and measures its accuracy
+drop against the teacher on the 3,000-example eval split (95 % paired-bootstrap interval) and its
+speedup in this process. It merges ``size`` into ``operators.json``, other fields untouched.
 
 ``--remeasure`` exists because speed does not depend on the weights: when the machine was busy
 during a full run, the speedups can be measured again on a quiet machine (structure only, same
@@ -30,7 +38,7 @@ from _common import RESULTS, machine, today
 from autocompress import build
 from autocompress import study as st
 from autocompress.config import parse_config
-from autocompress.evaluate import accuracy, model_size, predict_logits
+from autocompress.evaluate import accuracy, bootstrap_ci, model_size, predict_logits
 from autocompress.latency.measure import measure_profile
 from autocompress.plan import CompressionPlan
 from autocompress.transforms import simulated_widths
@@ -61,19 +69,120 @@ def operator_plans(n: int) -> dict[str, CompressionPlan]:
     }
 
 
+def size_plans(n: int) -> dict[str, CompressionPlan]:
+    """The size operators alone, and with the speed plan (``combined``)."""
+    def with_(plan: CompressionPlan, **extra) -> CompressionPlan:
+        return CompressionPlan.from_dict({**plan.to_dict(), **extra})
+
+    full, speed = CompressionPlan.uniform(n), operator_plans(n)["combined"]
+    small = {"vocab_min_count": 1, "embedding_bits": 8}
+    return {
+        "task_vocabulary": with_(full, vocab_min_count=1),
+        "int8_embeddings": with_(full, embedding_bits=8),
+        "vocabulary+int8_embeddings": with_(full, **small),
+        "combined": speed,
+        "combined+vocabulary+int8_embeddings": with_(speed, **small),
+        "combined+vocabulary+int8_embeddings+shared_pairs": with_(speed, **small, share=[list(speed.kept_layers[:2])]),
+        "combined+vocabulary+int8_embeddings+int8_head": with_(speed, **small, head_bits=8),
+    }
+
+
+def _export_bytes(bench, model, float_model, plan: CompressionPlan) -> dict[str, int]:
+    """Bytes of what ``autocompress export`` writes for ``model`` (PyTorch directory, weights alone) and its ONNX file."""
+    import inspect
+    import tempfile
+    from pathlib import Path
+
+    from autocompress.export.saved import WEIGHTS_FILE, save_student
+    from autocompress.models import load_tokenizer
+    from autocompress.onnxrt import export_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp) / "export"
+        save_student(d, model, plan, bench.teacher.model.config, list(bench.task.label_names))
+        tokenizer = load_tokenizer(bench.config.model.source)
+        tokenizer.save_pretrained(d)
+        exported = sum(f.stat().st_size for f in d.iterdir() if f.is_file())
+        accepted = inspect.signature(float_model.forward).parameters
+        names = [n for n in tokenizer.model_input_names if n in accepted]
+        onnx = export_onnx(float_model, plan, Path(tmp) / "model.onnx", names)
+        return {"exported_bytes": exported, "weights_bytes": (d / WEIGHTS_FILE).stat().st_size, "onnx_bytes": onnx.bytes,
+                "onnx_int8_matmuls": onnx.int8_matmuls}
+
+
+def size_rows(bench, cfg, only: list[str] | None) -> list[dict]:
+    teacher = bench.teacher
+    t_right = (teacher.eval_logits.argmax(-1) == bench.eval.labels).float()
+    rows = [{"name": "teacher", "plan": "uncompressed", "acc_drop": 0.0, "acc_drop_ci": [0.0, 0.0], "speedup": 1.0,
+             "accuracy": 100 * teacher.eval_accuracy.value,
+             **_export_bytes(bench, teacher.model, teacher.model, CompressionPlan.uniform(bench.arch.num_layers))}]
+    logging.info("teacher: %s", rows[0])
+    for name, plan in size_plans(bench.arch.num_layers).items():
+        if only and name not in only:
+            continue
+        start = time.perf_counter()
+        built = build.candidate(bench, plan, keep_float=True)
+        right = (predict_logits(built.model, bench.eval).argmax(-1) == bench.eval.labels).float()
+        diff = t_right - right
+        lat = measure_profile(teacher.model, built.model, cfg.profile, vocab_size=teacher.model.config.vocab_size).to_dict()
+        row = {"name": name, "plan": plan.describe(), "accuracy": 100 * right.mean().item(),
+               "acc_drop": 100 * diff.mean().item(), "acc_drop_ci": [100 * x for x in bootstrap_ci(diff)],
+               "speedup": lat["speedup"], "speedup_iqr": [1 / lat["ratio_iqr"][1], 1 / lat["ratio_iqr"][0]],
+               "noisy": lat["noisy"], "size": model_size(built.model).to_dict(),
+               **_export_bytes(bench, built.model, built.float_model, plan),
+               "vocabulary": built.recovery.get("vocabulary"), "recovered": built.recovered}
+        row["seconds"] = time.perf_counter() - start
+        logging.info("%s: %.2f MB exported (ONNX %.2f MB), drop %+.2f pt [%+.2f, %+.2f], %.2f× faster", name,
+                     row["exported_bytes"] / 1e6, row["onnx_bytes"] / 1e6, row["acc_drop"], *row["acc_drop_ci"], row["speedup"])
+        rows.append(row)
+    return rows
+
+
+def size_section(rows: list[dict], cfg) -> dict:
+    teacher = rows[0]
+    ok = [r for r in rows[1:] if r["exported_bytes"] <= 15e6 and r["acc_drop"] <= 1.0 and r["speedup"] >= 3.0]
+    best = min(ok, key=lambda r: r["exported_bytes"]) if ok else None
+    return {
+        "rows": rows,
+        "target": "a member <= 15 MB as exported (>= 6x smaller than the teacher) within 1 point (3,000-example eval) "
+                  "and >= 3x faster; its ONNX file <= 20 MB",
+        "best": best["name"] if best else None,
+        "met": bool(best and best["onnx_bytes"] <= 20e6 and teacher["exported_bytes"] / best["exported_bytes"] >= 6),
+        "teacher_exported_bytes": teacher["exported_bytes"],
+        "speedup_profile": cfg.profile.model_dump(),
+        "machine": machine(), "date": today(),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small data, short training: a smoke run")
     ap.add_argument("--remeasure", action="store_true", help="re-time the speedups in operators.json")
     ap.add_argument("--transfer", type=int, default=0, help="extra tweets, labelled by the teacher, to distil on")
     ap.add_argument("--only", nargs="*", help="operators to run (default: all)")
+    ap.add_argument("--size", action="store_true", help="the size operators: merges 'size' into operators.json")
     args = ap.parse_args()
     if args.remeasure:
         remeasure(args.quick)
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    cfg = parse_config(config(args.quick, args.transfer))
+    raw = config(args.quick, args.transfer)
+    if args.size:
+        raw["space"] = {"vocabulary": {"keep": ["all", "task"]}}  # the kept vocabulary counts the distillation set
+    cfg = parse_config(raw)
     bench = prepare(cfg, st.DEFAULT_CACHE)
+    if args.size:
+        section = size_section(size_rows(bench, cfg, args.only), cfg)
+        path = RESULTS / ("operators-quick.json" if args.quick else "operators.json")
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        data["size"] = section["rows"]
+        data["size_summary"] = {k: v for k, v in section.items() if k != "rows"}
+        path.write_text(json.dumps(data, indent=2))
+        for r in section["rows"]:
+            print(f"{r['name']:<48}{r['exported_bytes'] / 1e6:>8.2f} MB{r['onnx_bytes'] / 1e6:>8.2f} MB ONNX"
+                  f"{r['acc_drop']:>+8.2f} pt{r['speedup']:>7.2f}×")
+        print(f"target met: {section['met']} (best: {section['best']}) — written {path}")
+        return
     n = bench.arch.num_layers
     plans = {k: v for k, v in operator_plans(n).items() if not args.only or k in args.only}
     teacher = bench.teacher

@@ -192,7 +192,7 @@ def _pareto(info: ReportInfo) -> str:
     speed = pareto_figure(
         info, "speedup", "Accuracy vs speed", f"speedup over the teacher on {escape(str(profile))} (×, {kind})"
     )
-    size = pareto_figure(info, "size_mb", "Accuracy vs size", "model size (MB; simulated bits counted at their width)")
+    size = pareto_figure(info, "size_mb", "Accuracy vs size", "model size (MB: model.safetensors as export writes it)")
     return (
         f'<div class="grid">{_plot(speed, "plot-speed", "")}{_plot(size, "plot-size", "")}</div>'
         "<p class='muted'>Red: the Pareto front over all three objectives (a red point that looks beaten in one view "

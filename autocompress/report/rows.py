@@ -63,7 +63,7 @@ class TrialRow:
     screened: float | None = None  # a stopped trial's metric % on the eval subset, at the rung it reached
     exits: dict[str, Any] | None = None  # early exits: where eval examples stop (``scoring.exits_taken``)
     vocabulary: dict[str, Any] | None = None  # a kept vocabulary: rows kept, eval tokens read as [UNK]
-    size_split: dict[str, int] | None = None  # serialised bytes of the embeddings, encoder layers and head
+    size_split: dict[str, int] | None = None  # shipped bytes of the embeddings, encoder layers and head
 
     @property
     def profile_speedups(self) -> dict[str, float]:
