@@ -121,15 +121,18 @@ def float_part(plan: CompressionPlan) -> CompressionPlan:
     return CompressionPlan.from_dict(data)
 
 
-def _int8_linears(model: nn.Module, layers: list[nn.Module], bits: list[int]) -> set[str]:
-    """Names, inside ``model``, of the Linear modules of its encoder ``layers`` whose width in
-    ``bits`` (one per layer) is 8: those the ONNX model runs in int8."""
-    names = {id(m): n for n, m in model.named_modules()}
-    out = set()
+def _int8_linears(model: nn.Module, layers: list[nn.Module], bits: list[int]) -> dict[str, int]:
+    """The Linear modules of ``model``'s encoder ``layers`` whose width in ``bits`` (one per layer)
+    is 8, those the ONNX model runs in int8: each name they have inside ``model`` (a layer that
+    several positions share has one per position) to the module's identity."""
+    names: dict[int, list[str]] = {}
+    for n, m in model.named_modules(remove_duplicate=False):
+        names.setdefault(id(m), []).append(n)
+    out: dict[str, int] = {}
     for layer, width in zip(layers, bits, strict=True):
         if width == 8:
-            prefix = names[id(layer)]
-            out |= {f"{prefix}.{n}" for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
+            for prefix in names[id(layer)]:
+                out |= {f"{prefix}.{n}": id(m) for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
     return out
 
 
@@ -178,7 +181,7 @@ def _token_example(input_names: list[str], vocab: int) -> dict[str, torch.Tensor
     }
 
 
-def _write_graph(module: nn.Module, example: dict[str, torch.Tensor], output_names: list[str], wanted: set[str],
+def _write_graph(module: nn.Module, example: dict[str, torch.Tensor], output_names: list[str], wanted: dict[str, int],
                  path: Path) -> tuple[int, int]:
     """Export ``module`` called with ``example`` (keyword inputs, dynamic batch and sequence axes) to
     ``path``, its MatMuls of the Linear modules ``wanted`` quantised to int8 by ONNX Runtime;
@@ -208,11 +211,11 @@ def _write_graph(module: nn.Module, example: dict[str, torch.Tensor], output_nam
             scopes = [s for s in _module_of(node) if s in wanted]
             if node.op_type == "MatMul" and scopes:
                 chosen.append(node.name)
-                seen.add(scopes[-1])
+                seen.add(wanted[scopes[-1]])
             else:
                 float_weights += 1
-        if seen != wanted:
-            missing = ", ".join(sorted(wanted - seen)[:3])
+        if seen != set(wanted.values()):  # every int8 Linear found, under any of its names
+            missing = ", ".join(sorted(n for n, m in wanted.items() if m not in seen)[:3])
             raise ExportError(f"could not find the ONNX MatMul nodes of {missing}; the int8 layers cannot be quantised")
         if chosen:
             # reduce_range: 7-bit weights. x86 CPUs without VNNI (AVX2-only) add pairs of uint8 × int8
@@ -223,7 +226,39 @@ def _write_graph(module: nn.Module, example: dict[str, torch.Tensor], output_nam
             )
         else:
             path.write_bytes(float_path.read_bytes())
+    _merge_equal_initializers(path)
     return len(chosen), float_weights
+
+
+def _merge_equal_initializers(path: Path) -> None:
+    """Store each distinct constant of the ONNX file at ``path`` once: the exporter writes a shared
+    layer's weights (or their transposes) once per position, and the file should not."""
+    import hashlib
+
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    first: dict[tuple[int, tuple[int, ...], str], str] = {}
+    rename: dict[str, str] = {}
+    keep = []
+    for init in graph.initializer:
+        data = init.raw_data or onnx.numpy_helper.to_array(init).tobytes()
+        key = (init.data_type, tuple(init.dims), hashlib.sha256(data).hexdigest())
+        if key in first:
+            rename[init.name] = first[key]
+        else:
+            first[key] = init.name
+            keep.append(init)
+    if not rename:
+        return
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+    onnx.save(model, str(path))
 
 
 def export_onnx(student: nn.Module, plan: CompressionPlan, path: Path, input_names: list[str]) -> OnnxFacts:

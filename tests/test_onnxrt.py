@@ -136,3 +136,38 @@ def test_a_kept_vocabulary_and_int8_embeddings_export_as_they_run(tmp_path) -> N
     with torch.inference_mode():
         want = model(**batch).logits
     assert torch.allclose(torch.from_numpy(runner.run(runner.feed(batch))), want, atol=1e-4)
+
+
+def test_a_layer_shared_by_two_positions_exports_once_with_its_int8_matmuls(lively_bert, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import copy
+
+    from autocompress.batches import Encoded
+    from autocompress.evaluate import predict_logits
+    from autocompress.onnxrt import export_onnx
+    from autocompress.plan import CompressionPlan
+    from autocompress.transforms import apply_structure_
+
+    raw = CompressionPlan.uniform(4, bits=8).to_dict()
+    raw["share"] = [[0, 1], [2, 3]]
+    plan = CompressionPlan.from_dict(raw)
+    student = copy.deepcopy(lively_bert(layers=4)).eval()
+    apply_structure_(student, plan)
+    facts = export_onnx(student, plan, tmp_path / "m.onnx", ["input_ids", "attention_mask"])
+    assert facts.int8_matmuls >= 12  # the two shared layers' six weight products each, at least once
+    alone = export_onnx(lively_bert(layers=4).eval(), CompressionPlan.uniform(4, bits=8), tmp_path / "a.onnx",
+                        ["input_ids", "attention_mask"])
+    import onnx
+
+    def weights(f) -> int:
+        return sum(int(np.prod(i.dims)) for i in onnx.load(str(f.path)).graph.initializer if len(i.dims) == 2)
+
+    assert weights(facts) < 0.75 * weights(alone)  # the shared layers' weights are stored once (half the layers')
+    g = torch.Generator().manual_seed(0)
+    data = Encoded(input_ids=[torch.randint(5, 30, (7,), generator=g).tolist() for _ in range(6)], token_type_ids=None,
+                   labels=torch.zeros(6, dtype=torch.long), pad_id=0)
+    reference = copy.deepcopy(student)
+    from autocompress.transforms import apply_bits_
+
+    apply_bits_(reference, plan)
+    assert torch.allclose(facts.runner(1).logits(data), predict_logits(reference, data), atol=0.5)
