@@ -202,6 +202,7 @@ def _write_graph(module: nn.Module, example: dict[str, torch.Tensor], output_nam
         except Exception as exc:  # the exporter raises many kinds; say which model and why
             raise ExportError(f"PyTorch could not export the model to ONNX: {str(exc).splitlines()[0]}") from None
         program.save(str(float_path), external_data=False)
+        _fold_weight_transposes(float_path)
         graph = onnx.load(str(float_path)).graph
         initializers = {i.name for i in graph.initializer}
         chosen, seen, float_weights = [], set(), 0
@@ -228,6 +229,30 @@ def _write_graph(module: nn.Module, example: dict[str, torch.Tensor], output_nam
             path.write_bytes(float_path.read_bytes())
     _merge_equal_initializers(path)
     return len(chosen), float_weights
+
+
+def _fold_weight_transposes(path: Path) -> None:
+    """Replace each Transpose of a constant in the ONNX file at ``path`` by the transposed constant:
+    the exporter's optimiser leaves the transpose of a weight that several positions share (a
+    shared layer) unfolded, and ONNX Runtime quantises a MatMul only when its weight is a constant."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    constants = {i.name: i for i in graph.initializer}
+    folded = []
+    for node in graph.node:
+        if node.op_type == "Transpose" and node.input and node.input[0] in constants:
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+            value = numpy_helper.to_array(constants[node.input[0]])
+            graph.initializer.append(numpy_helper.from_array(value.transpose(perm), node.output[0]))
+            folded.append(node)
+    if not folded:
+        return
+    for node in folded:
+        graph.node.remove(node)
+    onnx.save(model, str(path))
 
 
 def _merge_equal_initializers(path: Path) -> None:
