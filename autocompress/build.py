@@ -135,7 +135,7 @@ def add_exits(bench: Workbench, student: nn.Module, plan: CompressionPlan) -> tu
     if exits is None:
         raise ValueError("the plan has no exits")
     space, recovery = bench.config.space.exits, bench.config.recovery
-    model = with_exits(student, plan.exit_positions, exits.threshold, seed=recovery.seed)
+    model = with_exits(student, plan.exit_positions, exits.threshold, seed=recovery.seed, pooling=exits.pooling)
     cfg = ExitTraining(epochs=space.epochs, learning_rate=space.learning_rate, batch_size=recovery.batch_size,
                        temperature=recovery.temperature, alpha=recovery.alpha, seed=recovery.seed)
     with compute_lock():

@@ -172,6 +172,8 @@ class ExitsSpace(_Frozen):
     # none: no exits; middle: one exit halfway up the kept layers; every: one after each kept layer
     schedule: tuple[Literal["none", "middle", "every"], ...] = ("none",)
     threshold: tuple[float, ...] = (0.9,)  # confidence (largest softmax probability) at which an input stops
+    # what an exit head reads: the mean of the real tokens' states (mean), or the first token's (first)
+    pooling: Literal["first", "mean"] = "mean"
     epochs: float = Field(3.0, gt=0, le=100)  # passes over the distillation set training the exit heads (on states computed once)
     learning_rate: float = Field(1e-3, gt=0, le=1)
 

@@ -24,14 +24,26 @@ from autocompress.distill import kd_loss, train_device
 from autocompress.errors import PlanError
 from autocompress.models import adapter_for
 
-__all__ = ["EarlyExit", "ExitHead", "ExitTraining", "choose_exits", "exit_predictions", "exit_shares", "static_part", "train_exits_", "with_exits"]
+__all__ = ["EarlyExit", "ExitHead", "ExitTraining", "choose_exits", "exit_predictions", "exit_shares", "pool", "static_part",
+           "train_exits_", "with_exits"]
 
 log = logging.getLogger(__name__)
 
 
+def pool(state: torch.Tensor, attention_mask: torch.Tensor | None, how: str) -> torch.Tensor:
+    """What an exit head reads of a layer's ``state`` (batch, tokens, hidden): the first token's
+    vector (``first``) or the mean over the real tokens (``mean``; ``attention_mask`` 1 for them)."""
+    if how == "first":
+        return state[:, 0]
+    if attention_mask is None:
+        return state.mean(dim=1)
+    mask = attention_mask.to(state.dtype).unsqueeze(-1)
+    return (state * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+
+
 class ExitHead(nn.Module):
-    """A small classifier on one layer's first-token state: dense, tanh, linear (the shape of
-    BERT's pooler and classifier)."""
+    """A small classifier on one layer's pooled state: dense, tanh, linear (the shape of BERT's
+    pooler and classifier)."""
 
     def __init__(self, hidden_size: int, num_labels: int) -> None:
         super().__init__()
@@ -67,7 +79,7 @@ class EarlyExit(nn.Module):
     """``model`` with exit heads after its layers ``positions`` (indices among the student's own
     layers, ascending, the last layer excluded: the model's own head is the last exit)."""
 
-    def __init__(self, model: nn.Module, positions: list[int], threshold: float) -> None:
+    def __init__(self, model: nn.Module, positions: list[int], threshold: float, pooling: str = "first") -> None:
         super().__init__()
         layers = adapter_for(model).layers(model)
         if list(positions) != sorted(set(positions)) or not positions or positions[-1] >= len(layers) - 1 or positions[0] < 0:
@@ -79,6 +91,10 @@ class EarlyExit(nn.Module):
         self.config = model.config
         self.positions = list(positions)
         self.threshold = float(threshold)
+        if pooling not in ("first", "mean"):
+            raise PlanError(f"an exit reads the first token's state or the mean of the tokens' (first, mean), got {pooling!r}")
+        self.pooling = pooling
+        self._mask: torch.Tensor | None = None  # the attention mask of the batch of one being run
         hidden, labels = int(model.config.hidden_size), int(model.config.num_labels)
         self.heads = nn.ModuleList(ExitHead(hidden, labels) for _ in positions)
         self.num_layers = len(layers)
@@ -87,7 +103,7 @@ class EarlyExit(nn.Module):
     def _hook(self, head_i: int) -> Any:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
             state = output[0] if isinstance(output, tuple) else output
-            logits = self.heads[head_i](state[:, 0])
+            logits = self.heads[head_i](pool(state, self._mask, self.pooling))
             if logits.softmax(-1).max().item() >= self.threshold:
                 raise _Exited(logits, head_i)
 
@@ -97,7 +113,9 @@ class EarlyExit(nn.Module):
         """Every exit's logits and the final layer's, for a batch (all layers run)."""
         out = self.model(**inputs, output_hidden_states=True)
         states = out.hidden_states  # embeddings, then each layer's output
-        return [head(states[pos + 1][:, 0]) for head, pos in zip(self.heads, self.positions, strict=True)], out.logits
+        mask = inputs.get("attention_mask")
+        return [head(pool(states[pos + 1], mask, self.pooling))
+                for head, pos in zip(self.heads, self.positions, strict=True)], out.logits
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any) -> SequenceClassifierOutput:
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, **kwargs}
@@ -105,12 +123,14 @@ class EarlyExit(nn.Module):
             # hooks only for this call: a copy of this module (deepcopy) must not call back into the original
             layers = adapter_for(self.model).layers(self.model)
             handles = [layers[pos].register_forward_hook(self._hook(i)) for i, pos in enumerate(self.positions)]
+            self._mask = attention_mask
             try:
                 logits = self.model(**inputs).logits
                 self.last_exit = len(self.positions)
             except _Exited as exited:
                 logits, self.last_exit = exited.logits, exited.position
             finally:
+                self._mask = None
                 for handle in handles:
                     handle.remove()
             return SequenceClassifierOutput(logits=logits)
@@ -147,9 +167,10 @@ def train_exits_(model: EarlyExit, data: Encoded, teacher_logits: torch.Tensor, 
     states = torch.zeros(len(model.positions), n, int(model.config.hidden_size))
     with torch.inference_mode():
         for idx, inputs in data.batches(max(cfg.batch_size, 64), by_length=True):
-            hidden = model.model(**{k: v.to(device) for k, v in inputs.items()}, output_hidden_states=True).hidden_states
+            inputs = {k: v.to(device) for k, v in inputs.items()}
+            hidden = model.model(**inputs, output_hidden_states=True).hidden_states
             for i, pos in enumerate(model.positions):
-                states[i, idx] = hidden[pos + 1][:, 0].float().cpu()
+                states[i, idx] = pool(hidden[pos + 1], inputs.get("attention_mask"), model.pooling).float().cpu()
     pass_seconds = time.perf_counter() - start
     opt = torch.optim.AdamW(model.heads.parameters(), lr=cfg.learning_rate)
     steps = max(1, round(cfg.epochs * n / cfg.batch_size))
@@ -180,12 +201,13 @@ def static_part(model: nn.Module) -> nn.Module:
     return model.model if isinstance(model, EarlyExit) else model
 
 
-def with_exits(student: nn.Module, positions: list[int], threshold: float, *, seed: int = 0) -> EarlyExit:
+def with_exits(student: nn.Module, positions: list[int], threshold: float, *, seed: int = 0,
+               pooling: str = "first") -> EarlyExit:
     """``student`` with fresh exit heads after its layers ``positions``, initialised from ``seed``
     (the same plan and seed give the same heads)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return EarlyExit(student, positions, threshold)
+        return EarlyExit(student, positions, threshold, pooling)
 
 
 @torch.inference_mode()

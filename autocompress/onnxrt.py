@@ -34,7 +34,7 @@ from torch import nn
 from autocompress.batches import Encoded
 from autocompress.evaluate import collect_logits
 from autocompress.errors import AutocompressError, ExportError
-from autocompress.exits import EarlyExit, choose_exits, static_part
+from autocompress.exits import EarlyExit, choose_exits, pool, static_part
 from autocompress.models import adapter_for
 from autocompress.plan import CompressionPlan
 from autocompress.transforms import apply_bits_
@@ -342,8 +342,9 @@ class _Stage(nn.Module):
     """Layers ``lo:hi`` of a student: from the tokenised inputs (the first stage) or from the hidden
     state before them, to the next hidden state and an exit's logits, or (the last) to the logits."""
 
-    def __init__(self, student: nn.Module, lo: int, hi: int, head: nn.Module | None) -> None:
+    def __init__(self, student: nn.Module, lo: int, hi: int, head: nn.Module | None, pooling: str = "first") -> None:
         super().__init__()
+        self.pooling = pooling
         model = copy.deepcopy(student)
         adapter = adapter_for(model)
         adapter.set_layers_(model, list(adapter.layers(model))[lo:hi])
@@ -365,7 +366,7 @@ class _Stage(nn.Module):
         if self.head is None:
             return self.model(**inputs).logits
         state = self.model(**inputs).last_hidden_state
-        return state, self.head(state[:, 0])
+        return state, self.head(pool(state, attention_mask, self.pooling))
 
 
 def _stages(model: EarlyExit) -> list[tuple[_Stage, tuple[int, int]]]:
@@ -373,7 +374,8 @@ def _stages(model: EarlyExit) -> list[tuple[_Stage, tuple[int, int]]]:
     ends = [p + 1 for p in model.positions] + [model.num_layers]
     starts = [0, *ends[:-1]]
     heads = [*model.heads, None]
-    return [(_Stage(model.model, lo, hi, head).eval(), (lo, hi)) for lo, hi, head in zip(starts, ends, heads, strict=True)]
+    return [(_Stage(model.model, lo, hi, head, model.pooling).eval(), (lo, hi))
+            for lo, hi, head in zip(starts, ends, heads, strict=True)]
 
 
 def _session(path: Path, threads: int | None) -> Any:

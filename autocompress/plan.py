@@ -61,6 +61,9 @@ class ExitPlan(BaseModel):
 
     after: tuple[int, ...] = Field(min_length=1)
     threshold: float = Field(gt=0.0, le=1.0)
+    # what an exit head reads: the first token's state (first; plans stored without the key), or
+    # the mean of the real tokens' states (mean)
+    pooling: Literal["first", "mean"] = "first"
 
     @field_validator("after", mode="before")
     @classmethod
@@ -194,6 +197,8 @@ class CompressionPlan(BaseModel):
         for key in ("exits", "vocab_min_count", "share"):  # a plan without them is stored as before they existed
             if data[key] is None:
                 del data[key]
+        if data.get("exits") and data["exits"]["pooling"] == "first":
+            del data["exits"]["pooling"]
         return data
 
     def to_yaml(self) -> str:
@@ -268,7 +273,8 @@ class CompressionPlan(BaseModel):
             parts.append(f"shared layers {groups}")
         if self.exits is not None:
             after = ", ".join(str(p + 1) for p in self.exit_positions)
-            parts.append(f"exits after {after} @ {self.exits.threshold:g}")
+            pooled = " (mean-pooled)" if self.exits.pooling == "mean" else ""
+            parts.append(f"exits after {after} @ {self.exits.threshold:g}{pooled}")
         if len(parts) == 1 and len(kept) == self.num_layers:
             parts.append("uncompressed")
         return " · ".join(parts)

@@ -313,7 +313,7 @@ def suggest_plan(
     if space.exits.offered:
         after = exit_after(kept, _choose(trial, "exits", space.exits.schedule))
         threshold = _choose(trial, "exit_threshold", space.exits.threshold)
-        exits = ExitPlan(after=after, threshold=threshold) if after else None
+        exits = ExitPlan(after=after, threshold=threshold, pooling=space.exits.pooling) if after else None
     vocab = _choose(trial, "vocab_min_count", space.vocabulary.choices) or None  # 0: the full vocabulary
     return CompressionPlan(layers=layers, head_bits=head_bits, embedding_bits=embedding_bits, exits=exits,
                            vocab_min_count=vocab, share=groups or None)
@@ -409,6 +409,9 @@ def _exit_params(plan: CompressionPlan, space: SpaceConfig) -> dict[str, Any]:
     if not fits:
         raise PlanError(f"its exits after layers {list(after)} are where no exit schedule of this space "
                         f"({', '.join(space.exits.schedule)}) puts them")
+    if plan.exits is not None and plan.exits.pooling != space.exits.pooling:
+        raise PlanError(f"its exits read the {plan.exits.pooling} token state(s) and this space's exits "
+                        f"{space.exits.pooling} (space.exits.pooling)")
     params: dict[str, Any] = {}
     if len(space.exits.schedule) > 1:
         params["exits"] = fits[0]

@@ -2,14 +2,14 @@
 
 On the bundled default's task and settings (``search_spaces/tweets.yaml``, eval split raised to
 3,000 tweets), each static plan is built and recovered as a trial builds it; then each exit
-schedule (``middle``, ``every``) gets its heads distilled on the frozen student (``build.add_exits``,
+schedule (``middle``, ``every``) with each pooling (the first token, the mean of the tokens) gets its heads distilled on the frozen student (``build.add_exits``,
 what a trial with exits does), and each threshold is scored on the whole eval split, every example
 at the exit it takes. Per static plan, the variant with the fewest mean layers run whose extra drop
 against the static plan is at most ``--max-extra-drop`` points is timed: at batch 1 on
 ``--samples`` eval tweets per round (at evenly spaced quantiles of their lengths), the exit model
 interleaved with the static one (and each with the teacher), so each ratio is on one clock. The
 extra drop's 95 % interval is a paired bootstrap over the eval examples. The chosen variant is
-picked on the same eval split it is reported on (ten variants per plan): a small optimism.
+picked on the same eval split it is reported on (twenty variants per plan): a small optimism.
 
     python benchmarks/early_exit.py              # ~20 min on 2 cores (teacher cached: ~12 min)
     python benchmarks/early_exit.py --onnx       # also: the chosen exits as ONNX stages vs the static ONNX model
@@ -49,6 +49,7 @@ from autocompress.workbench import Workbench, prepare
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)  # three classes: a confident tweet often peaks well below 0.9
 SCHEDULES = ("middle", "every")
+POOLINGS = ("first", "mean")  # what an exit head reads: the first token's state, or the mean of the tokens'
 
 
 def config(quick: bool, samples: int) -> dict[str, Any]:
@@ -75,9 +76,9 @@ def static_plans(n: int) -> dict[str, CompressionPlan]:
     }
 
 
-def with_schedule(plan: CompressionPlan, how: str, threshold: float) -> CompressionPlan:
+def with_schedule(plan: CompressionPlan, how: str, threshold: float, pooling: str) -> CompressionPlan:
     return CompressionPlan.from_dict({**plan.to_dict(), "exits": {"after": list(exit_after(plan.kept_layers, how)),
-                                                                  "threshold": threshold}})
+                                                                  "threshold": threshold, "pooling": pooling}})
 
 
 def correct(bench: Workbench, model: torch.nn.Module) -> torch.Tensor:
@@ -122,10 +123,10 @@ def one_plan(bench: Workbench, name: str, plan: CompressionPlan, max_extra: floa
     assert float_student is not None
     static_ok = correct(bench, static)
     variants = []
-    for how in SCHEDULES:
+    for how, pooling in ((h, p) for h in SCHEDULES for p in POOLINGS):
         if not exit_after(plan.kept_layers, how):
             continue
-        exit_plan = with_schedule(plan, how, THRESHOLDS[0])
+        exit_plan = with_schedule(plan, how, THRESHOLDS[0], pooling)
         model, facts = build.add_exits(bench, copy.deepcopy(float_student), exit_plan)
         apply_bits_(model.model, exit_plan)
         model.eval()
@@ -136,19 +137,19 @@ def one_plan(bench: Workbench, name: str, plan: CompressionPlan, max_extra: floa
             diff = static_ok - ok  # > 0: the exits lost that example
             where = exits_taken(model, taken)
             variants.append({
-                "schedule": how, "threshold": threshold, "exits_after_student_layers": where["student_layers"][:-1],
+                "schedule": how, "pooling": pooling, "threshold": threshold, "exits_after_student_layers": where["student_layers"][:-1],
                 "accuracy": 100 * ok.mean().item(), "extra_drop_pt": 100 * diff.mean().item(),
                 "extra_drop_ci": [100 * x for x in bootstrap_ci(diff)], "shares": where["shares"],
                 "mean_layers": where["mean_layers"],
-                "exit_training_seconds": facts["exit_seconds"], "_model": (how, threshold),
+                "exit_training_seconds": facts["exit_seconds"], "_model": (how, threshold, pooling),
             })
     within = [v for v in variants if v["extra_drop_pt"] <= max_extra]
     chosen = min(within, key=lambda v: v["mean_layers"]) if within else None
     row: dict[str, Any] = {"name": name, "static_plan": plan.describe(), "static_accuracy": 100 * static_ok.mean().item(),
                            "teacher_accuracy": 100 * bench.teacher_metric.value, "variants": variants}
     if chosen is not None:
-        how, threshold = chosen["_model"]
-        exit_plan = with_schedule(plan, how, threshold)
+        how, threshold, pooling = chosen["_model"]
+        exit_plan = with_schedule(plan, how, threshold, pooling)
         model, _ = build.add_exits(bench, copy.deepcopy(float_student), exit_plan)
         float_exits = copy.deepcopy(model)
         apply_bits_(model.model, exit_plan)
@@ -205,7 +206,7 @@ def main() -> None:
         "rows": rows,
         "settings": {"space": "search_spaces/tweets.yaml", "eval_size": cfg.task.eval_size,
                      "samples_per_round": cfg.profile.task_samples, "thresholds": list(THRESHOLDS),
-                     "schedules": list(SCHEDULES), "max_extra_drop": args.max_extra_drop},
+                     "schedules": list(SCHEDULES), "poolings": list(POOLINGS), "max_extra_drop": args.max_extra_drop},
         "seconds": time.perf_counter() - start, "machine": machine(), "date": today(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from autocompress.batches import Encoded
 from autocompress.errors import PlanError
 from autocompress.exits import EarlyExit, ExitTraining, choose_exits, train_exits_
 from autocompress.models import adapter_for
+from autocompress.plan import CompressionPlan
 
 
 def _inputs(n: int = 6, length: int = 10, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -43,9 +44,10 @@ def test_choose_exits_takes_the_first_confident_exit_else_the_last_layer() -> No
     assert torch.equal(logits[0], sure[0]) and torch.equal(logits[1], sure[0]) and torch.equal(logits[2], final[2])
 
 
-def test_a_batch_of_one_stops_at_its_exit_and_agrees_with_the_batched_choice() -> None:
+@pytest.mark.parametrize("pooling", ["first", "mean"])
+def test_a_batch_of_one_stops_at_its_exit_and_agrees_with_the_batched_choice(pooling: str) -> None:
     student = tiny_bert(layers=4).eval()
-    model = EarlyExit(student, [0, 2], threshold=0.5).eval()
+    model = EarlyExit(student, [0, 2], threshold=0.5, pooling=pooling).eval()
     with torch.no_grad():  # a confident first head: every input leaves after layer 0
         model.heads[0].out.bias.copy_(torch.tensor([5.0, 0.0, 0.0]))
     x = _inputs(1)
@@ -122,3 +124,18 @@ def test_exit_predictions_give_the_models_logits_and_where_each_example_stopped(
     assert taken.tolist() == exits
     shares = exit_shares(model, taken)
     assert len(shares) == 3 and sum(shares) == pytest.approx(1.0)
+
+
+def test_mean_pooling_reads_only_the_real_tokens_and_old_plans_keep_the_first_token() -> None:
+    from autocompress.exits import pool
+
+    state = torch.arange(24, dtype=torch.float32).reshape(2, 3, 4)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    assert torch.equal(pool(state, mask, "first"), state[:, 0])
+    assert torch.allclose(pool(state, mask, "mean")[0], state[0, :2].mean(0))
+    assert torch.allclose(pool(state, mask, "mean")[1], state[1].mean(0))
+    stored = {**CompressionPlan.uniform(4).to_dict(), "exits": {"after": [1], "threshold": 0.8}}  # as stored before pooling
+    plan = CompressionPlan.from_dict(stored)
+    assert plan.exits is not None and plan.exits.pooling == "first" and plan.to_dict() == stored
+    mean = CompressionPlan.from_dict({**stored, "exits": {**stored["exits"], "pooling": "mean"}})
+    assert mean.to_dict()["exits"]["pooling"] == "mean" and "(mean-pooled)" in mean.describe()

@@ -33,8 +33,8 @@ def _plan(layers: int, int8: set[int] = frozenset()) -> CompressionPlan:
     return CompressionPlan.from_dict(data)
 
 
-def _exits_model(threshold: float) -> EarlyExit:
-    model = EarlyExit(tiny_bert(layers=4).eval(), [0, 2], threshold=threshold).eval()
+def _exits_model(threshold: float, pooling: str = "first") -> EarlyExit:
+    model = EarlyExit(tiny_bert(layers=4).eval(), [0, 2], threshold=threshold, pooling=pooling).eval()
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():  # heads that disagree with each other, so exits change answers
         for head in model.heads:
@@ -43,10 +43,11 @@ def _exits_model(threshold: float) -> EarlyExit:
     return model
 
 
-def test_stages_of_a_model_with_exits_give_its_logits_batched_and_alone(tmp_path) -> None:
+@pytest.mark.parametrize("pooling", ["first", "mean"])
+def test_stages_of_a_model_with_exits_give_its_logits_batched_and_alone(tmp_path, pooling: str) -> None:
     from autocompress.onnxrt import OnnxExitRunner, export_onnx
 
-    model = _exits_model(threshold=0.6)
+    model = _exits_model(threshold=0.6, pooling=pooling)
     batch = _batch(6)
     with torch.inference_mode():  # a threshold between the first exit's confidences: some inputs go on
         first = model.exit_logits(**batch)[0][0].softmax(-1).max(-1).values.sort().values

@@ -134,6 +134,7 @@ def save_student(
         meta["exits"] = {
             "after_student_layers": [p + 1 for p in plan.exit_positions],
             "threshold": plan.exits.threshold,
+            "pooling": plan.exits.pooling,
             "how": "a batch of one input stops at the first exit whose largest softmax probability reaches the "
             "threshold; a larger batch runs every layer and gives each input the exit it would take alone",
         }
@@ -209,7 +210,7 @@ def load(directory: str | Path) -> nn.Module:
     kept = None if plan.vocab_min_count is None else _kept_vocabulary_shape_(
         model, d / WEIGHTS_FILE, "model." if plan.exits is not None else "")  # the exits' wrapper holds the student as model
     if plan.exits is not None:
-        model = EarlyExit(model, plan.exit_positions, plan.exits.threshold)
+        model = EarlyExit(model, plan.exit_positions, plan.exits.threshold, pooling=plan.exits.pooling)
     if meta["format_version"] == 1:
         try:
             load_model(model, str(d / WEIGHTS_FILE), strict=True)
