@@ -302,9 +302,7 @@ def measure_workload(
     runs_a = [make(baseline, x) for x in inputs]
     runs_b = [make(candidate, x) for x in inputs]
     def round_of(runs: list[Callable[[], Any]]) -> Callable[[], Any]:
-        if sync:
-            return lambda: ([f() for f in runs], torch.cuda.synchronize())
-        return lambda: [f() for f in runs]
+        return lambda: [f() for f in runs]  # each default call waits for its GPU work already
 
     r = measure_pair(round_of(runs_a), round_of(runs_b), profile, lock=lock, clock=clock)
     out = r.to_dict()

@@ -140,11 +140,6 @@ class DeviceProfile(BaseModel):
     def runtime_label(self) -> str:
         return "ONNX Runtime (each candidate exported to ONNX)" if self.backend == "onnxruntime" else "PyTorch"
 
-    def summary(self) -> str:
-        where = self.spec.cpu if self.spec else self.device
-        runtime = "" if self.predicted else f", {self.runtime_label}"
-        return f"{self.name}: {self.kind}, {where}{runtime}, {self.threads} thread(s), {self.inputs_label}"
-
 
 def bundled_profiles() -> dict[str, Path]:
     """Bundled profile names and their files."""

@@ -55,7 +55,7 @@ def test_several_sizes_give_every_shape_in_order() -> None:
     assert p.batch_size == (1, 4)
     assert p.shapes == [(1, 16), (1, 32), (4, 16), (4, 32)]
     assert DeviceProfile(batch_size=2, seq_len=8).shapes == [(2, 8)]
-    assert "1×16" in p.summary() and "4×32" in p.summary()
+    assert "1×16" in p.inputs_label and "4×32" in p.inputs_label
 
 
 @pytest.mark.parametrize("size", [[], 0, -1, 70_000, True, [8, 0], 2.5, "8"])
