@@ -25,6 +25,19 @@ from autocompress.space import (
 )
 
 ARCH6 = ArchInfo(family="bert", num_layers=6, num_heads=4, intermediate_size=64, hidden_size=32)
+
+
+def _sampled(space: SpaceConfig, n: int, seed: int):
+    """``n`` randomly drawn (params, plan) of ``space``, each checked to round-trip through its canonical params."""
+    dists = distributions(space, ARCH6)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    for _ in range(n):
+        trial = study.ask(dists)
+        plan = suggest_plan(trial, space, ARCH6)
+        study.tell(trial, 0.0)
+        again, params = canonical(trial.params, space, ARCH6)
+        assert again == plan and suggest_plan(optuna.trial.FixedTrial(params), space, ARCH6) == plan
+        yield trial.params, params, plan
 RANKING = [0.9, 0.1, 0.5, 0.3, 0.8, 0.2]  # layer importance scores for the 'importance' selection
 
 
@@ -371,14 +384,7 @@ def test_exits_are_placed_by_schedule_and_every_plan_round_trips_through_its_par
     dists = distributions(space, ARCH6)
     assert {"exits", "exit_threshold"} <= set(dists)
     seen = set()
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
-    for _ in range(60):
-        trial = study.ask(dists)
-        plan = suggest_plan(trial, space, ARCH6)
-        study.tell(trial, 0.0)
-        again, params = canonical(trial.params, space, ARCH6)
-        assert again == plan
-        assert suggest_plan(optuna.trial.FixedTrial(params), space, ARCH6) == plan
+    for _, params, plan in _sampled(space, 60, seed=3):
         if plan.exits is None:  # a plan without exits stands with the first threshold: one point, not two
             assert params.get("exit_threshold") == 0.8 and params.get("exits") == "none"
         else:
@@ -407,13 +413,7 @@ def test_vocabulary_choices_are_one_parameter_and_every_plan_round_trips() -> No
     dists = distributions(space, ARCH6)
     assert "vocab_min_count" in dists and list(dists["vocab_min_count"].choices) == [0, 1, 3]
     seen = set()
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    for _ in range(30):
-        trial = study.ask(dists)
-        plan = suggest_plan(trial, space, ARCH6)
-        study.tell(trial, 0.0)
-        again, params = canonical(trial.params, space, ARCH6)
-        assert again == plan and suggest_plan(optuna.trial.FixedTrial(params), space, ARCH6) == plan
+    for _, params, plan in _sampled(space, 30, seed=0):
         seen.add(plan.vocab_min_count)
     assert seen == {None, 1, 3}
     pruned = suggest_plan(optuna.trial.FixedTrial({**params, "vocab_min_count": 3}), space, ARCH6)
@@ -433,17 +433,11 @@ def test_sharing_is_one_parameter_its_followers_take_the_leaders_values_and_plan
     dists = distributions(space, ARCH6)
     assert list(dists["sharing"].choices) == ["none", "pairs", "all"]
     seen = set()
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
-    for _ in range(40):
-        trial = study.ask(dists)
-        plan = suggest_plan(trial, space, ARCH6)
-        study.tell(trial, 0.0)
-        assert plan.share == (share_groups(plan.kept_layers, trial.params["sharing"]) or None)
+    for drawn, params, plan in _sampled(space, 40, seed=1):
+        assert plan.share == (share_groups(plan.kept_layers, drawn["sharing"]) or None)
         for group in plan.share or ():
             assert len({(plan.layers[i].heads, plan.layers[i].ffn, plan.layers[i].bits) for i in group}) == 1
-        again, params = canonical(trial.params, space, ARCH6)
-        assert again == plan and suggest_plan(optuna.trial.FixedTrial(params), space, ARCH6) == plan
-        seen.add(trial.params["sharing"] if plan.share else "none")
+        seen.add(drawn["sharing"] if plan.share else "none")
     assert seen == {"none", "pairs", "all"}
     assert share_groups([0, 2, 4], "pairs") == ((0, 2),) and share_groups([1], "all") == ()
     shared = suggest_plan(optuna.trial.FixedTrial({**params, "sharing": "all", "depth": 3}), space, ARCH6)
