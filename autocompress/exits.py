@@ -100,6 +100,15 @@ class EarlyExit(nn.Module):
         self.num_layers = len(layers)
         self.last_exit: int | None = None  # the exit the last batch of one took (len(positions): none)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the student's weights are (what ``transformers.pipeline`` asks a model)."""
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
     def _hook(self, head_i: int) -> Any:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
             state = output[0] if isinstance(output, tuple) else output

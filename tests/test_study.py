@@ -511,9 +511,13 @@ def test_a_study_with_early_exits_records_where_inputs_stop_and_export_loads_the
     assert "exits after" in html and "Where inputs exit" in html and "run all" in html
     export_trial(study, t.number, tmp_path / "out", tmp_path / "cache")
     loaded = load(tmp_path / "out")
-    assert isinstance(loaded, EarlyExit) and loaded.threshold == 0.4
+    assert isinstance(loaded, EarlyExit) and loaded.threshold == 0.4 and loaded.pooling == plan.exits.pooling == "mean"
     built = build.candidate(bench, plan).model
     assert torch.allclose(predict_logits(built, bench.eval), predict_logits(loaded, bench.eval), atol=1e-5)
+    from transformers import AutoTokenizer, pipeline
+
+    clf = pipeline("text-classification", model=loaded, tokenizer=AutoTokenizer.from_pretrained(tmp_path / "out"))
+    assert clf(["a text"])[0]["label"] in bench.task.label_names and loaded.last_exit is not None
 
 
 def test_exits_timed_in_onnxruntime_run_stage_by_stage_and_export_ships_the_stages(tiny_model_dir, tiny_csv, tmp_path):

@@ -160,12 +160,12 @@ def unpack_(model: nn.Module, tensors: dict[str, torch.Tensor], meta: dict[str, 
         if kind == "same":
             _set_module(model, name, made[spec["as"]])
         elif kind == "int8_linear":
-            q = torch._make_per_channel_quantized_tensor(take(prefix + "weight.int8"), take(prefix + "weight.scales"),
-                                                         take(prefix + "weight.zero_points"), spec["axis"])
-            with warnings.catch_warnings():
+            with warnings.catch_warnings():  # torch.ao announces its deprecation on every quantised tensor made
                 warnings.simplefilter("ignore")
+                q = torch._make_per_channel_quantized_tensor(take(prefix + "weight.int8"), take(prefix + "weight.scales"),
+                                                             take(prefix + "weight.zero_points"), spec["axis"])
                 new = nnqd.Linear(spec["in_features"], spec["out_features"], dtype=torch.qint8)
-            new.set_weight_bias(q, take(prefix + "bias") if prefix + "bias" in tensors else None)
+                new.set_weight_bias(q, take(prefix + "bias") if prefix + "bias" in tensors else None)
             _set_module(model, name, new)
             made[name] = new
         elif kind == "codes":
