@@ -270,7 +270,7 @@ class SpaceConfig(_Frozen):
     ffn: tuple[Ratio, ...] = (1.0, 0.75, 0.5, 0.25)  # FFN-neuron keep ratios, per layer
     bits: tuple[Literal[32, 8, 4, 2], ...] = (32, 8)  # bit-widths per layer (4, 2: simulated)
     head_bits: tuple[Literal[32, 8], ...] = (32,)  # pooler + classifier: float, or also int8
-    embedding_bits: tuple[Literal[32, 8], ...] = (32,)  # embeddings: float, or 8 (8-bit codes and a scale per row)
+    embedding_bits: tuple[Literal[32, 8, 4], ...] = (32,)  # embeddings: float, 8 (8-bit codes and a scale per row), 4 (simulated)
     depth: DepthSpace = DepthSpace()
     exits: ExitsSpace = ExitsSpace()
     vocabulary: VocabularySpace = VocabularySpace()

@@ -88,7 +88,9 @@ class CompressionPlan(BaseModel):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     layers: tuple[LayerPlan, ...] = Field(min_length=1)
-    embedding_bits: Literal[32, 8] = 32  # embeddings stay float unless asked (8: 8-bit codes per row, real)
+    # embeddings stay float unless asked: 8 = 8-bit codes per row (real); 4 = rows rounded to 16
+    # levels (simulated: shipped as 4-bit codes, computed in float)
+    embedding_bits: Literal[32, 8, 4] = 32
     head_bits: Literal[32, 8] = 32  # pooler + classifier
     exits: ExitPlan | None = None  # early exits (dynamic inference); absent: every input runs every layer
     # vocabulary pruning: keep the word-embedding rows of the tokens the vocabulary corpus uses at
@@ -216,7 +218,7 @@ class CompressionPlan(BaseModel):
     @property
     def simulated(self) -> bool:
         """True when some weights are only fake-quantised (their speed is not measured)."""
-        return any(layer.keep and layer.bits in SIMULATED_BITS for layer in self.layers)
+        return self.embedding_bits in SIMULATED_BITS or any(layer.keep and layer.bits in SIMULATED_BITS for layer in self.layers)
 
     @property
     def exit_positions(self) -> list[int]:
@@ -265,6 +267,8 @@ class CompressionPlan(BaseModel):
             parts.append("int8 head")
         if self.embedding_bits == 8:
             parts.append("int8 embeddings")
+        elif self.embedding_bits == 4:
+            parts.append("4-bit embeddings (simulated)")
         if self.vocab_min_count is not None:
             parts.append("task vocabulary" + (f" (≥{self.vocab_min_count}×)" if self.vocab_min_count > 1 else ""))
         if self.share is not None:

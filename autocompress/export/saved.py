@@ -125,6 +125,7 @@ def save_student(
             "simulated_layers": {str(i): plan.layers[i].bits for i in plan.kept_layers if plan.layers[i].bits < 8},
             "int8_head": plan.head_bits == 8,
             "int8_embeddings": plan.embedding_bits == 8,
+            "simulated_embedding_bits": plan.embedding_bits if plan.embedding_bits < 8 else None,
             "how": "stored as shipped: int8 layers = int8 weights with per-channel scales, run by PyTorch dynamic "
             "quantisation; 4/2-bit layers = codes packed per byte with a scale and offset per row, computed in "
             "float after loading (simulated: their speed is not real); 8-bit tables = 8-bit codes per row",

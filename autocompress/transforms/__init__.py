@@ -96,6 +96,8 @@ def apply_bits_(model: nn.Module, plan: CompressionPlan) -> None:
             fake_quantize_(layer, bits)
     if plan.embedding_bits == 8:
         quantize_embeddings_int8_(adapter.embeddings(model))
+    elif plan.embedding_bits == 4:  # simulated: the tables' rows rounded to 16 levels, shipped packed as 4-bit codes
+        fake_quantize_(adapter.embeddings(model), 4)
     if plan.head_bits == 8:
         # quantize_dynamic replaces children only, so the head modules are named from the top model
         quantize_int8_named_(model, adapter.head_modules(model))

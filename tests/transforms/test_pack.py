@@ -110,3 +110,29 @@ def test_weights_changed_after_rounding_cannot_ship_as_codes(lively_bert) -> Non
         model.bert.encoder.layer[0].output.dense.weight.add_(0.01)
     with pytest.raises(ModelError, match="changed after it was rounded"):
         packed_tensors(model)
+
+
+def test_4_bit_embeddings_are_simulated_in_float_and_ship_as_packed_codes(lively_bert) -> None:
+    model = lively_bert(layers=2).eval()
+    raw = CompressionPlan.uniform(2).to_dict()
+    raw["embedding_bits"] = 4
+    plan = CompressionPlan.from_dict(raw)
+    assert plan.simulated and "4-bit embeddings (simulated)" in plan.describe()
+    student = copy.deepcopy(model)
+    apply_structure_(student, plan)
+    apply_bits_(student, plan)
+    table = student.bert.embeddings.word_embeddings
+    assert table.weight.dtype == torch.float32 and all(len(row.unique()) <= 16 for row in table.weight)
+    tensors, meta = packed_tensors(student)
+    codes = tensors["bert.embeddings.word_embeddings.weight.codes4"]
+    assert codes.numel() == table.weight.numel() // 2
+    tables = [m for m in model.bert.embeddings.modules() if isinstance(m, torch.nn.Embedding)]
+    expected = sum(t.weight.numel() * 4 - t.weight.numel() // 2 - t.weight.shape[0] * 8 for t in tables)  # 4 bytes -> half a byte
+    saved = model_size(model).shipped_bytes - model_size(student).shipped_bytes
+    assert 0.9 * expected < saved <= expected
+    fresh = copy.deepcopy(model)
+    apply_structure_(fresh, plan)
+    unpack_(fresh, load(save(tensors, metadata=meta)), meta)
+    ids = _ids(model)
+    with torch.inference_mode():
+        assert torch.equal(fresh(input_ids=ids).logits, student(input_ids=ids).logits)
