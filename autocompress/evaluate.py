@@ -198,7 +198,7 @@ def serialized_bytes(state: dict[str, Any]) -> int:
 
 def model_size(model: nn.Module, simulated_bits: dict[str, int] | None = None,
                parts: dict[str, tuple[str, ...]] | None = None) -> Size:
-    """Size of ``model``: its bytes as export ships them (:func:`~autocompress.transforms.pack.packed_bytes`),
+    """Size of ``model``: its bytes as export ships them (the safetensors file of :func:`~autocompress.transforms.pack.packed_tensors`),
     split by ``parts`` (each part's module-name prefixes; the rest is ``"head"``) when given.
 
     ``effective_bytes`` is the older estimate: ``torch.save`` bytes with each simulated layer's

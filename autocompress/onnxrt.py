@@ -186,7 +186,6 @@ def _write_graph(module: nn.Module, example: dict[str, torch.Tensor], output_nam
     """Export ``module`` called with ``example`` (keyword inputs, dynamic batch and sequence axes) to
     ``path``, its MatMuls of the Linear modules ``wanted`` quantised to int8 by ONNX Runtime;
     returns the counts of int8 MatMuls and of weight products left in float."""
-    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from torch.export import Dim
 
@@ -202,8 +201,7 @@ def _write_graph(module: nn.Module, example: dict[str, torch.Tensor], output_nam
         except Exception as exc:  # the exporter raises many kinds; say which model and why
             raise ExportError(f"PyTorch could not export the model to ONNX: {str(exc).splitlines()[0]}") from None
         program.save(str(float_path), external_data=False)
-        _fold_weight_transposes(float_path)
-        graph = onnx.load(str(float_path)).graph
+        graph = _fold_weight_transposes(float_path).graph
         initializers = {i.name for i in graph.initializer}
         chosen, seen, float_weights = [], set(), 0
         for node in graph.node:
@@ -231,10 +229,11 @@ def _write_graph(module: nn.Module, example: dict[str, torch.Tensor], output_nam
     return len(chosen), float_weights
 
 
-def _fold_weight_transposes(path: Path) -> None:
-    """Replace each Transpose of a constant in the ONNX file at ``path`` by the transposed constant:
-    the exporter's optimiser leaves the transpose of a weight that several positions share (a
-    shared layer) unfolded, and ONNX Runtime quantises a MatMul only when its weight is a constant."""
+def _fold_weight_transposes(path: Path) -> Any:
+    """Replace each Transpose of a constant in the ONNX file at ``path`` by the transposed constant
+    and return the file's model: the exporter's optimiser leaves the transpose of a weight that
+    several positions share (a shared layer) unfolded, and ONNX Runtime quantises a MatMul only
+    when its weight is a constant."""
     import onnx
     from onnx import numpy_helper
 
@@ -248,11 +247,11 @@ def _fold_weight_transposes(path: Path) -> None:
             value = numpy_helper.to_array(constants[node.input[0]])
             graph.initializer.append(numpy_helper.from_array(value.transpose(perm), node.output[0]))
             folded.append(node)
-    if not folded:
-        return
-    for node in folded:
-        graph.node.remove(node)
-    onnx.save(model, str(path))
+    if folded:
+        for node in folded:
+            graph.node.remove(node)
+        onnx.save(model, str(path))
+    return model
 
 
 def _merge_equal_initializers(path: Path) -> None:
