@@ -23,6 +23,14 @@ run it alone on the machine (about 5 minutes on 2 cores).
     python benchmarks/latency.py [--heldout 30] [--runs 5]
     python benchmarks/latency.py --only task_lengths   # that section alone, merged into the file
     python benchmarks/latency.py --only onnxruntime
+    python benchmarks/latency.py --only studies        # two searches of the default, ~35 minutes
+
+(``studies``) the bundled default searched twice, identical but for the latency objective:
+``cpu-2t-task`` (PyTorch) and ``ort-2t-task`` (each candidate exported and timed in ONNX Runtime).
+Each study's fastest trial within 1 point (by its own objective, ``--pick "fastest with accuracy
+drop <= 1.0"``) is exported with ``--onnx``; both ONNX models are then timed in ONNX Runtime
+against the teacher's ONNX model in one process, on the eval tweets at their own lengths, in
+alternating measurements.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import argparse
 import json
 import logging
 import statistics
+import shutil
 import subprocess
 import sys
 
@@ -164,12 +173,101 @@ def onnxruntime_rows(base: torch.nn.Module) -> dict:
             "teacher_export_seconds": ort_teacher.export_seconds}
 
 
+STUDY_PROFILES = {"torch": "cpu-2t-task", "onnxruntime": "ort-2t-task"}
+PICK = "fastest with accuracy drop <= 1.0"
+
+
+def _cli(*args: str) -> None:
+    """``autocompress ARGS`` in a child process (as a user runs it); its output goes to this log."""
+    subprocess.run([sys.executable, "-c", "from autocompress.cli import main; main()", *args], check=True)
+
+
+def _study_facts(name: str, url: str) -> dict:
+    """How a study went: trials, their durations, and (ONNX Runtime profile) each candidate's export time."""
+    import optuna
+
+    from autocompress import record
+
+    s = optuna.load_study(study_name=name, storage=url)
+    done = [t for t in s.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    recs = [record.read(t) for t in done]
+    exports = [r.latency["export_seconds"] for r in recs if r.latency and "export_seconds" in r.latency]
+    seconds = [(t.datetime_complete - t.datetime_start).total_seconds() for t in done]
+    return {"trials_complete": len(done), "trials_total": len(s.trials),
+            "median_trial_seconds": statistics.median(seconds) if seconds else None,
+            "median_export_seconds": statistics.median(exports) if exports else None, "exports_timed": len(exports)}
+
+
+def backend_studies(workdir: Path, rounds: int, trials: int | None = None) -> dict:
+    """Search the default with each backend's profile, export each front's fastest member within 1
+    point, and time both exports in ONNX Runtime against the teacher, alternating."""
+    import yaml
+
+    from autocompress.latency.ort import measure_runners, teacher_session
+    from autocompress.onnxrt import OnnxRunner
+    from autocompress.workbench import prepare
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    cache = workdir / "cache"
+    space = yaml.safe_load(SPACE.read_text())
+    studies: dict[str, dict] = {}
+    for backend, profile in STUDY_PROFILES.items():
+        name, url, out = f"latency-{backend}", f"sqlite:///{workdir / backend}.db", workdir / f"export-{backend}"
+        path = workdir / f"{backend}.yaml"
+        path.write_text(yaml.safe_dump({**space, "name": name, "profile": profile}, sort_keys=False))
+        start = time.perf_counter()
+        _cli("run", str(path), "--storage", url, "--cache-dir", str(cache), *(["--trials", str(trials)] if trials else []))
+        run_seconds = time.perf_counter() - start
+        if out.exists():
+            shutil.rmtree(out)
+        _cli("export", name, "--pick", PICK, "--onnx", "-o", str(out), "--storage", url, "--cache-dir", str(cache))
+        metrics = json.loads((out / "metrics.json").read_text())
+        studies[backend] = {"study": name, "profile": profile, "run_seconds": run_seconds, **_study_facts(name, url),
+                            "picked": metrics, "config": path, "export": out}
+        logging.info("%s study: %.0f s; picked trial %s", backend, run_seconds, metrics.get("trial"))
+
+    cfg = load_config(studies["torch"]["config"])
+    bench = prepare(cfg, cache)
+    sample = task_inputs(bench.eval)
+    ort_profile = load_profile("ort-2t-task")
+    runners = {b: OnnxRunner(Path(s["export"]) / "model.onnx", threads=ort_profile.threads) for b, s in studies.items()}
+    ort_teacher = teacher_session(bench.teacher.model, runners["torch"].inputs)
+    measured: dict[str, list] = {b: [] for b in studies}
+    for i in range(rounds):  # alternate which goes first: the machine drifts over minutes
+        for b in (list(studies) if i % 2 == 0 else list(reversed(studies))):
+            r = measure_runners(ort_teacher.runner(ort_profile.threads), runners[b], ort_profile,
+                                vocab_size=int(bench.teacher.model.config.vocab_size), task=sample)
+            measured[b].append(r)
+            logging.info("round %d: %s study's pick in ONNX Runtime %.2fx", i, b, r.speedup)
+
+    rows = []
+    for b, s in studies.items():
+        m, speedups = s["picked"], [r.speedup for r in measured[b]]
+        rows.append({
+            "study": s["study"], "objective_profile": s["profile"], "run_seconds": s["run_seconds"],
+            **{k: s[k] for k in ("trials_complete", "trials_total", "median_trial_seconds", "median_export_seconds",
+                                 "exports_timed")},
+            "picked_trial": m["trial"], "plan": m["plan"], "accuracy_drop_pt": m["trial_figures"]["accuracy_drop_pt"],
+            "onnx_accuracy": m["onnx"]["accuracy"], "onnx_bytes": m["onnx"].get("bytes"),
+            "speedup_own_objective": m["trial_figures"]["speedup"],
+            "speedup_onnxruntime_task": statistics.median(speedups), "speedup_onnxruntime_runs": speedups,
+            "teacher_ms_onnxruntime": statistics.median(r.baseline_ms for r in measured[b]),
+        })
+    ort, torch_row = rows[1]["speedup_onnxruntime_task"], rows[0]["speedup_onnxruntime_task"]
+    return {"studies": rows, "space": "search_spaces/tweets.yaml", "pick": PICK, "timed_on": ort_profile.name,
+            "target": "the ONNX Runtime study's pick, measured in ONNX Runtime, >= the PyTorch study's pick measured there",
+            "ratio": ort / torch_row, "met": ort >= torch_row}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--one-run", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--heldout", type=int, default=30)
-    ap.add_argument("--only", choices=["task_lengths", "onnxruntime"], help="run this section alone and merge it into the results file")
+    ap.add_argument("--only", choices=["task_lengths", "onnxruntime", "studies"], help="run this section alone and merge it into the results file")
+    ap.add_argument("--workdir", type=Path, default=Path("studies/latency-bench"), help="studies: where the two studies, their teacher and exports go")
+    ap.add_argument("--trials", type=int, help="studies: complete trials per study (default: the space's search.trials)")
+    ap.add_argument("--rounds", type=int, default=6, help="studies: ONNX Runtime measurements of each pick, alternating")
     args = ap.parse_args()
     if args.one_run:
         one_run()
@@ -178,6 +276,13 @@ def main() -> None:
     if args.only:
         path = RESULTS / "latency.json"
         out = json.loads(path.read_text()) if path.is_file() else {}
+        if args.only == "studies":
+            out["studies"] = {**backend_studies(args.workdir, args.rounds, args.trials), "machine": machine(), "date": today()}
+            path.write_text(json.dumps(out, indent=2, default=str))
+            for r in out["studies"]["studies"]:
+                print("  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()))
+            print(f"written {path}")
+            return
         section = task_lengths if args.only == "task_lengths" else onnxruntime_rows
         out[args.only] = {**section(teacher()), "machine": machine(), "date": today()}
         path.write_text(json.dumps(out, indent=2))

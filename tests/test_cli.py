@@ -208,9 +208,11 @@ def test_error_text_is_printed_verbatim_not_as_markup(capsys, monkeypatch):
     assert code == 2 and "space.heads[0]" in err
 
 
-def test_profiles_lists_the_bundled_ones_with_their_kind(capsys):
+def test_profiles_lists_the_bundled_ones_with_their_kind(capsys, monkeypatch):
+    from autocompress import cli
     from autocompress.latency.profile import bundled_profiles
 
+    monkeypatch.setattr(cli.out, "_width", 160)  # one line per row: the cells are read back exactly
     code, out, _ = run_cli(capsys, "profiles")
     assert code == 0
     rows = {row["profile"]: row for row in _table(out)}
@@ -221,7 +223,7 @@ def test_profiles_lists_the_bundled_ones_with_their_kind(capsys):
     col = "inputs (batch × seq)"
     assert rows["cpu-2t"][col] == "1×128" and rows["cpu-2t-batch"][col] == "8×64, 8×128"
     assert rows["cpu-2t-task"][col] == "the task's eval texts, batch 1" and rows["cpu-2t"]["runtime"] == "PyTorch"
-    assert rows["rpi4"]["runtime"] == "—"
+    assert rows["rpi4"]["runtime"] == "—" and rows["ort-2t-task"]["runtime"].startswith("ONNX Runtime")
     assert "report_profiles" in out
 
 

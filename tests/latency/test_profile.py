@@ -48,6 +48,8 @@ def test_bundled_profiles_hold_their_documented_settings() -> None:
     assert resolve_profile("gpu").device == "cuda"
     assert resolve_profile("cpu-1t").threads == 1 and resolve_profile("cpu-1t").kind == "measured"
     assert resolve_profile("cpu-2t-batch").shapes == [(8, 64), (8, 128)]
+    ort = resolve_profile("ort-2t-task")
+    assert ort.backend == "onnxruntime" and ort.task_inputs and ort.threads == 2 and ort.kind == "measured"
 
 
 def test_several_sizes_give_every_shape_in_order() -> None:
