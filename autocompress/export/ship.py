@@ -7,7 +7,8 @@ against the trial before anything is written: its accuracy on the eval split mus
 library versions the rebuild is bit-exact, elsewhere floating-point order may move a few
 examples). The written directory is then loaded back and must give the rebuilt model's logits;
 the ONNX file, when asked for, must score within :data:`ONNX_TOLERANCE_PT` of it (or within the
-paired sampling noise of the two int8 models' disagreements, if larger: :func:`onnx_tolerance`).
+paired sampling noise of the two int8 models' disagreements at the 99.9 % level, if larger:
+:func:`onnx_tolerance`; beyond the 95 % level the export says so in a note).
 The exported PyTorch model is then timed against the teacher as the study timed its trials
 (interleaved rounds, the study's profile shapes), and the ONNX model against the PyTorch export.
 Everything is written to a temporary sibling directory that becomes ``out_dir`` only at the end.
@@ -233,11 +234,16 @@ def export_trial(
         if onnx:
             onnx_acc, agreement, onnx_info, runner = _write_onnx(tmp, student, plan, tokenizer, bench, logits, profile)
             chain.append(("export (ONNX Runtime)", runner))
-            if abs(onnx_acc - rebuilt) > ONNX_TOLERANCE_PT:
+            gap, noise = onnx_acc - rebuilt, onnx_info["paired_noise_pt"]
+            if abs(gap) > ONNX_TOLERANCE_PT:
+                flips = onnx_info["only_onnx_right"] + onnx_info["only_torch_right"]
                 notes.append(
-                    f"the ONNX model is {onnx_acc - rebuilt:+.2f} pt from the PyTorch model: more than {ONNX_TOLERANCE_PT} pt "
-                    f"but within the ±{onnx_info['paired_noise_pt']:.2f} pt the eval split can resolve for "
-                    f"{onnx_info['only_onnx_right'] + onnx_info['only_torch_right']} examples only one of them gets right"
+                    f"the ONNX model is {gap:+.2f} pt from the PyTorch model, more than {ONNX_TOLERANCE_PT} pt; "
+                    + (f"within the ±{noise:.2f} pt (95 %) the eval split can resolve for {flips} examples only one "
+                       "of them gets right" if abs(gap) <= noise else
+                       f"beyond the ±{noise:.2f} pt (95 %) paired noise of the {flips} examples only one of them gets "
+                       f"right, within ±{onnx_info['allowed_difference_pt']:.2f} pt (99.9 %): ONNX Runtime's 7-bit "
+                       "int8 weights may cost this much; its accuracy is in metrics.json (onnx.accuracy)")
                 )
             if plan.simulated:
                 notes.append("simulated bit-widths are exported as fake-quantised float weights in the ONNX model")
@@ -326,16 +332,18 @@ def _onnx_files(facts: OnnxFacts) -> str:
 
 
 def onnx_tolerance(only_onnx_right: int, only_torch_right: int, n: int) -> tuple[float, float]:
-    """``(allowed, noise)``: how far, in points, the ONNX model's accuracy may be from the PyTorch model's.
+    """``(allowed, noise)``: how far, in points, the ONNX model's accuracy may be from the PyTorch
+    model's, and the paired 95 % noise of that difference.
 
-    Two int8 implementations (PyTorch's and ONNX Runtime's) round differently, so a few percent of
-    near-tie examples flip between them, and the accuracy difference is the net of those flips:
-    its paired 95 % noise is ``1.96·sqrt(b + c)/n`` (McNemar; b, c = examples only one model gets
-    right). The allowance is :data:`ONNX_TOLERANCE_PT` or that noise, whichever is larger: a
-    broken export loses far more, while a difference the eval split cannot resolve is no failure.
+    Two int8 implementations (PyTorch's 8-bit weights, ONNX Runtime's 7-bit ones on x86) round
+    differently, so a few percent of near-tie examples flip between them, and the accuracy
+    difference is the net of those flips: its paired noise is ``z·sqrt(b + c)/n`` (McNemar; b, c =
+    examples only one model gets right). ``noise`` is that at 95 % (z = 1.96). Export refuses only
+    beyond :data:`ONNX_TOLERANCE_PT` or the 99.9 % noise (z = 3.29), whichever is larger: a broken
+    export loses far more, and at 95 % one sound export in twenty would be refused.
     """
-    noise = 100 * 1.96 * math.sqrt(only_onnx_right + only_torch_right) / max(n, 1)
-    return max(ONNX_TOLERANCE_PT, noise), noise
+    flips = math.sqrt(only_onnx_right + only_torch_right) / max(n, 1)
+    return max(ONNX_TOLERANCE_PT, 100 * 3.29 * flips), 100 * 1.96 * flips
 
 
 def _forward_args(model: nn.Module) -> list[str]:
