@@ -193,7 +193,9 @@ def _study_facts(name: str, url: str) -> dict:
     recs = [record.read(t) for t in done]
     exports = [r.latency["export_seconds"] for r in recs if r.latency and "export_seconds" in r.latency]
     seconds = [(t.datetime_complete - t.datetime_start).total_seconds() for t in done]
-    return {"trials_complete": len(done), "trials_total": len(s.trials),
+    ended = [t for t in s.trials if t.datetime_complete is not None]
+    search = (max(t.datetime_complete for t in ended) - min(t.datetime_start for t in ended)).total_seconds()
+    return {"trials_complete": len(done), "trials_total": len(s.trials), "search_seconds": search,
             "median_trial_seconds": statistics.median(seconds) if seconds else None,
             "median_export_seconds": statistics.median(exports) if exports else None, "exports_timed": len(exports)}
 
@@ -245,7 +247,7 @@ def backend_studies(workdir: Path, rounds: int, trials: int | None = None) -> di
         m, speedups = s["picked"], [r.speedup for r in measured[b]]
         rows.append({
             "study": s["study"], "objective_profile": s["profile"], "run_seconds": s["run_seconds"],
-            **{k: s[k] for k in ("trials_complete", "trials_total", "median_trial_seconds", "median_export_seconds",
+            **{k: s[k] for k in ("trials_complete", "trials_total", "search_seconds", "median_trial_seconds", "median_export_seconds",
                                  "exports_timed")},
             "picked_trial": m["trial"], "plan": m["plan"], "accuracy_drop_pt": m["trial_figures"]["accuracy_drop_pt"],
             "onnx_accuracy": m["onnx"]["accuracy"], "onnx_bytes": m["onnx"].get("bytes"),
