@@ -200,9 +200,10 @@ def _study_facts(name: str, url: str) -> dict:
             "median_export_seconds": statistics.median(exports) if exports else None, "exports_timed": len(exports)}
 
 
-def backend_studies(workdir: Path, rounds: int, trials: int | None = None) -> dict:
+def backend_studies(workdir: Path, rounds: int, trials: int | None = None, seed: int | None = None) -> dict:
     """Search the default with each backend's profile, export each front's fastest member within 1
-    point, and time both exports in ONNX Runtime against the teacher, alternating."""
+    point, and time both exports in ONNX Runtime against the teacher, alternating. `seed` replaces
+    the space's search seed (the sampler's; data, teacher and baselines stay the same)."""
     import yaml
 
     from autocompress.latency.ort import measure_runners, teacher_session
@@ -212,10 +213,14 @@ def backend_studies(workdir: Path, rounds: int, trials: int | None = None) -> di
     workdir.mkdir(parents=True, exist_ok=True)
     cache = workdir / "cache"
     space = yaml.safe_load(SPACE.read_text())
+    if seed is not None:
+        space["search"] = {**space["search"], "seed": seed}
+    seed = space["search"]["seed"]
+    tag = "" if seed == 0 else f"-seed{seed}"  # seed 0 keeps the names the first results used
     studies: dict[str, dict] = {}
     for backend, profile in STUDY_PROFILES.items():
-        name, url, out = f"latency-{backend}", f"sqlite:///{workdir / backend}.db", workdir / f"export-{backend}"
-        path = workdir / f"{backend}.yaml"
+        name, url, out = f"latency-{backend}{tag}", f"sqlite:///{workdir / backend}{tag}.db", workdir / f"export-{backend}{tag}"
+        path = workdir / f"{backend}{tag}.yaml"
         path.write_text(yaml.safe_dump({**space, "name": name, "profile": profile}, sort_keys=False))
         _cli("run", str(path), "--storage", url, "--cache-dir", str(cache), *(["--trials", str(trials)] if trials else []))
         if out.exists():
@@ -254,9 +259,23 @@ def backend_studies(workdir: Path, rounds: int, trials: int | None = None) -> di
             "teacher_ms_onnxruntime": statistics.median(r.baseline_ms for r in measured[b]),
         }
     ort, torch_row = rows["onnxruntime"]["speedup_onnxruntime_task"], rows["torch"]["speedup_onnxruntime_task"]
-    return {"studies": list(rows.values()), "space": "search_spaces/tweets.yaml", "pick": PICK, "timed_on": ort_profile.name,
+    return {"studies": list(rows.values()), "space": "search_spaces/tweets.yaml", "search_seed": seed, "pick": PICK,
+            "timed_on": ort_profile.name,
             "target": "the ONNX Runtime study's pick, measured in ONNX Runtime, >= the PyTorch study's pick measured there",
             "ratio": ort / torch_row, "met": ort >= torch_row}
+
+
+def _by_seed(old: dict | None, new: dict) -> list[dict]:
+    """One line per search seed run so far: a later run replaces its own seed's line, keeps the others."""
+    def line(run: dict) -> dict:
+        picks = {r["objective_profile"]: {k: r[k] for k in ("picked_trial", "accuracy_drop_pt", "speedup_onnxruntime_task")}
+                 for r in run["studies"]}
+        return {"seed": run.get("search_seed", 0), "ratio": run["ratio"], "met": run["met"], "picks": picks, "date": run.get("date")}
+    lines = {}
+    if old:
+        lines = {x["seed"]: x for x in old.get("by_seed", [])} or {old.get("search_seed", 0): line(old)}
+    lines[new["search_seed"]] = line(new)
+    return [lines[k] for k in sorted(lines)]
 
 
 def main() -> None:
@@ -268,6 +287,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("studies/latency-bench"), help="studies: where the two studies, their teacher and exports go")
     ap.add_argument("--trials", type=int, help="studies: complete trials per study (default: the space's search.trials)")
     ap.add_argument("--rounds", type=int, default=6, help="studies: ONNX Runtime measurements of each pick, alternating")
+    ap.add_argument("--seed", type=int, help="studies: the sampler's seed (default: the space's); each seed's outcome is kept")
     args = ap.parse_args()
     if args.one_run:
         one_run()
@@ -277,7 +297,9 @@ def main() -> None:
         path = RESULTS / "latency.json"
         out = json.loads(path.read_text()) if path.is_file() else {}
         if args.only == "studies":
-            out["studies"] = {**backend_studies(args.workdir, args.rounds, args.trials), "machine": machine(), "date": today()}
+            new = {**backend_studies(args.workdir, args.rounds, args.trials, args.seed), "machine": machine(), "date": today()}
+            new["by_seed"] = _by_seed(out.get("studies"), new)
+            out["studies"] = new
             path.write_text(json.dumps(out, indent=2, default=str))
             for r in out["studies"]["studies"]:
                 print("  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()))
