@@ -268,9 +268,8 @@ def backend_studies(workdir: Path, rounds: int, trials: int | None = None, seed:
 def _by_seed(old: dict | None, new: dict) -> list[dict]:
     """One line per search seed run so far: a later run replaces its own seed's line, keeps the others."""
     def line(run: dict) -> dict:
-        picks = {r["objective_profile"]: {k: r[k] for k in ("picked_trial", "accuracy_drop_pt", "speedup_onnxruntime_task")}
-                 for r in run["studies"]}
-        return {"seed": run.get("search_seed", 0), "ratio": run["ratio"], "met": run["met"], "picks": picks, "date": run.get("date")}
+        return {"seed": run.get("search_seed", 0), "ratio": run["ratio"], "met": run["met"], "date": run.get("date"),
+                "studies": run["studies"]}
     lines = {}
     if old:
         lines = {x["seed"]: x for x in old.get("by_seed", [])} or {old.get("search_seed", 0): line(old)}
@@ -299,6 +298,7 @@ def main() -> None:
         if args.only == "studies":
             new = {**backend_studies(args.workdir, args.rounds, args.trials, args.seed), "machine": machine(), "date": today()}
             new["by_seed"] = _by_seed(out.get("studies"), new)
+            new["met_every_seed"] = all(x["met"] for x in new["by_seed"])  # `met` above is this seed's alone
             out["studies"] = new
             path.write_text(json.dumps(out, indent=2, default=str))
             for r in out["studies"]["studies"]:
