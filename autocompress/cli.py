@@ -380,6 +380,26 @@ def validate(space: Annotated[Path, typer.Argument(help="Search-space YAML file.
     )
 
 
+def export_table(result) -> Table:
+    """An export's accuracies and latencies, one row per model. The figures never wrap or shrink to
+    an ellipsis (a log file is 80 columns wide); a long model label folds instead."""
+    table = Table(title=f"trial {result.trial} of '{result.study}': {result.plan_summary}")
+    table.add_column("model", overflow="fold", min_width=16)
+    for col in ("accuracy\n%", "latency\nms", "teacher\nms", "speedup"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("measured\non", overflow="fold")
+    accuracy = {"trial (stored)": result.trial_accuracy, "export (PyTorch)": result.rebuilt_accuracy,
+                "export (ONNX Runtime)": result.onnx_accuracy}
+    for row in result.latency:
+        acc = accuracy.get(row.what)
+        table.add_row(
+            row.what, f"{acc:.2f}" if acc is not None else "",
+            f"{row.candidate_ms:.2f}" if row.candidate_ms else "", f"{row.teacher_ms:.2f}" if row.teacher_ms else "",
+            f"{row.speedup:.2f}×" if row.speedup else "", f"{row.where} ({row.kind})",
+        )
+    return table
+
+
 @app.command()
 def export(
     name: Annotated[str, typer.Argument(help="Name of the study.")],
@@ -406,19 +426,7 @@ def export(
         trial = chosen.number
     with err.status(f"exporting trial {trial} of '{name}': rebuilding and checking it"):
         result = export_trial(s, trial, output, cache_dir or st.DEFAULT_CACHE, onnx=onnx, storage_url=url)
-    table = Table(title=f"trial {result.trial} of '{result.study}': {result.plan_summary}")
-    for col in ("model", "accuracy %", "latency ms", "teacher ms", "speedup", "measured on"):
-        table.add_column(col, justify="left" if col in ("model", "measured on") else "right", no_wrap=col == "model")
-    accuracy = {"trial (stored)": result.trial_accuracy, "export (PyTorch)": result.rebuilt_accuracy,
-                "export (ONNX Runtime)": result.onnx_accuracy}
-    for row in result.latency:
-        acc = accuracy.get(row.what)
-        table.add_row(
-            row.what, f"{acc:.2f}" if acc is not None else "",
-            f"{row.candidate_ms:.2f}" if row.candidate_ms else "", f"{row.teacher_ms:.2f}" if row.teacher_ms else "",
-            f"{row.speedup:.2f}×" if row.speedup else "", f"{row.where} ({row.kind})",
-        )
-    out.print(table)
+    out.print(export_table(result))
     for row in result.latency:
         if row.note:
             out.print(f"{row.what}: {row.note}", highlight=False)

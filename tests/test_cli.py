@@ -274,3 +274,28 @@ def test_ctrl_c_during_the_trials_says_how_to_resume_and_exits_130(workdir, caps
     assert code == 130
     assert "3/9 trials complete" in err and "Resume with: autocompress resume cut" in err
     assert "Traceback" not in err
+
+
+def test_export_table_keeps_every_figure_readable_at_80_columns():
+    """A log or CI console is 80 columns: the long ONNX Runtime label once squeezed every number
+    to an ellipsis. The figures stay whole; the label folds."""
+    from io import StringIO
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from autocompress.cli import export_table
+    from autocompress.export.ship import ORT_ROW, LatencyRow
+
+    rows = (LatencyRow("trial (stored)", 4.46, 7.27, 1.63, "measured", "vm"),
+            LatencyRow("export (PyTorch)", 11.32, 17.93, 1.58, "measured", "vm"),
+            LatencyRow("export (ONNX Runtime)", 7.15, None, 2.51, "measured", "vm"),
+            LatencyRow(ORT_ROW, 4.41, 7.08, 1.61, "measured", "vm"))
+    result = SimpleNamespace(trial=2, study="latency-onnxruntime-seed1", plan_summary="6/6 layers · heads 50% · ffn 50%",
+                             trial_accuracy=72.2, rebuilt_accuracy=72.2, onnx_accuracy=72.05, latency=rows)
+    buf = StringIO()
+    Console(file=buf, width=80, force_terminal=False).print(export_table(result))
+    text = buf.getvalue()
+    assert "…" not in text and all(line.rstrip().endswith(("┓", "┃", "┩", "│", "┘")) for line in text.splitlines()[1:])  # nothing cut off
+    for figure in ("72.20", "72.05", "4.46", "7.27", "1.63×", "11.32", "17.93", "1.58×", "7.15", "2.51×", "4.41", "7.08", "1.61×"):
+        assert figure in text, figure
