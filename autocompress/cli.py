@@ -127,8 +127,10 @@ def _print_front(study) -> None:
     info = collect(study)
     table = Table(title=f"Pareto front of '{study.study_name}' ({len(info.front)} of {len(info.complete)} trials)")
     kind = info.front[0].latency_kind if info.front else "measured"
-    for col in ("trial", "baseline", f"{metric_name(study)} %", "drop pt", f"speedup ({kind})", "size MB", "plan"):
-        table.add_column(col, justify="left" if col in ("plan", "baseline") else "right")
+    for col in ("trial", "baseline", f"{metric_name(study)}\n%", "drop\npt", f"speedup\n({kind})", "size\nMB", "plan"):
+        # figures whole at 80 columns (a log file); the plan text wraps, a long word folds
+        table.add_column(col, justify="left" if col in ("plan", "baseline") else "right",
+                         **({"overflow": "fold", "min_width": 12} if col == "plan" else {"no_wrap": True}))
     for t in info.front:
         table.add_row(
             str(t.number),

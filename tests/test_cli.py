@@ -299,3 +299,17 @@ def test_export_table_keeps_every_figure_readable_at_80_columns():
     assert "…" not in text and all(line.rstrip().endswith(("┓", "┃", "┩", "│", "┘")) for line in text.splitlines()[1:])  # nothing cut off
     for figure in ("72.20", "72.05", "4.46", "7.27", "1.63×", "11.32", "17.93", "1.58×", "7.15", "2.51×", "4.41", "7.08", "1.61×"):
         assert figure in text, figure
+
+
+def test_the_front_table_keeps_its_figures_whole_at_80_columns(workdir, monkeypatch, capsys):
+    from autocompress import cli
+    from autocompress.report import collect
+
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir / 'studies' / 'tiny.db'}")
+    monkeypatch.setattr(cli.out, "_width", 80)
+    cli._print_front(study)
+    text = capsys.readouterr().out
+    assert "…" not in text
+    for t in collect(study).front:
+        cells = [str(t.number), f"{t.accuracy:.2f}", f"{t.accuracy_drop:+.2f}", f"{t.speedup:.2f}×"]
+        assert re.search(r"│\s+" + r" │.*?".join(map(re.escape, cells)) + " │", text), (cells, text)
