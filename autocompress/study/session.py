@@ -24,6 +24,7 @@ from autocompress.study.runner import RunResult, completed, run
 from autocompress.study.sharing import prepare_shared
 from autocompress.study.storage import DEFAULT_CACHE, load, open_storage, stored_config
 from autocompress.study.warm_start import WarmStart, open_warm_start_source, warm_start
+from autocompress.workbench import check_profiles
 
 __all__ = ["StudyRequest", "StudyProgress", "StudyRun", "StudyInterrupted", "resume_request", "run_study"]
 
@@ -102,6 +103,7 @@ def run_study(request: StudyRequest, progress: StudyProgress | None = None) -> S
     model_config = peek_config(cfg.model.source)
     check_space(cfg.space, arch_from_config(model_config), file=request.config_file)
     check_max_length(model_config, cfg.task.max_length)
+    check_profiles(cfg, model_config, request.config_file)  # before a study is created in the storage
     task_data = load_task(cfg.task)
     cfg = continued_config(cfg, url, name)  # a study made before a training setting keeps its own
     check_can_continue(cfg, url, name)  # before minutes of teacher preparation

@@ -96,3 +96,19 @@ def test_validate_without_onnxruntime_is_one_line_and_exit_2(tiny_model_dir, tin
     text = (out + err).strip()
     assert code == 2 and len(text.splitlines()) == 1 and "Traceback" not in text
     assert "profile.backend" in text and "autocompress[onnx]" in text
+
+
+def test_run_without_onnxruntime_creates_no_study(tiny_model_dir, tiny_csv, tmp_path, monkeypatch, capsys) -> None:
+    """Refused before the storage is touched: no empty study is left behind to collide with the next run."""
+    import yaml
+    from conftest import run_cli
+
+    from autocompress import workbench
+
+    monkeypatch.setattr(workbench, "missing_onnx", lambda: "onnxruntime")
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(tiny_config_dict(tiny_model_dir, tiny_csv, profile={"backend": "onnxruntime"})))
+    db = tmp_path / "s.db"
+    code, out, err = run_cli(capsys, "run", str(path), "--storage", f"sqlite:///{db}", "--cache-dir", str(tmp_path / "cache"))
+    assert code == 2 and "profile.backend" in err and "Traceback" not in out + err
+    assert not db.exists() and not (tmp_path / "cache").exists()
