@@ -105,7 +105,7 @@ def _best_text(study) -> str:
 
 def _trial_line(study, trial, done: int, target: int, elapsed: float) -> str:
     """One line for a trial that ended (what the study prints per trial where no bar can be drawn)."""
-    from autocompress import record
+    from autocompress.store import record
 
     r = record.read(trial)
     head = f"trial {trial.number} [{done}/{target} full, {elapsed / 60:.1f} min]"
@@ -177,7 +177,7 @@ def _bar_progress():
     """A :class:`~autocompress.study.StudyProgress` that shows a running study on a rich progress bar
     (the library tells, the CLI draws); the bar appears once the study's checks have passed."""
     from autocompress.study import StudyProgress, completed
-    from autocompress.urls import mask_url
+    from autocompress.store.urls import mask_url
 
     class _BarProgress(StudyProgress):
 
@@ -252,7 +252,7 @@ def run(
 ) -> None:
     """Create a study from SPACE, or continue the study of the same name."""
     from autocompress import study as st
-    from autocompress.config import load_config
+    from autocompress.schema.config import load_config
 
     cfg = st.with_sampler(load_config(space), sampler)
     name = study or cfg.name
@@ -338,7 +338,7 @@ def profiles(
     """List the bundled device profiles (measured on this host, or predicted for absent devices)."""
     import yaml
 
-    from autocompress.latency.profile import bundled_profiles, load_profile
+    from autocompress.schema.profile import bundled_profiles, load_profile
 
     if name:
         prof = load_profile(name)
@@ -363,11 +363,11 @@ def profiles(
 @app.command()
 def validate(space: Annotated[Path, typer.Argument(help="Search-space YAML file.")]) -> None:
     """Check a search space (config, model, profiles and data) without running anything costly."""
-    from autocompress.config import load_config
-    from autocompress.data import load_task
-    from autocompress.models import arch_from_config, check_max_length, peek_config
-    from autocompress.space import check_space
-    from autocompress.workbench import check_profiles
+    from autocompress.schema.config import load_config
+    from autocompress.tasks.data import load_task
+    from autocompress.models.adapters import arch_from_config, check_max_length, peek_config
+    from autocompress.search.space import check_space
+    from autocompress.search.workbench import check_profiles
 
     cfg = load_config(space)
     model_config = peek_config(cfg.model.source)
@@ -416,7 +416,7 @@ def export(
     from autocompress import study as st
     from autocompress.errors import ExportError
     from autocompress.export import export_trial, pick_trial
-    from autocompress.record import read
+    from autocompress.store.record import read
 
     if (trial is None) == (pick is None):
         raise ExportError("give exactly one of --trial N or --pick EXPR (e.g. --pick \"fastest with accuracy drop <= 1.0\")")

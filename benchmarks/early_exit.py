@@ -36,16 +36,16 @@ import torch
 import yaml
 
 from _common import RESULTS, ROOT, machine, today
-from autocompress import build
-from autocompress.config import parse_config
-from autocompress.evaluate import bootstrap_ci, predict_logits
-from autocompress.exits import EarlyExit, exit_predictions
+from autocompress.search import build
+from autocompress.schema.config import parse_config
+from autocompress.tasks.evaluate import bootstrap_ci, predict_logits
+from autocompress.ops.exits import EarlyExit, exit_predictions
 from autocompress.latency.measure import measure_profile
-from autocompress.plan import CompressionPlan
-from autocompress.scoring import exits_taken
-from autocompress.space import exit_after
-from autocompress.transforms import apply_bits_
-from autocompress.workbench import Workbench, prepare
+from autocompress.schema.plan import CompressionPlan
+from autocompress.search.scoring import exits_taken
+from autocompress.search.space import exit_after
+from autocompress.ops import apply_bits_
+from autocompress.search.workbench import Workbench, prepare
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)  # three classes: a confident tweet often peaks well below 0.9
 SCHEDULES = ("middle", "every")
@@ -102,8 +102,8 @@ def timed_onnx(bench: Workbench, static: torch.nn.Module, static_plan: Compressi
                exit_plan: CompressionPlan) -> dict[str, Any]:
     """The chosen exits as ONNX stages against the static plan's ONNX model, both in ONNX Runtime
     (float models given; each plan's int8 layers are quantised by the export), interleaved."""
-    from autocompress.latency.ort import measure_runners
-    from autocompress.onnxrt import export_onnx
+    from autocompress.latency.runtimes.ort import measure_runners
+    from autocompress.latency.runtimes.onnx_model import export_onnx
 
     accepted = inspect.signature(static.forward).parameters
     names = [n for n in ("input_ids", "token_type_ids", "attention_mask") if n in accepted]

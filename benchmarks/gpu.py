@@ -19,13 +19,13 @@ import time
 import torch
 
 from _common import RESULTS, machine, today
-from autocompress.batches import Encoded
-from autocompress.config import RecoveryConfig
-from autocompress.distill import recover_
+from autocompress.tasks.batches import Encoded
+from autocompress.schema.config import RecoveryConfig
+from autocompress.train.distill import recover_
 from autocompress.latency.measure import measure_profile
-from autocompress.latency.profile import load_profile
-from autocompress.plan import CompressionPlan
-from autocompress.transforms import apply_plan
+from autocompress.schema.profile import load_profile
+from autocompress.schema.plan import CompressionPlan
+from autocompress.ops import apply_plan
 
 
 def minilm_shaped() -> torch.nn.Module:

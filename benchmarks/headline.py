@@ -49,15 +49,17 @@ import torch
 import yaml
 
 from _common import RESULTS, shown, write_results
-from autocompress import build, record
+from autocompress.search import build
+from autocompress.store import record
 from autocompress import study as st
-from autocompress.config import SearchConfig, StudyConfig, load_config, parse_config
-from autocompress.evaluate import Accuracy, accuracy, bootstrap_ci, model_size, predict_logits
+from autocompress.schema.config import SearchConfig, StudyConfig, load_config, parse_config
+from autocompress.tasks.evaluate import Accuracy, accuracy, bootstrap_ci, predict_logits
+from autocompress.ops.size import model_size
 from autocompress.latency.measure import ProfileLatency, measure_profile
-from autocompress.latency.ort import measure_runners
-from autocompress.plan import CompressionPlan
-from autocompress.transforms import simulated_widths
-from autocompress.workbench import Workbench
+from autocompress.latency.runtimes.ort import measure_runners
+from autocompress.schema.plan import CompressionPlan
+from autocompress.ops import simulated_widths
+from autocompress.search.workbench import Workbench
 from operators import config as operators_config
 from operators import operator_plans
 
@@ -215,7 +217,7 @@ def half_depth_row(bench: Workbench, study: optuna.Study) -> dict[str, Any]:
 
 
 def onnx_row(bench: Workbench, int8_plan: CompressionPlan) -> dict[str, Any]:
-    from autocompress.onnxrt import OnnxRunner, export_onnx
+    from autocompress.latency.runtimes.onnx_model import OnnxRunner, export_onnx
 
     teacher = bench.teacher.model
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if bench.eval.token_type_ids is not None else [])

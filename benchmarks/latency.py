@@ -49,17 +49,17 @@ from pathlib import Path
 import torch
 
 from _common import RESULTS, machine, today
-from autocompress.batches import encode
-from autocompress.config import load_config
-from autocompress.data import load_task
+from autocompress.tasks.batches import encode
+from autocompress.schema.config import load_config
+from autocompress.tasks.data import load_task
 from autocompress.latency.cost import model_costs
 from autocompress.latency.inputs import task_inputs
 from autocompress.latency.measure import example_inputs, measure_pair, measure_profile, measurement_lock
 from autocompress.latency.predict import calibrate, calibration_plans, predict_ms, roofline_ms
-from autocompress.latency.profile import DeviceProfile, load_profile
-from autocompress.models import load_classifier, load_tokenizer
-from autocompress.plan import CompressionPlan
-from autocompress.transforms import apply_plan
+from autocompress.schema.profile import DeviceProfile, load_profile
+from autocompress.models.adapters import load_classifier, load_tokenizer
+from autocompress.schema.plan import CompressionPlan
+from autocompress.ops import apply_plan
 
 THREADS, BATCH, SEQ = 2, 1, 128
 PROFILE = DeviceProfile(name="cpu-2t", threads=THREADS, batch_size=BATCH, seq_len=SEQ, warmup=20, repeats=60,
@@ -150,8 +150,8 @@ def task_lengths(base: torch.nn.Module) -> dict:
 def onnxruntime_rows(base: torch.nn.Module) -> dict:
     """Each plan's speedup in PyTorch and in ONNX Runtime (each against the teacher in the same
     runtime, profile ``cpu-2t``), and what exporting the candidate cost."""
-    from autocompress.latency.ort import measure_onnxruntime, teacher_session
-    from autocompress.onnxrt import float_part
+    from autocompress.latency.runtimes.ort import measure_onnxruntime, teacher_session
+    from autocompress.latency.runtimes.onnx_model import float_part
 
     torch_profile = load_profile("cpu-2t")
     ort_profile = torch_profile.model_copy(update={"backend": "onnxruntime", "name": "cpu-2t-onnxruntime"})
@@ -186,7 +186,7 @@ def _study_facts(name: str, url: str) -> dict:
     """How a study went: trials, their durations, and (ONNX Runtime profile) each candidate's export time."""
     import optuna
 
-    from autocompress import record
+    from autocompress.store import record
 
     s = optuna.load_study(study_name=name, storage=url)
     done = [t for t in s.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -206,9 +206,9 @@ def backend_studies(workdir: Path, rounds: int, trials: int | None = None, seed:
     the space's search seed (the sampler's; data, teacher and baselines stay the same)."""
     import yaml
 
-    from autocompress.latency.ort import measure_runners, teacher_session
-    from autocompress.onnxrt import OnnxRunner
-    from autocompress.workbench import prepare
+    from autocompress.latency.runtimes.ort import measure_runners, teacher_session
+    from autocompress.latency.runtimes.onnx_model import OnnxRunner
+    from autocompress.search.workbench import prepare
 
     workdir.mkdir(parents=True, exist_ok=True)
     cache = workdir / "cache"

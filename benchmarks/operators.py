@@ -35,14 +35,15 @@ import time
 import torch
 
 from _common import RESULTS, machine, today
-from autocompress import build
+from autocompress.search import build
 from autocompress import study as st
-from autocompress.config import parse_config
-from autocompress.evaluate import accuracy, bootstrap_ci, model_size, predict_logits
+from autocompress.schema.config import parse_config
+from autocompress.tasks.evaluate import accuracy, bootstrap_ci, predict_logits
+from autocompress.ops.size import model_size
 from autocompress.latency.measure import measure_profile
-from autocompress.plan import CompressionPlan
-from autocompress.transforms import simulated_widths
-from autocompress.workbench import prepare
+from autocompress.schema.plan import CompressionPlan
+from autocompress.ops import simulated_widths
+from autocompress.search.workbench import prepare
 
 
 def config(quick: bool, transfer: int = 0) -> dict:
@@ -99,8 +100,8 @@ def _export_bytes(bench, model, float_model, plan: CompressionPlan) -> dict[str,
     from pathlib import Path
 
     from autocompress.export.saved import WEIGHTS_FILE, save_student
-    from autocompress.models import load_tokenizer
-    from autocompress.onnxrt import export_onnx
+    from autocompress.models.adapters import load_tokenizer
+    from autocompress.latency.runtimes.onnx_model import export_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp) / "export"
@@ -257,8 +258,8 @@ def main() -> None:
 
 
 def remeasure(quick: bool) -> None:
-    from autocompress.models import load_classifier
-    from autocompress.transforms import apply_plan
+    from autocompress.models.adapters import load_classifier
+    from autocompress.ops import apply_plan
 
     path = RESULTS / ("operators-quick.json" if quick else "operators.json")
     data = json.loads(path.read_text())

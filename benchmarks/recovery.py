@@ -14,7 +14,7 @@ bootstrap interval of the difference (same eval examples). One process, one vari
 
 ``--hidden`` distils the same three students with the recovery the default study uses (word
 embeddings frozen, depth-scaled epochs) from logits alone and with each kept layer's hidden state
-too (:func:`autocompress.distill.hidden_targets`), at the full budget and at part of it, and
+too (:func:`autocompress.train.distill.hidden_targets`), at the full budget and at part of it, and
 writes the ``hidden_state`` section of the results file (its other sections are kept).
 """
 
@@ -33,14 +33,14 @@ from typing import Any
 import torch
 
 from _common import RESULTS, write_results
-from autocompress.batches import Encoded
-from autocompress.config import parse_config
-from autocompress.build import recovery_epochs
-from autocompress.distill import distillation, teacher_states
-from autocompress.evaluate import bootstrap_ci, predict_logits
-from autocompress.plan import CompressionPlan
-from autocompress.transforms import apply_structure_
-from autocompress.workbench import prepare
+from autocompress.tasks.batches import Encoded
+from autocompress.schema.config import parse_config
+from autocompress.search.build import recovery_epochs
+from autocompress.train.distill import distillation, teacher_states
+from autocompress.tasks.evaluate import bootstrap_ci, predict_logits
+from autocompress.schema.plan import CompressionPlan
+from autocompress.ops import apply_structure_
+from autocompress.search.workbench import prepare
 
 #: name → (freeze_word_embeddings, group_by_length, teacher epochs)
 VARIANTS: dict[str, tuple[bool, bool]] = {

@@ -45,17 +45,20 @@ import optuna
 import torch
 
 from _common import RESULTS, machine, today, write_results
-from autocompress import build, compat, record
+from autocompress.search import build
+from autocompress.store import optuna_internals as compat
+from autocompress.store import record
 from autocompress import study as st
-from autocompress.config import SearchConfig, SpaceConfig, StudyConfig, load_config, parse_config
-from autocompress.evaluate import accuracy, model_size, predict_logits
+from autocompress.schema.config import SearchConfig, SpaceConfig, StudyConfig, load_config, parse_config
+from autocompress.tasks.evaluate import accuracy, predict_logits
+from autocompress.ops.size import model_size
 from autocompress.latency.measure import compute_lock
 from autocompress.latency.predict import Calibration, cached_calibration, predict_ms
-from autocompress.objective import OBJECTIVES, Objective
-from autocompress.plan import CompressionPlan
-from autocompress.space import SCHEDULES, baseline_plans, suggest_plan
-from autocompress.transforms import apply_plan, simulated_widths
-from autocompress.workbench import Workbench, prepare
+from autocompress.search.objective import OBJECTIVES, Objective
+from autocompress.schema.plan import CompressionPlan
+from autocompress.search.space import SCHEDULES, baseline_plans, suggest_plan
+from autocompress.ops import apply_plan, simulated_widths
+from autocompress.search.workbench import Workbench, prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "studies" / "cache"

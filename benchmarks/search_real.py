@@ -59,7 +59,8 @@ import yaml
 from optuna.trial import TrialState
 
 from _common import machine, shown, today, write_results
-from autocompress import compat, record
+from autocompress.store import optuna_internals as compat
+from autocompress.store import record
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the last commit with the flat policy

@@ -30,7 +30,7 @@ import optuna
 import yaml
 
 from _common import RESULTS, shown, write_results
-from autocompress import record
+from autocompress.store import record
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_RATIO = 1.3

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import os
+import uuid
 import random
 from pathlib import Path
 from typing import Any
@@ -222,8 +224,8 @@ def finished(tiny_model_dir, tiny_csv, tmp_path_factory) -> str:
     Its latency objective is measured; it also reports a predicted profile (rpi4).
     """
     from autocompress import study as st
-    from autocompress.config import parse_config
-    from autocompress.workbench import prepare
+    from autocompress.schema.config import parse_config
+    from autocompress.search.workbench import prepare
 
     cfg = parse_config(tiny_config_dict(tiny_model_dir, tiny_csv, teacher={"epochs": 10.0}, report_profiles=["rpi4"]))
     bench = prepare(cfg, tmp_path_factory.mktemp("cache"))
@@ -231,3 +233,32 @@ def finished(tiny_model_dir, tiny_csv, tmp_path_factory) -> str:
     study = st.create_or_load(cfg, st.open_storage(url), "rep", bench)
     st.run(study, bench, n_trials=6)
     return url
+
+
+#: the PostgreSQL server of the shared-study tests; each test gets a database of its own on it
+PG = os.environ.get("AUTOCOMPRESS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def pg_url():
+    """URL of a fresh, empty PostgreSQL database, dropped afterwards."""
+    import sqlalchemy as sa
+
+    from autocompress.store.urls import mask_url
+
+    admin = sa.create_engine(PG, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            name = f"ac_test_{uuid.uuid4().hex[:10]}"
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # no server, no rights: say so
+        admin.dispose()
+        message = f"PostgreSQL at {mask_url(PG)} is not usable ({str(exc).splitlines()[0]})"
+        if os.environ.get("AUTOCOMPRESS_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message)
+        pytest.skip(message + "; set AUTOCOMPRESS_TEST_PG to a server where the test user may create databases")
+    url = PG.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

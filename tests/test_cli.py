@@ -197,7 +197,7 @@ def test_changed_config_on_existing_study_is_refused(workdir, capsys, monkeypatc
 
 
 def test_error_text_is_printed_verbatim_not_as_markup(capsys, monkeypatch):
-    from autocompress import config
+    from autocompress.schema import config
     from autocompress.errors import ConfigError
 
     def boom(path):
@@ -210,7 +210,7 @@ def test_error_text_is_printed_verbatim_not_as_markup(capsys, monkeypatch):
 
 def test_profiles_lists_the_bundled_ones_with_their_kind(capsys, monkeypatch):
     from autocompress import cli
-    from autocompress.latency.profile import bundled_profiles
+    from autocompress.schema.profile import bundled_profiles
 
     monkeypatch.setattr(cli.out, "_width", 160)  # one line per row: the cells are read back exactly
     code, out, _ = run_cli(capsys, "profiles")
@@ -228,7 +228,7 @@ def test_profiles_lists_the_bundled_ones_with_their_kind(capsys, monkeypatch):
 
 
 def test_profiles_name_prints_a_profile_that_can_be_copied_into_a_file(capsys):
-    from autocompress.latency.profile import DeviceProfile, load_profile
+    from autocompress.schema.profile import DeviceProfile, load_profile
 
     code, out, _ = run_cli(capsys, "profiles", "rpi4")
     assert code == 0

@@ -10,13 +10,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "autocompress"
 
 #: lowest first; a module's layer is the first whose prefixes match its dotted name
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("data", ("plan", "config", "errors", "urls", "latency.profile")),
-    ("operators", ("models", "data", "batches", "transforms", "latency", "distill", "evaluate", "importance", "onnxrt", "exits",
-                   "teacher", "space", "locks", "shared", "compat")),
-    ("trial", ("workbench", "build", "scoring", "fidelity", "dedupe", "record", "samplers", "objective")),
+    ("settings", ("errors", "schema", "store.urls", "store.locks", "store.optuna_internals")),
+    ("models and tasks", ("models", "tasks")),
+    ("operators", ("ops", "train", "latency")),
+    ("storage", ("store",)),
+    ("search", ("search",)),
     ("study", ("study",)),
     ("views", ("report", "export")),
-    ("entry", ("cli", "__init__")),
+    ("entry", ("api", "cli", "__init__")),
 )
 #: may import lazily inside functions: the command line and the package root keep start-up cheap
 LAZY_OK = {"cli", "__init__"}
@@ -70,4 +71,5 @@ def test_every_module_imports_only_its_own_layer_or_lower_ones():
 def test_the_layer_check_sees_a_wrong_import():
     tree = ast.parse("from autocompress.report import collect\n\ndef f():\n    from autocompress import study\n")
     assert _imports(tree) == [("report", True), ("study", False)]
-    assert _layer("record") < _layer("report.collect") and _layer("study.runner") < _layer("export.ship")
+    assert _layer("store.record") < _layer("report.collect") and _layer("study.runner") < _layer("export.ship")
+    assert _layer("schema.plan") < _layer("models.adapters") < _layer("ops") < _layer("search.objective")

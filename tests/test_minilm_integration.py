@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from autocompress import study as st
-from autocompress.config import parse_config
-from autocompress.workbench import prepare
+from autocompress.schema.config import parse_config
+from autocompress.search.workbench import prepare
 from autocompress.report import collect, render_html
 
 pytestmark = pytest.mark.slow

@@ -26,7 +26,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autocompress.errors import ExportError
-from autocompress import record
+from autocompress.store import record
 
 __all__ = ["GRAMMAR", "Budget", "parse_pick", "pick_trial", "exportable_trial"]
 

@@ -33,12 +33,12 @@ import torch
 from torch import nn
 
 from autocompress.errors import ModelError
-from autocompress.exits import EarlyExit, static_part
-from autocompress.models import adapter_for
-from autocompress.plan import CompressionPlan
-from autocompress.transforms import apply_bits_, apply_structure_
-from autocompress.transforms.pack import packed_tensors, unpack_
-from autocompress.transforms.vocab import KeptVocabulary, kept_table_like_, padding_from_lookup_, word_embeddings
+from autocompress.ops.exits import EarlyExit, static_part
+from autocompress.models.adapters import adapter_for
+from autocompress.schema.plan import CompressionPlan
+from autocompress.ops import apply_bits_, apply_structure_
+from autocompress.ops.pack import packed_tensors, unpack_
+from autocompress.ops.vocab import KeptVocabulary, kept_table_like_, padding_from_lookup_, word_embeddings
 
 __all__ = ["FORMAT_VERSION", "META_FILE", "PLAN_FILE", "WEIGHTS_FILE", "plain_config", "save_student", "load"]
 

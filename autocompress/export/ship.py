@@ -1,6 +1,6 @@
 """Export one trial: rebuild its model from the plan, write the directory, and prove it is the same model.
 
-The rebuild is the trial's own call, :func:`autocompress.build.candidate` on the study's cached
+The rebuild is the trial's own call, :func:`autocompress.search.build.candidate` on the study's cached
 teacher (structure by the study's importance scores → the same seeded distillation → bit-widths), and is checked
 against the trial before anything is written: its accuracy on the eval split must be within
 :data:`REBUILD_TOLERANCE_PT` of the stored one (distillation is seeded; on the same host and
@@ -32,24 +32,25 @@ import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
-from autocompress import build, record
-from autocompress.batches import Encoded
-from autocompress.config import StudyConfig
+from autocompress.search import build
+from autocompress.store import record
+from autocompress.tasks.batches import Encoded
+from autocompress.schema.config import StudyConfig
 from autocompress.errors import ExportError
-from autocompress.evaluate import accuracy, predict_logits
-from autocompress.onnxrt import OnnxFacts, OnnxRunner, export_onnx, require_onnx
+from autocompress.tasks.evaluate import accuracy, predict_logits
+from autocompress.latency.runtimes.onnx_model import OnnxFacts, OnnxRunner, export_onnx, require_onnx
 from autocompress.export.pick import exportable_trial
 from autocompress.export.saved import FORMAT_VERSION, load, save_student
 from autocompress.latency.inputs import TaskInputs
-from autocompress.latency.ort import measure_runners
+from autocompress.latency.runtimes.ort import measure_runners
 from autocompress.latency.measure import ProfileLatency, compute_lock, host_info
-from autocompress.latency.profile import DeviceProfile
-from autocompress.models import load_tokenizer
-from autocompress.plan import CompressionPlan
-from autocompress.shared import artifact_store_for, fetch_shared_cache
-from autocompress.study.storage import stored_config
-from autocompress.teacher import cache_entry, is_cached
-from autocompress.workbench import Workbench, prepare
+from autocompress.schema.profile import DeviceProfile
+from autocompress.models.adapters import load_tokenizer
+from autocompress.schema.plan import CompressionPlan
+from autocompress.store.artifacts import artifact_store_for, fetch_shared_cache
+from autocompress.store.storage import stored_config
+from autocompress.train.teacher import cache_entry, is_cached
+from autocompress.search.workbench import Workbench, prepare
 
 __all__ = [
     "REBUILD_TOLERANCE_PT",

@@ -1,6 +1,7 @@
-"""Latency: device profiles and the measuring protocol."""
+"""Latency: the measuring protocol, the inputs a profile times, the cost model and its predictions,
+and other runtimes (``runtimes/``). The profiles themselves are settings (:mod:`autocompress.schema.profile`)."""
 
 from autocompress.latency.measure import LatencyResult, measure_pair
-from autocompress.latency.profile import DeviceProfile
+from autocompress.schema.profile import DeviceProfile
 
 __all__ = ["DeviceProfile", "LatencyResult", "measure_pair"]

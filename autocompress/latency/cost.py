@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from autocompress.models import adapter_for
+from autocompress.models.adapters import adapter_for
 
 __all__ = ["OP_KINDS", "OpCost", "linear_costs", "model_costs", "totals"]
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import torch
 
 from autocompress.errors import LatencyError
-from autocompress.latency.profile import DeviceProfile
+from autocompress.schema.profile import DeviceProfile
 
 __all__ = ["TaskInputs", "Workload", "calibration_shapes", "example_inputs", "task_inputs", "workloads"]
 

@@ -31,9 +31,9 @@ from torch import nn
 
 from autocompress.errors import LatencyError
 from autocompress.latency.inputs import TaskInputs, Workload, example_inputs, workloads
-from autocompress.latency.profile import DeviceProfile
-from autocompress.locks import exclusive_lock, shared_lock
-from autocompress.models import adapter_for_config
+from autocompress.schema.profile import DeviceProfile
+from autocompress.store.locks import exclusive_lock, shared_lock
+from autocompress.models.adapters import adapter_for_config
 
 __all__ = [
     "LatencyResult",
@@ -324,7 +324,7 @@ def measure_profile(
         raise ValueError(f"profile '{profile.name}' is predicted, not measured")
     if profile.backend != "torch":
         raise ValueError(f"profile '{profile.name}' runs in {profile.backend}, not PyTorch: "
-                         "time it with autocompress.latency.ort.measure_onnxruntime")
+                         "time it with autocompress.latency.runtimes.ort.measure_onnxruntime")
     loads = workloads(profile, vocab_size, task)
     if profile.device == "cuda":
         if not torch.cuda.is_available():

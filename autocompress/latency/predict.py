@@ -38,10 +38,10 @@ from autocompress.errors import LatencyError
 from autocompress.latency.cost import OpCost, model_costs, totals
 from autocompress.latency.inputs import TaskInputs, Workload, example_inputs, workloads
 from autocompress.latency.measure import ProfileLatency, host_info, measure_pair, measurement_lock
-from autocompress.latency.profile import DeviceProfile
-from autocompress.locks import file_lock
-from autocompress.plan import CompressionPlan, LayerPlan
-from autocompress.models import arch_info
+from autocompress.schema.profile import DeviceProfile
+from autocompress.store.locks import file_lock
+from autocompress.schema.plan import CompressionPlan, LayerPlan
+from autocompress.models.adapters import arch_info
 
 __all__ = [
     "CALIBRATION_VERSION",

@@ -1,7 +1,7 @@
 """What the report concludes from the trials: best candidates at accuracy budgets, hypervolume
 history, the front's progress over time, and parameter importance (plain data, no plotting).
 
-Pareto dominance and hypervolume come from Optuna (through :mod:`autocompress.compat`), importance
+Pareto dominance and hypervolume come from Optuna (through :mod:`autocompress.store.optuna_internals`), importance
 from Optuna's PED-ANOVA evaluator.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from autocompress import compat
+from autocompress.store import optuna_internals as compat
 from autocompress.report.rows import TrialRow
 
 __all__ = [

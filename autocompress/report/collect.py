@@ -8,7 +8,7 @@ from typing import Any
 
 import optuna
 
-from autocompress import record
+from autocompress.store import record
 from autocompress.report.analysis import (
     BUDGETS,
     HypervolumeHistory,
@@ -17,7 +17,7 @@ from autocompress.report.analysis import (
     param_importances,
 )
 from autocompress.report.rows import ProfileFigure, TrialRow, trial_row
-from autocompress.urls import mask_url
+from autocompress.store.urls import mask_url
 
 __all__ = ["METRIC_LABELS", "ProfileFigure", "TrialRow", "ReportInfo", "collect"]
 

@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from autocompress import record
+from autocompress.store import record
 
 __all__ = ["ProfileFigure", "TrialRow", "trial_row"]
 
@@ -50,7 +50,7 @@ class TrialRow:
     feasible: bool
     on_front: bool
     fail_reason: str | None  # why it failed, or why it was pruned at the cheap fidelity
-    fidelity: str | None  # the rung it reached: "cheap", "short" or "full" (see autocompress.fidelity)
+    fidelity: str | None  # the rung it reached: "cheap", "short" or "full" (see autocompress.search.fidelity)
     duration_s: float | None
     latency_kind: str = "measured"  # of the objective's profile: "measured" or "predicted"
     profile_latency: dict[str, ProfileFigure] = field(default_factory=dict)  # every profile's figures, by name

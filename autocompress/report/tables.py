@@ -19,7 +19,7 @@ import yaml
 from autocompress.errors import AutocompressError
 from autocompress.report.collect import ReportInfo, TrialRow
 from autocompress.report.rows import exits_text, split_text, vocabulary_text
-from autocompress.study.storage import default_storage
+from autocompress.store.storage import default_storage
 
 if TYPE_CHECKING:
     import pandas as pd

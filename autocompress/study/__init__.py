@@ -1,12 +1,12 @@
 """Studies: where they are stored, how they are created, run, warm-started, shared and listed.
 
-One module per job, the way Optuna splits its storages and samplers: :mod:`~.storage` (URLs,
-heartbeats, loading), :mod:`~.create` (creating or continuing one), :mod:`~.runner` (the trial
-loop), :mod:`~.warm_start`, :mod:`~.sharing` (one teacher for every worker), :mod:`~.listing` and
-:mod:`~.session` (a whole run, as the CLI starts it).
+One module per job, the way Optuna splits its storages and samplers: :mod:`~.create` (creating or
+continuing one), :mod:`~.runner` (the trial loop), :mod:`~.warm_start`, :mod:`~.workers` (one
+teacher for every worker), :mod:`~.listing` and :mod:`~.session` (a whole run, as the CLI starts
+it). Where studies are stored is :mod:`autocompress.store.storage`.
 """
 
-from autocompress.samplers import SAMPLERS, make_sampler, with_sampler
+from autocompress.search.samplers import SAMPLERS, make_sampler, with_sampler
 from autocompress.study.create import check_can_continue, continued_config, create_or_load, record_teacher
 from autocompress.study.listing import BestSoFar, StudySummary, best_so_far, list_studies, metric_name
 from autocompress.study.runner import RunResult, completed, fail_orphaned_trials, run, run_trials, study_sampler, trial_states
@@ -18,8 +18,8 @@ from autocompress.study.session import (
     resume_request,
     run_study,
 )
-from autocompress.study.sharing import prepare_shared
-from autocompress.study.storage import (
+from autocompress.study.workers import prepare_shared
+from autocompress.store.storage import (
     DEFAULT_CACHE,
     DEFAULT_ROOT,
     default_output,
@@ -31,7 +31,7 @@ from autocompress.study.storage import (
     stored_config,
 )
 from autocompress.study.warm_start import WarmStart, open_warm_start_source, warm_start
-from autocompress.urls import mask_url
+from autocompress.store.urls import mask_url
 
 __all__ = [
     "DEFAULT_CACHE",

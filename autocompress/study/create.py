@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import optuna
 
-from autocompress import record
-from autocompress.config import StudyConfig, continuing, parse_config, with_legacy_training
+from autocompress.store import record
+from autocompress.schema.config import StudyConfig, continuing, parse_config, with_legacy_training
 from autocompress.errors import ConfigError
-from autocompress.objective import OBJECTIVES
-from autocompress.space import baseline_plans
-from autocompress.study.storage import open_storage
-from autocompress.urls import sqlite_path
-from autocompress.workbench import Workbench
+from autocompress.search.objective import OBJECTIVES
+from autocompress.search.space import baseline_plans
+from autocompress.store.storage import open_storage
+from autocompress.store.urls import sqlite_path
+from autocompress.search.workbench import Workbench
 
 __all__ = ["STUDY_SCHEMA_VERSION", "check_can_continue", "continued_config", "create_or_load", "record_teacher"]
 
@@ -49,7 +49,7 @@ def check_can_continue(cfg: StudyConfig, url: str, name: str) -> bool:
 
 def continued_config(cfg: StudyConfig, url: str, name: str) -> StudyConfig:
     """``cfg`` as it runs study ``name`` at ``url``: unchanged for a new study; for an existing one,
-    with the training settings the study predates as it ran them (:func:`~autocompress.config.continuing`)."""
+    with the training settings the study predates as it ran them (:func:`~autocompress.schema.config.continuing`)."""
     existing = _existing(url, name)
     return cfg if existing is None else continuing(cfg, existing.user_attrs.get("config") or {})
 

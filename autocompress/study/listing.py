@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from autocompress import record
-from autocompress.urls import mask_url
+from autocompress.store import record
+from autocompress.store.urls import mask_url
 
 __all__ = ["BestSoFar", "StudySummary", "best_so_far", "list_studies", "metric_name"]
 

@@ -1,7 +1,7 @@
 """Running trials until the study holds its target, safely with many workers on one storage.
 
-:func:`run` runs the study's own :class:`~autocompress.objective.Objective` with the configured
-sampler inside :class:`~autocompress.samplers.OnePlanOnce`; :func:`run_trials` is the loop
+:func:`run` runs the study's own :class:`~autocompress.search.objective.Objective` with the configured
+sampler inside :class:`~autocompress.search.samplers.OnePlanOnce`; :func:`run_trials` is the loop
 itself, for any objective: budget counted across workers, dead workers' trials failed by
 heartbeat and queued again, storage outages retried, failures recorded with their reason.
 """
@@ -19,14 +19,15 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import exc as sa_exc
 
-from autocompress import compat, record
+from autocompress.store import optuna_internals as compat
+from autocompress.store import record
 from autocompress.errors import StorageError
-from autocompress.objective import Objective
-from autocompress.record import TrialRecord
-from autocompress.samplers import OnePlanOnce, make_sampler
-from autocompress.study.storage import GRACE_SECONDS, retry_stale_trial
-from autocompress.urls import mask_url
-from autocompress.workbench import Workbench
+from autocompress.search.objective import Objective
+from autocompress.store.record import TrialRecord
+from autocompress.search.samplers import OnePlanOnce, make_sampler
+from autocompress.store.storage import GRACE_SECONDS, retry_stale_trial
+from autocompress.store.urls import mask_url
+from autocompress.search.workbench import Workbench
 
 __all__ = ["RunResult", "completed", "fail_orphaned_trials", "run", "run_trials", "study_sampler", "trial_states"]
 
@@ -220,7 +221,7 @@ def run(
 
 
 def study_sampler(bench: Workbench, offset: int = 0) -> OnePlanOnce:
-    """The study's configured sampler inside :class:`~autocompress.samplers.OnePlanOnce` (told about
+    """The study's configured sampler inside :class:`~autocompress.search.samplers.OnePlanOnce` (told about
     stopped candidates, canonical plans, one plan once), seeded with ``search.seed + offset``."""
     cfg = bench.config
     return OnePlanOnce(

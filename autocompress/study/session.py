@@ -13,18 +13,18 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial
 
-from autocompress.config import StudyConfig
-from autocompress.data import load_task
-from autocompress.evaluate import Metric
-from autocompress.models import arch_from_config, check_max_length, peek_config
-from autocompress.samplers import with_sampler
-from autocompress.space import check_space
+from autocompress.schema.config import StudyConfig
+from autocompress.tasks.data import load_task
+from autocompress.tasks.evaluate import Metric
+from autocompress.models.adapters import arch_from_config, check_max_length, peek_config
+from autocompress.search.samplers import with_sampler
+from autocompress.search.space import check_space
 from autocompress.study.create import check_can_continue, continued_config, create_or_load
 from autocompress.study.runner import RunResult, completed, run
-from autocompress.study.sharing import prepare_shared
-from autocompress.study.storage import DEFAULT_CACHE, load, open_storage, stored_config
+from autocompress.study.workers import prepare_shared
+from autocompress.store.storage import DEFAULT_CACHE, load, open_storage, stored_config
 from autocompress.study.warm_start import WarmStart, open_warm_start_source, warm_start
-from autocompress.workbench import check_profiles
+from autocompress.search.workbench import check_profiles
 
 __all__ = ["StudyRequest", "StudyProgress", "StudyRun", "StudyInterrupted", "resume_request", "run_study"]
 

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 
 import optuna
 
-from autocompress import compat, record
-from autocompress.config import StudyConfig
+from autocompress.store import optuna_internals as compat
+from autocompress.store import record
+from autocompress.schema.config import StudyConfig
 from autocompress.errors import ConfigError, PlanError
-from autocompress.space import params_for_plan
-from autocompress.study.storage import load, open_storage, stored_config
-from autocompress.workbench import Workbench
+from autocompress.search.space import params_for_plan
+from autocompress.store.storage import load, open_storage, stored_config
+from autocompress.search.workbench import Workbench
 
 __all__ = ["WarmStart", "open_warm_start_source", "warm_start"]
 

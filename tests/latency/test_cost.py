@@ -7,9 +7,9 @@ from conftest import tiny_bert
 from torch import nn
 
 from autocompress.latency.cost import OP_KINDS, linear_costs, model_costs, totals
-from autocompress.plan import CompressionPlan
-from autocompress.transforms import apply_plan
-from autocompress.transforms.quantize import quantize_int8_
+from autocompress.schema.plan import CompressionPlan
+from autocompress.ops import apply_plan
+from autocompress.ops.quantize import quantize_int8_
 
 # tiny_bert(): 4 layers, hidden 32, intermediate 64, 4 heads of 8, 3 labels
 LAYERS, HIDDEN, FFN, LABELS = 4, 32, 64, 3

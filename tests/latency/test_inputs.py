@@ -6,15 +6,15 @@ import pytest
 import torch
 from conftest import tiny_bert, tiny_config_dict
 
-from autocompress.batches import Encoded
-from autocompress.config import load_config
+from autocompress.tasks.batches import Encoded
+from autocompress.schema.config import load_config
 from autocompress.errors import ConfigError, LatencyError
 from autocompress.latency.inputs import calibration_shapes, task_inputs, workloads
 from autocompress.latency.measure import measure_profile, measure_workload
 from autocompress.latency.predict import FEATURES, Calibration, HostPeaks, predict_ms, predict_profile
-from autocompress.latency.profile import DeviceProfile, load_profile
-from autocompress.plan import CompressionPlan
-from autocompress.transforms import apply_plan
+from autocompress.schema.profile import DeviceProfile, load_profile
+from autocompress.schema.plan import CompressionPlan
+from autocompress.ops import apply_plan
 
 
 def _encoded(lengths: list[int], types: bool = False) -> Encoded:

@@ -23,9 +23,9 @@ from autocompress.latency.measure import (
     measure_profile,
     measurement_lock,
 )
-from autocompress.latency.profile import resolve_profile
-from autocompress.plan import CompressionPlan
-from autocompress.transforms import apply_plan
+from autocompress.schema.profile import resolve_profile
+from autocompress.schema.plan import CompressionPlan
+from autocompress.ops import apply_plan
 
 
 class FakeTime:

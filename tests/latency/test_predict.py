@@ -27,9 +27,9 @@ from autocompress.latency.predict import (
     predict_profile,
     roofline_ms,
 )
-from autocompress.latency.profile import DeviceProfile, resolve_profile
-from autocompress.plan import CompressionPlan
-from autocompress.transforms import apply_plan
+from autocompress.schema.profile import DeviceProfile, resolve_profile
+from autocompress.schema.plan import CompressionPlan
+from autocompress.ops import apply_plan
 
 HOST = HostPeaks(threads=2, fp32_gflops=40.0, int8_gops=80.0, memory_gbs=10.0, clock_ghz=3.0)
 

@@ -12,7 +12,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from autocompress.objective import OBJECTIVES
+from autocompress.search.objective import OBJECTIVES
 
 LAYERS = 6
 TEACHER_ACC = 74.0

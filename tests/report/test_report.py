@@ -30,7 +30,6 @@ from autocompress.report.charts import (
 )
 from autocompress.report.figures import layer_heatmaps, pareto_3d_figure, pareto_figure
 from report_studies import LAYERS, T0, fill_realistic, new_study, realistic_trial
-from test_shared import pg_url  # noqa: F401  (fixture: a fresh PostgreSQL database)
 
 PLOTS = ("plot-speed", "plot-size", "plot-3d", "plot-layers", "plot-hv", "plot-progress", "plot-importance",
          "plot-profiles", "plot-pred")
@@ -354,9 +353,9 @@ def test_a_postgresql_study_reports_like_its_sqlite_copy(realistic, realistic_db
 
 
 def test_a_stopped_candidates_figures_are_marked_subset_and_predicted(tmp_path):
-    from autocompress.evaluate import Metric
-    from autocompress.plan import CompressionPlan
-    from autocompress.record import TrialRecord
+    from autocompress.tasks.evaluate import Metric
+    from autocompress.schema.plan import CompressionPlan
+    from autocompress.store.record import TrialRecord
     from autocompress.report.tables import trials_table
 
     study = new_study(tmp_path)

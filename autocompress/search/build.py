@@ -1,0 +1,155 @@
+"""The one builder: a plan and the study's workbench in, a candidate model out.
+
+Structure (depth, then head and FFN pruning by the teacher's importance scores) → recovery
+(seeded knowledge distillation from the teacher, when the plan changes structure and the study
+recovers) → exit heads (when the plan has early exits: distilled from the teacher with the
+student frozen) → bit-widths (of the student; the small exit heads stay float). A trial, an export and every benchmark call :func:`candidate`, so what is
+shipped is what was scored: building is deterministic, and the same plan gives the same model.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from autocompress.schema.config import RecoveryConfig
+from autocompress.train.distill import TrainingRun, distillation
+from autocompress.ops.exits import ExitTraining, train_exits_, with_exits
+from autocompress.latency.measure import compute_lock
+from autocompress.schema.plan import CompressionPlan
+from autocompress.errors import PlanError
+from autocompress.ops import apply_bits_, apply_structure_
+from autocompress.ops.vocab import prune_vocabulary_
+from autocompress.search.workbench import Workbench
+
+__all__ = ["Build", "Candidate", "add_exits", "candidate", "changes_structure", "needs_recovery", "recovery_epochs"]
+
+
+@dataclass
+class Candidate:
+    """A built candidate: the model as scored, and how it was made."""
+
+    model: nn.Module  # shaped, recovered (when asked and needed), bit-widths applied; eval mode
+    recovery: dict[str, Any]  # {"recovered": False}, or the distillation's facts
+    float_model: nn.Module | None = None  # the same model before bit-widths (with ``keep_float``): what export saves
+
+    @property
+    def recovered(self) -> bool:
+        return bool(self.recovery.get("recovered"))
+
+
+def changes_structure(plan: CompressionPlan) -> bool:
+    """True when the plan drops layers, prunes or shares weights (what distillation can recover from)."""
+    return plan.share is not None or any((not lp.keep) or lp.heads < 1.0 or lp.ffn < 1.0 for lp in plan.layers)
+
+
+def needs_recovery(recovery: RecoveryConfig, plan: CompressionPlan) -> bool:
+    """True when the study recovers (``recovery.epochs`` > 0) and the plan changes structure."""
+    return recovery.epochs > 0 and changes_structure(plan)
+
+
+def recovery_epochs(recovery: RecoveryConfig, plan: CompressionPlan) -> float:
+    """The plan's distillation budget in epochs: ``recovery.epochs``, times n/k for a student that
+    keeps k of the model's n layers when ``recovery.depth_scaled`` (capped at ``max_epochs``).
+
+    A shallower student's step costs about k/n of a full one, so each depth gets about the same
+    compute, and the deep cuts, which lose the most, get the most steps.
+    """
+    if not recovery.depth_scaled:
+        return recovery.epochs
+    scale = plan.num_layers / max(1, len(plan.kept_layers))
+    return max(recovery.epochs, min(recovery.max_epochs, recovery.epochs * scale))
+
+
+class Build:
+    """A candidate built in steps: shaped at once, distilled in as many steps as asked (a trial
+    scores it part-way), then quantised. The steps give the model that :func:`candidate` builds in
+    one go: the distillation is one :class:`~autocompress.train.distill.TrainingRun`."""
+
+    def __init__(self, bench: Workbench, plan: CompressionPlan, *, recover: bool = True) -> None:
+        self.bench, self.plan = bench, plan
+        self.student = copy.deepcopy(bench.teacher.model)
+        apply_structure_(self.student, plan, bench.importance)
+        self.vocabulary: dict[str, Any] = {}
+        if plan.vocab_min_count is not None:
+            if bench.vocabulary is None:
+                raise PlanError("the plan prunes the vocabulary and the study's space.vocabulary.keep offers only all")
+            choice = bench.vocabulary.choice(plan.vocab_min_count)
+            prune_vocabulary_(self.student, choice)
+            self.vocabulary = {"vocabulary": bench.vocabulary.facts(choice, plan.vocab_min_count, bench.eval.input_ids)}
+        self.student.eval()
+        self.run: TrainingRun | None = None
+        if recover and needs_recovery(bench.config.recovery, plan):
+            self.run = distillation(self.student, bench.transfer_logits, bench.transfer, bench.config.recovery,
+                                    epochs=recovery_epochs(bench.config.recovery, plan),
+                                    states=bench.transfer_states, kept=plan.kept_layers)
+
+    @property
+    def recovers(self) -> bool:
+        return self.run is not None
+
+    def recover_to(self, fraction: float) -> None:
+        """Distil up to ``fraction`` of the budget (no-op without recovery)."""
+        if self.run is None:
+            return
+        with compute_lock():  # no local worker times a candidate meanwhile
+            self.run.run_to(math.ceil(fraction * self.run.total_steps))
+
+    def snapshot(self) -> nn.Module:
+        """The candidate as it stands (a quantised copy; the build goes on)."""
+        model = copy.deepcopy(self.student)
+        apply_bits_(model, self.plan)
+        return model.eval()
+
+    def finish(self, *, keep_float: bool = False) -> Candidate:
+        """Distil the rest of the budget and quantise: the candidate itself."""
+        facts: dict[str, Any] = {"recovered": False}
+        if self.run is not None:
+            self.recover_to(1.0)
+            facts = {
+                "recovered": True,
+                "recovery_seconds": self.run.seconds,
+                "recovery_loss": self.run.loss,
+                "recovery_examples": len(self.bench.transfer),
+                "recovery_steps": self.run.total_steps,
+                "recovery_epochs": recovery_epochs(self.bench.config.recovery, self.plan),
+            }
+        facts.update(self.vocabulary)
+        model: nn.Module = self.student
+        if self.plan.exits is not None:
+            model, exit_facts = add_exits(self.bench, self.student, self.plan)
+            facts = {**facts, **exit_facts}
+        float_model = copy.deepcopy(model) if keep_float else None
+        apply_bits_(self.student, self.plan)  # inside the exits' wrapper too: the same module
+        return Candidate(model=model.eval(), recovery=facts, float_model=float_model)
+
+
+def add_exits(bench: Workbench, student: nn.Module, plan: CompressionPlan) -> tuple[nn.Module, dict[str, Any]]:
+    """``student`` (recovered, float, shaped by ``plan``) with ``plan``'s exit heads, distilled from
+    the teacher on the distillation set with the student frozen; and what the training did."""
+    exits = plan.exits
+    if exits is None:
+        raise ValueError("the plan has no exits")
+    space, recovery = bench.config.space.exits, bench.config.recovery
+    model = with_exits(student, plan.exit_positions, exits.threshold, seed=recovery.seed, pooling=exits.pooling)
+    cfg = ExitTraining(epochs=space.epochs, learning_rate=space.learning_rate, batch_size=recovery.batch_size,
+                       temperature=recovery.temperature, alpha=recovery.alpha, seed=recovery.seed)
+    with compute_lock():
+        facts = train_exits_(model, bench.transfer, bench.transfer_logits, cfg)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, facts
+
+
+def candidate(bench: Workbench, plan: CompressionPlan, *, recover: bool = True, keep_float: bool = False) -> Candidate:
+    """The candidate for ``plan``: a copy of the teacher shaped by the plan, recovered when ``recover``
+    and :func:`needs_recovery` (for :func:`recovery_epochs`), then quantised to the plan's
+    bit-widths. The teacher is untouched.
+
+    Raises :class:`~autocompress.errors.PlanError` when the plan does not fit the model.
+    """
+    return Build(bench, plan, recover=recover).finish(keep_float=keep_float)

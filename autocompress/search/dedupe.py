@@ -1,0 +1,45 @@
+"""One plan, one build: a trial whose plan the study already built on this host repeats its figures.
+
+Samplers propose a plan again when only parameters it ignores change (those of dropped layers).
+Building is deterministic (seeded distillation), so building it again would cost a full recovery
+and give the same model, timed on the same host.
+"""
+
+from __future__ import annotations
+
+from optuna.trial import FrozenTrial, TrialState
+
+import optuna
+
+from autocompress.store import record
+from autocompress.schema.plan import CompressionPlan
+from autocompress.store.record import TrialRecord
+
+__all__ = ["seen", "repeat"]
+
+#: what a repeat keeps as its own rather than copying from the trial it repeats
+_OWN = ("plan", "plan_summary", "simulated", "host", "sampler", *record.QUEUED_BY)
+
+
+def seen(study: optuna.Study, number: int, plan: CompressionPlan, host: dict) -> FrozenTrial | None:
+    """A trial of ``study`` other than ``number`` that already built ``plan`` on ``host``: complete at
+    the full fidelity, or stopped before it; ``None`` if there is none."""
+    done = (TrialState.COMPLETE, TrialState.PRUNED)
+    for t in study.get_trials(deepcopy=False, states=done):
+        if t.number == number:
+            continue
+        r = record.read(t)
+        fidelities = ("full",) if t.state == TrialState.COMPLETE else ("cheap", "short")
+        if r.same_plan_as is None and r.fidelity in fidelities and r.host == host and r.plan == plan:
+            return t
+    return None
+
+
+def repeat(own: TrialRecord, same: FrozenTrial) -> TrialRecord:
+    """The record of a trial (identified by ``own``: its plan, host, sampler and labels) that repeats
+    ``same``: ``same``'s figures, marked as a repeat of it, with no time spent."""
+    copied = record.read(same).with_(**{key: getattr(own, key) for key in _OWN})
+    out = copied.with_(same_plan_as=same.number, seconds={})
+    if same.state == TrialState.PRUNED:
+        out = out.with_(prune_reason=f"the plan of trial {same.number}, stopped before the full fidelity: {copied.prune_reason}")
+    return out

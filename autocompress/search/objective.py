@@ -1,0 +1,175 @@
+"""One trial: suggest → de-duplicate → build → screen (cheap rung) → short distillation (short rung) →
+full recovery, measured latency and evaluation (full rung) → record.
+
+:class:`Objective` turns each Optuna trial into a compressed candidate and returns its three
+objective values (:data:`OBJECTIVES`): the task metric (``task.metric``: accuracy or macro-F1, %,
+maximise; the objective keeps the name "accuracy" in storage), latency relative to the
+uncompressed teacher measured in the same rounds (minimise), and size in MB (minimise). Each step
+is a call into the module that owns it. The trial's record is written as the trial starts (what
+identifies it: plan, host, sampler) and completed as it ends, however it ends; each stored
+attribute is written once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import NoReturn, TypeVar
+
+import optuna
+from optuna.trial import TrialState
+
+from autocompress.search import build
+from autocompress.search import dedupe
+from autocompress.search import fidelity
+from autocompress.store import record
+from autocompress.search import scoring
+from autocompress.tasks.evaluate import Metric
+from autocompress.schema.plan import CompressionPlan
+from autocompress.store.record import TrialRecord
+from autocompress.search.samplers import sampler_name
+from autocompress.search.space import suggest_plan
+from autocompress.search.workbench import Workbench
+
+__all__ = ["OBJECTIVES", "Objective"]
+
+log = logging.getLogger(__name__)
+
+#: (name, direction) of the study's objectives, in the order the objective returns them.
+OBJECTIVES: tuple[tuple[str, str], ...] = (
+    ("accuracy", "maximize"),
+    ("relative_latency", "minimize"),
+    ("size_mb", "minimize"),
+)
+
+Values = tuple[float, float, float]
+T = TypeVar("T")
+
+
+class Objective:
+    """Callable for ``study.optimize``: builds, scores and records one candidate per trial."""
+
+    def __init__(self, bench: Workbench) -> None:
+        self.bench = bench
+
+    def __call__(self, trial: optuna.Trial) -> Values:
+        b = self.bench
+        plan = suggest_plan(trial, b.config.space, b.arch, b.layer_ranking)  # suggest
+        with _Recording(trial, b, plan) as rec:
+            same = dedupe.seen(trial.study, trial.number, plan, b.host)  # de-duplicate
+            if same is not None:
+                return rec.repeat(same)
+            build_ = rec.timed("build", build.Build, b, plan)  # shaped, not yet recovered
+            if fidelity.staged(b.config, plan) and not rec.record.baseline:
+                screened = rec.timed("screen", scoring.screen, b, build_.snapshot(), plan, build_.student)  # cheap rung
+                rec.screened(screened)
+                rec.gate("cheap", screened.metric, screened, build_.recovers)
+                if build_.recovers:
+                    rec.timed("short_recover", build_.recover_to, b.config.fidelity.short_fraction)  # short rung
+                    short = rec.timed("short_evaluate", scoring.subset_metric, b, build_.snapshot())
+                    rec.update(short_accuracy=short)
+                    rec.gate("short", short, screened, True)
+            full = rec.timed("recover" if build_.recovers else "quantise", build_.finish,
+                             keep_float=b.onnx_teacher is not None)  # full rung
+            measured = rec.measured(rec.timed("latency", scoring.measure, b, full.model, plan, full.float_model))
+            ev = rec.timed("evaluate", scoring.evaluate, b, full.model)
+            test = rec.timed("test_evaluate", scoring.held_out, b, full.model) if b.test is not None else None
+            return rec.complete(ev, test, full.recovery, measured)  # record
+
+
+class _Recording:
+    """One trial's record as its steps fill it in: what identifies the trial is written as it
+    starts (so a trial whose worker dies still shows its plan), the rest once it ends (complete,
+    stopped or failed): a failed trial keeps its plan, what was measured and why it failed."""
+
+    def __init__(self, trial: optuna.Trial, bench: Workbench, plan: CompressionPlan) -> None:
+        self.trial, self.bench, self.plan = trial, bench, plan
+        labels = record.read(trial)  # what queued it, if anything did
+        self.record = TrialRecord(
+            plan=plan, plan_summary=plan.describe(), simulated=plan.simulated, host=bench.host,
+            sampler="enqueued" if labels.queued else sampler_name(trial.study.sampler),
+            baseline=labels.baseline, warm_start=labels.warm_start, retry_of=labels.retry_of,
+        )
+
+    def __enter__(self) -> "_Recording":
+        record.write(self.trial, self.record)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _tb: TracebackType | None) -> None:
+        if exc is not None and not isinstance(exc, optuna.TrialPruned) and self.record.fail_reason is None:
+            self.update(fail_reason=record.failure_reason(exc))
+        record.write(self.trial, self.record, max_accuracy_drop=self.bench.config.objectives.max_accuracy_drop)
+
+    def update(self, **changes: object) -> None:
+        self.record = self.record.with_(**changes)
+
+    def timed(self, step: str, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.update(seconds={**(self.record.seconds or {}), step: time.perf_counter() - start})
+
+    def measured(self, m: scoring.Measurement) -> scoring.Measurement:
+        self.update(
+            latency=m.records[self.bench.config.profile.name], latencies=m.records, speedup=m.objective.speedup,
+            size=m.size.to_dict(), size_ratio=m.size_ratio,
+        )
+        return m
+
+    def screened(self, screen: scoring.Screen) -> None:
+        """Keep the cheap rung's figures: until the trial is measured, they are its latency and size."""
+        b = self.bench
+        self.update(
+            fidelity="cheap", cheap_accuracy=screen.metric, screen=screen.to_dict(), latency=screen.to_dict(),
+            speedup=screen.latency.speedup, size=screen.size.to_dict(),
+            size_ratio=screen.size.bytes / b.teacher_size.bytes,
+        )
+
+    def gate(self, rung: fidelity.Rung, at: Metric, screen: scoring.Screen, recovers: bool) -> None:
+        """Go on past ``rung`` or stop here (:func:`autocompress.search.fidelity.decide`)."""
+        b = self.bench
+        known = fidelity.standing(self.trial.study.get_trials(deepcopy=False), rung, self.trial.number)
+        decision = fidelity.decide(
+            b.config, rung, 100 * b.teacher_metric.value, at, screen.latency.ratio, screen.size.megabytes,
+            recovers=recovers, known=known, tolerance=screen.tolerance, layers=len(self.plan.kept_layers),
+        )
+        self.update(fidelity=rung)
+        if not decision.promote:
+            self.stop(decision.reason)
+        if decision.note:
+            log.info("trial %d: %s", self.trial.number, decision.note)
+
+    def stop(self, reason: str) -> NoReturn:
+        """End the trial at the rung it reached (pruned), for ``reason``."""
+        self.update(prune_reason=reason)
+        log.info("trial %d: %s", self.trial.number, reason)
+        raise optuna.TrialPruned(reason)
+
+    def repeat(self, same: optuna.trial.FrozenTrial) -> Values:
+        """End as ``same`` ended, with its figures: its values, or stopped for the same reason."""
+        self.record = dedupe.repeat(self.record, same)
+        if same.state == TrialState.PRUNED:
+            log.info("trial %d: %s", self.trial.number, self.record.prune_reason)
+            raise optuna.TrialPruned(self.record.prune_reason)
+        log.info("trial %d: the plan of trial %d (%s); its figures repeated, nothing rebuilt",
+                 self.trial.number, same.number, self.record.plan_summary)
+        return tuple(same.values)  # type: ignore[return-value]
+
+    def complete(
+        self, ev: scoring.Evaluation, test: scoring.HeldOut | None, recovery: dict[str, object], m: scoring.Measurement
+    ) -> Values:
+        self.update(
+            accuracy=ev.accuracy, metric=ev.metric, accuracy_drop=ev.drop, teacher_agreement=ev.teacher_agreement,
+            test_metric=test.metric if test else None, test_accuracy=test.accuracy if test else None,
+            fidelity="full", recovery={k: v for k, v in recovery.items() if k != "vocabulary"}, exits=ev.exits,
+            vocabulary=recovery.get("vocabulary"),  # type: ignore[arg-type]
+        )
+        log.info(
+            "trial %d: %s → %s %.2f%% (drop %.2f), %.2f× faster, %.1f MB",
+            self.trial.number, self.record.plan_summary, ev.metric.name, ev.percent, ev.drop,
+            m.objective.speedup, m.size.megabytes,
+        )
+        return ev.percent, m.objective.ratio, m.size.megabytes

@@ -1,0 +1,231 @@
+"""The study's runtime state in one process: data, tokenizer, the cached teacher and what is derived from it.
+
+:func:`prepare` builds a :class:`Workbench` once per process; every trial, export and benchmark
+builds its candidates from it (see :mod:`autocompress.search.build`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from autocompress.tasks.batches import Encoded, encode
+from autocompress.schema.config import StudyConfig
+from autocompress.tasks.data import Examples, TaskData, load_task
+from autocompress.train.distill import Progress, TeacherStates, teacher_states
+from autocompress.tasks.evaluate import Metric, metric, predict_logits
+from autocompress.ops.size import Size, model_size
+from autocompress.ops.importance import layer_importance, unit_importance
+from autocompress.latency.inputs import TaskInputs, calibration_shapes, task_inputs
+from autocompress.latency.measure import check_profile_fits, host_info
+from autocompress.latency.runtimes.ort import OrtTeacher, teacher_session
+from autocompress.latency.runtimes.onnx_model import INSTALL, missing_onnx
+from autocompress.latency.predict import Calibration, cached_calibration
+from autocompress.errors import ConfigError
+from autocompress.models.adapters import ArchInfo, arch_info, check_max_length, load_tokenizer, peek_config
+from autocompress.search.space import check_space
+from autocompress.train.teacher import Teacher, cached_tensors, prepare_teacher
+from autocompress.ops import Importance, apply_plan
+from autocompress.ops.vocab import VocabularyCorpus, token_counts
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Workbench", "check_profiles", "prepare", "screening_predicts"]
+
+
+@dataclass
+class Workbench:
+    """Runtime state shared by every trial of a study in this process."""
+
+    config: StudyConfig
+    task: TaskData
+    train: Encoded
+    eval: Encoded
+    teacher: Teacher
+    arch: ArchInfo
+    teacher_size: Size
+    host: dict[str, Any]
+    calibration: Calibration | None  # this host's latency cost model, when a profile or the screen predicts
+    transfer: Encoded  # distillation set: train examples, then teacher-labelled transfer examples
+    transfer_logits: torch.Tensor  # teacher logits on ``transfer``
+    importance: Importance  # head / FFN-neuron scores of the teacher, per layer
+    layer_ranking: list[float]  # calibration-loss increase when each layer alone is skipped
+    teacher_metric: Metric  # the teacher's task metric on the eval split (what drops are measured from)
+    test: Encoded | None = None  # held-out test examples, scored for full-fidelity trials only
+    teacher_test: Metric | None = None  # the teacher's task metric on ``test``
+    transfer_states: TeacherStates | None = None  # the teacher's hidden states on ``transfer`` (hidden-state distillation)
+    task_inputs: TaskInputs | None = None  # the eval examples, which a profile with task inputs samples and times
+    onnx_teacher: OrtTeacher | None = None  # the teacher's ONNX model, for profiles timed in ONNX Runtime
+    vocabulary: VocabularyCorpus | None = None  # token counts a plan's kept vocabulary is chosen from
+
+
+def prepare(
+    cfg: StudyConfig,
+    cache_dir: Path,
+    progress: Progress | None = None,
+    config_file: str | None = None,
+    task: TaskData | None = None,
+) -> Workbench:
+    """Load data (unless given) and tokenizer, and get the fine-tuned teacher (cached when possible)."""
+    model_config = peek_config(cfg.model.source)
+    check_max_length(model_config, cfg.task.max_length)  # before anything slow: inputs the model cannot take
+    check_profiles(cfg, model_config, config_file)
+    task = task or load_task(cfg.task)
+    tokenizer = load_tokenizer(cfg.model.source)
+    train = encode(tokenizer, task.train, cfg.task.max_length)
+    eval_ = encode(tokenizer, task.eval, cfg.task.max_length)
+    teacher = prepare_teacher(cfg, task.num_labels, train, eval_, cache_dir, progress)
+    arch = arch_info(teacher.model)
+    check_space(cfg.space, arch, file=config_file)
+    teacher_metric = metric(cfg.task.metric, teacher.eval_logits, eval_.labels)
+    test = teacher_test = None
+    if task.test is not None:
+        test = encode(tokenizer, task.test, cfg.task.max_length)
+        test_logits = cached_tensors(
+            teacher, f"test-logits-{_digest(task.test)}", lambda: {"logits": predict_logits(teacher.model, test)}
+        )["logits"]
+        teacher_test = metric(cfg.task.metric, test_logits, test.labels)
+    calib = train.head(cfg.pruning.calibration_examples)
+    crit = cfg.pruning.criterion
+    scores = cached_tensors(
+        teacher,
+        f"importance-{crit}-{len(calib)}",
+        lambda: _scores_to_dict(unit_importance(teacher.model, crit, calib), layer_importance(teacher.model, calib)),
+    )
+    kd_train = train.head(cfg.recovery.max_examples or len(train))
+    kd_logits = teacher.train_logits[: len(kd_train)]
+    if task.transfer is not None:
+        extra = encode(tokenizer, task.transfer, cfg.task.max_length)
+        extra_logits = cached_tensors(
+            teacher, f"transfer-logits-{len(extra)}", lambda: {"logits": predict_logits(teacher.model, extra)}
+        )["logits"]
+        kd_train = kd_train.concat(extra.with_labels(extra_logits.argmax(-1)))  # teacher's labels
+        kd_logits = torch.cat([kd_logits, extra_logits])
+    sample = task_inputs(eval_) if any(p.task_inputs for p in cfg.all_profiles) else None
+    calibration = None
+    predicted = [p for p in cfg.all_profiles if p.predicted]
+    main = cfg.profile
+    screened_here = screening_predicts(cfg)
+    if predicted or screened_here:
+        threads = main.threads if not main.predicted and main.device == "cpu" else min(os.cpu_count() or 1, 4)
+        # measured task-input profiles at these threads get a host prediction beside their figure (the report's
+        # predicted-vs-measured check): their lengths are fitted too, not extrapolated from fixed shapes
+        checked = [p for p in cfg.all_profiles if p.task_inputs and not p.predicted and p.device == "cpu"
+                   and p.backend == "torch" and p.threads == threads]
+        shapes = calibration_shapes([*predicted, *([main] if screened_here else []), *checked], sample)
+        calibration = cached_calibration(
+            teacher.model, lambda plan: apply_plan(teacher.model, plan).eval(), cache_dir, threads=threads, shapes=shapes
+        )
+    return Workbench(
+        config=cfg,
+        task=task,
+        train=train,
+        eval=eval_,
+        teacher=teacher,
+        arch=arch,
+        teacher_size=model_size(teacher.model),
+        host=host_info(),
+        calibration=calibration,
+        transfer=kd_train,
+        transfer_logits=kd_logits,
+        importance=Importance(
+            heads={int(k): v for k, v in scores["heads"].items()}, ffn={int(k): v for k, v in scores["ffn"].items()}
+        ),
+        layer_ranking=scores["layers"].tolist(),
+        teacher_metric=teacher_metric,
+        test=test,
+        teacher_test=teacher_test,
+        transfer_states=_states(cfg, teacher.model, kd_train),
+        task_inputs=sample,
+        onnx_teacher=_onnx_teacher(cfg, teacher.model, eval_),
+        vocabulary=_vocabulary(cfg, tokenizer, kd_train, int(teacher.model.config.vocab_size), config_file) if cfg.space.vocabulary.offered else None,
+    )
+
+
+def _vocabulary(cfg: StudyConfig, tokenizer: Any, kd_train: Encoded, vocab: int, config_file: str | None) -> VocabularyCorpus:
+    """Token counts of the distillation set's texts (or of ``space.vocabulary.corpus``), with the
+    tokenizer's special tokens and its unknown token, which dropped ids fall back to."""
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        raise ConfigError("the tokenizer has no unknown token for the ids of dropped rows to fall back to; set "
+                          "space.vocabulary.keep: [all]", file=config_file, key="space.vocabulary.keep")
+    path = cfg.space.vocabulary.corpus
+    if path is None:
+        sequences, source = kd_train.input_ids, f"the distillation set ({len(kd_train)} texts)"
+    else:
+        try:
+            lines = [t for t in Path(path).expanduser().read_text(encoding="utf-8").splitlines() if t.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the vocabulary corpus: {exc}; give a UTF-8 text file, one text per line",
+                              file=config_file, key="space.vocabulary.corpus") from None
+        if not lines:
+            raise ConfigError("the vocabulary corpus has no text; give a UTF-8 text file, one text per line",
+                              file=config_file, key="space.vocabulary.corpus")
+        sequences = tokenizer(lines, truncation=True, max_length=cfg.task.max_length)["input_ids"]
+        source = f"{path} ({len(lines)} texts)"
+    counts = token_counts(sequences, vocab)
+    return VocabularyCorpus(counts=counts, always=tuple(int(i) for i in tokenizer.all_special_ids), fallback=int(unk),
+                            source=source)
+
+
+def check_profiles(cfg: StudyConfig, model_config: Any, config_file: str | None = None) -> None:
+    """Refuse, before anything slow, a profile this model or host cannot run: inputs the model
+    cannot take, a batch that cannot fit, ONNX Runtime without its packages."""
+    for i, profile in enumerate(cfg.all_profiles):
+        check_profile_fits(profile, model_config)
+        name = missing_onnx() if profile.backend == "onnxruntime" else None
+        if name is not None:
+            key = "profile" if i == 0 else f"report_profiles.{i - 1}"
+            raise ConfigError(f"backend 'onnxruntime' needs the package '{name}': {INSTALL}, or set backend: torch",
+                              file=config_file, key=f"{key}.backend")
+
+
+def _onnx_teacher(cfg: StudyConfig, teacher: nn.Module, eval_: Encoded) -> OrtTeacher | None:
+    """The teacher in ONNX, when a profile times candidates in ONNX Runtime (inputs as the task's)."""
+    if not any(p.backend == "onnxruntime" for p in cfg.all_profiles):
+        return None
+    names = ["input_ids", "attention_mask", *(["token_type_ids"] if eval_.token_type_ids is not None else [])]
+    return teacher_session(teacher, names)
+
+
+def _states(cfg: StudyConfig, teacher: nn.Module, transfer: Encoded) -> TeacherStates | None:
+    """The teacher's hidden states on the distillation set, when recovery distils them."""
+    if cfg.recovery.hidden_weight <= 0 or cfg.recovery.epochs <= 0:
+        return None
+    start = time.perf_counter()
+    states = teacher_states(teacher, transfer, range(1, teacher.config.num_hidden_layers + 1))
+    log.info("teacher hidden states on %d distillation examples: %.0f MB, %.1f s",
+             len(transfer), states.nbytes / 2**20, time.perf_counter() - start)
+    return states
+
+
+def screening_predicts(cfg: StudyConfig) -> bool:
+    """True when the cheap rung predicts the objective's latency with this host's cost model: the
+    study screens, recovers (screening is worth a calibration when it saves distillations) and
+    times a CPU profile here."""
+    main = cfg.profile
+    return (cfg.fidelity.enabled and cfg.recovery.epochs > 0 and not main.predicted and main.device == "cpu"
+            and main.backend == "torch")
+
+
+def _digest(examples: Examples) -> str:
+    """A short key for a set of examples (the test split's logits are cached under it)."""
+    key = json.dumps([examples.texts, examples.pairs, examples.labels])
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def _scores_to_dict(units: Importance, layers: torch.Tensor) -> dict[str, Any]:
+    return {
+        "heads": {str(k): v for k, v in units.heads.items()},
+        "ffn": {str(k): v for k, v in units.ffn.items()},
+        "layers": layers,
+    }

@@ -1,0 +1,1 @@
+"""Training: fine-tuning the teacher and recovering compressed students by knowledge distillation."""
