@@ -39,7 +39,7 @@ from autocompress.search.build import recovery_epochs
 from autocompress.train.distill import distillation, teacher_states
 from autocompress.tasks.evaluate import bootstrap_ci, predict_logits
 from autocompress.schema.plan import CompressionPlan
-from autocompress.ops import apply_structure_
+from autocompress.ops import Selection, apply_structure_
 from autocompress.search.workbench import prepare
 
 #: name → (freeze_word_embeddings, group_by_length, teacher epochs)
@@ -154,7 +154,7 @@ def main() -> None:
         for name, (freeze, group) in VARIANTS.items():
             rcfg = bench.config.recovery.model_copy(update={"freeze_word_embeddings": freeze, "group_by_length": group})
             model = copy.deepcopy(bench.teacher.model)
-            apply_structure_(model, plan, bench.importance)
+            apply_structure_(model, plan, Selection(importance=bench.importance))
             run = distillation(model, bench.transfer_logits, bench.transfer, rcfg)
             run.run_to(run.total_steps)
             correct, row = scored(predict_logits(model, bench.eval), bench.eval.labels)
@@ -191,7 +191,7 @@ def hidden_rows(bench: Any) -> dict[str, Any]:
         for name, (weight, share) in HIDDEN_VARIANTS.items():
             rcfg = rcfg0.model_copy(update={"hidden_weight": weight})
             model = copy.deepcopy(bench.teacher.model)
-            apply_structure_(model, plan, bench.importance)
+            apply_structure_(model, plan, Selection(importance=bench.importance))
             epochs = share * recovery_epochs(rcfg, plan)
             run = distillation(model, bench.transfer_logits, bench.transfer, rcfg, epochs=epochs,
                                states=states, kept=plan.kept_layers)

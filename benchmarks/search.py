@@ -230,7 +230,7 @@ def throughput_measured(bench: Workbench, count: int, seed: int = 0) -> dict[str
     plans: list[dict[str, Any]] = []
     while len(plans) < count:
         trial = probe.ask()
-        if build.changes_structure(suggest_plan(trial, cfg.space, bench.arch, bench.layer_ranking)):
+        if suggest_plan(trial, cfg.space, bench.arch, bench.layer_ranking).changes_structure:
             plans.append(dict(trial.params))
         probe.tell(trial, 0.0)
     trials = []

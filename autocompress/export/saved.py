@@ -33,12 +33,13 @@ import torch
 from torch import nn
 
 from autocompress.errors import ModelError
-from autocompress.ops.exits import EarlyExit, static_part
 from autocompress.models.adapters import adapter_for
-from autocompress.schema.plan import CompressionPlan
-from autocompress.ops import apply_bits_, apply_structure_
+from autocompress.ops import Selection, apply_bits_, apply_plan_
+from autocompress.ops.exits import exits_summary, static_part
 from autocompress.ops.pack import packed_tensors, unpack_
-from autocompress.ops.vocab import KeptVocabulary, kept_table_like_, padding_from_lookup_, word_embeddings
+from autocompress.ops.quantize import bits_summary
+from autocompress.ops.vocab import KeptShape, KeptVocabulary, padding_from_lookup_, word_embeddings
+from autocompress.schema.plan import CompressionPlan
 
 __all__ = ["FORMAT_VERSION", "META_FILE", "PLAN_FILE", "WEIGHTS_FILE", "plain_config", "save_student", "load"]
 
@@ -120,25 +121,11 @@ def save_student(
         "base_config": _with_labels(base_config, label_names).to_dict(),
         "labels": list(label_names),
         "plain_hf": plain is not None,
-        "bits": {
-            "int8_layers": [i for i in plan.kept_layers if plan.layers[i].bits == 8],
-            "simulated_layers": {str(i): plan.layers[i].bits for i in plan.kept_layers if plan.layers[i].bits < 8},
-            "int8_head": plan.head_bits == 8,
-            "int8_embeddings": plan.embedding_bits == 8,
-            "simulated_embedding_bits": plan.embedding_bits if plan.embedding_bits < 8 else None,
-            "how": "stored as shipped: int8 layers = int8 weights with per-channel scales, run by PyTorch dynamic "
-            "quantisation; 4/2-bit layers = codes packed per byte with a scale and offset per row, computed in "
-            "float after loading (simulated: their speed is not real); 8-bit tables = 8-bit codes per row",
-        },
+        "bits": bits_summary(plan),
     }
-    if plan.exits is not None:
-        meta["exits"] = {
-            "after_student_layers": [p + 1 for p in plan.exit_positions],
-            "threshold": plan.exits.threshold,
-            "pooling": plan.exits.pooling,
-            "how": "a batch of one input stops at the first exit whose largest softmax probability reaches the "
-            "threshold; a larger batch runs every layer and gives each input the exit it would take alone",
-        }
+    exits = exits_summary(plan)
+    if exits is not None:
+        meta["exits"] = exits
     (directory / META_FILE).write_text(json.dumps(meta, indent=2))
     return plain is not None
 
@@ -174,8 +161,8 @@ def _base_config(data: dict[str, Any]) -> Any:
     return CONFIG_MAPPING[model_type].from_dict(data)
 
 
-def _kept_vocabulary_shape_(model: nn.Module, weights: Path, prefix: str = "") -> KeptVocabulary:
-    """Give ``model`` a kept-vocabulary table of the saved shape (its rows and lookup come with the weights)."""
+def _kept_shape(model: nn.Module, weights: Path, prefix: str = "") -> KeptShape:
+    """The shape of the kept-vocabulary table saved in ``weights`` for ``model`` (its rows and lookup come with the weights)."""
     from safetensors import safe_open
 
     table = word_embeddings(model)
@@ -187,7 +174,7 @@ def _kept_vocabulary_shape_(model: nn.Module, weights: Path, prefix: str = "") -
             full = f.get_slice(f"{name}.lookup").get_shape()[0]
     except Exception as exc:  # a missing key or a damaged file: say which
         raise ModelError(f"{weights} holds no kept vocabulary at {name}: {str(exc).splitlines()[0]}") from None
-    return kept_table_like_(model, rows, full)
+    return KeptShape(rows=rows, full_rows=full)
 
 
 def load(directory: str | Path) -> nn.Module:
@@ -207,19 +194,19 @@ def load(directory: str | Path) -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = AutoModelForSequenceClassification.from_config(config)  # random weights, replaced below
-    apply_structure_(model, plan)  # shapes only: which units were kept is in the weights themselves
-    kept = None if plan.vocab_min_count is None else _kept_vocabulary_shape_(
+    shape = None if plan.vocab_min_count is None else _kept_shape(
         model, d / WEIGHTS_FILE, "model." if plan.exits is not None else "")  # the exits' wrapper holds the student as model
-    if plan.exits is not None:
-        model = EarlyExit(model, plan.exit_positions, plan.exits.threshold, pooling=plan.exits.pooling)
+    # shapes only: which units were kept, the vocabulary's rows and the exit heads come with the weights
+    model = apply_plan_(model, plan, Selection(vocabulary=shape), bits=False)
+    kept = word_embeddings(static_part(model)) if shape is not None else None
     if meta["format_version"] == 1:
         try:
             load_model(model, str(d / WEIGHTS_FILE), strict=True)
         except (RuntimeError, OSError) as exc:
             raise ModelError(f"the weights in {d / WEIGHTS_FILE} do not fit the plan's shapes: {str(exc).splitlines()[0]}") from None
-        if kept is not None:
+        if isinstance(kept, KeptVocabulary):
             padding_from_lookup_(kept)
-        apply_bits_(static_part(model), plan)
+        apply_bits_(model, plan)
         return model.eval()
     try:
         with safe_open(str(d / WEIGHTS_FILE), framework="pt") as f:
@@ -231,7 +218,7 @@ def load(directory: str | Path) -> nn.Module:
         unpack_(model, tensors, metadata)
     except ModelError as exc:
         raise ModelError(f"{d / WEIGHTS_FILE}: {exc}") from None
-    table = word_embeddings(static_part(model)) if kept is not None else None
+    table = word_embeddings(static_part(model)) if kept is not None else None  # unpacking may have replaced it
     if isinstance(table, KeptVocabulary):  # an 8-bit table has no padding row to point
         padding_from_lookup_(table)
     return model.eval()

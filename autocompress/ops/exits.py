@@ -4,15 +4,12 @@
 first exit whose softmax confidence (the largest probability) reaches ``threshold``, skipping the
 layers after it: that is the latency a deployment sees. A larger batch runs every layer and
 gives each example the logits of the exit it would have taken alone (the accuracy that
-deployment sees, computed in one pass). :func:`train_exits_` distils the exit heads from the
-teacher's logits with the student itself frozen.
+deployment sees, computed in one pass). The exit heads are trained by
+:func:`autocompress.train.exits.train_exits_`.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,15 +17,12 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from autocompress.tasks.batches import Encoded
-from autocompress.train.distill import kd_loss, train_device
 from autocompress.errors import PlanError
 from autocompress.models.adapters import adapter_for
+from autocompress.schema.plan import CompressionPlan
 
-__all__ = ["EarlyExit", "ExitHead", "ExitTraining", "choose_exits", "exit_predictions", "exit_shares", "pool", "static_part",
-           "train_exits_", "with_exits"]
-
-log = logging.getLogger(__name__)
-
+__all__ = ["EarlyExit", "ExitHead", "attach_exits", "choose_exits", "exit_predictions", "exit_shares", "exits_summary", "pool",
+           "static_part", "with_exits"]
 
 def pool(state: torch.Tensor, attention_mask: torch.Tensor | None, how: str) -> torch.Tensor:
     """What an exit head reads of a layer's ``state`` (batch, tokens, hidden): the first token's
@@ -148,63 +142,6 @@ class EarlyExit(nn.Module):
         return SequenceClassifierOutput(logits=logits)
 
 
-@dataclass(frozen=True)
-class ExitTraining:
-    """How the exit heads are distilled (the student stays frozen)."""
-
-    epochs: float = 3.0  # passes over the distillation set (after one pass of the frozen student)
-    learning_rate: float = 1e-3
-    batch_size: int = 32
-    temperature: float = 2.0
-    alpha: float = 0.5  # weight of the soft (teacher) loss; 1 − alpha for the labels
-    seed: int = 0
-
-
-def train_exits_(model: EarlyExit, data: Encoded, teacher_logits: torch.Tensor, cfg: ExitTraining) -> dict[str, Any]:
-    """Distil ``model``'s exit heads from ``teacher_logits`` on ``data`` (the student's own weights
-    do not change); returns what the training did.
-
-    The student is frozen, so its first-token state at each exit is computed once, in one pass
-    over ``data``; the heads then train on those states alone, and every epoch after the pass
-    costs almost nothing.
-    """
-    device = train_device()
-    start = time.perf_counter()
-    model.to(device)
-    model.model.eval()
-    n = len(data)
-    states = torch.zeros(len(model.positions), n, int(model.config.hidden_size))
-    with torch.inference_mode():
-        for idx, inputs in data.batches(max(cfg.batch_size, 64), by_length=True):
-            inputs = {k: v.to(device) for k, v in inputs.items()}
-            hidden = model.model(**inputs, output_hidden_states=True).hidden_states
-            for i, pos in enumerate(model.positions):
-                states[i, idx] = pool(hidden[pos + 1], inputs.get("attention_mask"), model.pooling).float().cpu()
-    pass_seconds = time.perf_counter() - start
-    opt = torch.optim.AdamW(model.heads.parameters(), lr=cfg.learning_rate)
-    steps = max(1, round(cfg.epochs * n / cfg.batch_size))
-    g = torch.Generator().manual_seed(cfg.seed)
-    model.heads.train()
-    done, loss_sum, order = 0, 0.0, torch.randperm(n, generator=g)
-    while done < steps:
-        at = (done * cfg.batch_size) % n
-        if done and at < cfg.batch_size:
-            order = torch.randperm(n, generator=g)
-        idx = order[at: at + cfg.batch_size]
-        soft, hard = teacher_logits[idx].to(device), data.labels[idx].to(device)
-        loss = sum(kd_loss(head(states[i, idx].to(device)), soft, hard, cfg.temperature, cfg.alpha)
-                   for i, head in enumerate(model.heads))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss_sum += loss.item()
-        done += 1
-    model.heads.eval()
-    model.to("cpu")
-    return {"exit_steps": steps, "exit_seconds": time.perf_counter() - start, "exit_pass_seconds": pass_seconds,
-            "exit_loss": loss_sum / steps}
-
-
 def static_part(model: nn.Module) -> nn.Module:
     """The student inside an :class:`EarlyExit` (every layer, no exits), or ``model`` itself."""
     return model.model if isinstance(model, EarlyExit) else model
@@ -242,3 +179,24 @@ def exit_shares(model: EarlyExit, taken: torch.Tensor) -> list[float]:
     as :func:`exit_predictions` gives it), the model's own last layer last."""
     counts = torch.bincount(taken, minlength=len(model.positions) + 1).float()
     return (counts / max(1, taken.numel())).tolist()
+
+
+def attach_exits(model: nn.Module, plan: CompressionPlan, *, seed: int = 0) -> nn.Module:
+    """``model`` (shaped by ``plan``) with the plan's exit heads, untrained and initialised from
+    ``seed``; ``model`` itself when the plan has no exits."""
+    if plan.exits is None:
+        return model
+    return with_exits(model, plan.exit_positions, plan.exits.threshold, seed=seed, pooling=plan.exits.pooling)
+
+
+def exits_summary(plan: CompressionPlan) -> dict[str, Any] | None:
+    """What an exported model's exits are, in words a deployer reads (``None`` without exits)."""
+    if plan.exits is None:
+        return None
+    return {
+        "after_student_layers": [p + 1 for p in plan.exit_positions],
+        "threshold": plan.exits.threshold,
+        "pooling": plan.exits.pooling,
+        "how": "a batch of one input stops at the first exit whose largest softmax probability reaches the "
+        "threshold; a larger batch runs every layer and gives each input the exit it would take alone",
+    }

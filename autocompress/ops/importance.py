@@ -21,8 +21,7 @@ from torch import nn
 
 from autocompress.tasks.batches import Encoded
 from autocompress.models.adapters import adapter_for
-from autocompress.ops import Importance
-from autocompress.ops.prune import ffn_magnitude, head_magnitude
+from autocompress.ops.prune import Importance, ffn_magnitude, head_magnitude
 
 __all__ = ["Criterion", "unit_importance", "layer_importance"]
 

@@ -8,13 +8,24 @@ a pruned layer computes what the original computes with the removed units masked
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
 from transformers.pytorch_utils import prune_linear_layer
 
 from autocompress.models.adapters import AttentionParts, FFNParts, ModelAdapter
+from autocompress.schema.plan import CompressionPlan
 
-__all__ = ["head_magnitude", "ffn_magnitude", "units_to_keep", "prune_heads_", "prune_ffn_"]
+__all__ = ["Importance", "head_magnitude", "ffn_magnitude", "units_to_keep", "prune_heads_", "prune_ffn_", "prune_layers_"]
+
+
+@dataclass(frozen=True)
+class Importance:
+    """Importance scores per base-layer index: ``heads[i]`` (num_heads,), ``ffn[i]`` (intermediate,)."""
+
+    heads: dict[int, torch.Tensor] = field(default_factory=dict)
+    ffn: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 def head_magnitude(parts: AttentionParts) -> torch.Tensor:
@@ -100,3 +111,15 @@ def prune_ffn_(
     _expect(new.down, parts.down.out_features, neurons.numel(), "pruned FFN output")
     adapter.set_ffn_(layer, new)
     return neurons
+
+
+def prune_layers_(model: nn.Module, plan: CompressionPlan, adapter: ModelAdapter, importance: Importance) -> None:
+    """Prune the heads and FFN neurons of each of ``model``'s layers (already cut to the plan's
+    depth) to the plan's ratios, keeping the units ``importance`` ranks highest (by weight
+    magnitude where it has no scores for a layer)."""
+    for layer, base_i in zip(adapter.layers(model), plan.kept_layers, strict=True):
+        lp = plan.layers[base_i]
+        if lp.heads < 1.0:
+            prune_heads_(layer, adapter, lp.heads, importance.heads.get(base_i))
+        if lp.ffn < 1.0:
+            prune_ffn_(layer, adapter, lp.ffn, importance.ffn.get(base_i))

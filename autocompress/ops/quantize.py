@@ -10,11 +10,17 @@ so (``CompressionPlan.simulated``).
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["CODES_ATTR", "Int8Embedding", "remember_codes", "quantize_embeddings_int8_", "quantize_int8_", "quantize_int8_named_", "fake_quantize_",
+from autocompress.errors import PlanError
+from autocompress.models.adapters import adapter_for
+from autocompress.ops.exits import static_part
+from autocompress.schema.plan import CompressionPlan
+
+__all__ = ["CODES_ATTR", "Int8Embedding", "apply_bits_", "bits_summary", "simulated_widths", "remember_codes", "quantize_embeddings_int8_", "quantize_int8_", "quantize_int8_named_", "fake_quantize_",
            "fake_quantize_weight"]
 
 
@@ -107,3 +113,55 @@ def fake_quantize_(module: nn.Module, bits: int) -> None:
             codes, scale, lo = _row_codes(sub.weight, bits)
             sub.weight.copy_(codes * scale + lo)
             remember_codes(sub, codes, scale, lo, bits)
+
+
+def apply_bits_(model: nn.Module, plan: CompressionPlan) -> None:
+    """Quantise in place a model already shaped by ``plan`` (an early-exit wrapper's student; its
+    small exit heads stay float)."""
+    model = static_part(model)
+    adapter = adapter_for(model)
+    layers = adapter.layers(model)
+    if len(layers) != len(plan.kept_layers):
+        raise PlanError(f"the model has {len(layers)} layers but the plan keeps {len(plan.kept_layers)}")
+    done: set[int] = set()
+    for layer, base_i in zip(layers, plan.kept_layers, strict=True):
+        if id(layer) in done:  # a shared layer: quantised once, where it first runs
+            continue
+        done.add(id(layer))
+        bits = plan.layers[base_i].bits
+        if bits == 8:
+            quantize_int8_(layer)
+        elif bits < 8:
+            fake_quantize_(layer, bits)
+    if plan.embedding_bits == 8:
+        quantize_embeddings_int8_(adapter.embeddings(model))
+    elif plan.embedding_bits == 4:  # simulated: the tables' rows rounded to 16 levels, shipped packed as 4-bit codes
+        fake_quantize_(adapter.embeddings(model), 4)
+    if plan.head_bits == 8:
+        # quantize_dynamic replaces children only, so the head modules are named from the top model
+        quantize_int8_named_(model, adapter.head_modules(model))
+
+
+def simulated_widths(model: nn.Module, plan: CompressionPlan) -> dict[str, int]:
+    """Module names of a compressed ``model`` whose weights are only simulated, with their width."""
+    names = {id(m): name for name, m in model.named_modules()}
+    layers = adapter_for(model).layers(model)
+    return {
+        names[id(layer)]: plan.layers[base_i].bits
+        for layer, base_i in zip(layers, plan.kept_layers, strict=True)
+        if plan.layers[base_i].bits < 8
+    }
+
+
+def bits_summary(plan: CompressionPlan) -> dict[str, Any]:
+    """Which parts of a model shaped by ``plan`` are int8, which simulated, and how they are stored."""
+    return {
+        "int8_layers": [i for i in plan.kept_layers if plan.layers[i].bits == 8],
+        "simulated_layers": {str(i): plan.layers[i].bits for i in plan.kept_layers if plan.layers[i].bits < 8},
+        "int8_head": plan.head_bits == 8,
+        "int8_embeddings": plan.embedding_bits == 8,
+        "simulated_embedding_bits": plan.embedding_bits if plan.embedding_bits < 8 else None,
+        "how": "stored as shipped: int8 layers = int8 weights with per-channel scales, run by PyTorch dynamic "
+        "quantisation; 4/2-bit layers = codes packed per byte with a scale and offset per row, computed in "
+        "float after loading (simulated: their speed is not real); 8-bit tables = 8-bit codes per row",
+    }

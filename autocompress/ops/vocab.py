@@ -19,9 +19,10 @@ from torch import nn
 
 from autocompress.errors import PlanError
 from autocompress.models.adapters import adapter_for
+from autocompress.schema.plan import CompressionPlan
 
-__all__ = ["KeptVocabulary", "VocabularyChoice", "VocabularyCorpus", "choose_vocabulary", "kept_table_like_",
-           "padding_from_lookup_", "prune_vocabulary_", "token_counts", "word_embeddings"]
+__all__ = ["KeptShape", "KeptVocabulary", "VocabularyChoice", "VocabularyCorpus", "choose_vocabulary", "keep_vocabulary_",
+           "kept_table_like_", "padding_from_lookup_", "prune_vocabulary_", "token_counts", "word_embeddings"]
 
 
 def token_counts(sequences: Iterable[list[int]], vocab_size: int) -> torch.Tensor:
@@ -108,6 +109,29 @@ def prune_vocabulary_(model: nn.Module, choice: VocabularyChoice) -> KeptVocabul
                          None if pad is None or not bool((choice.kept == pad).any()) else int(lookup[pad]))
     emb.word_embeddings = new
     return new
+
+
+@dataclass(frozen=True)
+class KeptShape:
+    """A kept vocabulary's shape alone (rows kept of a full table): the rows and lookup come later,
+    with the weights of a model being loaded."""
+
+    rows: int
+    full_rows: int
+
+
+def keep_vocabulary_(model: nn.Module, plan: CompressionPlan, vocabulary: VocabularyChoice | KeptShape | None) -> None:
+    """Give ``model``, in place, the kept vocabulary the plan asks for (nothing when it keeps every
+    row): the rows ``vocabulary`` chose, or a table of ``vocabulary``'s shape to load weights into."""
+    if plan.vocab_min_count is None:
+        return
+    if vocabulary is None:
+        raise PlanError("the plan keeps part of the vocabulary (vocab_min_count) but no vocabulary choice was "
+                        "given: pass the ids to keep (Selection(vocabulary=...)), or a plan that keeps every row")
+    if isinstance(vocabulary, KeptShape):
+        kept_table_like_(model, vocabulary.rows, vocabulary.full_rows)
+    else:
+        prune_vocabulary_(model, vocabulary)
 
 
 def kept_table_like_(model: nn.Module, rows: int, full_rows: int) -> KeptVocabulary:

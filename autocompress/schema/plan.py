@@ -221,6 +221,16 @@ class CompressionPlan(BaseModel):
         return self.embedding_bits in SIMULATED_BITS or any(layer.keep and layer.bits in SIMULATED_BITS for layer in self.layers)
 
     @property
+    def changes_structure(self) -> bool:
+        """True when the plan drops layers, prunes or shares weights (what distillation can recover from)."""
+        return self.share is not None or any((not lp.keep) or lp.heads < 1.0 or lp.ffn < 1.0 for lp in self.layers)
+
+    @property
+    def quantises(self) -> bool:
+        """True when some kept weights, the embedding tables or the head are below 32 bits."""
+        return any(lp.keep and lp.bits != 32 for lp in self.layers) or self.head_bits != 32 or self.embedding_bits != 32
+
+    @property
     def exit_positions(self) -> list[int]:
         """The exits as indices among the student's own layers (what :class:`~autocompress.ops.exits.EarlyExit` takes)."""
         if self.exits is None:

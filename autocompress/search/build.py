@@ -1,6 +1,7 @@
 """The one builder: a plan and the study's workbench in, a candidate model out.
 
-Structure (depth, then head and FFN pruning by the teacher's importance scores) → recovery
+Structure (depth, then head and FFN pruning by the teacher's importance scores, sharing and the
+kept vocabulary: :func:`autocompress.ops.apply_structure_`) → recovery
 (seeded knowledge distillation from the teacher, when the plan changes structure and the study
 recovers) → exit heads (when the plan has early exits: distilled from the teacher with the
 student frozen) → bit-widths (of the student; the small exit heads stay float). A trial, an export and every benchmark call :func:`candidate`, so what is
@@ -18,15 +19,14 @@ from torch import nn
 
 from autocompress.schema.config import RecoveryConfig
 from autocompress.train.distill import TrainingRun, distillation
-from autocompress.ops.exits import ExitTraining, train_exits_, with_exits
-from autocompress.latency.measure import compute_lock
-from autocompress.schema.plan import CompressionPlan
 from autocompress.errors import PlanError
-from autocompress.ops import apply_bits_, apply_structure_
-from autocompress.ops.vocab import prune_vocabulary_
+from autocompress.latency.measure import compute_lock
+from autocompress.ops import Selection, apply_bits_, apply_structure_, attach_exits
+from autocompress.schema.plan import CompressionPlan
 from autocompress.search.workbench import Workbench
+from autocompress.train.exits import ExitTraining, train_exits_
 
-__all__ = ["Build", "Candidate", "add_exits", "candidate", "changes_structure", "needs_recovery", "recovery_epochs"]
+__all__ = ["Build", "Candidate", "add_exits", "candidate", "needs_recovery", "recovery_epochs"]
 
 
 @dataclass
@@ -42,14 +42,9 @@ class Candidate:
         return bool(self.recovery.get("recovered"))
 
 
-def changes_structure(plan: CompressionPlan) -> bool:
-    """True when the plan drops layers, prunes or shares weights (what distillation can recover from)."""
-    return plan.share is not None or any((not lp.keep) or lp.heads < 1.0 or lp.ffn < 1.0 for lp in plan.layers)
-
-
 def needs_recovery(recovery: RecoveryConfig, plan: CompressionPlan) -> bool:
     """True when the study recovers (``recovery.epochs`` > 0) and the plan changes structure."""
-    return recovery.epochs > 0 and changes_structure(plan)
+    return recovery.epochs > 0 and plan.changes_structure
 
 
 def recovery_epochs(recovery: RecoveryConfig, plan: CompressionPlan) -> float:
@@ -73,15 +68,14 @@ class Build:
     def __init__(self, bench: Workbench, plan: CompressionPlan, *, recover: bool = True) -> None:
         self.bench, self.plan = bench, plan
         self.student = copy.deepcopy(bench.teacher.model)
-        apply_structure_(self.student, plan, bench.importance)
         self.vocabulary: dict[str, Any] = {}
+        vocabulary = None
         if plan.vocab_min_count is not None:
             if bench.vocabulary is None:
                 raise PlanError("the plan prunes the vocabulary and the study's space.vocabulary.keep offers only all")
-            choice = bench.vocabulary.choice(plan.vocab_min_count)
-            prune_vocabulary_(self.student, choice)
-            self.vocabulary = {"vocabulary": bench.vocabulary.facts(choice, plan.vocab_min_count, bench.eval.input_ids)}
-        self.student.eval()
+            vocabulary = bench.vocabulary.choice(plan.vocab_min_count)
+            self.vocabulary = {"vocabulary": bench.vocabulary.facts(vocabulary, plan.vocab_min_count, bench.eval.input_ids)}
+        apply_structure_(self.student, plan, Selection(importance=bench.importance, vocabulary=vocabulary))
         self.run: TrainingRun | None = None
         if recover and needs_recovery(bench.config.recovery, plan):
             self.run = distillation(self.student, bench.transfer_logits, bench.transfer, bench.config.recovery,
@@ -131,11 +125,10 @@ class Build:
 def add_exits(bench: Workbench, student: nn.Module, plan: CompressionPlan) -> tuple[nn.Module, dict[str, Any]]:
     """``student`` (recovered, float, shaped by ``plan``) with ``plan``'s exit heads, distilled from
     the teacher on the distillation set with the student frozen; and what the training did."""
-    exits = plan.exits
-    if exits is None:
+    if plan.exits is None:
         raise ValueError("the plan has no exits")
     space, recovery = bench.config.space.exits, bench.config.recovery
-    model = with_exits(student, plan.exit_positions, exits.threshold, seed=recovery.seed, pooling=exits.pooling)
+    model = attach_exits(student, plan, seed=recovery.seed)
     cfg = ExitTraining(epochs=space.epochs, learning_rate=space.learning_rate, batch_size=recovery.batch_size,
                        temperature=recovery.temperature, alpha=recovery.alpha, seed=recovery.seed)
     with compute_lock():

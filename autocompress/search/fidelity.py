@@ -42,7 +42,7 @@ from typing import Literal
 from optuna.trial import FrozenTrial, TrialState
 
 from autocompress.store import record
-from autocompress.search.build import changes_structure, needs_recovery
+from autocompress.search.build import needs_recovery
 from autocompress.store.optuna_internals import pareto_mask
 from autocompress.schema.config import StudyConfig
 from autocompress.tasks.evaluate import Metric
@@ -96,8 +96,7 @@ def staged(cfg: StudyConfig, plan: CompressionPlan) -> bool:
     it once at the full fidelity costs less); False: straight to the full fidelity."""
     if not cfg.fidelity.enabled:
         return False
-    quantises = any(lp.keep and lp.bits != 32 for lp in plan.layers) or plan.head_bits != 32 or plan.embedding_bits != 32
-    return needs_recovery(cfg.recovery, plan) or (quantises and screening_predicts(cfg))
+    return needs_recovery(cfg.recovery, plan) or (plan.quantises and screening_predicts(cfg))
 
 
 def standing(trials: Sequence[FrozenTrial], rung: Rung, number: int) -> Standing:
@@ -111,7 +110,7 @@ def standing(trials: Sequence[FrozenTrial], rung: Rung, number: int) -> Standing
         if r.same_plan_as is not None:
             continue
         layers = len(r.plan.kept_layers) if r.plan is not None else 0
-        recovers = r.plan is not None and changes_structure(r.plan)
+        recovers = r.plan is not None and r.plan.changes_structure
         if t.state == TrialState.COMPLETE and t.values is not None and r.fidelity in (None, "full"):
             full.append(Point(t.values[0], t.values[1], t.values[2], t.number))
             if r.short_accuracy is not None:

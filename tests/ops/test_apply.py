@@ -12,7 +12,7 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 from autocompress.errors import PlanError
 from autocompress.models.adapters import adapter_for
 from autocompress.schema.plan import CompressionPlan, LayerPlan
-from autocompress.ops import Importance, apply_plan, apply_plan_
+from autocompress.ops import Importance, Selection, apply_plan, apply_plan_
 from autocompress.ops.prune import ffn_magnitude, head_magnitude, units_to_keep
 
 HEADS, HIDDEN, FFN = 4, 32, 64
@@ -83,7 +83,7 @@ def test_apply_plan_leaves_the_original_model_unmodified(lively_bert, token_batc
 
 def test_apply_plan_in_place_changes_the_model(lively_bert) -> None:
     model = lively_bert(layers=4, heads=HEADS, hidden=HIDDEN, ffn=FFN)
-    assert apply_plan_(model, CompressionPlan.uniform(4, heads=0.5, keep=[0, 3])) is None
+    assert apply_plan_(model, CompressionPlan.uniform(4, heads=0.5, keep=[0, 3])) is model  # no exits: no wrapper
     assert len(adapter_for(model).layers(model)) == 2
     assert adapter_for(model).layers(model)[0].attention.self.num_attention_heads == 2
 
@@ -135,7 +135,7 @@ def test_explicit_l1_mask_then_remove_gives_identical_outputs(lively_bert, token
     plan = CompressionPlan(layers=tuple(LayerPlan(heads=h, ffn=f) for h, f in ratios))
 
     reference = _logits(masked, token_batch)
-    removed_by_mask = apply_plan(model, plan, importance)
+    removed_by_mask = apply_plan(model, plan, Selection(importance=importance))
     removed_by_magnitude = apply_plan(model, plan)  # default importance is the same L1 criterion
     assert torch.allclose(_logits(removed_by_mask, token_batch), reference, atol=1e-5)
     assert torch.allclose(_logits(removed_by_magnitude, token_batch), reference, atol=1e-5)
@@ -151,7 +151,7 @@ def test_importance_is_looked_up_by_base_layer_index(lively_bert, token_batch) -
     )
     head_scores = torch.tensor([0.0, 0.0, 1.0, 0.0])  # keep only head 2 (not the magnitude choice)
     ffn_scores = torch.arange(FFN, dtype=torch.float).flip(0)  # keep the first half
-    student = apply_plan(model, plan, Importance(heads={2: head_scores}, ffn={2: ffn_scores}))
+    student = apply_plan(model, plan, Selection(importance=Importance(heads={2: head_scores}, ffn={2: ffn_scores})))
 
     reference = copy.deepcopy(model)
     layers = adapter.layers(reference)
@@ -181,3 +181,43 @@ def test_mixed_plan_has_the_planned_structure(lively_bert, token_batch) -> None:
     assert type(layers[1].output.dense) is nn.Linear and type(layers[2].output.dense) is nn.Linear
     logits = _logits(student, token_batch)
     assert logits.shape == (4, 3) and torch.isfinite(logits).all()
+
+
+def test_one_call_applies_every_setting_that_needs_no_training(lively_bert, token_batch) -> None:
+    """Depth, heads/FFN, sharing, the kept vocabulary, exit heads and bit-widths, from one plan in one call."""
+    from autocompress.ops.exits import EarlyExit, static_part
+    from autocompress.ops.quantize import Int8Embedding
+    from autocompress.ops.vocab import KeptVocabulary, choose_vocabulary
+
+    model = lively_bert(layers=4, heads=HEADS, hidden=HIDDEN, ffn=FFN)
+    vocab = model.config.vocab_size
+    plan = CompressionPlan.from_dict({
+        "layers": [{"keep": True, "heads": 0.5, "ffn": 0.5, "bits": 8}, {"keep": False},
+                   {"keep": True, "heads": 0.5, "ffn": 0.5, "bits": 8}, {"keep": True, "bits": 32}],
+        "share": [[0, 2]], "vocab_min_count": 1, "embedding_bits": 8, "head_bits": 8,
+        "exits": {"after": [0], "threshold": 0.9, "pooling": "mean"},
+    })
+    counts = torch.zeros(vocab, dtype=torch.long)
+    counts[: vocab // 2] = 1  # the first half of the ids occur in the (pretend) corpus
+    choice = choose_vocabulary(counts, 1, always=[0], fallback=1)
+
+    out = apply_plan(model, plan, Selection(vocabulary=choice))
+
+    assert isinstance(out, EarlyExit) and out.positions == [0]
+    student = static_part(out)
+    layers = adapter_for(student).layers(student)
+    assert len(layers) == 3 and layers[0] is layers[1]  # base layers 0 and 2 run one module
+    assert adapter_for(student).attention(layers[2]).query.out_features == HIDDEN  # layer 3 untouched
+    table = adapter_for(student).embeddings(student).word_embeddings
+    assert isinstance(table, (KeptVocabulary, Int8Embedding)) and table.num_embeddings == vocab // 2
+    assert any(isinstance(m, DynamicInt8Linear) for m in layers[0].modules())
+    assert not any(isinstance(m, DynamicInt8Linear) for m in layers[2].modules())
+    with torch.no_grad():
+        assert out(**token_batch).logits.shape == (token_batch["input_ids"].shape[0], model.config.num_labels)
+
+
+def test_a_kept_vocabulary_without_a_choice_is_refused_in_words(lively_bert) -> None:
+    model = lively_bert(layers=2, heads=HEADS, hidden=HIDDEN, ffn=FFN)
+    plan = CompressionPlan.from_dict({"layers": [{}, {}], "vocab_min_count": 2})
+    with pytest.raises(PlanError, match="no vocabulary choice"):
+        apply_plan(model, plan)

@@ -11,7 +11,8 @@ from conftest import tiny_bert
 
 from autocompress.tasks.batches import Encoded
 from autocompress.errors import PlanError
-from autocompress.ops.exits import EarlyExit, ExitTraining, choose_exits, train_exits_
+from autocompress.ops.exits import EarlyExit, choose_exits
+from autocompress.train.exits import ExitTraining, train_exits_
 from autocompress.models.adapters import adapter_for
 from autocompress.schema.plan import CompressionPlan
 

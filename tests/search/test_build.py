@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from autocompress.search.build import candidate, changes_structure, needs_recovery
+from autocompress.search.build import candidate, needs_recovery
 from autocompress.schema.config import parse_config
 from autocompress.errors import PlanError
 from autocompress.tasks.evaluate import predict_logits
 from autocompress.schema.plan import CompressionPlan
-from autocompress.ops import apply_bits_, apply_plan
+from autocompress.ops import Selection, apply_bits_, apply_plan
 from autocompress.search.workbench import prepare
 from conftest import tiny_config_dict
 
@@ -84,7 +84,7 @@ def test_without_recovery_a_shrunk_plan_is_only_shaped_and_quantised(bench, reco
     plain_logits = _logits(plain.model, bench)
     assert not torch.allclose(plain_logits, _logits(recovered.model, bench)), "recovery changed nothing"
     # exactly the teacher cut by the plan, with the teacher's importance scores
-    shaped = apply_plan(bench.teacher.model, SHRUNK, bench.importance)
+    shaped = apply_plan(bench.teacher.model, SHRUNK, Selection(importance=bench.importance))
     assert torch.equal(plain_logits, _logits(shaped, bench))
 
 
@@ -96,7 +96,7 @@ def test_a_plan_for_another_model_is_refused(bench):
 
 
 def test_an_int8_only_plan_is_never_recovered(bench):
-    assert not changes_structure(INT8_ONLY)
+    assert not INT8_ONLY.changes_structure
     assert not needs_recovery(bench.config.recovery, INT8_ONLY)
     built = candidate(bench, INT8_ONLY)
     assert built.recovered is False
@@ -115,7 +115,7 @@ def test_an_int8_only_plan_is_never_recovered(bench):
     ids=["drops-a-layer", "prunes-heads", "prunes-ffn", "shares-layers"],
 )
 def test_any_structural_change_needs_recovery_when_the_study_recovers(bench, plan):
-    assert changes_structure(plan)
+    assert plan.changes_structure
     assert needs_recovery(bench.config.recovery, plan)
     off = bench.config.recovery.model_copy(update={"epochs": 0.0})
     assert not needs_recovery(off, plan)

@@ -169,7 +169,7 @@ def test_hidden_state_distillation_pulls_kept_layers_toward_the_teacher_states(d
     from autocompress.train.distill import hidden_targets, teacher_states
     from autocompress.schema.plan import CompressionPlan
     from autocompress.ops.importance import unit_importance
-    from autocompress.ops import apply_structure_
+    from autocompress.ops import Selection, apply_structure_
 
     teacher = lively_bert(seed=1, layers=4).eval()  # layers that change the states a lot
     t_logits = predict_logits(teacher, data)
@@ -179,7 +179,7 @@ def test_hidden_state_distillation_pulls_kept_layers_toward_the_teacher_states(d
 
     def student():
         s = copy.deepcopy(teacher)
-        apply_structure_(s, plan, importance)
+        apply_structure_(s, plan, Selection(importance=importance))
         return s.eval()
 
     def gap(model) -> float:
