@@ -105,7 +105,7 @@ def _export_bytes(bench, model, float_model, plan: CompressionPlan) -> dict[str,
 
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp) / "export"
-        save_student(d, model, plan, bench.teacher.model.config, list(bench.task.label_names))
+        save_student(d, model, plan, bench.teacher.model.config, list(bench.task.label_names), bench.kind)
         tokenizer = load_tokenizer(bench.config.model.source)
         tokenizer.save_pretrained(d)
         exported = sum(f.stat().st_size for f in d.iterdir() if f.is_file())

@@ -8,7 +8,7 @@
                           two/four to a byte, 8-bit tables as codes per row, the rest float; a
                           tensor shared by several layers stored once. Its bytes are the trial's size.
       plan.yaml           the trial's CompressionPlan: rebuilds the shapes
-      autocompress.json   format version, the base model's Hugging Face config, the label names
+      autocompress.json   format version, the task kind, the base model's Hugging Face config, the label names
       config.json         only when plain transformers can rebuild the shapes ("plain_hf")
       tokenizer files     tokenizer.save_pretrained
       metrics.json        the trial's figures and the export's own checks (written by ship.py)
@@ -40,6 +40,7 @@ from autocompress.ops.pack import packed_tensors, unpack_
 from autocompress.ops.quantize import bits_summary
 from autocompress.ops.vocab import KeptShape, KeptVocabulary, padding_from_lookup_, word_embeddings
 from autocompress.schema.plan import CompressionPlan
+from autocompress.tasks.kind import TaskKind, task_kind
 
 __all__ = ["FORMAT_VERSION", "META_FILE", "PLAN_FILE", "WEIGHTS_FILE", "plain_config", "save_student", "load"]
 
@@ -61,9 +62,20 @@ def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def plain_config(student: nn.Module, plan: CompressionPlan) -> Any | None:
-    """The standard config of ``student`` (a float student shaped by ``plan``) when plain
-    ``AutoModelForSequenceClassification`` can rebuild its shapes from it, else ``None``.
+#: the task kind of an export that names none (written before kinds existed)
+FIRST_KIND = "sequence-classification"
+
+
+def auto_class(kind: TaskKind) -> Any:
+    """The ``transformers`` auto class that builds ``kind``'s models (``AutoModelForSequenceClassification``, ...)."""
+    import transformers
+
+    return getattr(transformers, kind.auto_class)
+
+
+def plain_config(student: nn.Module, plan: CompressionPlan, kind: TaskKind) -> Any | None:
+    """The standard config of ``student`` (a float student shaped by ``plan``) when the plain
+    ``transformers`` auto class of ``kind`` can rebuild its shapes from it, else ``None``.
 
     That holds when no bit-width is below 32 (nothing to re-apply), every kept layer keeps all its
     heads and every layer keeps the same number of FFN neurons; it is then checked by building
@@ -89,16 +101,14 @@ def plain_config(student: nn.Module, plan: CompressionPlan) -> Any | None:
         if hasattr(config, name):
             setattr(config, name, width)
             break
-    from transformers import AutoModelForSequenceClassification
-
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rebuilt = AutoModelForSequenceClassification.from_config(config)
+        rebuilt = auto_class(kind).from_config(config)
     return config if _shapes(rebuilt) == _shapes(student) else None
 
 
 def save_student(
-    directory: Path, model: nn.Module, plan: CompressionPlan, base_config: Any, label_names: list[str]
+    directory: Path, model: nn.Module, plan: CompressionPlan, base_config: Any, label_names: list[str], kind: TaskKind,
 ) -> bool:
     """Write the weights, plan and metadata of ``model`` (the trial's compressed model) into ``directory``.
 
@@ -112,11 +122,12 @@ def save_student(
     tensors, metadata = packed_tensors(model)
     save_file(tensors, str(directory / WEIGHTS_FILE), metadata=metadata)
     shutil.copymode(directory / PLAN_FILE, directory / WEIGHTS_FILE)  # safetensors writes it owner-only
-    plain = plain_config(model, plan)
+    plain = plain_config(model, plan, kind)
     if plain is not None:
         _with_labels(plain, label_names).save_pretrained(directory)
     meta = {
         "format_version": FORMAT_VERSION,
+        "task_kind": kind.name,
         "architecture": type(model).__name__,
         "base_config": _with_labels(base_config, label_names).to_dict(),
         "labels": list(label_names),
@@ -185,15 +196,15 @@ def load(directory: str | Path) -> nn.Module:
     """
     from safetensors import safe_open
     from safetensors.torch import load_model
-    from transformers import AutoModelForSequenceClassification
 
     d = Path(directory)
     meta = _read_meta(d)
+    kind = task_kind(meta.get("task_kind", FIRST_KIND))
     plan = CompressionPlan.from_yaml((d / PLAN_FILE).read_text())
     config = _base_config(meta["base_config"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = AutoModelForSequenceClassification.from_config(config)  # random weights, replaced below
+        model = auto_class(kind).from_config(config)  # random weights, replaced below
     shape = None if plan.vocab_min_count is None else _kept_shape(
         model, d / WEIGHTS_FILE, "model." if plan.exits is not None else "")  # the exits' wrapper holds the student as model
     # shapes only: which units were kept, the vocabulary's rows and the exit heads come with the weights

@@ -30,17 +30,16 @@ from typing import Any
 import optuna
 import torch
 from torch import nn
-from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from autocompress.search import build
 from autocompress.store import record
-from autocompress.tasks.batches import Encoded
 from autocompress.schema.config import StudyConfig
 from autocompress.errors import ExportError
-from autocompress.tasks.evaluate import accuracy, predict_logits
+from autocompress.tasks.evaluate import accuracy
 from autocompress.latency.runtimes.onnx_model import OnnxFacts, OnnxRunner, export_onnx, require_onnx
 from autocompress.export.pick import exportable_trial
-from autocompress.export.saved import FORMAT_VERSION, load, save_student
+from autocompress.export.saved import FORMAT_VERSION, auto_class, load, save_student
 from autocompress.latency.inputs import TaskInputs
 from autocompress.latency.runtimes.ort import measure_runners
 from autocompress.latency.measure import ProfileLatency, compute_lock, host_info
@@ -92,7 +91,7 @@ class ExportResult:
     study: str
     trial: int
     plan_summary: str
-    plain_hf: bool  # plain AutoModelForSequenceClassification.from_pretrained(directory) works
+    plain_hf: bool  # the plain transformers auto class (AutoModelForSequenceClassification, ...) loads the directory
     trial_accuracy: float  # %, stored with the trial
     rebuilt_accuracy: float  # %, the rebuilt model on the same eval split
     torch_max_logit_diff: float  # loaded from the directory vs rebuilt
@@ -197,7 +196,7 @@ def export_trial(
     if student is None:
         raise RuntimeError("build.candidate(keep_float=True) returns the float model")
     with compute_lock():  # a local study's latency measurement never overlaps this
-        logits = predict_logits(model, bench.eval)
+        logits = bench.kind.outputs(model, bench.eval)
     rebuilt = 100 * accuracy(logits, bench.eval.labels).value
     stored = 100 * stored_record.accuracy.value if stored_record.accuracy is not None else math.nan
     if not abs(rebuilt - stored) <= REBUILD_TOLERANCE_PT:
@@ -214,17 +213,17 @@ def export_trial(
     try:
         tokenizer = load_tokenizer(cfg.model.source)
         labels = list(bench.task.label_names)
-        plain = save_student(tmp, model, plan, bench.teacher.model.config, labels)
+        plain = save_student(tmp, model, plan, bench.teacher.model.config, labels, bench.kind)
         tokenizer.save_pretrained(tmp)
 
         loaded = load(tmp)
         with compute_lock():
-            loaded_logits = predict_logits(loaded, bench.eval)
+            loaded_logits = bench.kind.outputs(loaded, bench.eval)
         diff = (loaded_logits - logits).abs().max().item()
         if diff > TORCH_LOGIT_TOLERANCE or not torch.equal(loaded_logits.argmax(-1), logits.argmax(-1)):
             raise ExportError(f"the saved model does not reproduce the trial's model (largest logit difference {diff:.2e})")
         if plain:
-            _check_plain(tmp, logits, bench.eval)
+            _check_plain(tmp, logits, bench)
         else:
             notes.append("pruned heads, uneven FFN widths or quantised layers: load it with autocompress.load(DIR)")
 
@@ -288,11 +287,11 @@ def export_trial(
     return result
 
 
-def _check_plain(directory: Path, logits: torch.Tensor, data: Encoded) -> None:
+def _check_plain(directory: Path, logits: torch.Tensor, bench: Workbench) -> None:
     """Plain transformers must load ``directory`` into the same model."""
-    plain = AutoModelForSequenceClassification.from_pretrained(directory).eval()
+    plain = auto_class(bench.kind).from_pretrained(directory).eval()
     with compute_lock():
-        diff = (predict_logits(plain, data) - logits).abs().max().item()
+        diff = (bench.kind.outputs(plain, bench.eval) - logits).abs().max().item()
     if diff > TORCH_LOGIT_TOLERANCE:
         raise ExportError(f"plain transformers loads a different model from the export (largest logit difference {diff:.2e})")
 

@@ -1,7 +1,7 @@
 """What a profile times: workloads of fixed shapes, or a sample of the task's own eval examples.
 
 A :class:`Workload` is what one timed round runs, each input once and in order. A fixed shape is
-one batch of random token ids (content does not change the speed of an encoder). With a profile's
+one batch of the task kind's fixed-shape inputs (random token ids: content does not change the speed). With a profile's
 ``inputs: task``, the workload is a sample of :class:`TaskInputs`: eval examples at evenly spaced
 quantiles of their token lengths, each at batch 1, so that a round's time over the sample's size is the mean
 latency over the task's length distribution, and a round's ratio is the ratio of those means.
@@ -10,6 +10,7 @@ latency over the task's length distribution, and a round's ratio is the ratio of
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,16 +18,14 @@ import torch
 
 from autocompress.errors import LatencyError
 from autocompress.schema.profile import DeviceProfile
+from autocompress.tasks.batches import random_token_batch
 
-__all__ = ["TaskInputs", "Workload", "calibration_shapes", "example_inputs", "task_inputs", "workloads"]
+__all__ = ["InputsFn", "TaskInputs", "Workload", "calibration_shapes", "example_inputs", "task_inputs", "workloads"]
 
-
-def example_inputs(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random token ids of one batch shape (their content does not change the speed)."""
-    g = torch.Generator().manual_seed(seed)
-    low = min(100, vocab_size // 2)  # skip the special tokens at the start of most vocabularies
-    ids = torch.randint(low, vocab_size, (batch_size, seq_len), generator=g)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+#: ``make(batch_size, seq_len, vocab_size)``: the inputs of one fixed-shape workload (a task kind's ``timed_inputs``)
+InputsFn = Callable[[int, int, int], dict[str, torch.Tensor]]
+#: the fixed-shape inputs of token models: random ids and a full mask
+example_inputs = random_token_batch
 
 
 class Tokenised(Protocol):
@@ -96,14 +95,16 @@ class Workload:
         return [(int(x["input_ids"].shape[0]), int(x["input_ids"].shape[1])) for x in self.inputs]
 
 
-def workloads(profile: DeviceProfile, vocab_size: int, task: TaskInputs | None = None) -> list[Workload]:
-    """What ``profile`` times, one workload per fixed shape or one for its sample of the task's inputs."""
+def workloads(profile: DeviceProfile, vocab_size: int, task: TaskInputs | None = None,
+              make_inputs: InputsFn = example_inputs) -> list[Workload]:
+    """What ``profile`` times, one workload per fixed shape (its inputs from ``make_inputs``) or one
+    for its sample of the task's inputs."""
     if profile.task_inputs:
         if task is None:
             raise LatencyError(f"profile '{profile.name}' times the task's inputs, but none were given; "
                                "time it through a study's workbench, or use a profile with fixed shapes")
         return [task.sample(profile.task_samples)]
-    return [Workload(b, s, (example_inputs(b, s, vocab_size),), {}) for b, s in profile.shapes]
+    return [Workload(b, s, (make_inputs(b, s, vocab_size),), {}) for b, s in profile.shapes]
 
 
 def calibration_shapes(profiles: list[DeviceProfile], task: TaskInputs | None) -> list[tuple[int, int]]:

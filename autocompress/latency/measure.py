@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from autocompress.errors import LatencyError
-from autocompress.latency.inputs import TaskInputs, Workload, example_inputs, workloads
+from autocompress.latency.inputs import InputsFn, TaskInputs, Workload, example_inputs, workloads
 from autocompress.schema.profile import DeviceProfile
 from autocompress.store.locks import exclusive_lock, shared_lock
 from autocompress.models.adapters import adapter_for_config
@@ -313,10 +313,10 @@ def measure_workload(
 
 def measure_profile(
     baseline: nn.Module, candidate: nn.Module, profile: DeviceProfile, *, vocab_size: int,
-    task: TaskInputs | None = None, lock: bool = True,
+    task: TaskInputs | None = None, lock: bool = True, make_inputs: InputsFn = example_inputs,
 ) -> ProfileLatency:
     """Measure ``candidate`` against ``baseline`` on every workload of a measured profile (its fixed
-    shapes, or ``task``, the task's sample, for a profile with task inputs).
+    shapes, inputs from ``make_inputs``; or ``task``, the task's sample, for a profile with task inputs).
 
     Raises :class:`LatencyError` with advice when a shape does not fit in memory.
     """
@@ -325,7 +325,7 @@ def measure_profile(
     if profile.backend != "torch":
         raise ValueError(f"profile '{profile.name}' runs in {profile.backend}, not PyTorch: "
                          "time it with autocompress.latency.runtimes.ort.measure_onnxruntime")
-    loads = workloads(profile, vocab_size, task)
+    loads = workloads(profile, vocab_size, task, make_inputs)
     if profile.device == "cuda":
         if not torch.cuda.is_available():
             raise LatencyError(f"profile '{profile.name}' runs on CUDA but this host has no CUDA device")

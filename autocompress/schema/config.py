@@ -48,6 +48,7 @@ class ModelConfig(_Frozen):
 
 
 class TaskConfig(_Frozen):
+    kind: str = "sequence-classification"  # what the model does: a registered task kind (autocompress/tasks/kind.py)
     source: str  # bundled:tweets | bundled:bbc | path to .csv/.json/.jsonl/.parquet | hub dataset name
     hub_config: str | None = None  # hub dataset configuration name
     train_split: str = "train"  # split to draw train (and, without eval_split, eval) examples from

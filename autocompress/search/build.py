@@ -80,7 +80,8 @@ class Build:
         if recover and needs_recovery(bench.config.recovery, plan):
             self.run = distillation(self.student, bench.transfer_logits, bench.transfer, bench.config.recovery,
                                     epochs=recovery_epochs(bench.config.recovery, plan),
-                                    states=bench.transfer_states, kept=plan.kept_layers)
+                                    states=bench.transfer_states, kept=plan.kept_layers,
+                                    output_loss=bench.kind.distillation_loss)
 
     @property
     def recovers(self) -> bool:

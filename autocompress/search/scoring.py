@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from autocompress.ops.exits import EarlyExit, exit_predictions, exit_shares, static_part
-from autocompress.tasks.evaluate import Accuracy, Metric, accuracy, metric, predict_logits
+from autocompress.tasks.evaluate import Accuracy, Metric, accuracy
 from autocompress.ops.size import Size, model_size
 from autocompress.latency.measure import ProfileLatency, compute_lock, measure_profile
 from autocompress.latency.runtimes.ort import measure_onnxruntime
@@ -59,7 +59,7 @@ def _timed(bench: Workbench, model: nn.Module, float_model: nn.Module | None, pl
             raise RuntimeError("an ONNX Runtime profile needs the teacher's ONNX model and the float candidate")
         return measure_onnxruntime(bench.onnx_teacher, float_model, plan, profile, task=bench.task_inputs)
     return measure_profile(bench.teacher.model, model, profile, vocab_size=bench.teacher.model.config.vocab_size,
-                           task=bench.task_inputs)
+                           task=bench.task_inputs, make_inputs=bench.kind.timed_inputs)
 
 
 def measure(bench: Workbench, model: nn.Module, plan: CompressionPlan, float_model: nn.Module | None = None) -> Measurement:
@@ -136,8 +136,8 @@ def subset_metric(bench: Workbench, model: nn.Module) -> Metric:
     cfg = bench.config
     subset = bench.eval.head(cfg.fidelity.cheap_eval_size)
     with compute_lock():
-        logits = predict_logits(model.eval(), subset)
-    return metric(cfg.task.metric, logits, subset.labels)
+        logits = bench.kind.outputs(model.eval(), subset)
+    return bench.kind.metric(cfg.task.metric, logits, subset)
 
 
 def screen(bench: Workbench, model: nn.Module, plan: CompressionPlan, float_model: nn.Module | None = None) -> Screen:
@@ -165,8 +165,8 @@ def evaluate(bench: Workbench, model: nn.Module) -> Evaluation:
             logits, taken = exit_predictions(model, bench.eval)
             exits = exits_taken(model, taken)
         else:
-            logits = predict_logits(model, bench.eval)
-    score = metric(cfg.task.metric, logits, bench.eval.labels)
+            logits = bench.kind.outputs(model, bench.eval)
+    score = bench.kind.metric(cfg.task.metric, logits, bench.eval)
     return Evaluation(
         accuracy=accuracy(logits, bench.eval.labels),
         metric=score,
@@ -189,8 +189,8 @@ def held_out(bench: Workbench, model: nn.Module) -> HeldOut | None:
     if bench.test is None:
         return None
     with compute_lock():
-        logits = predict_logits(model, bench.test)
-    return HeldOut(metric(bench.config.task.metric, logits, bench.test.labels), accuracy(logits, bench.test.labels))
+        logits = bench.kind.outputs(model, bench.test)
+    return HeldOut(bench.kind.metric(bench.config.task.metric, logits, bench.test), accuracy(logits, bench.test.labels))
 
 
 def _prediction_facts(bench: Workbench, model: nn.Module, profile: DeviceProfile) -> dict[str, Any]:

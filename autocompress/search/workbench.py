@@ -18,24 +18,25 @@ from typing import Any
 import torch
 from torch import nn
 
-from autocompress.tasks.batches import Encoded, encode
-from autocompress.schema.config import StudyConfig
-from autocompress.tasks.data import Examples, TaskData, load_task
-from autocompress.train.distill import Progress, TeacherStates, teacher_states
-from autocompress.tasks.evaluate import Metric, metric, predict_logits
-from autocompress.ops.size import Size, model_size
-from autocompress.ops.importance import layer_importance, unit_importance
+from autocompress.errors import ConfigError
 from autocompress.latency.inputs import TaskInputs, calibration_shapes, task_inputs
 from autocompress.latency.measure import check_profile_fits, host_info
-from autocompress.latency.runtimes.ort import OrtTeacher, teacher_session
-from autocompress.latency.runtimes.onnx_model import INSTALL, missing_onnx
 from autocompress.latency.predict import Calibration, cached_calibration
-from autocompress.errors import ConfigError
+from autocompress.latency.runtimes.onnx_model import INSTALL, missing_onnx
+from autocompress.latency.runtimes.ort import OrtTeacher, teacher_session
 from autocompress.models.adapters import ArchInfo, arch_info, check_max_length, load_tokenizer, peek_config
-from autocompress.search.space import check_space
-from autocompress.train.teacher import Teacher, cached_tensors, prepare_teacher
 from autocompress.ops import Importance, apply_plan
+from autocompress.ops.importance import layer_importance, unit_importance
+from autocompress.ops.size import Size, model_size
 from autocompress.ops.vocab import VocabularyCorpus, token_counts
+from autocompress.schema.config import StudyConfig
+from autocompress.search.space import check_space
+from autocompress.tasks.batches import Encoded
+from autocompress.tasks.data import Examples, TaskData
+from autocompress.tasks.evaluate import Metric
+from autocompress.tasks.kind import TaskKind, check_task
+from autocompress.train.distill import Progress, TeacherStates, teacher_states
+from autocompress.train.teacher import Teacher, cached_tensors, prepare_teacher
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class Workbench:
     """Runtime state shared by every trial of a study in this process."""
 
     config: StudyConfig
+    kind: TaskKind  # what the model does (``task.kind``): data, metric, losses, timed inputs
     task: TaskData
     train: Encoded
     eval: Encoded
@@ -76,24 +78,25 @@ def prepare(
     task: TaskData | None = None,
 ) -> Workbench:
     """Load data (unless given) and tokenizer, and get the fine-tuned teacher (cached when possible)."""
+    kind = check_task(cfg, config_file)
     model_config = peek_config(cfg.model.source)
     check_max_length(model_config, cfg.task.max_length)  # before anything slow: inputs the model cannot take
     check_profiles(cfg, model_config, config_file)
-    task = task or load_task(cfg.task)
+    task = task or kind.load_data(cfg.task)
     tokenizer = load_tokenizer(cfg.model.source)
-    train = encode(tokenizer, task.train, cfg.task.max_length)
-    eval_ = encode(tokenizer, task.eval, cfg.task.max_length)
-    teacher = prepare_teacher(cfg, task.num_labels, train, eval_, cache_dir, progress)
+    train = kind.encode(tokenizer, task.train, cfg.task.max_length)
+    eval_ = kind.encode(tokenizer, task.eval, cfg.task.max_length)
+    teacher = prepare_teacher(cfg, kind, task, train, eval_, cache_dir, progress)
     arch = arch_info(teacher.model)
     check_space(cfg.space, arch, file=config_file)
-    teacher_metric = metric(cfg.task.metric, teacher.eval_logits, eval_.labels)
+    teacher_metric = kind.metric(cfg.task.metric, teacher.eval_logits, eval_)
     test = teacher_test = None
     if task.test is not None:
-        test = encode(tokenizer, task.test, cfg.task.max_length)
+        test = kind.encode(tokenizer, task.test, cfg.task.max_length)
         test_logits = cached_tensors(
-            teacher, f"test-logits-{_digest(task.test)}", lambda: {"logits": predict_logits(teacher.model, test)}
+            teacher, f"test-logits-{_digest(task.test)}", lambda: {"logits": kind.outputs(teacher.model, test)}
         )["logits"]
-        teacher_test = metric(cfg.task.metric, test_logits, test.labels)
+        teacher_test = kind.metric(cfg.task.metric, test_logits, test)
     calib = train.head(cfg.pruning.calibration_examples)
     crit = cfg.pruning.criterion
     scores = cached_tensors(
@@ -104,9 +107,9 @@ def prepare(
     kd_train = train.head(cfg.recovery.max_examples or len(train))
     kd_logits = teacher.train_logits[: len(kd_train)]
     if task.transfer is not None:
-        extra = encode(tokenizer, task.transfer, cfg.task.max_length)
+        extra = kind.encode(tokenizer, task.transfer, cfg.task.max_length)
         extra_logits = cached_tensors(
-            teacher, f"transfer-logits-{len(extra)}", lambda: {"logits": predict_logits(teacher.model, extra)}
+            teacher, f"transfer-logits-{len(extra)}", lambda: {"logits": kind.outputs(teacher.model, extra)}
         )["logits"]
         kd_train = kd_train.concat(extra.with_labels(extra_logits.argmax(-1)))  # teacher's labels
         kd_logits = torch.cat([kd_logits, extra_logits])
@@ -127,6 +130,7 @@ def prepare(
         )
     return Workbench(
         config=cfg,
+        kind=kind,
         task=task,
         train=train,
         eval=eval_,

@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from autocompress.schema.config import StudyConfig
-from autocompress.tasks.data import load_task
+from autocompress.tasks.kind import check_task
 from autocompress.tasks.evaluate import Metric
 from autocompress.models.adapters import arch_from_config, check_max_length, peek_config
 from autocompress.search.samplers import with_sampler
@@ -100,11 +100,12 @@ def run_study(request: StudyRequest, progress: StudyProgress | None = None) -> S
     """
     progress = progress or StudyProgress()
     cfg, name, url = request.config, request.name, request.url
+    kind = check_task(cfg, request.config_file)
     model_config = peek_config(cfg.model.source)
     check_space(cfg.space, arch_from_config(model_config), file=request.config_file)
     check_max_length(model_config, cfg.task.max_length)
     check_profiles(cfg, model_config, request.config_file)  # before a study is created in the storage
-    task_data = load_task(cfg.task)
+    task_data = kind.load_data(cfg.task)
     cfg = continued_config(cfg, url, name)  # a study made before a training setting keeps its own
     check_can_continue(cfg, url, name)  # before minutes of teacher preparation
     source = open_warm_start_source(*request.warm_from, cfg) if request.warm_from else None

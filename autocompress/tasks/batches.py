@@ -10,7 +10,7 @@ import torch
 
 from autocompress.tasks.data import Examples
 
-__all__ = ["Encoded", "encode", "length_grouped"]
+__all__ = ["Encoded", "encode", "length_grouped", "random_token_batch"]
 
 
 @dataclass(frozen=True)
@@ -125,3 +125,11 @@ def encode(tokenizer, examples: Examples, max_length: int) -> Encoded:
         types = None  # all zeros: the model's default, no need to pass them
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return Encoded(list(out["input_ids"]), types, torch.tensor(examples.labels, dtype=torch.long), pad)
+
+
+def random_token_batch(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random token ids of one batch shape with a full attention mask (their content does not change the speed)."""
+    g = torch.Generator().manual_seed(seed)
+    low = min(100, vocab_size // 2)  # skip the special tokens at the start of most vocabularies
+    ids = torch.randint(low, vocab_size, (batch_size, seq_len), generator=g)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}

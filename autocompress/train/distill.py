@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from autocompress.tasks.batches import Encoded
 from autocompress.schema.config import RecoveryConfig, TrainConfig
+from autocompress.tasks.classification import SequenceClassification
 
 __all__ = [
     "TeacherStates",
@@ -27,7 +27,6 @@ __all__ = [
     "fine_tune_",
     "hidden_loss",
     "hidden_targets",
-    "kd_loss",
     "recover_",
     "teacher_states",
     "train_device",
@@ -35,8 +34,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: the loss defaults of callers that give none: the first task kind's (a kind's methods keep no state)
+SEQUENCE_CLASSIFICATION = SequenceClassification()
+
 #: Called as ``progress(step, total_steps, loss)`` during training.
 Progress = Callable[[int, int, float], None]
+#: ``loss(student_outputs, teacher_outputs, targets, temperature, alpha)``: a task kind's distillation loss
+OutputLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float, float], torch.Tensor]
+#: ``loss(model_output, targets)``: a task kind's fine-tuning loss
+TrainingLoss = Callable[[object, torch.Tensor], torch.Tensor]
 #: ``loss(output, indices, labels, attention_mask)`` of one training batch (``output``: the model's
 #: output, with ``hidden_states`` when the run asks for them).
 LossFn = Callable[[object, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -44,25 +50,6 @@ LossFn = Callable[[object, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tens
 
 def train_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
-def kd_loss(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    labels: torch.Tensor,
-    temperature: float,
-    alpha: float,
-) -> torch.Tensor:
-    """α·T²·KL(softmax(z_t/T) ‖ softmax(z_s/T)) + (1−α)·CE(z_s, y), averaged over the batch."""
-    t = temperature
-    soft = F.kl_div(
-        F.log_softmax(student_logits / t, dim=-1),
-        F.log_softmax(teacher_logits / t, dim=-1),
-        reduction="batchmean",
-        log_target=True,
-    )
-    hard = F.cross_entropy(student_logits, labels)
-    return alpha * t * t * soft + (1.0 - alpha) * hard
 
 
 @dataclass(frozen=True)
@@ -240,8 +227,9 @@ class TrainingRun:
         return self.loss
 
 
-def fine_tune_(model: nn.Module, data: Encoded, cfg: TrainConfig, progress: Progress | None = None) -> float:
-    """Fine-tune ``model`` on labelled ``data`` with cross-entropy; returns the final loss."""
+def fine_tune_(model: nn.Module, data: Encoded, cfg: TrainConfig, progress: Progress | None = None, *,
+               loss: TrainingLoss = SEQUENCE_CLASSIFICATION.training_loss) -> float:
+    """Fine-tune ``model`` on ``data`` with the task kind's ``loss``; returns the final loss."""
     log.info("fine-tuning the teacher: %d examples, %.2g epochs, on %s", len(data), cfg.epochs, train_device())
     run = TrainingRun(
         model,
@@ -252,7 +240,7 @@ def fine_tune_(model: nn.Module, data: Encoded, cfg: TrainConfig, progress: Prog
         weight_decay=cfg.weight_decay,
         warmup_ratio=cfg.warmup_ratio,
         seed=cfg.seed,
-        loss_fn=lambda out, idx, y, mask: F.cross_entropy(out.logits, y),
+        loss_fn=lambda out, idx, y, mask: loss(out, y),
         freeze_word_embeddings=cfg.freeze_word_embeddings,
         group_by_length=cfg.group_by_length,
     )
@@ -268,9 +256,10 @@ def distillation(
     epochs: float | None = None,
     states: TeacherStates | None = None,
     kept: Sequence[int] | None = None,
+    output_loss: OutputLoss = SEQUENCE_CLASSIFICATION.distillation_loss,
 ) -> TrainingRun:
     """The distillation of ``teacher_logits`` (precomputed on ``data``) into ``student``, not yet
-    started: ``epochs`` (default ``cfg.epochs``) of ``data``.
+    started: ``epochs`` (default ``cfg.epochs``) of ``data``, on the task kind's ``output_loss``.
 
     With ``cfg.hidden_weight`` above 0, each kept layer's output is also distilled towards the
     teacher's state it replaces (:func:`hidden_targets`; ``kept`` lists the teacher layers the
@@ -290,7 +279,7 @@ def distillation(
             raise ValueError(f"the teacher's states lack layers {missing}")
 
     def loss(out: object, idx: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        value = kd_loss(out.logits, targets[idx.to(device)], y, t, a)  # type: ignore[attr-defined]
+        value = output_loss(out.logits, targets[idx.to(device)], y, t, a)  # type: ignore[attr-defined]
         if layers:
             assert states is not None
             width = mask.shape[1]

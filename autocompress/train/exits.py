@@ -10,7 +10,8 @@ import torch
 
 from autocompress.ops.exits import EarlyExit, pool
 from autocompress.tasks.batches import Encoded
-from autocompress.train.distill import kd_loss, train_device
+from autocompress.tasks.classification import kd_loss
+from autocompress.train.distill import train_device
 
 __all__ = ["ExitTraining", "train_exits_"]
 

@@ -25,8 +25,10 @@ from autocompress.tasks.batches import Encoded
 from autocompress.schema.config import LEGACY_TRAINING, StudyConfig, TrainConfig
 from autocompress.train.distill import Progress, fine_tune_
 from autocompress.store.locks import file_lock
-from autocompress.tasks.evaluate import Accuracy, accuracy, predict_logits
-from autocompress.models.adapters import load_classifier, load_tokenizer
+from autocompress.tasks.evaluate import Accuracy, accuracy
+from autocompress.models.adapters import load_tokenizer
+from autocompress.tasks.data import TaskData
+from autocompress.tasks.kind import TaskKind
 
 __all__ = ["Teacher", "cache_entry", "cached_tensors", "is_cached", "teacher_fingerprint", "prepare_teacher"]
 
@@ -53,8 +55,10 @@ def teacher_fingerprint(cfg: StudyConfig) -> str:
     """A short hash of every setting that changes the teacher or the examples it is scored on."""
     key = {
         "model": cfg.model.model_dump(mode="json"),
-        # KD-only data, the metric and the held-out test split leave the teacher and its train/eval data alone
-        "task": cfg.task.model_dump(mode="json", exclude={"transfer_size", "metric", "test_size", "test_split"}),
+        # KD-only data, the metric and the held-out test split leave the teacher and its train/eval data alone;
+        # the first task kind is left out so that teachers cached before kinds existed still match
+        "task": cfg.task.model_dump(mode="json", exclude={"transfer_size", "metric", "test_size", "test_split",
+                                                          *(["kind"] if cfg.task.kind == "sequence-classification" else [])}),
         "teacher": None if cfg.model.finetuned else _training_key(cfg.teacher),
         "v": 1,
     }
@@ -83,27 +87,28 @@ def is_cached(cfg: StudyConfig, cache_dir: Path) -> bool:
 
 def prepare_teacher(
     cfg: StudyConfig,
-    num_labels: int,
+    kind: TaskKind,
+    task: TaskData,
     train: Encoded,
     eval_: Encoded,
     cache_dir: Path,
     progress: Progress | None = None,
 ) -> Teacher:
-    """Load the teacher from the cache, or fine-tune (if needed), score and cache it."""
+    """Load the teacher from the cache, or fine-tune (if needed) on the task kind's loss, score and cache it."""
     fp = teacher_fingerprint(cfg)
     target = cache_entry(cfg, cache_dir)
     with file_lock(target.with_name(target.name + ".lock")):
         if (target / _META).is_file():
-            return _load(target, cfg, num_labels, fp)
-        return _build(target, cfg, num_labels, train, eval_, fp, progress)
+            return _load(target, cfg, kind, task, fp)
+        return _build(target, cfg, kind, task, train, eval_, fp, progress)
 
 
-def _load(target: Path, cfg: StudyConfig, num_labels: int, fp: str) -> Teacher:
+def _load(target: Path, cfg: StudyConfig, kind: TaskKind, task: TaskData, fp: str) -> Teacher:
     meta = json.loads((target / _META).read_text())
     weights = meta["weights"]
     if weights == "." or ((target / "config.json").is_file() and not Path(weights).exists()):
         weights = str(target.resolve())
-    model = load_classifier(weights, num_labels, trust_remote_code=cfg.model.trust_remote_code).eval()
+    model = kind.load_model(weights, task, trust_remote_code=cfg.model.trust_remote_code).eval()
     logits = torch.load(target / _LOGITS, weights_only=True)
     log.info("teacher loaded from the cache %s (accuracy %.2f%%)", target, 100 * meta["eval_accuracy"]["value"])
     return Teacher(
@@ -122,13 +127,14 @@ def _load(target: Path, cfg: StudyConfig, num_labels: int, fp: str) -> Teacher:
 def _build(
     target: Path,
     cfg: StudyConfig,
-    num_labels: int,
+    kind: TaskKind,
+    task: TaskData,
     train: Encoded,
     eval_: Encoded,
     fp: str,
     progress: Progress | None,
 ) -> Teacher:
-    model = load_classifier(cfg.model.source, num_labels, trust_remote_code=cfg.model.trust_remote_code)
+    model = kind.load_model(cfg.model.source, task, trust_remote_code=cfg.model.trust_remote_code)
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -137,14 +143,14 @@ def _build(
         weights = cfg.model.source  # used as it is; nothing to copy
     else:
         start = time.perf_counter()
-        fine_tune_(model, train, cfg.teacher, progress)
+        fine_tune_(model, train, cfg.teacher, progress, loss=kind.training_loss)
         seconds = time.perf_counter() - start
         model.save_pretrained(tmp)  # safetensors
         load_tokenizer(cfg.model.source).save_pretrained(tmp)
         weights = "."  # this cache entry itself: it may be moved to another machine and path
     model.eval()
-    eval_logits = predict_logits(model, eval_)
-    train_logits = predict_logits(model, train)
+    eval_logits = kind.outputs(model, eval_)
+    train_logits = kind.outputs(model, train)
     acc = accuracy(eval_logits, eval_.labels)
     torch.save({"eval": eval_logits, "train": train_logits}, tmp / _LOGITS)
     meta: dict[str, Any] = {

@@ -10,7 +10,8 @@ import torch
 from autocompress.tasks.batches import encode
 from autocompress.schema.config import RecoveryConfig, TrainConfig
 from autocompress.tasks.data import Examples
-from autocompress.train.distill import distillation, fine_tune_, kd_loss, recover_
+from autocompress.tasks.classification import kd_loss
+from autocompress.train.distill import distillation, fine_tune_, recover_
 from autocompress.tasks.evaluate import accuracy, predict_logits
 from conftest import sentiment_rows, tiny_bert
 

@@ -1,0 +1,123 @@
+"""The task-kind seam: what a model does, as one registered class per kind.
+
+A :class:`TaskKind` owns everything that depends on what the model is for — reading the task's
+data into splits, tokenising it, loading the base model with the right head, the task's
+metric(s) with their intervals, the teacher's fine-tuning loss, the distillation loss, the
+inputs latency is timed on, whether and how early exits attach, and the ``transformers`` class
+and pipeline an export serves. Every other stage calls these methods and never asks which kind
+it holds (no ``if kind == ...`` outside the kind's own module).
+
+Kinds are registered with :func:`register_task_kind` and chosen by the study config's
+``task.kind``; :func:`task_kind` resolves a name (unknown names get "Did you mean …?").
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from autocompress.errors import ConfigError, UnknownNameError
+from autocompress.schema.config import StudyConfig, TaskConfig
+from autocompress.tasks.batches import Encoded, random_token_batch
+from autocompress.tasks.data import Examples, TaskData
+from autocompress.tasks.evaluate import Metric
+
+__all__ = ["TASK_KINDS", "TaskKind", "check_task", "register_task_kind", "task_kind"]
+
+
+class TaskKind(ABC):
+    """What a model does, for every stage of a study. Stateless: one instance serves any study."""
+
+    #: the name ``task.kind`` gives (also stored with every study's config)
+    name: ClassVar[str]
+    #: the ``transformers`` auto class that loads the base model with this kind's head
+    auto_class: ClassVar[str]
+    #: the ``transformers.pipeline`` task an exported model serves
+    pipeline: ClassVar[str]
+    #: the metrics :meth:`metric` computes (``task.metric`` names one of them)
+    metrics: ClassVar[tuple[str, ...]]
+    #: whether early-exit heads can attach to this kind's models (``space.exits``)
+    supports_exits: ClassVar[bool]
+
+    # ---------------------------------------------------------------- data
+    @abstractmethod
+    def load_data(self, cfg: TaskConfig) -> TaskData:
+        """The task's examples split into train, eval (and optional transfer and test) by ``cfg.seed``."""
+
+    @abstractmethod
+    def encode(self, tokenizer: Any, examples: Examples, max_length: int) -> Encoded:
+        """``examples`` as token ids (truncated to ``max_length``) with their targets."""
+
+    # ---------------------------------------------------------------- model
+    @abstractmethod
+    def load_model(self, source: str, data: TaskData | int, *, trust_remote_code: bool = False) -> nn.Module:
+        """The base model at ``source`` with this kind's head for ``data`` (or its number of outputs)."""
+
+    @abstractmethod
+    def outputs(self, model: nn.Module, data: Encoded) -> torch.Tensor:
+        """What ``model`` predicts for every example of ``data`` (the teacher's are the distillation targets)."""
+
+    # ---------------------------------------------------------------- quality
+    @abstractmethod
+    def metric(self, name: str, outputs: torch.Tensor, data: Encoded) -> Metric:
+        """The metric ``name`` of ``outputs`` (from :meth:`outputs`) on ``data``, with its interval."""
+
+    # ---------------------------------------------------------------- training
+    @abstractmethod
+    def training_loss(self, output: Any, targets: torch.Tensor) -> torch.Tensor:
+        """The loss the teacher is fine-tuned on, for one batch's model ``output``."""
+
+    @abstractmethod
+    def distillation_loss(self, student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor,
+                          temperature: float, alpha: float) -> torch.Tensor:
+        """The loss a student is distilled on: its outputs against the teacher's and the task's targets."""
+
+    # ---------------------------------------------------------------- latency
+    def timed_inputs(self, batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+        """The inputs of one fixed-shape latency workload (their content does not change the speed):
+        token ids and an attention mask; a kind whose model takes more overrides this."""
+        return random_token_batch(batch_size, seq_len, vocab_size, seed)
+
+
+TASK_KINDS: dict[str, type[TaskKind]] = {}
+
+
+def register_task_kind(name: str) -> Callable[[type[TaskKind]], type[TaskKind]]:
+    """Register a :class:`TaskKind` subclass under ``name`` (what ``task.kind`` says)."""
+
+    def register(cls: type[TaskKind]) -> type[TaskKind]:
+        if name in TASK_KINDS:
+            raise ValueError(f"task kind '{name}' is registered twice")
+        cls.name = name
+        TASK_KINDS[name] = cls
+        return cls
+
+    return register
+
+
+def task_kind(name: str) -> TaskKind:
+    """The registered task kind ``name`` (raises :class:`UnknownNameError` with the available ones)."""
+    if name not in TASK_KINDS:
+        raise UnknownNameError("task kind", name, TASK_KINDS)
+    return TASK_KINDS[name]()
+
+
+def check_task(cfg: StudyConfig, file: str | None = None) -> TaskKind:
+    """The study's task kind, once its settings are checked against it: ``task.kind`` is registered,
+    ``task.metric`` is one of its metrics, and ``space.exits`` is offered only where exits attach.
+    Raises :class:`~autocompress.errors.ConfigError` naming the key."""
+    try:
+        kind = task_kind(cfg.task.kind)
+    except UnknownNameError as exc:
+        raise ConfigError(str(exc), file=file, key="task.kind") from None
+    if cfg.task.metric not in kind.metrics:
+        raise ConfigError(f"'{cfg.task.metric}' is not a metric of task kind '{kind.name}'; use one of "
+                          f"{', '.join(kind.metrics)}", file=file, key="task.metric")
+    if cfg.space.exits.offered and not kind.supports_exits:
+        raise ConfigError(f"task kind '{kind.name}' has no early exits; set space.exits.schedule: [none]",
+                          file=file, key="space.exits.schedule")
+    return kind
