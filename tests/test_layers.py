@@ -73,3 +73,25 @@ def test_the_layer_check_sees_a_wrong_import():
     assert _imports(tree) == [("report", True), ("study", False)]
     assert _layer("store.record") < _layer("report.collect") and _layer("study.runner") < _layer("export.ship")
     assert _layer("schema.plan") < _layer("models.adapters") < _layer("ops") < _layer("search.objective")
+
+
+def test_every_folder_says_its_one_job_and_sits_in_a_layer():
+    """A newcomer opens the folder names and reads the architecture: each folder's docstring says
+    what it is for, and every folder has its place in the order above."""
+    missing, unplaced = [], []
+    for init in sorted(PACKAGE.rglob("__init__.py")):
+        folder = _name(init)
+        if folder in ("", "__init__"):
+            continue
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        if not doc or len(doc.split()) < 6:
+            missing.append(folder)
+        try:
+            _layer(folder)
+        except AssertionError:
+            unplaced.append(folder)
+    assert not missing, f"folders without a docstring that says their job: {missing}"
+    assert not unplaced, f"folders in no layer: {unplaced}"
+    top_modules = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
+    assert top_modules == ["api", "cli", "errors"] or top_modules == ["cli", "errors"], (
+        f"modules at the top of the package belong in a folder: {top_modules}")
