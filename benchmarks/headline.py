@@ -313,7 +313,7 @@ def main() -> None:
     if cfg.task.eval_size < 3000 and not args.quick:
         log.warning("the eval split has %d examples: too few for a claim within 1 point (3,000 or more)", cfg.task.eval_size)
     cache = CACHE / "quick" if args.quick else CACHE
-    bench = st.prepare_shared(study, url, cfg, cache)
+    bench = st.prepare_worker(study, url, cfg, cache)
     t_acc = bench.teacher.eval_accuracy
     log.info("teacher: %.2f%% (95%% CI %.2f–%.2f) on %d eval examples", 100 * t_acc.value, 100 * t_acc.ci_low,
              100 * t_acc.ci_high, t_acc.n)

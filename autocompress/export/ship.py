@@ -46,7 +46,7 @@ from autocompress.latency.measure import ProfileLatency, compute_lock, host_info
 from autocompress.schema.profile import DeviceProfile
 from autocompress.models.adapters import load_tokenizer
 from autocompress.schema.plan import CompressionPlan
-from autocompress.store.artifacts import artifact_store_for, fetch_shared_cache
+from autocompress.store.artifacts import artifact_store_for, fetch_teacher_cache
 from autocompress.store.storage import stored_config
 from autocompress.train.teacher import cache_entry, is_cached
 from autocompress.search.workbench import Workbench, prepare
@@ -126,7 +126,7 @@ def _workbench(study: optuna.Study, cfg: StudyConfig, cache_dir: Path, storage_u
         store = artifact_store_for(storage_url)
         if store is not None:  # a shared study: its teacher is in its database
             cache_dir.mkdir(parents=True, exist_ok=True)
-            fetch_shared_cache(study, store, cache_dir)
+            fetch_teacher_cache(study, store, cache_dir)
     if not is_cached(cfg, cache_dir) and not cfg.model.finetuned:
         raise ExportError(
             f"the fine-tuned teacher of study '{study.study_name}' is not in {cache_entry(cfg, cache_dir)}; its trials were distilled "

@@ -32,11 +32,11 @@ from autocompress.errors import StorageError
 from autocompress.store.locks import file_lock
 from autocompress.store.urls import mask_url, sqlite_path
 
-__all__ = ["DBArtifactStore", "artifact_store_for", "fetch_shared_cache", "publish_shared_cache", "study_lock"]
+__all__ = ["DBArtifactStore", "artifact_store_for", "fetch_teacher_cache", "publish_teacher_cache", "study_lock"]
 
 log = logging.getLogger(__name__)
 
-SHARED_ATTR = "shared_cache"  # study user attribute: {cache entry name: artifact id}
+TEACHER_CACHE_ATTR = "shared_cache"  # study user attribute: {cache entry name: artifact id}
 
 
 def _lock_key(name: str) -> int:
@@ -115,10 +115,10 @@ def artifact_store_for(url: str) -> DBArtifactStore | None:
     return DBArtifactStore(url)
 
 
-def fetch_shared_cache(study: optuna.Study, store: DBArtifactStore, cache_dir: Path) -> list[str]:
+def fetch_teacher_cache(study: optuna.Study, store: DBArtifactStore, cache_dir: Path) -> list[str]:
     """Download into ``cache_dir`` every shared entry this machine lacks; returns their names."""
     fetched = []
-    for name, artifact_id in (study.user_attrs.get(SHARED_ATTR) or {}).items():
+    for name, artifact_id in (study.user_attrs.get(TEACHER_CACHE_ATTR) or {}).items():
         target = Path(cache_dir) / name
         if target.exists():
             continue
@@ -134,9 +134,9 @@ def fetch_shared_cache(study: optuna.Study, store: DBArtifactStore, cache_dir: P
     return fetched
 
 
-def publish_shared_cache(study: optuna.Study, store: DBArtifactStore, entry: Path) -> bool:
+def publish_teacher_cache(study: optuna.Study, store: DBArtifactStore, entry: Path) -> bool:
     """Upload the cache directory ``entry`` for the study's other workers, once; True if uploaded."""
-    shared = dict(study.user_attrs.get(SHARED_ATTR) or {})
+    shared = dict(study.user_attrs.get(TEACHER_CACHE_ATTR) or {})
     if entry.name in shared:
         return False
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,6 +147,6 @@ def publish_shared_cache(study: optuna.Study, store: DBArtifactStore, entry: Pat
             artifact_store=store, file_path=str(archive), study_or_trial=study, mimetype="application/x-tar"
         )
     shared[entry.name] = artifact_id
-    study.set_user_attr(SHARED_ATTR, shared)
+    study.set_user_attr(TEACHER_CACHE_ATTR, shared)
     log.info("published %s to the study's storage (%s)", entry.name, artifact_id)
     return True

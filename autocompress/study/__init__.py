@@ -18,7 +18,7 @@ from autocompress.study.session import (
     resume_request,
     run_study,
 )
-from autocompress.study.workers import prepare_shared
+from autocompress.study.workers import prepare_worker
 from autocompress.store.storage import (
     DEFAULT_CACHE,
     DEFAULT_ROOT,
@@ -61,7 +61,7 @@ __all__ = [
     "mask_url",
     "open_storage",
     "open_warm_start_source",
-    "prepare_shared",
+    "prepare_worker",
     "record_teacher",
     "resume_request",
     "retry_stale_trial",

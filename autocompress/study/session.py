@@ -21,7 +21,7 @@ from autocompress.search.samplers import with_sampler
 from autocompress.search.space import check_space
 from autocompress.study.create import check_can_continue, continued_config, create_or_load
 from autocompress.study.runner import RunResult, completed, run
-from autocompress.study.workers import prepare_shared
+from autocompress.study.workers import prepare_worker
 from autocompress.store.storage import DEFAULT_CACHE, load, open_storage, stored_config
 from autocompress.study.warm_start import WarmStart, open_warm_start_source, warm_start
 from autocompress.search.workbench import check_profiles
@@ -111,7 +111,7 @@ def run_study(request: StudyRequest, progress: StudyProgress | None = None) -> S
     source = open_warm_start_source(*request.warm_from, cfg) if request.warm_from else None
     progress.started(request)
     study = create_or_load(cfg, open_storage(url), name)
-    bench = prepare_shared(study, url, cfg, request.cache_dir, progress=progress.teacher_step,
+    bench = prepare_worker(study, url, cfg, request.cache_dir, progress=progress.teacher_step,
                            config_file=request.config_file, task=task_data)
     progress.teacher_ready(bench.teacher_metric, bench.teacher.from_cache, bench.teacher.fine_tune_seconds)
     study.set_user_attr("target_trials", request.trials)  # what `resume` aims for

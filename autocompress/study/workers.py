@@ -10,16 +10,16 @@ import optuna
 from autocompress.schema.config import StudyConfig
 from autocompress.tasks.data import TaskData
 from autocompress.train.distill import Progress
-from autocompress.store.artifacts import artifact_store_for, fetch_shared_cache, publish_shared_cache, study_lock
+from autocompress.store.artifacts import artifact_store_for, fetch_teacher_cache, publish_teacher_cache, study_lock
 from autocompress.study.create import record_teacher
 from autocompress.search.workbench import Workbench, prepare
 
-__all__ = ["prepare_shared"]
+__all__ = ["prepare_worker"]
 
 log = logging.getLogger(__name__)
 
 
-def prepare_shared(
+def prepare_worker(
     study: optuna.Study,
     url: str,
     cfg: StudyConfig,
@@ -38,11 +38,11 @@ def prepare_shared(
     with study_lock(url, study.study_name, cache_dir):
         store = artifact_store_for(url)
         if store is not None:
-            fetched = fetch_shared_cache(study, store, cache_dir)
+            fetched = fetch_teacher_cache(study, store, cache_dir)
             if fetched:
                 log.info("using the teacher shared by another worker: %s", ", ".join(fetched))
         bench = prepare(cfg, cache_dir, progress=progress, config_file=config_file, task=task)
         if store is not None:
-            publish_shared_cache(study, store, bench.teacher.cache)
+            publish_teacher_cache(study, store, bench.teacher.cache)
         record_teacher(study, bench)
     return bench

@@ -21,7 +21,7 @@ from conftest import tiny_config_dict
 from optuna.trial import TrialState
 
 from autocompress import study as st
-from autocompress.store.artifacts import DBArtifactStore, fetch_shared_cache, publish_shared_cache, study_lock
+from autocompress.store.artifacts import DBArtifactStore, fetch_teacher_cache, publish_teacher_cache, study_lock
 
 WORKER = str(Path(__file__).with_name("worker_process.py"))
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -152,12 +152,12 @@ def test_cache_entry_published_once_and_fetched_elsewhere(pg_url, tmp_path) -> N
     entry.mkdir(parents=True)
     (entry / "weights.bin").write_bytes(os.urandom(4096))
     store = DBArtifactStore(pg_url)
-    assert publish_shared_cache(study, store, entry)
-    assert not publish_shared_cache(study, store, entry)  # once per study
+    assert publish_teacher_cache(study, store, entry)
+    assert not publish_teacher_cache(study, store, entry)  # once per study
     other = tmp_path / "b"
-    assert fetch_shared_cache(optuna.load_study(study_name="shared", storage=st.open_storage(pg_url)), store, other) == ["teacher-abc"]
+    assert fetch_teacher_cache(optuna.load_study(study_name="shared", storage=st.open_storage(pg_url)), store, other) == ["teacher-abc"]
     assert (other / "teacher-abc" / "weights.bin").read_bytes() == (entry / "weights.bin").read_bytes()
-    assert fetch_shared_cache(study, store, other) == []  # already here
+    assert fetch_teacher_cache(study, store, other) == []  # already here
 
 
 def test_two_workers_starting_together_fine_tune_the_teacher_once(pg_url, tiny_model_dir, tiny_csv, tmp_path) -> None:
