@@ -1,22 +1,76 @@
 """autocompress: search compression plans for Hugging Face encoder classifiers, and ship the chosen one.
 
-The public entry point here is :func:`load`; the rest lives in the submodules (``autocompress.export``,
-``autocompress.study``, ...). Importing this package is cheap: heavy modules load on first use.
+The Python API (:mod:`autocompress.api`) does what the ``autocompress`` command does::
+
+    import autocompress
+
+    small = autocompress.apply_plan(model, "plan.yaml")                 # compress a model by a plan
+    study = autocompress.run_study("search_spaces/tweets.yaml", trials=20,
+                                   on_trial=lambda e: print(e.trial.number, e.trial.metric))
+    study.front()                                                       # typed rows, fastest first
+    autocompress.export_trial(study, "model/", pick="fastest with accuracy drop <= 1")
+    model = autocompress.load("model/")
+
+Importing this package is cheap: the API and its dependencies (torch, transformers, Optuna) load
+on first use.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["load"]
+if TYPE_CHECKING:
+    from autocompress.api import (
+        Study,
+        TrialEvent,
+        TrialResult,
+        apply_plan,
+        export_trial,
+        load,
+        load_config,
+        open_study,
+        run_study,
+        write_report,
+    )
+    from autocompress.errors import AutocompressError
+    from autocompress.schema.config import StudyConfig
+    from autocompress.schema.plan import CompressionPlan
+
+__all__ = [
+    "AutocompressError",
+    "CompressionPlan",
+    "Study",
+    "StudyConfig",
+    "TrialEvent",
+    "TrialResult",
+    "apply_plan",
+    "export_trial",
+    "load",
+    "load_config",
+    "open_study",
+    "run_study",
+    "write_report",
+]
+
+#: where each public name lives; the module is imported when the name is first used
+_HOMES = {
+    **{name: "autocompress.api" for name in __all__},
+    "AutocompressError": "autocompress.errors",
+    "CompressionPlan": "autocompress.schema.plan",
+    "StudyConfig": "autocompress.schema.config",
+}
 
 
-def load(directory: str | Path) -> Any:
-    """The model `autocompress export` wrote to ``directory`` (a ``transformers`` model in eval mode).
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'autocompress' has no attribute '{name}'")
+    import importlib
 
-    Use it with ``transformers.pipeline("text-classification", model=load(DIR), tokenizer=DIR)``.
-    """
-    from autocompress.export.saved import load as _load
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
-    return _load(directory)
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -254,12 +254,10 @@ def run(
     from autocompress import study as st
     from autocompress.schema.config import load_config
 
-    cfg = st.with_sampler(load_config(space), sampler)
-    name = study or cfg.name
-    warm_from = (warm_start, warm_start_storage or _storage_for(warm_start, storage)) if warm_start else None
-    _run_study(st.StudyRequest(
-        config=cfg, name=name, url=_storage_for(name, storage), trials=trials or cfg.search.trials, timeout=timeout,
-        cache_dir=cache_dir or st.DEFAULT_CACHE, config_file=str(space), warm_from=warm_from,
+    _run_study(st.run_request(
+        load_config(space), name=study, storage=storage, trials=trials, timeout=timeout,
+        cache_dir=cache_dir or st.DEFAULT_CACHE, config_file=str(space), sampler=sampler,
+        warm_start=warm_start, warm_start_storage=warm_start_storage,
     ))
 
 
@@ -287,22 +285,13 @@ def report(
     fmt: Annotated[str, typer.Option("--format", "-f", help="html (the report page), or csv / parquet (the trial table).")] = "html",
 ) -> None:
     """Write the study's offline HTML report (or its trial table) from the database alone."""
-    from autocompress import study as st
-    from autocompress.report import FORMATS, collect, write_report, write_table
+    from autocompress.api import write_report
     from autocompress.report.html import LARGE_REPORT_BYTES
 
-    if fmt not in ("html", *FORMATS):
-        raise AutocompressError(f"unknown report format '{fmt}'; available: html, {', '.join(FORMATS)}")
-    url = _storage_for(name, storage)
-    s = st.load(name, st.open_storage(url, must_exist=True))
-    target = output or st.default_output(name, fmt)
-    if fmt == "html":
-        path = write_report(collect(s, url), target)
-        size = path.stat().st_size
-        if size > LARGE_REPORT_BYTES:
-            err.print(f"note: the report is {size / 2**20:.1f} MB (plotly's JavaScript is inlined so it opens offline)")
-    else:
-        path = write_table(collect(s, url), target, fmt)
+    path = write_report(name, output, format=fmt, storage=storage)
+    size = path.stat().st_size
+    if fmt == "html" and size > LARGE_REPORT_BYTES:
+        err.print(f"note: the report is {size / 2**20:.1f} MB (plotly's JavaScript is inlined so it opens offline)")
     out.print(f"report: {path.resolve()}")
 
 

@@ -16,6 +16,7 @@ from autocompress.study.session import (
     StudyRequest,
     StudyRun,
     resume_request,
+    run_request,
     run_study,
 )
 from autocompress.study.workers import prepare_worker
@@ -64,6 +65,7 @@ __all__ = [
     "prepare_worker",
     "record_teacher",
     "resume_request",
+    "run_request",
     "retry_stale_trial",
     "run",
     "run_study",

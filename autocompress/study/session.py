@@ -22,11 +22,11 @@ from autocompress.search.space import check_space
 from autocompress.study.create import check_can_continue, continued_config, create_or_load
 from autocompress.study.runner import RunResult, completed, run
 from autocompress.study.workers import prepare_worker
-from autocompress.store.storage import DEFAULT_CACHE, load, open_storage, stored_config
+from autocompress.store.storage import DEFAULT_CACHE, default_storage, load, open_storage, stored_config
 from autocompress.study.warm_start import WarmStart, open_warm_start_source, warm_start
 from autocompress.search.workbench import check_profiles
 
-__all__ = ["StudyRequest", "StudyProgress", "StudyRun", "StudyInterrupted", "resume_request", "run_study"]
+__all__ = ["StudyRequest", "StudyProgress", "StudyRun", "StudyInterrupted", "resume_request", "run_request", "run_study"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,24 @@ class StudyInterrupted(KeyboardInterrupt):
     def __init__(self, completed: int, target: int) -> None:
         super().__init__(f"{completed}/{target} trials complete")
         self.completed, self.target = completed, target
+
+
+def run_request(
+    cfg: StudyConfig, *, name: str | None = None, storage: str | None = None, trials: int | None = None,
+    timeout: float | None = None, cache_dir: Path = DEFAULT_CACHE, config_file: str | None = None,
+    sampler: str | None = None, warm_start: str | None = None, warm_start_storage: str | None = None,
+) -> StudyRequest:
+    """The request that creates ``cfg``'s study (or continues the one of the same name): named
+    ``name`` or ``cfg.name``, in ``storage`` or its default SQLite file, run to ``trials`` or
+    ``search.trials``; ``warm_start`` names a study (in ``warm_start_storage``, else ``storage``,
+    else its own default file) whose front plans are queued first."""
+    cfg = with_sampler(cfg, sampler)
+    name = name or cfg.name
+    warm_from = None
+    if warm_start is not None:
+        warm_from = (warm_start, warm_start_storage or storage or default_storage(warm_start))
+    return StudyRequest(config=cfg, name=name, url=storage or default_storage(name), trials=trials or cfg.search.trials,
+                        timeout=timeout, cache_dir=cache_dir, config_file=config_file, warm_from=warm_from)
 
 
 def resume_request(
