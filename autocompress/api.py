@@ -11,7 +11,6 @@ says what to change.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from autocompress.export import ExportResult, exportable_trial, pick_trial
 from autocompress.export import export_trial as _export_trial
 from autocompress.export import load as _load
 from autocompress.models.adapters import load_tokenizer
-from autocompress.ops import Selection, apply_bits_, apply_structure_, attach_exits
+from autocompress.ops import Selection
 from autocompress.ops import apply_plan as _apply_plan
 from autocompress.ops.importance import unit_importance
 from autocompress.report import FORMATS, collect, write_table
@@ -49,8 +48,7 @@ from autocompress.study.session import run_study as _run_study
 from autocompress.tasks.batches import Encoded
 from autocompress.tasks.data import Examples, TaskData
 from autocompress.tasks.kind import TaskKind, task_kind
-from autocompress.train.distill import distillation, teacher_states
-from autocompress.train.exits import ExitTraining, train_exits_
+from autocompress.train.distill import teacher_states
 
 __all__ = [
     "DEFAULT_RECOVERY",
@@ -159,8 +157,8 @@ def apply_plan(
     encoded = kind.encode(_tokenizer(tokenizer, model), _examples(data, model), max_length)
     pruning = PruningConfig()  # as a study scores units: the default criterion on the first examples
     selection = Selection(importance=unit_importance(model, pruning.criterion, encoded.head(pruning.calibration_examples)))
-    if teacher is None or settings is None:
-        return _apply_plan(model, chosen, selection)
+    if teacher is None or settings is None or not (build.needs_recovery(settings, chosen) or chosen.exits is not None):
+        return _apply_plan(model, chosen, selection)  # nothing to train
     return _distilled(model, chosen, selection, teacher, encoded, kind, settings)
 
 
@@ -186,27 +184,13 @@ def _as_in_study(model: nn.Module, plan: CompressionPlan, teacher: nn.Module | N
 
 def _distilled(model: nn.Module, plan: CompressionPlan, selection: Selection, teacher: nn.Module, data: Encoded,
                kind: TaskKind, recovery: RecoveryConfig) -> nn.Module:
-    """Structure, then recovery, then exit heads, then bit-widths: the order of
-    :class:`autocompress.search.build.Build`, on a model and examples instead of a study's workbench."""
-    student = copy.deepcopy(model)
-    apply_structure_(student, plan, selection)
-    logits = kind.outputs(teacher, data) if build.needs_recovery(recovery, plan) or plan.exits is not None else None
-    if logits is not None and build.needs_recovery(recovery, plan):
-        states = (teacher_states(teacher, data, range(1, teacher.config.num_hidden_layers + 1))
-                  if recovery.hidden_weight > 0 else None)
-        run = distillation(student, logits, data, recovery, epochs=build.recovery_epochs(recovery, plan), states=states,
-                           kept=plan.kept_layers, output_loss=kind.distillation_loss)
-        run.run_to(run.total_steps)
-    out = attach_exits(student, plan, seed=recovery.seed)
-    if plan.exits is not None and logits is not None:
-        exits = ExitsSpace()
-        train_exits_(out, data, logits, ExitTraining(  # type: ignore[arg-type]
-            epochs=exits.epochs, learning_rate=exits.learning_rate, batch_size=recovery.batch_size,
-            temperature=recovery.temperature, alpha=recovery.alpha, seed=recovery.seed))
-        for p in out.parameters():
-            p.requires_grad_(False)
-    apply_bits_(out, plan)
-    return out.eval()
+    """The candidate a study would build from ``model``, with ``teacher``'s outputs on ``data`` as the distillation set."""
+    states = (teacher_states(teacher, data, range(1, teacher.config.num_hidden_layers + 1))
+              if recovery.hidden_weight > 0 and build.needs_recovery(recovery, plan) else None)
+    source = build.BuildSource(model=model, kind=kind, recovery=recovery, exits=ExitsSpace(), transfer=data,
+                               transfer_logits=kind.outputs(teacher, data), importance=selection.importance,
+                               transfer_states=states)
+    return build.candidate(source, plan).model
 
 
 def _tokenizer(tokenizer: Any, model: nn.Module) -> Any:

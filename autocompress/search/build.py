@@ -1,4 +1,5 @@
-"""The one builder: a plan and the study's workbench in, a candidate model out.
+"""The one builder: a plan and what it is built from (a study's workbench, or a model, a teacher's
+outputs and examples: :class:`BuildSource`) in, a candidate model out.
 
 Structure (depth, then head and FFN pruning by the teacher's importance scores, sharing and the
 kept vocabulary: :func:`autocompress.ops.apply_structure_`) → recovery
@@ -15,18 +16,47 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
-from autocompress.schema.config import RecoveryConfig
-from autocompress.train.distill import TrainingRun, distillation
 from autocompress.errors import PlanError
 from autocompress.latency.measure import compute_lock
-from autocompress.ops import Selection, apply_bits_, apply_structure_, attach_exits
+from autocompress.ops import Importance, Selection, apply_bits_, apply_structure_, attach_exits
+from autocompress.ops.vocab import VocabularyCorpus
+from autocompress.schema.config import ExitsSpace, RecoveryConfig
 from autocompress.schema.plan import CompressionPlan
 from autocompress.search.workbench import Workbench
+from autocompress.tasks.batches import Encoded
+from autocompress.tasks.kind import TaskKind
+from autocompress.train.distill import TeacherStates, TrainingRun, distillation
 from autocompress.train.exits import ExitTraining, train_exits_
 
-__all__ = ["Build", "Candidate", "add_exits", "candidate", "needs_recovery", "recovery_epochs"]
+__all__ = ["Build", "BuildSource", "Candidate", "add_exits", "candidate", "needs_recovery", "recovery_epochs", "source_of"]
+
+
+@dataclass(frozen=True)
+class BuildSource:
+    """What candidates are built from, besides their plans: the model to compress (a study's
+    teacher), how its units rank, and the distillation set with the teacher's outputs on it."""
+
+    model: nn.Module  # compressed copies are made of it; never modified
+    kind: TaskKind  # the distillation loss
+    recovery: RecoveryConfig  # how (and whether) a changed structure is recovered
+    exits: ExitsSpace  # how exit heads are trained
+    transfer: Encoded  # the distillation set
+    transfer_logits: torch.Tensor  # the teacher's outputs on ``transfer``
+    importance: Importance = Importance()  # which heads and neurons a ratio keeps (magnitude where absent)
+    transfer_states: TeacherStates | None = None  # the teacher's hidden states on ``transfer`` (hidden-state distillation)
+    vocabulary: VocabularyCorpus | None = None  # token counts a plan's kept vocabulary is chosen from
+    eval_ids: list[list[int]] | None = None  # the eval split's token ids: the share a kept vocabulary drops
+
+
+def source_of(bench: Workbench) -> BuildSource:
+    """What a study's trials are built from."""
+    return BuildSource(model=bench.teacher.model, kind=bench.kind, recovery=bench.config.recovery,
+                       exits=bench.config.space.exits, transfer=bench.transfer, transfer_logits=bench.transfer_logits,
+                       importance=bench.importance, transfer_states=bench.transfer_states, vocabulary=bench.vocabulary,
+                       eval_ids=bench.eval.input_ids)
 
 
 @dataclass
@@ -65,23 +95,23 @@ class Build:
     scores it part-way), then quantised. The steps give the model that :func:`candidate` builds in
     one go: the distillation is one :class:`~autocompress.train.distill.TrainingRun`."""
 
-    def __init__(self, bench: Workbench, plan: CompressionPlan, *, recover: bool = True) -> None:
-        self.bench, self.plan = bench, plan
-        self.student = copy.deepcopy(bench.teacher.model)
+    def __init__(self, source: Workbench | BuildSource, plan: CompressionPlan, *, recover: bool = True) -> None:
+        self.source = src = source_of(source) if isinstance(source, Workbench) else source
+        self.plan = plan
+        self.student = copy.deepcopy(src.model)
         self.vocabulary: dict[str, Any] = {}
         vocabulary = None
         if plan.vocab_min_count is not None:
-            if bench.vocabulary is None:
+            if src.vocabulary is None:
                 raise PlanError("the plan prunes the vocabulary and the study's space.vocabulary.keep offers only all")
-            vocabulary = bench.vocabulary.choice(plan.vocab_min_count)
-            self.vocabulary = {"vocabulary": bench.vocabulary.facts(vocabulary, plan.vocab_min_count, bench.eval.input_ids)}
-        apply_structure_(self.student, plan, Selection(importance=bench.importance, vocabulary=vocabulary))
+            vocabulary = src.vocabulary.choice(plan.vocab_min_count)
+            self.vocabulary = {"vocabulary": src.vocabulary.facts(vocabulary, plan.vocab_min_count, src.eval_ids or [])}
+        apply_structure_(self.student, plan, Selection(importance=src.importance, vocabulary=vocabulary))
         self.run: TrainingRun | None = None
-        if recover and needs_recovery(bench.config.recovery, plan):
-            self.run = distillation(self.student, bench.transfer_logits, bench.transfer, bench.config.recovery,
-                                    epochs=recovery_epochs(bench.config.recovery, plan),
-                                    states=bench.transfer_states, kept=plan.kept_layers,
-                                    output_loss=bench.kind.distillation_loss)
+        if recover and needs_recovery(src.recovery, plan):
+            self.run = distillation(self.student, src.transfer_logits, src.transfer, src.recovery,
+                                    epochs=recovery_epochs(src.recovery, plan), states=src.transfer_states,
+                                    kept=plan.kept_layers, output_loss=src.kind.distillation_loss)
 
     @property
     def recovers(self) -> bool:
@@ -109,41 +139,43 @@ class Build:
                 "recovered": True,
                 "recovery_seconds": self.run.seconds,
                 "recovery_loss": self.run.loss,
-                "recovery_examples": len(self.bench.transfer),
+                "recovery_examples": len(self.source.transfer),
                 "recovery_steps": self.run.total_steps,
-                "recovery_epochs": recovery_epochs(self.bench.config.recovery, self.plan),
+                "recovery_epochs": recovery_epochs(self.source.recovery, self.plan),
             }
         facts.update(self.vocabulary)
         model: nn.Module = self.student
         if self.plan.exits is not None:
-            model, exit_facts = add_exits(self.bench, self.student, self.plan)
+            model, exit_facts = add_exits(self.source, self.student, self.plan)
             facts = {**facts, **exit_facts}
         float_model = copy.deepcopy(model) if keep_float else None
         apply_bits_(self.student, self.plan)  # inside the exits' wrapper too: the same module
         return Candidate(model=model.eval(), recovery=facts, float_model=float_model)
 
 
-def add_exits(bench: Workbench, student: nn.Module, plan: CompressionPlan) -> tuple[nn.Module, dict[str, Any]]:
+def add_exits(source: Workbench | BuildSource, student: nn.Module, plan: CompressionPlan) -> tuple[nn.Module, dict[str, Any]]:
     """``student`` (recovered, float, shaped by ``plan``) with ``plan``'s exit heads, distilled from
     the teacher on the distillation set with the student frozen; and what the training did."""
     if plan.exits is None:
         raise ValueError("the plan has no exits")
-    space, recovery = bench.config.space.exits, bench.config.recovery
+    src = source_of(source) if isinstance(source, Workbench) else source
+    recovery = src.recovery
     model = attach_exits(student, plan, seed=recovery.seed)
-    cfg = ExitTraining(epochs=space.epochs, learning_rate=space.learning_rate, batch_size=recovery.batch_size,
+    cfg = ExitTraining(epochs=src.exits.epochs, learning_rate=src.exits.learning_rate, batch_size=recovery.batch_size,
                        temperature=recovery.temperature, alpha=recovery.alpha, seed=recovery.seed)
     with compute_lock():
-        facts = train_exits_(model, bench.transfer, bench.transfer_logits, cfg)
+        facts = train_exits_(model, src.transfer, src.transfer_logits, cfg)
     for p in model.parameters():
         p.requires_grad_(False)
     return model, facts
 
 
-def candidate(bench: Workbench, plan: CompressionPlan, *, recover: bool = True, keep_float: bool = False) -> Candidate:
+def candidate(source: Workbench | BuildSource, plan: CompressionPlan, *, recover: bool = True,
+              keep_float: bool = False) -> Candidate:
     """The candidate for ``plan``: a copy of the teacher shaped by the plan, recovered when ``recover``
     and :func:`needs_recovery` (for :func:`recovery_epochs`), then quantised to the plan's
     bit-widths. The teacher is untouched.
 
     Raises :class:`~autocompress.errors.PlanError` when the plan does not fit the model.
     """
-    return Build(bench, plan, recover=recover).finish(keep_float=keep_float)
+    return Build(source, plan, recover=recover).finish(keep_float=keep_float)
