@@ -39,13 +39,14 @@ from autocompress.ops.exits import exits_summary, static_part
 from autocompress.ops.pack import packed_tensors, unpack_
 from autocompress.ops.quantize import bits_summary
 from autocompress.ops.vocab import KeptShape, KeptVocabulary, padding_from_lookup_, word_embeddings
+from autocompress.schema import legacy
 from autocompress.schema.plan import CompressionPlan
 from autocompress.tasks.kind import TaskKind, task_kind
 
 __all__ = ["FORMAT_VERSION", "META_FILE", "PLAN_FILE", "WEIGHTS_FILE", "plain_config", "save_student", "load"]
 
 FORMAT_VERSION = 2
-READS = (1, 2)  # format 1: float weights, bit-widths re-applied from plan.yaml at load time
+READS = legacy.EXPORT_FORMATS  # format 1: float weights, bit-widths re-applied from plan.yaml at load time
 META_FILE = "autocompress.json"
 PLAN_FILE = "plan.yaml"
 WEIGHTS_FILE = "model.safetensors"
@@ -60,10 +61,6 @@ def _with_labels(config: Any, label_names: list[str]) -> Any:
 
 def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-#: the task kind of an export that names none (written before kinds existed)
-FIRST_KIND = "sequence-classification"
 
 
 def auto_class(kind: TaskKind) -> Any:
@@ -199,7 +196,7 @@ def load(directory: str | Path) -> nn.Module:
 
     d = Path(directory)
     meta = _read_meta(d)
-    kind = task_kind(meta.get("task_kind", FIRST_KIND))
+    kind = task_kind(legacy.export_task_kind(meta))
     plan = CompressionPlan.from_yaml((d / PLAN_FILE).read_text())
     config = _base_config(meta["base_config"])
     with warnings.catch_warnings():
@@ -210,7 +207,7 @@ def load(directory: str | Path) -> nn.Module:
     # shapes only: which units were kept, the vocabulary's rows and the exit heads come with the weights
     model = apply_plan_(model, plan, Selection(vocabulary=shape), bits=False)
     kept = word_embeddings(static_part(model)) if shape is not None else None
-    if meta["format_version"] == 1:
+    if legacy.export_weights_are_float(meta):
         try:
             load_model(model, str(d / WEIGHTS_FILE), strict=True)
         except (RuntimeError, OSError) as exc:

@@ -15,6 +15,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from autocompress.errors import ConfigError
+from autocompress.schema import legacy
+# the readers of older stored configs live in schema.legacy; these names are also read from here
+from autocompress.schema.legacy import LEGACY_RECOVERY, LEGACY_TRAINING, with_legacy_training  # noqa: F401
 from autocompress.schema.profile import DeviceProfile, resolve_profile
 
 __all__ = [
@@ -80,13 +83,6 @@ class TaskConfig(_Frozen):
         if v == 0 and info.data.get("test_split"):
             raise ValueError(f"test_split '{info.data['test_split']}' is set: say how many of its examples to score")
         return v
-
-
-#: training settings added after the first stored studies, at the values that reproduce how those
-#: studies trained (their stored configs lack the keys; see :func:`with_legacy_training`)
-LEGACY_TRAINING: dict[str, Any] = {"freeze_word_embeddings": False, "group_by_length": False}
-#: the same for recovery: one flat budget whatever the depth
-LEGACY_RECOVERY: dict[str, Any] = {**LEGACY_TRAINING, "depth_scaled": False, "hidden_weight": 0.0}
 
 
 class TrainConfig(_Frozen):
@@ -287,10 +283,7 @@ class SpaceConfig(_Frozen):
     @model_validator(mode="before")
     @classmethod
     def _schedule_from_per_layer(cls, data: Any) -> Any:
-        # files and stored studies written before `schedule` existed say only `per_layer`
-        if isinstance(data, dict) and "schedule" not in data and "per_layer" in data:
-            data = {**data, "schedule": "per_layer" if data["per_layer"] is True else "shared"}
-        return data
+        return legacy.space_schedule(data)  # files and stored studies written before `schedule` existed
 
     @model_validator(mode="after")
     def _per_layer_follows_schedule(self) -> "SpaceConfig":
@@ -441,36 +434,16 @@ def _key_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def with_legacy_training(stored: dict[str, Any]) -> dict[str, Any]:
-    """A study's stored config with the training settings it predates filled in as it ran them.
-
-    A stored config holds every setting of the version that wrote it; a teacher or recovery
-    setting it lacks was added later, and the study's trials were built without it. Filling in
-    :data:`LEGACY_TRAINING` / :data:`LEGACY_RECOVERY` keeps the study's teacher (and its cache
-    entry) and lets export rebuild its candidates exactly as they were scored.
-    """
-    out = dict(stored)
-    for section, legacy in (("teacher", LEGACY_TRAINING), ("recovery", LEGACY_RECOVERY)):
-        if isinstance(out.get(section), dict):
-            out[section] = {**legacy, **out[section]}
-        elif section not in out:
-            out[section] = dict(legacy)
-    return out
-
-
 def continuing(cfg: StudyConfig, stored: dict[str, Any]) -> StudyConfig:
     """``cfg`` as it continues a study stored as ``stored``: a training setting the study predates,
     left at its default in ``cfg``, takes the value the study ran with (see
     :func:`with_legacy_training`), so that a study made before the setting existed continues
     with its own teacher and recovery when run again from its file."""
     updates: dict[str, Any] = {}
-    for section, legacy in (("teacher", LEGACY_TRAINING), ("recovery", LEGACY_RECOVERY)):
-        held = stored.get(section)
-        if not isinstance(held, dict):
-            continue
+    for section, predated in legacy.predated_training(stored).items():
         current = getattr(cfg, section)
         default = type(current)()
-        change = {k: v for k, v in legacy.items() if k not in held and getattr(current, k) == getattr(default, k)}
+        change = {k: v for k, v in predated.items() if getattr(current, k) == getattr(default, k)}
         if change:
             updates[section] = current.model_copy(update=change)
     return cfg.model_copy(update=updates) if updates else cfg
