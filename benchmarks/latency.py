@@ -191,7 +191,7 @@ def _study_facts(name: str, url: str) -> dict:
     s = optuna.load_study(study_name=name, storage=url)
     done = [t for t in s.trials if t.state == optuna.trial.TrialState.COMPLETE]
     recs = [record.read(t) for t in done]
-    exports = [r.latency["export_seconds"] for r in recs if r.latency and "export_seconds" in r.latency]
+    exports = [r.latency.export_seconds for r in recs if r.latency and r.latency.export_seconds is not None]
     seconds = [(t.datetime_complete - t.datetime_start).total_seconds() for t in done]
     ended = [t for t in s.trials if t.datetime_complete is not None]
     search = (max(t.datetime_complete for t in ended) - min(t.datetime_start for t in ended)).total_seconds()

@@ -392,11 +392,11 @@ def _metrics(
             "metric": stored.metric.to_dict() if stored.metric else None,
             "accuracy_drop_pt": stored.accuracy_drop,
             "teacher_accuracy": bench.teacher.eval_accuracy.to_dict(),
-            "latency": stored.latency,
+            "latency": stored.latency.to_dict() if stored.latency else None,
             "speedup": stored.speedup,
-            "size": stored.size,
-            "host": stored.host,
-            "recovery": stored.recovery,
+            "size": stored.size.to_dict() if stored.size else None,
+            "host": stored.host.to_dict() if stored.host else None,
+            "recovery": stored.recovery.to_dict() if stored.recovery else None,
         },
         "how_measured": {
             "accuracy": f"top-1 accuracy on the study's eval split ({n_eval} examples, task '{cfg.task.source}', "

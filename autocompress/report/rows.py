@@ -10,6 +10,7 @@ import optuna
 from optuna.trial import TrialState
 
 from autocompress.store import record
+from autocompress.store.facts import ExitsTaken, LatencyFigures, VocabularyFacts
 
 __all__ = ["ProfileFigure", "TrialRow", "trial_row"]
 
@@ -61,8 +62,8 @@ class TrialRow:
     completed: datetime | None = None
     test_accuracy: float | None = None  # % on the held-out test split, when the task has one
     screened: float | None = None  # a stopped trial's metric % on the eval subset, at the rung it reached
-    exits: dict[str, Any] | None = None  # early exits: where eval examples stop (``scoring.exits_taken``)
-    vocabulary: dict[str, Any] | None = None  # a kept vocabulary: rows kept, eval tokens read as [UNK]
+    exits: ExitsTaken | None = None  # early exits: where eval examples stop
+    vocabulary: VocabularyFacts | None = None  # a kept vocabulary: rows kept, eval tokens read as [UNK]
     size_split: dict[str, int] | None = None  # shipped bytes of the embeddings, encoder layers and head
 
     @property
@@ -74,36 +75,27 @@ class TrialRow:
         return self.state == "COMPLETE" and self.accuracy is not None
 
 
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-
-def _profile_figure(d: dict[str, Any]) -> ProfileFigure | None:
-    """One profile's stored latency record (see ``ProfileLatency.to_dict``) as report data."""
-    speedup = _num(d.get("speedup"))
-    if speedup is None and _num(d.get("ratio")):
-        speedup = 1.0 / d["ratio"]
+def _profile_figure(f: LatencyFigures) -> ProfileFigure | None:
+    """One profile's stored latency as report data (``None`` without a speedup or a ratio)."""
+    speedup = f.times_faster
     if speedup is None:
         return None
-    kind = str(d.get("kind", "measured"))
     low = high = None
-    fit_error = _num(d.get("fit_error"))
-    iqr = d.get("ratio_iqr")
-    if kind == "measured" and isinstance(iqr, list) and len(iqr) == 2 and all(_num(q) for q in iqr):
-        low, high = 1.0 / max(iqr), 1.0 / min(iqr)  # speedup = 1 / ratio: the quartiles swap
-    elif kind == "predicted" and fit_error is not None:
-        low, high = speedup * (1 - fit_error), speedup * (1 + fit_error)
-    host_pred = d.get("host_prediction") or {}
+    quartiles = f.ratio_quartiles  # measured at one shape; several shapes have no one spread
+    if quartiles is not None:
+        low, high = 1.0 / max(quartiles), 1.0 / min(quartiles)  # speedup = 1 / ratio: the quartiles swap
+    elif f.kind == "predicted" and f.fit_error is not None:
+        low, high = speedup * (1 - f.fit_error), speedup * (1 + f.fit_error)
     return ProfileFigure(
-        kind=kind,
+        kind=f.kind,
         speedup=speedup,
         speedup_low=low,
         speedup_high=high,
-        candidate_ms=_num(d.get("candidate_ms")),
-        baseline_ms=_num(d.get("baseline_ms")),
-        noisy=bool(d.get("noisy", False)),
-        host_prediction=_num(host_pred.get("speedup")),
-        fit_error=fit_error,
+        candidate_ms=f.candidate_ms,
+        baseline_ms=f.baseline_ms,
+        noisy=f.noisy,
+        host_prediction=f.host_prediction.speedup if f.host_prediction is not None else None,
+        fit_error=f.fit_error,
     )
 
 
@@ -154,14 +146,8 @@ def trial_row(t: optuna.trial.FrozenTrial, front: set[int]) -> TrialRow:
         screened=None if done else r.screened_percent,
         exits=r.exits,
         vocabulary=r.vocabulary,
-        size_split=_split((r.size or {}).get("split")),
+        size_split=r.size.split if r.size is not None else None,
     )
-
-
-def _split(v: Any) -> dict[str, int] | None:
-    if not isinstance(v, dict) or not all(isinstance(b, int) and not isinstance(b, bool) for b in v.values()):
-        return None
-    return {str(k): int(b) for k, b in v.items()}
 
 
 def split_text(split: dict[str, int]) -> str:
@@ -169,25 +155,25 @@ def split_text(split: dict[str, int]) -> str:
     return " · ".join(f"{name} {b / 1e6:.2f} MB" for name, b in split.items())
 
 
-def vocabulary_text(vocab: dict[str, Any]) -> str:
+def vocabulary_text(vocab: VocabularyFacts) -> str:
     """A kept vocabulary in words, e.g. '9,812 of 30,522 rows (tokens seen ≥1× in the distillation set); 0.4 % of eval tokens read as [UNK]'."""
-    kept, full = _num(vocab.get("kept_rows")), _num(vocab.get("full_rows"))
-    if kept is None or full is None:
+    if vocab.kept_rows is None or vocab.full_rows is None:
         return ""
-    dropped = _num(vocab.get("eval_tokens_dropped"))
-    text = f"{kept:,.0f} of {full:,.0f} rows (tokens seen ≥{vocab.get('min_count', 1)}× in {vocab.get('corpus', 'the corpus')})"
+    min_count = vocab.min_count if vocab.min_count is not None else 1
+    text = (f"{vocab.kept_rows:,.0f} of {vocab.full_rows:,.0f} rows (tokens seen ≥{min_count}× in "
+            f"{vocab.corpus if vocab.corpus is not None else 'the corpus'})")
+    dropped = vocab.eval_tokens_dropped
     return text + (f"; {100 * dropped:.1f} % of eval tokens read as [UNK]" if dropped is not None else "")
 
 
-def exits_text(exits: dict[str, Any]) -> str:
+def exits_text(exits: ExitsTaken) -> str:
     """Where a front member's eval examples stop, e.g. '61 % after 2 layers, 39 % run all 6 (mean 3.6 layers, threshold 0.9)'."""
-    depths, shares = exits.get("student_layers") or [], exits.get("shares") or []
-    if not depths or len(depths) != len(shares):
+    stops = exits.stops
+    if not stops:
         return ""
-    parts = [f"{100 * s:.0f} % after {d} layer{'s' if d != 1 else ''}" for d, s in zip(depths[:-1], shares[:-1], strict=True)]
-    parts.append(f"{100 * shares[-1]:.0f} % run all {depths[-1]}")
-    mean = _num(exits.get("mean_layers"))
-    threshold = _num(exits.get("threshold"))
+    parts = [f"{100 * s:.0f} % after {d} layer{'s' if d != 1 else ''}" for d, s in stops[:-1]]
+    parts.append(f"{100 * stops[-1][1]:.0f} % run all {stops[-1][0]}")
+    mean, threshold = exits.mean_layers, exits.threshold
     tail = ", ".join(x for x in (f"mean {mean:.1f} layers" if mean is not None else "",
                                  f"threshold {threshold:g}" if threshold is not None else "") if x)
     return ", ".join(parts) + (f" ({tail})" if tail else "")

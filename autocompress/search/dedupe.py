@@ -11,8 +11,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 import optuna
 
-from autocompress.store import record
 from autocompress.schema.plan import CompressionPlan
+from autocompress.store import record
+from autocompress.store.facts import Host
 from autocompress.store.record import TrialRecord
 
 __all__ = ["seen", "repeat"]
@@ -21,16 +22,18 @@ __all__ = ["seen", "repeat"]
 _OWN = ("plan", "plan_summary", "simulated", "host", "sampler", *record.QUEUED_BY)
 
 
-def seen(study: optuna.Study, number: int, plan: CompressionPlan, host: dict) -> FrozenTrial | None:
-    """A trial of ``study`` other than ``number`` that already built ``plan`` on ``host``: complete at
-    the full fidelity, or stopped before it; ``None`` if there is none."""
+def seen(study: optuna.Study, number: int, plan: CompressionPlan, host: Host | dict) -> FrozenTrial | None:
+    """A trial of ``study`` other than ``number`` that already built ``plan`` on ``host`` (as
+    ``latency.measure.host_info`` describes it): complete at the full fidelity, or stopped before
+    it; ``None`` if there is none."""
+    here = host if isinstance(host, Host) else Host.from_dict(host)
     done = (TrialState.COMPLETE, TrialState.PRUNED)
     for t in study.get_trials(deepcopy=False, states=done):
         if t.number == number:
             continue
         r = record.read(t)
         fidelities = ("full",) if t.state == TrialState.COMPLETE else ("cheap", "short")
-        if r.same_plan_as is None and r.fidelity in fidelities and r.host == host and r.plan == plan:
+        if r.same_plan_as is None and r.fidelity in fidelities and r.host == here and r.plan == plan:
             return t
     return None
 

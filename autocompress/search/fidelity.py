@@ -118,9 +118,9 @@ def standing(trials: Sequence[FrozenTrial], rung: Rung, number: int) -> Standing
         if t.state == TrialState.PRUNED and r.fidelity in ("cheap", "short"):
             stopped.append(t.number)
         at = r.cheap_accuracy if rung == "cheap" else r.short_accuracy
-        ratio = (r.screen or {}).get("ratio", r.ratio)
+        ratio = r.screened_ratio
         if at is not None and ratio is not None and r.size_mb is not None:
-            peers.append(Point(100 * at.value, float(ratio), r.size_mb, t.number, layers, recovers))
+            peers.append(Point(100 * at.value, ratio, r.size_mb, t.number, layers, recovers))
     last_full = max((p.number for p in full), default=-1)
     return Standing(tuple(full), tuple(peers), tuple(gains), sum(n > last_full for n in stopped))
 

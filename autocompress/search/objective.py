@@ -28,6 +28,7 @@ from autocompress.store import record
 from autocompress.search import scoring
 from autocompress.tasks.evaluate import Metric
 from autocompress.schema.plan import CompressionPlan
+from autocompress.store.facts import ExitsTaken, Host, LatencyFigures, RecoveryFacts, SizeFigures, VocabularyFacts
 from autocompress.store.record import TrialRecord
 from autocompress.search.samplers import sampler_name
 from autocompress.search.space import suggest_plan
@@ -57,43 +58,44 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> Values:
         b = self.bench
         plan = suggest_plan(trial, b.config.space, b.arch, b.layer_ranking)  # suggest
-        with _Recording(trial, b, plan) as rec:
+        with _RunningTrial(trial, b, plan) as run:
             same = dedupe.seen(trial.study, trial.number, plan, b.host)  # de-duplicate
             if same is not None:
-                return rec.repeat(same)
-            build_ = rec.timed("build", build.Build, b, plan)  # shaped, not yet recovered
-            if fidelity.staged(b.config, plan) and not rec.record.baseline:
-                screened = rec.timed("screen", scoring.screen, b, build_.snapshot(), plan, build_.student)  # cheap rung
-                rec.screened(screened)
-                rec.gate("cheap", screened.metric, screened, build_.recovers)
+                return run.repeat(same)
+            build_ = run.timed("build", build.Build, b, plan)  # shaped, not yet recovered
+            if fidelity.staged(b.config, plan) and not run.record.baseline:
+                screened = run.timed("screen", scoring.screen, b, build_.snapshot(), plan, build_.student)  # cheap rung
+                run.screened(screened)
+                run.gate("cheap", screened.metric, screened, build_.recovers)
                 if build_.recovers:
-                    rec.timed("short_recover", build_.recover_to, b.config.fidelity.short_fraction)  # short rung
-                    short = rec.timed("short_evaluate", scoring.subset_metric, b, build_.snapshot())
-                    rec.update(short_accuracy=short)
-                    rec.gate("short", short, screened, True)
-            full = rec.timed("recover" if build_.recovers else "quantise", build_.finish,
+                    run.timed("short_recover", build_.recover_to, b.config.fidelity.short_fraction)  # short rung
+                    short = run.timed("short_evaluate", scoring.subset_metric, b, build_.snapshot())
+                    run.update(short_accuracy=short)
+                    run.gate("short", short, screened, True)
+            full = run.timed("recover" if build_.recovers else "quantise", build_.finish,
                              keep_float=b.onnx_teacher is not None)  # full rung
-            measured = rec.measured(rec.timed("latency", scoring.measure, b, full.model, plan, full.float_model))
-            ev = rec.timed("evaluate", scoring.evaluate, b, full.model)
-            test = rec.timed("test_evaluate", scoring.held_out, b, full.model) if b.test is not None else None
-            return rec.complete(ev, test, full.recovery, measured)  # record
+            measured = run.measured(run.timed("latency", scoring.measure, b, full.model, plan, full.float_model))
+            ev = run.timed("evaluate", scoring.evaluate, b, full.model)
+            test = run.timed("test_evaluate", scoring.held_out, b, full.model) if b.test is not None else None
+            return run.complete(ev, test, full.recovery, measured)  # record
 
 
-class _Recording:
-    """One trial's record as its steps fill it in: what identifies the trial is written as it
-    starts (so a trial whose worker dies still shows its plan), the rest once it ends (complete,
-    stopped or failed): a failed trial keeps its plan, what was measured and why it failed."""
+class _RunningTrial:
+    """One running trial, its record filled in as its steps run: what identifies the trial is
+    written as it starts (so a trial whose worker dies still shows its plan), the rest once it
+    ends (complete, stopped or failed): a failed trial keeps its plan, what was measured and why
+    it failed."""
 
     def __init__(self, trial: optuna.Trial, bench: Workbench, plan: CompressionPlan) -> None:
         self.trial, self.bench, self.plan = trial, bench, plan
         labels = record.read(trial)  # what queued it, if anything did
         self.record = TrialRecord(
-            plan=plan, plan_summary=plan.describe(), simulated=plan.simulated, host=bench.host,
+            plan=plan, plan_summary=plan.describe(), simulated=plan.simulated, host=Host.from_dict(bench.host),
             sampler="enqueued" if labels.queued else sampler_name(trial.study.sampler),
             baseline=labels.baseline, warm_start=labels.warm_start, retry_of=labels.retry_of,
         )
 
-    def __enter__(self) -> "_Recording":
+    def __enter__(self) -> "_RunningTrial":
         record.write(self.trial, self.record)
         return self
 
@@ -113,18 +115,20 @@ class _Recording:
             self.update(seconds={**(self.record.seconds or {}), step: time.perf_counter() - start})
 
     def measured(self, m: scoring.Measurement) -> scoring.Measurement:
+        latencies = {name: LatencyFigures.from_dict(figures) for name, figures in m.records.items()}
         self.update(
-            latency=m.records[self.bench.config.profile.name], latencies=m.records, speedup=m.objective.speedup,
-            size=m.size.to_dict(), size_ratio=m.size_ratio,
+            latency=latencies[self.bench.config.profile.name], latencies=latencies, speedup=m.objective.speedup,
+            size=SizeFigures.from_dict(m.size.to_dict()), size_ratio=m.size_ratio,
         )
         return m
 
     def screened(self, screen: scoring.Screen) -> None:
         """Keep the cheap rung's figures: until the trial is measured, they are its latency and size."""
         b = self.bench
+        figures = LatencyFigures.from_dict(screen.to_dict())
         self.update(
-            fidelity="cheap", cheap_accuracy=screen.metric, screen=screen.to_dict(), latency=screen.to_dict(),
-            speedup=screen.latency.speedup, size=screen.size.to_dict(),
+            fidelity="cheap", cheap_accuracy=screen.metric, screen=figures, latency=figures,
+            speedup=screen.latency.speedup, size=SizeFigures.from_dict(screen.size.to_dict()),
             size_ratio=screen.size.bytes / b.teacher_size.bytes,
         )
 
@@ -161,11 +165,13 @@ class _Recording:
     def complete(
         self, ev: scoring.Evaluation, test: scoring.HeldOut | None, recovery: dict[str, object], m: scoring.Measurement
     ) -> Values:
+        vocabulary = recovery.get("vocabulary")
         self.update(
             accuracy=ev.accuracy, metric=ev.metric, accuracy_drop=ev.drop, teacher_agreement=ev.teacher_agreement,
             test_metric=test.metric if test else None, test_accuracy=test.accuracy if test else None,
-            fidelity="full", recovery={k: v for k, v in recovery.items() if k != "vocabulary"}, exits=ev.exits,
-            vocabulary=recovery.get("vocabulary"),  # type: ignore[arg-type]
+            fidelity="full", recovery=RecoveryFacts.from_dict({k: v for k, v in recovery.items() if k != "vocabulary"}),
+            exits=None if ev.exits is None else ExitsTaken.from_dict(ev.exits),
+            vocabulary=None if vocabulary is None else VocabularyFacts.from_dict(vocabulary),
         )
         log.info(
             "trial %d: %s → %s %.2f%% (drop %.2f), %.2f× faster, %.1f MB",

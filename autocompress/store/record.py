@@ -8,8 +8,10 @@ It also owns what is derived from the record and Optuna's state together: feasib
 shipped (:func:`is_full`).
 
 Version 1 is the format studies have been written in from the start; trials written before the
-record carried ``record_version`` read as version 1. A newer version is refused with a line that
-says to upgrade, never half-read.
+record carried ``record_version`` read as version 1 (that and every other reading of an older
+form is in :mod:`autocompress.schema.legacy`). A newer version is refused with a line that says to
+upgrade, never half-read. The nested figures (latency, size, recovery, ...) are the typed
+classes of :mod:`autocompress.store.facts`, written back exactly as they were read.
 """
 
 from __future__ import annotations
@@ -17,15 +19,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autocompress.store import optuna_internals as compat
 from autocompress.errors import PlanError, StorageError
-from autocompress.tasks.evaluate import Accuracy, Estimate, Metric
+from autocompress.schema import legacy
 from autocompress.schema.plan import CompressionPlan
+from autocompress.store import optuna_internals as compat
+from autocompress.store.facts import (
+    ExitsTaken,
+    Facts,
+    Host,
+    LatencyFigures,
+    RecoveryFacts,
+    SizeFigures,
+    VocabularyFacts,
+)
+from autocompress.tasks.evaluate import Accuracy, Estimate, Metric
 
 __all__ = [
     "RECORD_VERSION",
@@ -69,19 +81,22 @@ FIDELITIES: tuple[str, ...] = ("cheap", "short", "full")
 #: the accuracy constraint a sampler is told a stopped candidate breaks, at least (points)
 STOPPED_VIOLATION = 1.0
 
+FactsT = TypeVar("FactsT", bound=Facts)
+
 
 @dataclass(frozen=True)
 class TrialRecord:
     """Everything autocompress stores about one trial, as typed values.
 
-    Latency, size, recovery and timing facts keep the shapes their producers write
-    (``ProfileLatency.to_dict``, ``Size.to_dict``, ...): the report reads them as they are.
+    Each field is stored as the user attribute of its name (the nested figures as their
+    ``to_dict``), the version as ``record_version``; :meth:`to_attrs` and :meth:`from_attrs` are
+    exact inverses.
     """
 
     plan: CompressionPlan | None = None
     plan_summary: str = ""
     simulated: bool = False  # some bit-width is simulated (fake-quantised)
-    host: dict[str, Any] | None = None  # where the candidate was built and timed (``host_info``)
+    host: Host | None = None  # where the candidate was built and timed
     sampler: str | None = None  # which sampler chose the plan, or "enqueued"
     baseline: str | None = None  # a seeded uniform baseline's label
     warm_start: str | None = None  # "<study>#<trial>" this plan was queued from
@@ -90,22 +105,22 @@ class TrialRecord:
     fidelity: Fidelity | None = None  # how far it got (FIDELITIES); None for trials before any
     cheap_accuracy: Metric | None = None  # the task metric on the cheap subset, before recovery
     short_accuracy: Metric | None = None  # the task metric on the cheap subset after the short distillation
-    screen: dict[str, Any] | None = None  # the screen's latency on the objective's profile (``ProfileLatency.to_dict``)
+    screen: LatencyFigures | None = None  # the screen's latency on the objective's profile
     accuracy: Accuracy | None = None  # top-1 accuracy on the eval split
     metric: Metric | None = None  # the task metric on the eval split (the first objective)
     accuracy_drop: float | None = None  # points of the task metric below the teacher
     teacher_agreement: float | None = None  # fraction of eval predictions equal to the teacher's
     test_metric: Metric | None = None  # held-out test split, reported only
     test_accuracy: Accuracy | None = None
-    latency: dict[str, Any] | None = None  # the objective's profile (``ProfileLatency.to_dict`` + prediction facts)
-    latencies: dict[str, dict[str, Any]] = field(default_factory=dict)  # every profile's, by name
+    latency: LatencyFigures | None = None  # on the objective's profile (until measured: the screen's)
+    latencies: dict[str, LatencyFigures] = field(default_factory=dict)  # every profile's, by name
     speedup: float | None = None  # teacher / candidate on the objective's profile
-    size: dict[str, Any] | None = None  # ``Size.to_dict``
+    size: SizeFigures | None = None
     size_ratio: float | None = None  # effective bytes / the teacher's
-    recovery: dict[str, Any] | None = None  # how the candidate was recovered (distillation facts)
-    exits: dict[str, Any] | None = None  # early exits: where (after), threshold, share of eval examples per exit
-    vocabulary: dict[str, Any] | None = None  # a kept vocabulary: rows kept, and the eval tokens that read as [UNK]
-    seconds: dict[str, float] | None = None  # wall time per stage
+    recovery: RecoveryFacts | None = None  # how the candidate was recovered (distillation facts)
+    exits: ExitsTaken | None = None  # early exits: where eval examples stop
+    vocabulary: VocabularyFacts | None = None  # a kept vocabulary: rows kept, and the eval tokens that read as [UNK]
+    seconds: dict[str, float] | None = None  # wall time per stage, by the stage's name
     prune_reason: str | None = None  # why it was stopped
     fail_reason: str | None = None  # why it failed
     version: int = RECORD_VERSION
@@ -113,8 +128,8 @@ class TrialRecord:
     # ------------------------------------------------------------------ views
     @property
     def score(self) -> Estimate | None:
-        """The task metric on the eval split (accuracy for studies stored before metrics had names)."""
-        return self.metric or self.accuracy
+        """The task metric on the eval split (accuracy for trials stored before metrics had names)."""
+        return legacy.score(self.metric, self.accuracy)
 
     @property
     def queued(self) -> bool:
@@ -124,12 +139,18 @@ class TrialRecord:
     @property
     def latency_kind(self) -> str:
         """How the objective's latency was obtained: "measured" (timed here) or "predicted"."""
-        return str((self.latency or {}).get("kind", "measured"))
+        return self.latency.kind if self.latency is not None else "measured"
 
     @property
     def ratio(self) -> float | None:
         """The candidate's latency / the teacher's on the objective's profile."""
-        return _num((self.latency or {}).get("ratio"))
+        return self.latency.ratio if self.latency is not None else None
+
+    @property
+    def screened_ratio(self) -> float | None:
+        """The latency ratio the screen gave (a trial that kept no screen apart: its latency's)."""
+        screened = self.screen.ratio if self.screen is not None else None
+        return screened if screened is not None else self.ratio
 
     @property
     def screened_percent(self) -> float | None:
@@ -140,40 +161,41 @@ class TrialRecord:
     @property
     def candidate_ms(self) -> float | None:
         """The candidate's latency on the objective's profile, ms."""
-        return _num((self.latency or {}).get("candidate_ms"))
+        return self.latency.candidate_ms if self.latency is not None else None
 
     @property
     def baseline_ms(self) -> float | None:
         """The teacher's latency in the same interleaved rounds, ms."""
-        return _num((self.latency or {}).get("baseline_ms"))
+        return self.latency.baseline_ms if self.latency is not None else None
 
     @property
     def candidate_iqr_ms(self) -> float | None:
-        return _num((self.latency or {}).get("candidate_iqr_ms"))
+        """The candidate's latency IQR on the objective's profile, ms (one measured shape only)."""
+        return self.latency.candidate_spread_ms if self.latency is not None else None
 
     @property
     def noisy(self) -> bool:
         """The latency's spread stayed above the profile's limit."""
-        return bool((self.latency or {}).get("noisy", False))
+        return self.latency is not None and self.latency.noisy
 
     @property
     def size_mb(self) -> float | None:
-        """Size in MB, simulated low-bit weights counted at their width."""
-        return _num((self.size or {}).get("megabytes"))
+        """Size in MB, as the size objective counts it."""
+        return self.size.megabytes if self.size is not None else None
 
     @property
     def host_name(self) -> str | None:
         """The host the candidate was built and timed on."""
-        return _str((self.host or {}).get("host"))
+        return self.host.host if self.host is not None else None
 
     @property
     def recovered(self) -> bool:
         """The candidate was distilled from the teacher."""
-        return bool((self.recovery or {}).get("recovered", False))
+        return self.recovery is not None and self.recovery.recovered
 
     @property
     def recovery_seconds(self) -> float | None:
-        return _num((self.recovery or {}).get("recovery_seconds"))
+        return self.recovery.recovery_seconds if self.recovery is not None else None
 
     @property
     def reason(self) -> str | None:
@@ -196,10 +218,12 @@ class TrialRecord:
                 continue
             if f.name in ("plan_summary", "simulated") and self.plan is None:
                 continue  # they describe the plan: a record without one (a reason alone) leaves them out
-            if isinstance(value, CompressionPlan):
+            if isinstance(value, (CompressionPlan, Estimate, Facts)):
                 value = value.to_dict()
-            elif isinstance(value, Estimate):
-                value = value.to_dict()
+            elif f.name == "latencies":
+                value = {name: figures.to_dict() for name, figures in value.items()}
+            elif f.name == "seconds":
+                value = dict(value)
             out[f.name] = value
         out[_VERSION_KEY] = self.version
         return out
@@ -207,7 +231,7 @@ class TrialRecord:
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any], *, where: str = "a trial") -> "TrialRecord":
         """The record stored as ``attrs``; keys it does not know are ignored (a user's own attributes)."""
-        version = attrs.get(_VERSION_KEY, 1)
+        version = legacy.record_version(attrs)
         if not isinstance(version, int) or version > RECORD_VERSION or version < 1:
             raise StorageError(
                 f"{where} was written in record version {version!r}; this autocompress reads versions up to "
@@ -219,11 +243,16 @@ class TrialRecord:
                 plan = CompressionPlan.from_dict(attrs["plan"])
             except PlanError as exc:
                 log.warning("%s stores a plan this version cannot read: %s", where, exc)
+
+        def figures(kind: type[FactsT], key: str) -> FactsT | None:
+            return _facts(kind, attrs.get(key), f"{where}'s {key}")
+
+        latencies = _dict(attrs.get("latencies")) or {}
         return cls(
             plan=plan,
             plan_summary=str(attrs.get("plan_summary", "")),
             simulated=bool(attrs.get("simulated", False)),
-            host=_dict(attrs.get("host")),
+            host=figures(Host, "host"),
             sampler=_str(attrs.get("sampler")),
             baseline=_str(attrs.get("baseline")),
             warm_start=_str(attrs.get("warm_start")),
@@ -232,22 +261,23 @@ class TrialRecord:
             fidelity=attrs.get("fidelity") if attrs.get("fidelity") in FIDELITIES else None,
             cheap_accuracy=_metric(attrs.get("cheap_accuracy")),
             short_accuracy=_metric(attrs.get("short_accuracy")),
-            screen=_dict(attrs.get("screen")),
+            screen=figures(LatencyFigures, "screen"),
             accuracy=_accuracy(attrs.get("accuracy")),
             metric=_metric(attrs.get("metric")),
             accuracy_drop=_num(attrs.get("accuracy_drop")),
             teacher_agreement=_num(attrs.get("teacher_agreement")),
             test_metric=_metric(attrs.get("test_metric")),
             test_accuracy=_accuracy(attrs.get("test_accuracy")),
-            latency=_dict(attrs.get("latency")),
-            latencies={str(k): v for k, v in (_dict(attrs.get("latencies")) or {}).items() if isinstance(v, dict)},
+            latency=figures(LatencyFigures, "latency"),
+            latencies={str(name): profile for name, v in latencies.items()
+                       if (profile := _facts(LatencyFigures, v, f"{where}'s latency on {name}")) is not None},
             speedup=_num(attrs.get("speedup")),
-            size=_dict(attrs.get("size")),
+            size=figures(SizeFigures, "size"),
             size_ratio=_num(attrs.get("size_ratio")),
-            recovery=_dict(attrs.get("recovery")),
-            exits=_dict(attrs.get("exits")),
-            vocabulary=_dict(attrs.get("vocabulary")),
-            seconds=_dict(attrs.get("seconds")),
+            recovery=figures(RecoveryFacts, "recovery"),
+            exits=figures(ExitsTaken, "exits"),
+            vocabulary=figures(VocabularyFacts, "vocabulary"),
+            seconds=_seconds(attrs.get("seconds")),
             prune_reason=_str(attrs.get("prune_reason")),
             fail_reason=_str(attrs.get("fail_reason")),
             version=version,
@@ -324,26 +354,32 @@ def _dict(v: Any) -> dict[str, Any] | None:
     return dict(v) if isinstance(v, dict) else None
 
 
-def _estimate_fields(d: Any) -> dict[str, Any] | None:
-    if not isinstance(d, dict) or _num(d.get("value")) is None:
+def _seconds(v: Any) -> dict[str, float] | None:
+    if not isinstance(v, dict):
         return None
-    value = float(d["value"])
-    return {
-        "value": value,
-        "ci_low": _num(d.get("ci_low")) if _num(d.get("ci_low")) is not None else value,
-        "ci_high": _num(d.get("ci_high")) if _num(d.get("ci_high")) is not None else value,
-        "n": _int(d.get("n")) or 0,
-    }
+    return {str(stage): float(s) for stage, s in v.items() if _num(s) is not None}
 
 
 def _accuracy(d: Any) -> Accuracy | None:
-    base = _estimate_fields(d)
+    base = legacy.estimate(d)
     return None if base is None else Accuracy(**base)
 
 
 def _metric(d: Any) -> Metric | None:
-    base = _estimate_fields(d)
-    return None if base is None else Metric(name=str(d.get("name", "accuracy")), **base)
+    fields_ = legacy.metric(d)
+    return None if fields_ is None else Metric(**fields_)
+
+
+def _facts(kind: type[FactsT], v: Any, where: str) -> FactsT | None:
+    """``v`` read as ``kind``; ``None`` when it is absent (or, with a warning, unreadable: the rest
+    of the record still reads, as with a plan this version cannot read)."""
+    if v is None:
+        return None
+    try:
+        return kind.from_dict(v, where=where)
+    except StorageError as exc:
+        log.warning("%s", exc)
+        return None
 
 
 def told(trial: FrozenTrial, teacher_percent: float, max_accuracy_drop: float | None) -> FrozenTrial | None:

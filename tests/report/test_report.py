@@ -355,6 +355,7 @@ def test_a_postgresql_study_reports_like_its_sqlite_copy(realistic, realistic_db
 def test_a_stopped_candidates_figures_are_marked_subset_and_predicted(tmp_path):
     from autocompress.tasks.evaluate import Metric
     from autocompress.schema.plan import CompressionPlan
+    from autocompress.store.facts import LatencyFigures, SizeFigures
     from autocompress.store.record import TrialRecord
     from autocompress.report.tables import trials_table
 
@@ -362,11 +363,11 @@ def test_a_stopped_candidates_figures_are_marked_subset_and_predicted(tmp_path):
     rng = random.Random(0)
     study.add_trial(realistic_trial(rng, 0))
     plan = CompressionPlan.uniform(LAYERS, keep=[0, 2])
-    screen = {"ratio": 0.4, "speedup": 2.5, "kind": "predicted", "profile": "cpu-2t", "candidate_ms": 3.0, "baseline_ms": 7.5}
+    screen = LatencyFigures(ratio=0.4, speedup=2.5, kind="predicted", profile="cpu-2t", candidate_ms=3.0, baseline_ms=7.5)
     rec = TrialRecord(plan=plan, plan_summary=plan.describe(), fidelity="short",
                       cheap_accuracy=Metric(name="accuracy", value=0.4, ci_low=0.35, ci_high=0.45, n=500),
                       short_accuracy=Metric(name="accuracy", value=0.61, ci_low=0.57, ci_high=0.65, n=500),
-                      screen=screen, latency=screen, speedup=2.5, size={"megabytes": 50.0},
+                      screen=screen, latency=screen, speedup=2.5, size=SizeFigures(megabytes=50.0),
                       prune_reason="stopped after the short distillation: …")
     study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs=rec.to_attrs(), params={}, distributions={}))
     html = trials_table(collect(study))

@@ -10,9 +10,10 @@ from autocompress.store import record
 from autocompress.search.dedupe import repeat, seen
 from autocompress.tasks.evaluate import Accuracy, Metric
 from autocompress.schema.plan import CompressionPlan
+from autocompress.store.facts import Host, LatencyFigures, RecoveryFacts, SizeFigures
 from autocompress.store.record import TrialRecord
 
-HOST = {"host": "bench-1", "cpu": "Test CPU", "cores": 2, "python": "3.12.0", "torch": "2.5.0"}
+HOST = {"host": "bench-1", "cpu": "Test CPU", "cores": 2, "python": "3.12.0", "torch": "2.5.0"}  # as host_info gives it
 OTHER_HOST = {**HOST, "host": "bench-2"}
 PLAN = CompressionPlan.uniform(4, heads=0.5, keep=[0, 2])
 OTHER_PLAN = CompressionPlan.uniform(4, heads=0.5, keep=[1, 3])
@@ -20,7 +21,7 @@ OTHER_PLAN = CompressionPlan.uniform(4, heads=0.5, keep=[1, 3])
 FIGURES = TrialRecord(
     plan=PLAN,
     plan_summary=PLAN.describe(),
-    host=HOST,
+    host=Host.from_dict(HOST),
     sampler="random",
     baseline="prune50",
     warm_start="other#3",
@@ -29,12 +30,12 @@ FIGURES = TrialRecord(
     accuracy=Accuracy(value=0.8, ci_low=0.7, ci_high=0.9, n=80),
     accuracy_drop=2.5,
     teacher_agreement=0.9,
-    latency={"kind": "measured", "median_ms": 1.5, "rounds": 3},
-    latencies={"test": {"kind": "measured", "median_ms": 1.5}},
+    latency=LatencyFigures(kind="measured", candidate_ms=1.5, rounds=3),
+    latencies={"test": LatencyFigures(kind="measured", candidate_ms=1.5)},
     speedup=2.0,
-    size={"bytes": 1000, "megabytes": 0.001},
+    size=SizeFigures(shipped_bytes=1000, megabytes=0.001),
     size_ratio=0.4,
-    recovery={"recovered": True, "recovery_loss": 0.3, "recovery_seconds": 4.0, "recovery_examples": 200},
+    recovery=RecoveryFacts(recovered=True, recovery_loss=0.3, recovery_seconds=4.0, recovery_examples=200),
     seconds={"build": 4.5, "evaluate": 0.2, "latency": 1.0},
 )
 
@@ -101,7 +102,8 @@ def test_failed_and_unplanned_trials_are_ignored(study):
 
 def _own() -> TrialRecord:
     """A new trial's own record: its plan, host, sampler and labels, no figures yet."""
-    return TrialRecord(plan=PLAN, plan_summary="own summary", simulated=False, host=HOST, sampler="tpe", retry_of=5)
+    return TrialRecord(plan=PLAN, plan_summary="own summary", simulated=False, host=Host.from_dict(HOST), sampler="tpe",
+                       retry_of=5)
 
 
 def test_a_repeat_keeps_its_own_identity_and_copies_the_figures(study):
@@ -111,7 +113,7 @@ def test_a_repeat_keeps_its_own_identity_and_copies_the_figures(study):
     assert out.sampler == "tpe"
     assert out.retry_of == 5
     assert out.baseline is None and out.warm_start is None
-    assert out.plan == PLAN and out.host == HOST and out.plan_summary == "own summary"
+    assert out.plan == PLAN and out.host == Host.from_dict(HOST) and out.plan_summary == "own summary"
     # the source's figures
     for key in ("fidelity", "metric", "accuracy", "accuracy_drop", "teacher_agreement", "latency", "latencies",
                 "speedup", "size", "size_ratio", "recovery"):

@@ -10,6 +10,7 @@ from autocompress.schema.config import parse_config
 from autocompress.tasks.evaluate import Metric
 from autocompress.search.fidelity import Point, Standing, decide, staged, standing
 from autocompress.schema.plan import CompressionPlan
+from autocompress.store.facts import LatencyFigures, SizeFigures
 from autocompress.store.record import TrialRecord
 from conftest import tiny_config_dict
 
@@ -147,10 +148,10 @@ def _trial(number: int, state: TrialState, rec: TrialRecord, values=None) -> Fro
 def test_standing_reads_full_trials_peers_at_the_rung_and_gains():
     plan = SHRUNK.to_dict()
     m = lambda v: Metric(name="accuracy", value=v, ci_low=v - 0.02, ci_high=v + 0.02, n=500)  # noqa: E731
-    screen = {"ratio": 0.5, "kind": "predicted"}
-    size = {"megabytes": 10.0}
+    screen = LatencyFigures(ratio=0.5, kind="predicted")
+    size = SizeFigures(megabytes=10.0)
     full = TrialRecord(plan=SHRUNK, fidelity="full", cheap_accuracy=m(0.4), short_accuracy=m(0.8), screen=screen, size=size,
-                       latency={"ratio": 0.52, "kind": "measured"})
+                       latency=LatencyFigures(ratio=0.52, kind="measured"))
     stopped = TrialRecord(plan=SHRUNK, fidelity="cheap", cheap_accuracy=m(0.3), screen=screen, size=size, latency=screen)
     repeat = full.with_(same_plan_as=0)
     trials = [
@@ -188,8 +189,8 @@ def test_a_plan_that_changes_nothing_goes_straight_to_the_full_fidelity(tiny_mod
 
 def test_a_sampler_is_told_a_stopped_candidate_as_an_infeasible_complete_trial():
     m = Metric(name="accuracy", value=0.6, ci_low=0.55, ci_high=0.65, n=500)
-    rec = TrialRecord(plan=SHRUNK, fidelity="cheap", cheap_accuracy=m, latency={"ratio": 0.4, "kind": "predicted"},
-                      size={"megabytes": 9.0})
+    rec = TrialRecord(plan=SHRUNK, fidelity="cheap", cheap_accuracy=m, latency=LatencyFigures(ratio=0.4, kind="predicted"),
+                      size=SizeFigures(megabytes=9.0))
     stopped = _trial(4, TrialState.PRUNED, rec)
     told = record.told(stopped, TEACHER, 5.0)
     assert told is not None and told.state == TrialState.COMPLETE and told.number == 4

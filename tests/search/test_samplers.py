@@ -12,6 +12,7 @@ from autocompress.schema.config import DepthSpace, SearchConfig, SpaceConfig
 from autocompress.tasks.evaluate import Metric
 from autocompress.models.adapters import ArchInfo
 from autocompress.search.objective import OBJECTIVES
+from autocompress.store.facts import LatencyFigures, SizeFigures
 from autocompress.store.record import TrialRecord
 from autocompress.search.samplers import OnePlanOnce, make_sampler, sampler_name
 from autocompress.search.space import canonical, distributions, suggest_plan
@@ -77,8 +78,8 @@ def test_model_based_samplers_are_told_the_stopped_candidates(name):
         trial = study.ask()
         plan = suggest_plan(trial, SMALL, ARCH)
         m = Metric(name="accuracy", value=0.4 + 0.01 * i, ci_low=0.35, ci_high=0.45 + 0.01 * i, n=500)
-        rec = TrialRecord(plan=plan, fidelity="cheap", cheap_accuracy=m, latency={"ratio": 0.5, "kind": "predicted"},
-                          size={"megabytes": 10.0}, prune_reason="stopped before recovery")
+        rec = TrialRecord(plan=plan, fidelity="cheap", cheap_accuracy=m, latency=LatencyFigures(ratio=0.5, kind="predicted"),
+                          size=SizeFigures(megabytes=10.0), prune_reason="stopped before recovery")
         for key, value in rec.to_attrs().items():
             trial.set_user_attr(key, value)
         study.tell(trial, state=TrialState.PRUNED)

@@ -18,12 +18,31 @@ from autocompress.store import record
 from autocompress.errors import PlanError, StorageError
 from autocompress.tasks.evaluate import Accuracy, Metric
 from autocompress.schema.plan import CompressionPlan
+from autocompress.store.facts import (
+    ExitsTaken,
+    Host,
+    HostPrediction,
+    LatencyFigures,
+    RecoveryFacts,
+    ShapeLatency,
+    SizeFigures,
+    VocabularyFacts,
+)
 from autocompress.store.record import RECORD_VERSION, TrialRecord
 from conftest import run_cli
 
 # ---- the record as data
 
 _PLAN = CompressionPlan.uniform(4, heads=0.5, ffn=0.75, bits=8, keep=[0, 1, 3])
+_SHAPE = ShapeLatency(batch_size=1, seq_len=16, candidate_ms=1.25, candidate_iqr_ms=0.05, baseline_ms=3.0,
+                      baseline_iqr_ms=0.1, ratio=0.41, ratio_q1=0.4, ratio_q3=0.43, rounds=5, noisy=False, profile="test",
+                      ratio_ci_low=0.39, ratio_ci_high=0.44)
+_MEASURED = LatencyFigures(profile="test", kind="measured", ratio=0.41, candidate_ms=1.25, baseline_ms=3.0, noisy=False,
+                           shapes=(_SHAPE,), speedup=1 / 0.41, rounds=5, candidate_iqr_ms=0.05, ratio_iqr=(0.4, 0.43),
+                           fit_error=0.1, host_prediction=HostPrediction(ratio=0.45, speedup=1 / 0.45, candidate_ms=1.3))
+_SCREEN = LatencyFigures(profile="test", kind="predicted", ratio=0.5, candidate_ms=1.5, baseline_ms=3.0, noisy=False,
+                         shapes=(ShapeLatency(batch_size=1, seq_len=16, ratio=0.5, candidate_ms=1.5, baseline_ms=3.0),),
+                         speedup=2.0, tolerance=0.1)
 
 
 def _full() -> TrialRecord:
@@ -32,7 +51,7 @@ def _full() -> TrialRecord:
         plan=_PLAN,
         plan_summary=_PLAN.describe(),
         simulated=True,
-        host={"host": "bench-1", "cpu": "Test CPU", "cores": 2, "torch": "2.5.0"},
+        host=Host(host="bench-1", cpu="Test CPU", cores=2, torch="2.5.0"),
         sampler="tpe",
         baseline="prune50",
         warm_start="old#4",
@@ -46,12 +65,17 @@ def _full() -> TrialRecord:
         teacher_agreement=0.925,
         test_metric=Metric(name="macro_f1", value=0.75, ci_low=0.6, ci_high=0.85, n=40),
         test_accuracy=Accuracy(value=0.775, ci_low=0.65, ci_high=0.875, n=40),
-        latency={"kind": "predicted", "median_ms": 1.25, "rounds": 5, "samples_ms": [1.2, 1.25, 1.3]},
-        latencies={"test": {"kind": "measured", "median_ms": 1.25}, "rpi4": {"kind": "predicted", "median_ms": 9.5}},
+        screen=_SCREEN,
+        latency=_MEASURED,
+        latencies={"test": _MEASURED, "rpi4": LatencyFigures(profile="rpi4", kind="predicted", ratio=2.0, fit_error=0.1)},
         speedup=2.4,
-        size={"bytes": 123456, "megabytes": 0.123456, "simulated": True},
+        size=SizeFigures(params=1000, serialized_bytes=123456, effective_bytes=123456, split={"embeddings": 100000,
+                         "layers": 20000, "head": 3456}, shipped_bytes=123456, megabytes=0.123456),
         size_ratio=0.31,
-        recovery={"recovered": True, "recovery_seconds": 4.2, "recovery_loss": 0.31, "recovery_examples": 200},
+        recovery=RecoveryFacts(recovered=True, recovery_seconds=4.2, recovery_loss=0.31, recovery_examples=200),
+        exits=ExitsTaken(threshold=0.9, student_layers=(2, 3), shares=(0.6, 0.4), mean_layers=2.4),
+        vocabulary=VocabularyFacts(kept_rows=90, full_rows=120, min_count=1, corpus="the distillation set",
+                                   eval_tokens_dropped=0.01),
         seconds={"build": 4.5, "evaluate": 0.25, "latency": 1.0},
         prune_reason="not recovered: trial 0 is already as fast",
         fail_reason="RuntimeError: out of memory",
@@ -271,3 +295,72 @@ def test_a_record_holding_only_a_reason_writes_only_the_reason():
     """What the trial loop writes for a trial that never built anything must not blank a stored plan summary."""
     assert TrialRecord(fail_reason="x").to_attrs() == {"fail_reason": "x", "record_version": RECORD_VERSION}
     assert TrialRecord(prune_reason="not needed").to_attrs() == {"prune_reason": "not needed", "record_version": RECORD_VERSION}
+
+
+# ---- what a study written today stores
+
+#: the attributes a complete trial of the ``finished`` study stores (a measured objective profile,
+#: a predicted report profile, no recovery), nested ones by their keys: the names studies have
+#: always been written with, whatever types the code reads them into
+_WRITTEN = {"accuracy", "accuracy_drop", "fidelity", "host", "latencies", "latency", "metric", "plan", "plan_summary",
+            "record_version", "recovery", "sampler", "seconds", "simulated", "size", "size_ratio", "speedup",
+            "teacher_agreement"}
+_MEASURED_KEYS = ["profile", "kind", "ratio", "candidate_ms", "baseline_ms", "noisy", "shapes", "speedup", "rounds",
+                  "candidate_iqr_ms", "ratio_iqr", "fit_error", "host_prediction"]
+_MEASURED_SHAPE = ["batch_size", "seq_len", "candidate_ms", "candidate_iqr_ms", "baseline_ms", "baseline_iqr_ms", "ratio",
+                   "ratio_q1", "ratio_q3", "rounds", "noisy", "profile", "ratio_ci_low", "ratio_ci_high"]
+_PREDICTED_KEYS = ["profile", "kind", "ratio", "candidate_ms", "baseline_ms", "noisy", "shapes", "speedup", "fit_error"]
+_SIZE_KEYS = ["params", "serialized_bytes", "effective_bytes", "split", "shipped_bytes", "megabytes"]
+
+
+def test_a_study_written_today_stores_the_attributes_it_always_has(finished):
+    from autocompress import study as st
+    from autocompress.latency.measure import host_info
+
+    study = st.load("rep", st.open_storage(finished, must_exist=True))
+    assert study.metric_names == ["accuracy", "relative_latency", "size_mb"]  # the first is task.metric's, stored as before
+    assert set(study.user_attrs) >= {"config", "autocompress", "teacher"}
+    assert study.user_attrs["autocompress"] == {
+        "objectives": [["accuracy", "maximize"], ["relative_latency", "minimize"], ["size_mb", "minimize"]],
+        "schema_version": 1}
+    teacher = study.user_attrs["teacher"]
+    assert list(teacher) == ["fingerprint", "accuracy", "metric", "test_metric", "size", "fine_tune_seconds", "arch", "labels"]
+    assert teacher["test_metric"] is None and list(teacher["size"]) == _SIZE_KEYS
+    assert list(teacher["arch"]) == ["family", "num_layers", "num_heads", "intermediate_size", "hidden_size"]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert complete
+    for t in complete:
+        attrs = t.user_attrs
+        assert set(attrs) - {"baseline"} == _WRITTEN, t.number
+        assert list(attrs["accuracy"]) == ["value", "ci_low", "ci_high", "n"]
+        assert list(attrs["metric"]) == ["value", "ci_low", "ci_high", "n", "name"]
+        assert set(attrs["host"]) == set(host_info()) and attrs["recovery"] == {"recovered": False}
+        assert set(attrs["seconds"]) == {"build", "quantise", "latency", "evaluate"}
+        assert list(attrs["size"]) == _SIZE_KEYS and set(attrs["size"]["split"]) == {"embeddings", "layers", "head"}
+        assert attrs["latency"] == attrs["latencies"]["test"] and list(attrs["latencies"]) == ["test", "rpi4"]
+        assert list(attrs["latency"]) == _MEASURED_KEYS and [list(s) for s in attrs["latency"]["shapes"]] == [_MEASURED_SHAPE]
+        assert list(attrs["latency"]["host_prediction"]) == ["ratio", "speedup", "candidate_ms"]
+        assert list(attrs["latencies"]["rpi4"]) == _PREDICTED_KEYS
+        assert set(attrs["latencies"]["rpi4"]["shapes"][0]) == {"batch_size", "seq_len", "ratio", "candidate_ms", "baseline_ms"}
+        r = record.read(t)  # and each reads back as exactly what is stored
+        assert r.to_attrs() == attrs
+
+
+def test_figures_that_cannot_be_read_leave_the_rest_of_the_record(caplog):
+    attrs = {**_full().to_attrs(), "size": {"megabytes": "big"}, "latencies": {"test": _MEASURED.to_dict(), "odd": 3}}
+    with caplog.at_level("WARNING"):
+        r = TrialRecord.from_attrs(attrs, where="trial 7")
+    assert r.size is None and r.latency == _MEASURED and list(r.latencies) == ["test"]
+    assert "trial 7's size cannot be read: megabytes" in caplog.text
+
+
+def test_the_record_reads_its_figures_through_typed_views():
+    r = _full()
+    assert (r.ratio, r.candidate_ms, r.baseline_ms, r.candidate_iqr_ms) == (0.41, 1.25, 3.0, 0.05)
+    assert r.latency_kind == "measured" and not r.noisy and r.size_mb == 0.123456 and r.host_name == "bench-1"
+    assert r.recovered and r.recovery_seconds == 4.2
+    assert r.screened_ratio == 0.5  # the screen's, not the full latency's
+    assert r.with_(screen=None).screened_ratio == 0.41  # a trial that kept no screen apart (v1): its latency's
+    empty = TrialRecord()
+    assert (empty.ratio, empty.size_mb, empty.host_name, empty.latency_kind, empty.recovered) == (None, None, None,
+                                                                                               "measured", False)

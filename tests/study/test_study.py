@@ -580,18 +580,18 @@ def test_a_kept_vocabulary_shrinks_the_student_and_export_and_load_keep_it(tiny_
     rec = record.read(t)
     assert rec.plan is not None and rec.plan.vocab_min_count == 1 and "task vocabulary" in rec.plan_summary
     vocab = rec.vocabulary
-    assert vocab is not None and 0 < vocab["kept_rows"] < vocab["full_rows"] == bench.teacher.model.config.vocab_size
-    assert 0.0 < vocab["eval_tokens_dropped"] < 0.5
+    assert vocab is not None and 0 < vocab.kept_rows < vocab.full_rows == bench.teacher.model.config.vocab_size
+    assert vocab.eval_tokens_dropped is not None and 0.0 < vocab.eval_tokens_dropped < 0.5
     assert rec.size_ratio is not None and rec.size_ratio < 1.0  # the same layers, a smaller table
     from autocompress.report import collect, render_html
 
     html = render_html(collect(study))
     assert "of eval tokens read as [UNK]" in html and re.search(r"embeddings [\d.]+ MB (?:·|\\u00b7) layers [\d.]+", html)
-    split = rec.size["split"]
-    assert set(split) == {"embeddings", "layers", "head"} and split["layers"] > split["head"] > 0
+    split = rec.size.split
+    assert split is not None and set(split) == {"embeddings", "layers", "head"} and split["layers"] > split["head"] > 0
     export_trial(study, t.number, tmp_path / "out", tmp_path / "cache")
     loaded = load(tmp_path / "out")
-    assert isinstance(word_embeddings(loaded), KeptVocabulary) and word_embeddings(loaded).num_embeddings == vocab["kept_rows"]
+    assert isinstance(word_embeddings(loaded), KeptVocabulary) and word_embeddings(loaded).num_embeddings == vocab.kept_rows
     built = build.candidate(bench, rec.plan).model
     assert torch.equal(predict_logits(built, bench.eval), predict_logits(loaded, bench.eval))
     clf = pipeline("text-classification", model=loaded, tokenizer=AutoTokenizer.from_pretrained(tmp_path / "out"))
@@ -617,10 +617,10 @@ def test_shared_layers_and_compressed_tables_ship_at_the_trials_size_in_pytorch_
     assert rec.plan is not None and rec.plan.share == ((0, 1), (2, 3))
     assert "shared layers 1+2; 3+4" in rec.plan_summary
     teacher = study.user_attrs["teacher"]["size"]["shipped_bytes"]
-    assert rec.size["shipped_bytes"] < 0.5 * teacher
+    assert rec.size is not None and rec.size.shipped_bytes is not None and rec.size.shipped_bytes < 0.5 * teacher
     shipped = export_trial(study, t.number, tmp_path / "out", tmp_path / "cache", onnx=True)
     out = tmp_path / "out"
-    assert (out / "model.safetensors").stat().st_size == rec.size["shipped_bytes"]  # size as it ships
+    assert (out / "model.safetensors").stat().st_size == rec.size.shipped_bytes  # size as it ships
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["onnx"]["bytes"] == (out / "model.onnx").stat().st_size
     assert abs(shipped.onnx_accuracy - shipped.rebuilt_accuracy) <= metrics["onnx"]["allowed_difference_pt"]
