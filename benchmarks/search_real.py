@@ -60,7 +60,8 @@ from optuna.trial import TrialState
 
 from _common import machine, shown, today, write_results
 from autocompress.store import optuna_internals as compat
-from autocompress.store import record
+from autocompress.store import record, study_record
+from autocompress.store.study_record import TeacherFigures
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the last commit with the flat policy
@@ -136,11 +137,12 @@ def curve(db: Path, study_name: str, first_trials: int | None = None) -> dict[st
     (of its first ``first_trials`` trials only, when given: the default run before it was continued)."""
     study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{db}")
     trials = [t for t in study.get_trials(deepcopy=False) if first_trials is None or t.number < first_trials]
-    teacher_info = study.user_attrs.get("teacher", {})
-    cfg = study.user_attrs["config"]
-    budget = cfg["objectives"]["max_accuracy_drop"]
-    teacher_pct = 100 * (teacher_info.get("metric") or teacher_info["accuracy"])["value"]
-    teacher_mb = teacher_info["size"]["megabytes"]
+    stored = study_record.read(study)
+    teacher = stored.teacher or TeacherFigures()
+    budget = (stored.config or {})["objectives"]["max_accuracy_drop"]  # as stored: the run may be an older version's
+    teacher_pct, teacher_mb = teacher.percent, teacher.size_mb
+    if teacher_pct is None or teacher_mb is None:
+        raise SystemExit(f"study '{study_name}' in {db} holds no teacher figures")
     reference = np.array([-(teacher_pct - budget), 1.0, teacher_mb])
     box = float(np.prod(np.array([budget, 1.0, teacher_mb])))
     t0 = min(t.datetime_start for t in trials if t.datetime_start)
@@ -237,7 +239,7 @@ def main() -> None:
                 result["default_run"] = {k: default[k] for k in ("wall_seconds", "final_hypervolume", "full", "trials",
                                                                  "repeats", "repeat_share", "best_speedup_within_1pt")}
             study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
-            fine_tune = float(study.user_attrs.get("teacher", {}).get("fine_tune_seconds") or 0.0)
+            fine_tune = float((study_record.read(study).teacher or TeacherFigures()).fine_tune_seconds or 0.0)
             if fine_tune:
                 teacher_seconds[policy] = fine_tune
             result.update(seed=seed, process_seconds=wall)

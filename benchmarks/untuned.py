@@ -30,7 +30,8 @@ import optuna
 import yaml
 
 from _common import RESULTS, shown, write_results
-from autocompress.store import record
+from autocompress.store import record, study_record
+from autocompress.store.study_record import TeacherFigures
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_RATIO = 1.3
@@ -63,7 +64,7 @@ def row(rec: record.TrialRecord, number: int) -> dict[str, Any]:
 
 def summarise(study: optuna.Study) -> dict[str, Any]:
     """The baselines, the best within 1 and 2 points, and the ratio the target is about."""
-    teacher = study.user_attrs.get("teacher", {})
+    teacher = study_record.read(study).teacher or TeacherFigures()
     full = [(t.number, record.read(t)) for t in study.get_trials(deepcopy=False) if record.is_full(t)]
     rows = [row(rec, n) for n, rec in full if rec.accuracy_drop is not None and rec.speedup is not None]
 
@@ -78,8 +79,8 @@ def summarise(study: optuna.Study) -> dict[str, Any]:
     ratio = ours["speedup"] / recipe_speedup if ours else None
     trials = study.get_trials(deepcopy=False)
     return {
-        "teacher_percent": 100 * (teacher.get("metric") or teacher.get("accuracy") or {}).get("value", float("nan")),
-        "teacher_fine_tune_seconds": teacher.get("fine_tune_seconds"),
+        "teacher_percent": teacher.percent if teacher.percent is not None else float("nan"),
+        "teacher_fine_tune_seconds": teacher.fine_tune_seconds,
         "baselines": sorted(baselines, key=lambda r: r["baseline"]),
         "best_within_1pt": ours, "best_within_2pt": best(rows, 2.0),
         "best_recipe_within_1pt": recipe,

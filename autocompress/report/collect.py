@@ -8,7 +8,8 @@ from typing import Any
 
 import optuna
 
-from autocompress.store import record
+from autocompress.schema import legacy
+from autocompress.store import record, study_record
 from autocompress.report.analysis import (
     BUDGETS,
     HypervolumeHistory,
@@ -17,6 +18,7 @@ from autocompress.report.analysis import (
     param_importances,
 )
 from autocompress.report.rows import ProfileFigure, TrialRow, trial_row
+from autocompress.store.study_record import TeacherFigures
 from autocompress.store.urls import mask_url
 
 __all__ = ["METRIC_LABELS", "ProfileFigure", "TrialRow", "ReportInfo", "collect"]
@@ -30,8 +32,8 @@ METRIC_LABELS = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
 @dataclass(frozen=True)
 class ReportInfo:
     study_name: str
-    config: dict[str, Any]
-    teacher: dict[str, Any]
+    config: dict[str, Any]  # the study's config as stored (``StudyRecord.config``)
+    teacher: TeacherFigures
     trials: list[TrialRow] = field(default_factory=list)
     target_trials: int | None = None  # the trial budget the study was run to
     hypervolume: HypervolumeHistory | None = None
@@ -54,18 +56,17 @@ class ReportInfo:
     @property
     def metric(self) -> str:
         """What the first objective measures, as a reader says it ('accuracy', 'macro-F1')."""
-        name = (self.config.get("task") or {}).get("metric", "accuracy")
-        return METRIC_LABELS.get(name, str(name))
+        name = legacy.config_metric(self.config)
+        return METRIC_LABELS.get(name, name)
 
     @property
     def teacher_accuracy(self) -> float | None:
         """The teacher's task metric on the eval split, in %."""
-        m = self.teacher.get("metric") or self.teacher.get("accuracy") or {}
-        return None if m.get("value") is None else 100 * m["value"]
+        return self.teacher.percent
 
     @property
     def teacher_size_mb(self) -> float | None:
-        return (self.teacher.get("size") or {}).get("megabytes")
+        return self.teacher.size_mb
 
     @property
     def teacher_ms(self) -> float | None:
@@ -95,18 +96,16 @@ def collect(study: optuna.Study, storage: str | None = None) -> ReportInfo:
     trials = study.get_trials(deepcopy=False)
     front = {t.number for t in record.front(study)}
     rows = [trial_row(t, front) for t in trials]
-    teacher = dict(study.user_attrs.get("teacher") or {})
-    config = dict(study.user_attrs.get("config") or {})
-    target = study.user_attrs.get("target_trials") or (config.get("search") or {}).get("trials")
-    teacher_size = (teacher.get("size") or {}).get("megabytes")
+    stored = study_record.read(study)
+    teacher = stored.teacher or TeacherFigures()
     return ReportInfo(
         study_name=study.study_name,
-        config=config,
+        config=dict(stored.config or {}),
         teacher=teacher,
         trials=rows,
-        target_trials=int(target) if isinstance(target, int) else None,
+        target_trials=stored.trial_target,
         hypervolume=hypervolume_history(
-            [(t.number, t.values) for t in rows if t.complete and t.feasible and t.values], teacher_size
+            [(t.number, t.values) for t in rows if t.complete and t.feasible and t.values], teacher.size_mb
         ),
         importances=param_importances(study),
         storage=mask_url(storage) if storage else None,

@@ -160,7 +160,7 @@ def _summary(info: ReportInfo) -> str:
     ends = [t.completed for t in info.trials if t.completed]
     wall = (max(ends) - min(starts)).total_seconds() if starts and ends else None
     compute = sum(t.duration_s or 0.0 for t in info.trials)
-    fine_tune = info.teacher.get("fine_tune_seconds")
+    fine_tune = info.teacher.fine_tune_seconds
     budget = f"{info.target_trials} complete trials targeted; " if info.target_trials else ""
     items = {
         "model": escape(str(model)),

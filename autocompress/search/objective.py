@@ -3,11 +3,11 @@ full recovery, measured latency and evaluation (full rung) → record.
 
 :class:`Objective` turns each Optuna trial into a compressed candidate and returns its three
 objective values (:data:`OBJECTIVES`): the task metric (``task.metric``: accuracy or macro-F1, %,
-maximise; the objective keeps the name "accuracy" in storage), latency relative to the
-uncompressed teacher measured in the same rounds (minimise), and size in MB (minimise). Each step
-is a call into the module that owns it. The trial's record is written as the trial starts (what
-identifies it: plan, host, sampler) and completed as it ends, however it ends; each stored
-attribute is written once.
+maximise; a study stores its name as "accuracy", see :mod:`autocompress.store.study_record`),
+latency relative to the uncompressed teacher measured in the same rounds (minimise), and size in
+MB (minimise). Each step is a call into the module that owns it. The trial's record is written as
+the trial starts (what identifies it: plan, host, sampler) and completed as it ends, however it
+ends; each stored attribute is written once.
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ __all__ = ["OBJECTIVES", "Objective"]
 
 log = logging.getLogger(__name__)
 
-#: (name, direction) of the study's objectives, in the order the objective returns them.
+#: (name, direction) of the study's objectives, in the order the objective returns them; "metric"
+#: is the task metric (``task.metric``), stored under the name "accuracy" (see ``store.study_record``).
 OBJECTIVES: tuple[tuple[str, str], ...] = (
-    ("accuracy", "maximize"),
+    ("metric", "maximize"),
     ("relative_latency", "minimize"),
     ("size_mb", "minimize"),
 )

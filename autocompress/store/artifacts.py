@@ -29,15 +29,13 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from autocompress.errors import StorageError
+from autocompress.store import study_record
 from autocompress.store.locks import file_lock
 from autocompress.store.urls import mask_url, sqlite_path
 
 __all__ = ["DBArtifactStore", "artifact_store_for", "fetch_teacher_cache", "publish_teacher_cache", "study_lock"]
 
 log = logging.getLogger(__name__)
-
-TEACHER_CACHE_ATTR = "shared_cache"  # study user attribute: {cache entry name: artifact id}
-
 
 def _lock_key(name: str) -> int:
     """A signed 64-bit advisory-lock key for a study name."""
@@ -118,7 +116,7 @@ def artifact_store_for(url: str) -> DBArtifactStore | None:
 def fetch_teacher_cache(study: optuna.Study, store: DBArtifactStore, cache_dir: Path) -> list[str]:
     """Download into ``cache_dir`` every shared entry this machine lacks; returns their names."""
     fetched = []
-    for name, artifact_id in (study.user_attrs.get(TEACHER_CACHE_ATTR) or {}).items():
+    for name, artifact_id in study_record.read(study).teacher_cache.items():
         target = Path(cache_dir) / name
         if target.exists():
             continue
@@ -136,8 +134,7 @@ def fetch_teacher_cache(study: optuna.Study, store: DBArtifactStore, cache_dir: 
 
 def publish_teacher_cache(study: optuna.Study, store: DBArtifactStore, entry: Path) -> bool:
     """Upload the cache directory ``entry`` for the study's other workers, once; True if uploaded."""
-    shared = dict(study.user_attrs.get(TEACHER_CACHE_ATTR) or {})
-    if entry.name in shared:
+    if entry.name in study_record.read(study).teacher_cache:
         return False
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / f"{entry.name}.tar"
@@ -146,7 +143,6 @@ def publish_teacher_cache(study: optuna.Study, store: DBArtifactStore, entry: Pa
         artifact_id = optuna.artifacts.upload_artifact(
             artifact_store=store, file_path=str(archive), study_or_trial=study, mimetype="application/x-tar"
         )
-    shared[entry.name] = artifact_id
-    study.set_user_attr(TEACHER_CACHE_ATTR, shared)
+    study_record.add_cache_entry(study, entry.name, artifact_id)
     log.info("published %s to the study's storage (%s)", entry.name, artifact_id)
     return True

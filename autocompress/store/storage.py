@@ -2,7 +2,7 @@
 
 By default each study lives in its own SQLite file ``studies/<name>.db``; any SQLAlchemy URL Optuna
 accepts (PostgreSQL for shared studies) works. Optuna's storage is the source of truth: trials
-carry their record (:mod:`autocompress.store.record`), the study its config and the teacher's figures.
+carry their record (:mod:`autocompress.store.record`), the study its own (:mod:`autocompress.store.study_record`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import exc as sa_exc
 
 from autocompress.store import optuna_internals as compat
-from autocompress.store import record
-from autocompress.schema.config import StudyConfig, parse_config, with_legacy_training
+from autocompress.store import record, study_record
+from autocompress.schema.config import StudyConfig
 from autocompress.errors import StorageError, StudyNotFoundError
 from autocompress.store.urls import mask_url, sqlite_path
 
@@ -161,8 +161,5 @@ def load(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
 
 
 def stored_config(study: optuna.Study) -> StudyConfig:
-    """The config a study was created with (as this version reads it)."""
-    data = study.user_attrs.get("config")
-    if data is None:
-        raise StudyNotFoundError(f"study '{study.study_name}' was not created by autocompress (it has no config)")
-    return parse_config(with_legacy_training(data), file=f"study '{study.study_name}'")
+    """The config a study was created with (as this version reads it: :func:`autocompress.store.study_record.stored_config`)."""
+    return study_record.stored_config(study)

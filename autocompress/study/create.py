@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import optuna
 
-from autocompress.store import record
-from autocompress.schema.config import StudyConfig, continuing, parse_config, with_legacy_training
 from autocompress.errors import ConfigError
+from autocompress.schema.config import StudyConfig, continuing, parse_config
+from autocompress.schema.legacy import with_legacy_training
 from autocompress.search.objective import OBJECTIVES
 from autocompress.search.space import baseline_plans
-from autocompress.store.storage import open_storage
-from autocompress.store.urls import sqlite_path
 from autocompress.search.workbench import Workbench
+from autocompress.store import record, study_record
+from autocompress.store.facts import Arch, SizeFigures
+from autocompress.store.storage import open_storage
+from autocompress.store.study_record import TeacherFigures
+from autocompress.store.urls import sqlite_path
 
-__all__ = ["STUDY_SCHEMA_VERSION", "check_can_continue", "continued_config", "create_or_load", "record_teacher"]
+__all__ = ["check_can_continue", "continued_config", "create_or_load", "record_teacher"]
 
-#: version of what a study (not a trial) stores: config, teacher, objectives
-STUDY_SCHEMA_VERSION = 1
 #: the settings a continued study must share with the stored config (old and new trials compare)
 _FIXED = ("model", "task", "teacher", "recovery", "pruning", "profile", "space", "objectives")
 
@@ -31,7 +32,7 @@ def check_can_continue(cfg: StudyConfig, url: str, name: str) -> bool:
     existing = _existing(url, name)
     if existing is None:
         return False
-    raw = existing.user_attrs.get("config") or {}
+    raw = study_record.read(existing).config or {}
     try:  # a study stored before a setting existed has it at its default, or as it ran (training)
         stored = parse_config(with_legacy_training(raw)).to_dict()
     except ConfigError:
@@ -51,7 +52,7 @@ def continued_config(cfg: StudyConfig, url: str, name: str) -> StudyConfig:
     """``cfg`` as it runs study ``name`` at ``url``: unchanged for a new study; for an existing one,
     with the training settings the study predates as it ran them (:func:`~autocompress.schema.config.continuing`)."""
     existing = _existing(url, name)
-    return cfg if existing is None else continuing(cfg, existing.user_attrs.get("config") or {})
+    return cfg if existing is None else continuing(cfg, study_record.read(existing).config or {})
 
 
 def _existing(url: str, name: str) -> optuna.Study | None:
@@ -82,11 +83,7 @@ def create_or_load(
         except optuna.exceptions.DuplicatedStudyError:
             study = optuna.load_study(study_name=name, storage=storage)
         else:
-            study.set_metric_names([n for n, _ in OBJECTIVES])
-            study.set_user_attr("config", cfg.to_dict())
-            study.set_user_attr(
-                "autocompress", {"objectives": [list(o) for o in OBJECTIVES], "schema_version": STUDY_SCHEMA_VERSION}
-            )
+            study_record.create(study, cfg, OBJECTIVES)
     if bench is not None:
         record_teacher(study, bench)
     return study
@@ -94,22 +91,19 @@ def create_or_load(
 
 def record_teacher(study: optuna.Study, bench: Workbench) -> None:
     """Store the teacher's figures and enqueue the uniform baselines, once per study."""
-    if "teacher" in study.user_attrs:
+    teacher = TeacherFigures(
+        fingerprint=bench.teacher.fingerprint,
+        accuracy=bench.teacher.eval_accuracy,
+        metric=bench.teacher_metric,
+        test_metric=bench.teacher_test,
+        size=SizeFigures.from_dict(bench.teacher_size.to_dict()),
+        fine_tune_seconds=bench.teacher.fine_tune_seconds,
+        arch=Arch.from_dict(vars(bench.arch)),
+        labels=tuple(bench.task.label_names),
+    )
+    if not study_record.write_teacher(study, teacher):
         return
     cfg = bench.config
-    study.set_user_attr(
-        "teacher",
-        {
-            "fingerprint": bench.teacher.fingerprint,
-            "accuracy": bench.teacher.eval_accuracy.to_dict(),
-            "metric": bench.teacher_metric.to_dict(),  # task.metric on the eval split: what drops are measured from
-            "test_metric": bench.teacher_test.to_dict() if bench.teacher_test else None,  # held-out, reported only
-            "size": bench.teacher_size.to_dict(),
-            "fine_tune_seconds": bench.teacher.fine_tune_seconds,
-            "arch": vars(bench.arch),
-            "labels": bench.task.label_names,
-        },
-    )
     if cfg.search.seed_baselines:
         for label, params in baseline_plans(cfg.space, bench.arch).items():
             study.enqueue_trial(params, user_attrs=record.queue_labels(baseline=label), skip_if_exists=True)

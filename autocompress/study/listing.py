@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from autocompress.store import record
+from autocompress.store import record, study_record
 from autocompress.store.urls import mask_url
 
 __all__ = ["BestSoFar", "StudySummary", "best_so_far", "list_studies", "metric_name"]
@@ -51,7 +51,7 @@ def list_studies(storage: optuna.storages.BaseStorage, url: str) -> list[StudySu
 
 def metric_name(study: optuna.Study) -> str:
     """The study's task metric (its first objective), as its config names it (``task.metric``)."""
-    return str(((study.user_attrs.get("config") or {}).get("task") or {}).get("metric", "accuracy"))
+    return study_record.read(study).metric_name
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from autocompress.search.space import check_space
 from autocompress.study.create import check_can_continue, continued_config, create_or_load
 from autocompress.study.runner import RunResult, completed, run
 from autocompress.study.workers import prepare_worker
+from autocompress.store import study_record
 from autocompress.store.storage import DEFAULT_CACHE, default_storage, load, open_storage, stored_config
 from autocompress.study.warm_start import WarmStart, open_warm_start_source, warm_start
 from autocompress.search.workbench import check_profiles
@@ -105,7 +106,7 @@ def resume_request(
     was run to."""
     existing = load(name, open_storage(url, must_exist=True))
     cfg = with_sampler(stored_config(existing), sampler)
-    target = trials or existing.user_attrs.get("target_trials") or cfg.search.trials
+    target = trials or study_record.read(existing).target_trials or cfg.search.trials
     return StudyRequest(config=cfg, name=name, url=url, trials=int(target), timeout=timeout, cache_dir=cache_dir)
 
 
@@ -132,7 +133,7 @@ def run_study(request: StudyRequest, progress: StudyProgress | None = None) -> S
     bench = prepare_worker(study, url, cfg, request.cache_dir, progress=progress.teacher_step,
                            config_file=request.config_file, task=task_data)
     progress.teacher_ready(bench.teacher_metric, bench.teacher.from_cache, bench.teacher.fine_tune_seconds)
-    study.set_user_attr("target_trials", request.trials)  # what `resume` aims for
+    study_record.write_target(study, request.trials)  # what `resume` aims for
     if source is not None:
         progress.warm_started(warm_start(study, source, bench))
     progress.trials_started(study, request.trials)
