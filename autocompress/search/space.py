@@ -462,8 +462,8 @@ def baseline_plans(space: SpaceConfig, arch: ArchInfo) -> dict[str, dict[str, An
     return out
 
 
-class _Recorder:
-    """A stand-in trial that records each parameter's distribution and returns its first value."""
+class _DistributionProbe:
+    """A stand-in trial that notes each parameter's distribution and returns its first value."""
 
     def __init__(self) -> None:
         self.distributions: dict[str, BaseDistribution] = {}
@@ -479,9 +479,9 @@ class _Recorder:
 
 def distributions(space: SpaceConfig, arch: ArchInfo, layer_ranking: Sequence[float] | None = None) -> dict[str, BaseDistribution]:
     """Every trial parameter of ``space`` with its distribution (the same in every trial)."""
-    recorder = _Recorder()
-    suggest_plan(recorder, space, arch, layer_ranking)  # type: ignore[arg-type]
-    return recorder.distributions
+    probe = _DistributionProbe()
+    suggest_plan(probe, space, arch, layer_ranking)  # type: ignore[arg-type]
+    return probe.distributions
 
 
 def canonical(

@@ -77,7 +77,7 @@ def fail_orphaned_trials(study: optuna.Study, grace_seconds: float) -> list[int]
     return failed
 
 
-class _Recorded:
+class _GuardedObjective:
     """Wraps the objective: every failure, Ctrl-C included, leaves its reason on the trial; a trial
     that would take the study past its target (several workers asked at once) stops at once."""
 
@@ -151,7 +151,7 @@ def run_trials(
     models at once (worth its ~0.1 s when trials build models; not for cheap objectives).
     """
     deadline = time.monotonic() + timeout if timeout else None
-    recorded = _Recorded(objective, n_trials)
+    guarded = _GuardedObjective(objective, n_trials)
     grace = getattr(compat.backing_storage(study), "grace_period", None) or GRACE_SECONDS
     streak = 0
     outage_since: float | None = None
@@ -173,7 +173,7 @@ def run_trials(
                 continue
             ended: list[TrialState] = []
             study.optimize(
-                recorded, n_trials=1, catch=(Exception,), gc_after_trial=gc_after_trial,
+                guarded, n_trials=1, catch=(Exception,), gc_after_trial=gc_after_trial,
                 callbacks=[lambda _s, t: ended.append(t.state), *callbacks],
             )
             for state in ended:
