@@ -16,7 +16,7 @@ picked on the same eval split it is reported on (twenty variants per plan): a sm
     python benchmarks/early_exit.py --quick      # a smoke run on small settings
 
 Merges ``early_exit`` into ``benchmarks/results/latency.json`` (``latency-quick.json`` with
-``--quick``, written alone): ``static_plan``, ``speedup_over_static``, ``extra_drop_pt`` and
+``--quick``): ``static_plan``, ``speedup_over_static``, ``extra_drop_pt`` and
 ``extra_drop_ci`` of the best row, and every row with its exits, thresholds and speedups.
 """
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import inspect
-import json
 import logging
 import tempfile
 import time
@@ -35,17 +34,17 @@ from typing import Any
 import torch
 import yaml
 
-from _common import RESULTS, ROOT, machine, today
-from autocompress.search import build
-from autocompress.schema.config import parse_config
-from autocompress.tasks.evaluate import bootstrap_ci, predict_logits
-from autocompress.ops.exits import EarlyExit, exit_predictions
+from _common import CACHE, ROOT, candidate, paired_ci, prepare, right, write_results
 from autocompress.latency.measure import measure_profile
+from autocompress.ops import apply_bits_
+from autocompress.ops.exits import EarlyExit, exit_predictions
+from autocompress.schema.config import parse_config
 from autocompress.schema.plan import CompressionPlan
+from autocompress.search import build
 from autocompress.search.scoring import exits_taken
 from autocompress.search.space import exit_after
-from autocompress.ops import apply_bits_
-from autocompress.search.workbench import Workbench, prepare
+from autocompress.search.workbench import Workbench
+from autocompress.tasks.evaluate import predict_logits
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)  # three classes: a confident tweet often peaks well below 0.9
 SCHEDULES = ("middle", "every")
@@ -82,7 +81,7 @@ def with_schedule(plan: CompressionPlan, how: str, threshold: float, pooling: st
 
 
 def correct(bench: Workbench, model: torch.nn.Module) -> torch.Tensor:
-    return (predict_logits(model, bench.eval).argmax(-1) == bench.eval.labels).float()
+    return right(predict_logits(model, bench.eval), bench.eval.labels)
 
 
 def timed(bench: Workbench, baseline: torch.nn.Module, candidate: torch.nn.Module) -> dict[str, Any]:
@@ -118,7 +117,7 @@ def timed_onnx(bench: Workbench, static: torch.nn.Module, static_plan: Compressi
 
 def one_plan(bench: Workbench, name: str, plan: CompressionPlan, max_extra: float, onnx: bool = False) -> dict[str, Any]:
     start = time.perf_counter()
-    built = build.candidate(bench, plan, keep_float=True)
+    built = candidate(bench, plan, keep_float=True)
     static, float_student = built.model, built.float_model
     assert float_student is not None
     static_ok = correct(bench, static)
@@ -133,13 +132,12 @@ def one_plan(bench: Workbench, name: str, plan: CompressionPlan, max_extra: floa
         for threshold in THRESHOLDS:
             model.threshold = threshold
             logits, taken = exit_predictions(model, bench.eval)
-            ok = (logits.argmax(-1) == bench.eval.labels).float()
-            diff = static_ok - ok  # > 0: the exits lost that example
+            ok = right(logits, bench.eval.labels)
             where = exits_taken(model, taken)
             variants.append({
                 "schedule": how, "pooling": pooling, "threshold": threshold, "exits_after_student_layers": where["student_layers"][:-1],
-                "accuracy": 100 * ok.mean().item(), "extra_drop_pt": 100 * diff.mean().item(),
-                "extra_drop_ci": [100 * x for x in bootstrap_ci(diff)], "shares": where["shares"],
+                "accuracy": 100 * ok.mean().item(), "extra_drop_pt": 100 * (static_ok.mean() - ok.mean()).item(),
+                "extra_drop_ci": paired_ci(static_ok, ok), "shares": where["shares"],  # > 0: the exits lost examples
                 "mean_layers": where["mean_layers"],
                 "exit_training_seconds": facts["exit_seconds"], "_model": (how, threshold, pooling),
             })
@@ -176,7 +174,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--samples", type=int, default=64, help="eval tweets per timing round (default 64)")
     ap.add_argument("--max-extra-drop", type=float, default=0.5, help="points the exits may cost over the static plan")
-    ap.add_argument("--cache", type=Path, default=ROOT / "studies" / "cache")
+    ap.add_argument("--cache", type=Path, default=CACHE)
     ap.add_argument("--only", nargs="+", help="static plans to run (default: all)")
     ap.add_argument("--onnx", action="store_true", help="also time the chosen exits as ONNX stages against the static ONNX model")
     args = ap.parse_args()
@@ -207,13 +205,9 @@ def main() -> None:
         "settings": {"space": "search_spaces/tweets.yaml", "eval_size": cfg.task.eval_size,
                      "samples_per_round": cfg.profile.task_samples, "thresholds": list(THRESHOLDS),
                      "schedules": list(SCHEDULES), "poolings": list(POOLINGS), "max_extra_drop": args.max_extra_drop},
-        "seconds": time.perf_counter() - start, "machine": machine(), "date": today(),
+        "seconds": time.perf_counter() - start,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / ("latency-quick.json" if args.quick else "latency.json")
-    out = json.loads(path.read_text()) if path.is_file() and not args.quick else {}
-    out["early_exit"] = section
-    path.write_text(json.dumps(out, indent=2))
+    path = write_results("latency-quick" if args.quick else "latency", "early_exit", section)
     print(f"written {path}")
 
 

@@ -26,12 +26,16 @@ Every accuracy comes with its 95 % bootstrap interval; the drops of rows built h
 paired bootstrap interval. The teacher is fine-tuned on every labelled tweet the students see (students
 are distilled on those 6,000 plus 3,000 tweets labelled by the teacher, their own labels unused),
 so the teacher fine-tuned on the students' data *is* the teacher: both drops are reported and are
-equal by construction. Writes ``benchmarks/results/headline.json``.
+equal by construction. Size is what export ships (the size objective's bytes) over the teacher's,
+measured on each row's model as built here; every row keeps its plan (``plan_dict``), so the sizes can
+be measured again from the results file alone (``--resize``: sizes depend on the plan's shapes, not
+on the trained weights). Merges into ``benchmarks/results/headline.json``.
 
     python benchmarks/headline.py                      # full run: teacher, recipes, a study, in at most 3 h
     python benchmarks/headline.py --space search_spaces/tweets.yaml --hours 1   # any search-space YAML
     python benchmarks/headline.py --study-db studies/headline-tweets.db   # recipes + an existing study
     python benchmarks/headline.py --quick              # smoke run (tiny data, 5 trials), headline-quick.json
+    python benchmarks/headline.py --resize             # the size figures again, from the plans in the file (~1 min)
 """
 
 from __future__ import annotations
@@ -48,23 +52,20 @@ import optuna
 import torch
 import yaml
 
-from _common import RESULTS, shown, write_results
-from autocompress.search import build
-from autocompress.store import record
+from _common import (CACHE, RESULTS, ROOT, candidate, paired_ci, read_results, resize_note, resized_, right, scored, shaped,
+                     shipped_bytes, shown, size_ratio, write_results)
 from autocompress import study as st
-from autocompress.schema.config import SearchConfig, StudyConfig, load_config, parse_config
-from autocompress.tasks.evaluate import Accuracy, accuracy, bootstrap_ci, predict_logits
-from autocompress.ops.size import model_size
 from autocompress.latency.measure import ProfileLatency, measure_profile
 from autocompress.latency.runtimes.ort import measure_runners
+from autocompress.models.adapters import load_classifier
+from autocompress.schema.config import SearchConfig, StudyConfig, load_config, parse_config
 from autocompress.schema.plan import CompressionPlan
-from autocompress.ops import simulated_widths
 from autocompress.search.workbench import Workbench
+from autocompress.store import record
+from autocompress.tasks.evaluate import Accuracy, predict_logits
 from operators import config as operators_config
 from operators import operator_plans
 
-ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / "studies" / "cache"
 THRESHOLDS = (1.0, 2.0)  # points of accuracy drop the headline speedups are read at
 TARGETS = {1.0: 3.0, 2.0: 5.0}  # speedup the issue asks for at each threshold
 # Time the rows after the study take on the 2-core machine (timing one model against the teacher,
@@ -136,55 +137,51 @@ def time_runner(bench: Workbench, runner: Any) -> ProfileLatency:
 
 
 # ------------------------------------------------------------------------------------------ rows
-def row(bench: Workbench, method: str, lat: ProfileLatency | None, acc: Accuracy | dict[str, Any], size_ratio: float,
-        *, plan: str = "", drop_ci: tuple[float, float] | None = None, **extra: Any) -> dict[str, Any]:
+def row(bench: Workbench, method: str, lat: ProfileLatency | None, acc: Accuracy | dict[str, Any], size: float,
+        *, plan: CompressionPlan | str = "", drop_ci: list[float] | None = None, **extra: Any) -> dict[str, Any]:
     a = acc.to_dict() if isinstance(acc, Accuracy) else acc
     t_acc = 100 * bench.teacher.eval_accuracy.value
     drop = t_acc - 100 * a["value"]
     out = {
         "method": method,
-        "plan": plan,
+        "plan": plan.describe() if isinstance(plan, CompressionPlan) else plan,
+        "plan_dict": plan.to_dict() if isinstance(plan, CompressionPlan) else None,
         "speedup": 1.0 if lat is None else lat.speedup,
         "latency_ms": None if lat is None else lat.candidate_ms,
         "teacher_ms": None if lat is None else lat.baseline_ms,
         "accuracy": 100 * a["value"],
         "accuracy_ci": [100 * a["ci_low"], 100 * a["ci_high"]],
         "acc_drop": drop,
-        "acc_drop_ci": None if drop_ci is None else [100 * drop_ci[0], 100 * drop_ci[1]],
+        "acc_drop_ci": drop_ci,
         "acc_drop_vs_same_data_teacher": drop,  # the same teacher: see "same_data_teacher"
-        "size_ratio": size_ratio,
+        "size_ratio": size,
         **extra,
     }
     if lat is not None and lat.kind == "measured" and len(lat.shapes) == 1:
         q1, q3 = lat.shapes[0]["ratio_q1"], lat.shapes[0]["ratio_q3"]
         out["speedup_iqr"] = [1 / q3, 1 / q1]
         out["noisy"] = lat.noisy
-    log.info("%-40s %5.2f× faster, drop %+.2f pt, size %.2f", method, out["speedup"], drop, size_ratio)
+    log.info("%-40s %5.2f× faster, drop %+.2f pt, size %.2f", method, out["speedup"], drop, size)
     return out
 
 
-def paired_drop_ci(bench: Workbench, logits: torch.Tensor) -> tuple[float, float]:
-    """95 % bootstrap interval of (teacher correct − student correct) over the same examples."""
+def paired_drop_ci(bench: Workbench, logits: torch.Tensor) -> list[float]:
+    """95 % paired-bootstrap interval, in points, of (teacher right − student right) over the same examples."""
     labels = bench.eval.labels
-    diff = (bench.teacher.eval_logits.argmax(-1) == labels).float() - (logits.argmax(-1) == labels).float()
-    return bootstrap_ci(diff)
-
-
-def size_ratio(bench: Workbench, model: torch.nn.Module, plan: CompressionPlan) -> float:
-    return model_size(model, simulated_widths(model, plan)).effective_bytes / bench.teacher_size.effective_bytes
+    return paired_ci(right(bench.teacher.eval_logits, labels), right(logits, labels))
 
 
 def recipe_rows(bench: Workbench) -> list[dict[str, Any]]:
     """The baseline and the usual recipes, each built, scored and timed here."""
     n = bench.arch.num_layers
     plans = operator_plans(n)
-    rows = [row(bench, "fine-tuned MiniLM (baseline)", None, bench.teacher.eval_accuracy, 1.0, plan="uncompressed")]
+    rows = [row(bench, "fine-tuned MiniLM (baseline)", None, bench.teacher.eval_accuracy, 1.0,
+                plan=CompressionPlan.uniform(n))]
 
-    int8 = build.candidate(bench, plans["int8"]).model
+    int8 = candidate(bench, plans["int8"]).model
     logits = predict_logits(int8, bench.eval)
-    rows.append(row(bench, "PyTorch dynamic int8 (uniform)", time_model(bench, int8), accuracy(logits, bench.eval.labels),
-                    size_ratio(bench, int8, plans["int8"]), plan=plans["int8"].describe(),
-                    drop_ci=paired_drop_ci(bench, logits)))
+    rows.append(row(bench, "PyTorch dynamic int8 (uniform)", time_model(bench, int8), scored(logits, bench.eval.labels),
+                    size_ratio(bench, int8), plan=plans["int8"], drop_ci=paired_drop_ci(bench, logits)))
 
     rows.append(onnx_row(bench, plans["int8"]))
     return rows
@@ -203,34 +200,43 @@ def half_depth_row(bench: Workbench, study: optuna.Study) -> dict[str, Any]:
     method = "half depth + KD (DistilBERT recipe)"
     trial = seeded_trial(study, "half_depth")
     if trial is not None and (stored := record.read(trial)).accuracy is not None:
-        model = build.candidate(bench, plan, recover=False).model  # speed does not depend on the weights
-        return row(bench, method, time_model(bench, model), stored.accuracy,
-                   stored.size_ratio if stored.size_ratio is not None else size_ratio(bench, model, plan),
-                   plan=plan.describe(), trial=trial.number, source="the study's seeded half_depth trial",
+        model = candidate(bench, plan, recover=False).model  # speed and size do not depend on the weights
+        return row(bench, method, time_model(bench, model), stored.accuracy, size_ratio(bench, model), plan=plan,
+                   trial=trial.number, source="the study's seeded half_depth trial",
                    recovery_seconds=stored.recovery_seconds)
     start = time.perf_counter()
-    half = build.candidate(bench, plan)
+    half = candidate(bench, plan)
     logits = predict_logits(half.model, bench.eval)
-    return row(bench, method, time_model(bench, half.model), accuracy(logits, bench.eval.labels),
-               size_ratio(bench, half.model, plan), plan=plan.describe(), drop_ci=paired_drop_ci(bench, logits),
+    return row(bench, method, time_model(bench, half.model), scored(logits, bench.eval.labels),
+               size_ratio(bench, half.model), plan=plan, drop_ci=paired_drop_ci(bench, logits),
                recovery_seconds=half.recovery.get("recovery_seconds"), seconds=time.perf_counter() - start)
 
 
+ONNX_PLAN = "the baseline, MatMuls int8 in ONNX Runtime"
+ONNX_SIZE_NOTE = "ONNX file bytes / the teacher's shipped bytes"
+
+
+def onnx_export(teacher: torch.nn.Module, int8_plan: CompressionPlan, names: list[str], directory: Path) -> Any:
+    """The teacher exported to ONNX with the plan's MatMuls in int8, as ``autocompress export --onnx`` writes it."""
+    from autocompress.latency.runtimes.onnx_model import export_onnx
+
+    return export_onnx(teacher, int8_plan, directory / "model.onnx", names)
+
+
 def onnx_row(bench: Workbench, int8_plan: CompressionPlan) -> dict[str, Any]:
-    from autocompress.latency.runtimes.onnx_model import OnnxRunner, export_onnx
+    from autocompress.latency.runtimes.onnx_model import OnnxRunner
 
     teacher = bench.teacher.model
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if bench.eval.token_type_ids is not None else [])
     with tempfile.TemporaryDirectory() as tmp:
-        facts = export_onnx(teacher, int8_plan, Path(tmp) / "model.onnx", names)
-        file_bytes = facts.path.stat().st_size
+        facts = onnx_export(teacher, int8_plan, names, Path(tmp))
+        onnx = facts.to_dict()  # while its files exist
         runner = OnnxRunner(facts.path, threads=bench.config.profile.threads)  # idle threads do not spin
         logits = runner.logits(bench.eval)
         lat = time_runner(bench, runner)
-    return row(bench, "ONNX Runtime int8 (baseline)", lat, accuracy(logits, bench.eval.labels),
-               file_bytes / bench.teacher_size.serialized_bytes, plan="the baseline, MatMuls int8 in ONNX Runtime",
-               drop_ci=paired_drop_ci(bench, logits), onnx=facts.to_dict(),
-               size_note="ONNX file bytes / the teacher's serialised PyTorch bytes")
+    return row(bench, "ONNX Runtime int8 (baseline)", lat, scored(logits, bench.eval.labels),
+               onnx["bytes"] / bench.teacher_size.shipped_bytes, plan=ONNX_PLAN, drop_ci=paired_drop_ci(bench, logits),
+               onnx={**onnx, "file_bytes": onnx["bytes"]}, size_note=ONNX_SIZE_NOTE)
 
 
 def front_members(study: optuna.Study, budget: float, count: int) -> list[optuna.trial.FrozenTrial]:
@@ -258,11 +264,10 @@ def study_rows(bench: Workbench, study: optuna.Study, count: int) -> list[dict[s
         r = record.read(t)
         if r.plan is None or r.accuracy is None:
             continue
-        model = build.candidate(bench, r.plan, recover=False).model  # speed does not depend on the weights
+        model = candidate(bench, r.plan, recover=False).model  # speed and size do not depend on the weights
         rows.append(row(bench, f"autocompress (trial {t.number})", time_model(bench, model), r.accuracy,
-                        r.size_ratio if r.size_ratio is not None else size_ratio(bench, model, r.plan),
-                        plan=r.plan.describe(), trial=t.number, study_speedup=r.speedup,
-                        recovered=r.recovered))
+                        size_ratio(bench, model), plan=r.plan, trial=t.number, study_speedup=r.speedup,
+                        study_size_ratio=r.size_ratio, recovered=r.recovered))
     return rows
 
 
@@ -283,6 +288,39 @@ def best_at(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any] | No
     return max(ok, key=lambda r: r["speedup"]) if ok else None
 
 
+def resize(path: Path) -> Path:
+    """The size figures of ``path``'s rows measured again from their plans (``plan_dict``, or
+    ``size_plan`` where a row's own plan was not stored), as export ships them, on the space's model
+    (sizes depend on shapes alone: nothing is trained); the old figures are kept beside the new."""
+    data = read_results(path)
+    if not data.get("rows"):
+        raise SystemExit(f"{path}: no rows to measure again")
+    cfg = load_config(ROOT / data["space"]) if data.get("space") else parse_config(study_config(False, 24))
+    from autocompress.tasks.data import load_task
+
+    base = load_classifier(cfg.model.source, num_labels=len(load_task(cfg.task).label_names)).eval()
+    figures = {}
+    for r in data["rows"]:
+        plan = r.get("plan_dict") or r.get("size_plan")
+        if r.get("onnx"):  # exported again from the base weights: an ONNX file's bytes move a few KB with the weights
+            with tempfile.TemporaryDirectory() as tmp:
+                facts = onnx_export(base, operator_plans(base.config.num_hidden_layers)["int8"], r["onnx"]["inputs"], Path(tmp))
+                file_bytes = facts.bytes
+            r["onnx"]["file_bytes"], r["size_note"] = file_bytes, ONNX_SIZE_NOTE
+            figures[r["method"]] = resized_(r, file_bytes / shipped_bytes(base))
+        elif plan is not None:
+            figures[r["method"]] = resized_(r, size_ratio(base, shaped(base, CompressionPlan.from_dict(plan))))
+        else:
+            log.warning("%s: no plan stored, its size is left as it was", r["method"])
+            continue
+        log.info("%-40s size %.6f → %.6f", r["method"], *figures[r["method"]])
+    best = {th: best_at(data["rows"], th) for th in THRESHOLDS}
+    return write_results(path, None, {
+        "rows": data["rows"], "resized": resize_note(figures),
+        **{f"best_size_ratio_at_{th:g}pt": best[th]["size_ratio"] if best[th] else None for th in THRESHOLDS},
+    }, stamp=False)
+
+
 # ------------------------------------------------------------------------------------------ main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -296,15 +334,20 @@ def main() -> None:
     ap.add_argument("--hours", type=float, default=3.0, help="wall-time budget of the whole run (default 3)")
     ap.add_argument("--study-minutes", type=float,
                     help="stop starting trials after this many minutes instead (the study resumes on the next run)")
+    ap.add_argument("--resize", action="store_true",
+                    help="only measure the size figures again from the plans in the results file (no training)")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    log.setLevel(logging.INFO)
+    if args.resize:
+        print(f"written {resize(RESULTS / ('headline-quick.json' if args.quick else 'headline.json'))}")
+        return
     if args.space is not None and (args.study_db is not None or args.quick):
         ap.error("--space runs its own study: it does not go with --study-db or --quick")
     if args.space is not None and not args.space.is_file():
         ap.error(f"--space {args.space}: no such file")
     if args.quick and args.trials is None:
         args.trials = 5
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
-    log.setLevel(logging.INFO)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.perf_counter()
 
@@ -364,8 +407,9 @@ def main() -> None:
         "wall_budget_seconds": None if args.study_db is not None or args.study_minutes else 3600 * args.hours,
         "space": None if space_file is None else shown(space_file),
         "quick": args.quick,
+        "resized": None,  # every size above was measured in this run
     }
-    path = write_results("headline-quick" if args.quick else "headline", out)
+    path = write_results("headline-quick" if args.quick else "headline", None, out)
     print(f"{'method':<40}{'speedup':>9}{'drop pt (95% CI)':>24}{'size':>7}")
     for r in rows:
         ci = f"({r['acc_drop_ci'][0]:+.1f}…{r['acc_drop_ci'][1]:+.1f})" if r["acc_drop_ci"] else ""

@@ -17,12 +17,15 @@ Also records what the calibrated model predicts for the bundled predicted profil
 default's own eval tweets at batch 1 (profile ``cpu-2t-task``) beside its speedup at 128 tokens
 (``cpu-2t``), with the seconds each measurement took; and (``onnxruntime``) each plan's speedup in
 PyTorch and in ONNX Runtime at 128 tokens, each against the teacher in the same runtime, with the
-seconds the candidate's ONNX export took. Writes ``benchmarks/results/latency.json``;
-run it alone on the machine (about 5 minutes on 2 cores).
+seconds the candidate's ONNX export took. Merges its sections into ``benchmarks/results/latency.json``
+(the ``early_exit`` section ``early_exit.py`` writes there stays); run it alone on the machine (about
+5 minutes on 2 cores). Models are random-weight MiniLMs shaped by ``autocompress.ops.apply_plan``: any
+plan, ``--plan FILE.yaml`` (an export's ``plan.yaml``) included, with a kept vocabulary counted on the
+default study's train tweets; exit heads are untrained there, so their timing is not a trained model's.
 
     python benchmarks/latency.py [--heldout 30] [--runs 5]
     python benchmarks/latency.py --only task_lengths   # that section alone, merged into the file
-    python benchmarks/latency.py --only onnxruntime
+    python benchmarks/latency.py --only onnxruntime --plan export/plan.yaml   # also a stored plan
     python benchmarks/latency.py --only studies        # two searches of the default, ~35 minutes
 
 (``studies``) the bundled default searched twice, identical but for the latency objective:
@@ -48,7 +51,7 @@ from pathlib import Path
 
 import torch
 
-from _common import RESULTS, machine, today
+from _common import machine, plan_files, read_results, shaped, today, write_results
 from autocompress.tasks.batches import encode
 from autocompress.schema.config import load_config
 from autocompress.tasks.data import load_task
@@ -59,7 +62,6 @@ from autocompress.latency.predict import calibrate, calibration_plans, predict_m
 from autocompress.schema.profile import DeviceProfile, load_profile
 from autocompress.models.adapters import load_classifier, load_tokenizer
 from autocompress.schema.plan import CompressionPlan
-from autocompress.ops import apply_plan
 
 THREADS, BATCH, SEQ = 2, 1, 128
 PROFILE = DeviceProfile(name="cpu-2t", threads=THREADS, batch_size=BATCH, seq_len=SEQ, warmup=20, repeats=60,
@@ -75,10 +77,18 @@ def candidate_plan(n: int) -> CompressionPlan:
     return CompressionPlan.uniform(n, heads=0.5, ffn=0.5, bits=8)
 
 
+SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "tweets.yaml"
+
+
+def shape(base: torch.nn.Module, plan: CompressionPlan, *, bits: bool = True) -> torch.nn.Module:
+    """``base`` compressed by ``plan`` (a kept vocabulary counted on the default study's train tweets)."""
+    return shaped(base, plan, vocabulary_from=SPACE, bits=bits)
+
+
 def one_run() -> None:
     """Child process of (a): print one speedup."""
     base = teacher()
-    cand = apply_plan(base, candidate_plan(base.config.num_hidden_layers))
+    cand = shape(base, candidate_plan(base.config.num_hidden_layers))
     r = measure_pair(base, cand, PROFILE, inputs=example_inputs(BATCH, SEQ, base.config.vocab_size))
     print(json.dumps({"speedup": r.speedup, "rounds": r.rounds, "noisy": r.noisy}))
 
@@ -105,22 +115,20 @@ def heldout_plans(n_layers: int, count: int) -> list[CompressionPlan]:
     return out[:count]
 
 
-SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "tweets.yaml"
-
-
 def front_plan(n: int) -> CompressionPlan:
     """The kind of plan the bundled default's fronts hold within 1 point: 3 of 6 layers kept, half
     the heads and FFN neurons of each (measured as a front member in the default study)."""
     return CompressionPlan.uniform(n, keep=[0, 2, 4], heads=0.5, ffn=0.5)
 
 
-def compared_plans(n: int) -> dict[str, CompressionPlan]:
-    """The three uniform baselines a study seeds, and a front member."""
+def compared_plans(n: int, extra: dict[str, CompressionPlan] | None = None) -> dict[str, CompressionPlan]:
+    """The three uniform baselines a study seeds, and a front member (and any ``extra`` plans)."""
     return {"int8": CompressionPlan.uniform(n, bits=8), "prune50": CompressionPlan.uniform(n, heads=0.5, ffn=0.5),
-            "half_depth": CompressionPlan.uniform(n, keep=list(range(0, n, 2))), "front_3l_50": front_plan(n)}
+            "half_depth": CompressionPlan.uniform(n, keep=list(range(0, n, 2))), "front_3l_50": front_plan(n),
+            **(extra or {})}
 
 
-def task_lengths(base: torch.nn.Module) -> dict:
+def task_lengths(base: torch.nn.Module, extra: dict[str, CompressionPlan] | None = None) -> dict:
     """Each plan's speedup on the default task's own eval texts and at 128 tokens, same process."""
     cfg = load_config(SPACE)
     task = load_task(cfg.task)
@@ -128,8 +136,8 @@ def task_lengths(base: torch.nn.Module) -> dict:
     on_task, fixed = load_profile("cpu-2t-task"), load_profile("cpu-2t")
     sample = task_inputs(data)
     rows = []
-    for name, plan in compared_plans(base.config.num_hidden_layers).items():
-        model = apply_plan(base, plan).eval()
+    for name, plan in compared_plans(base.config.num_hidden_layers, extra).items():
+        model = shape(base, plan)
         start = time.perf_counter()
         lt = measure_profile(base, model, on_task, vocab_size=base.config.vocab_size, task=sample)  # the default's 8 tweets
         mid = time.perf_counter()
@@ -147,7 +155,7 @@ def task_lengths(base: torch.nn.Module) -> dict:
             "profiles": {"task_lengths": on_task.model_dump(mode="json"), "fixed": fixed.model_dump(mode="json")}}
 
 
-def onnxruntime_rows(base: torch.nn.Module) -> dict:
+def onnxruntime_rows(base: torch.nn.Module, extra: dict[str, CompressionPlan] | None = None) -> dict:
     """Each plan's speedup in PyTorch and in ONNX Runtime (each against the teacher in the same
     runtime, profile ``cpu-2t``), and what exporting the candidate cost."""
     from autocompress.latency.runtimes.ort import measure_onnxruntime, teacher_session
@@ -157,11 +165,12 @@ def onnxruntime_rows(base: torch.nn.Module) -> dict:
     ort_profile = torch_profile.model_copy(update={"backend": "onnxruntime", "name": "cpu-2t-onnxruntime"})
     ort_teacher = teacher_session(base, ["input_ids", "attention_mask"])
     n = base.config.num_hidden_layers
-    plans = {**compared_plans(n), "front_3l_50_int8": CompressionPlan.uniform(n, keep=[0, 2, 4], heads=0.5, ffn=0.5, bits=8)}
+    plans = {**compared_plans(n), "front_3l_50_int8": CompressionPlan.uniform(n, keep=[0, 2, 4], heads=0.5, ffn=0.5, bits=8),
+             **(extra or {})}
     rows = []
     for name, plan in plans.items():
-        float_model = apply_plan(base, float_part(plan)).eval()
-        model = apply_plan(base, plan).eval()
+        float_model = shape(base, float_part(plan))
+        model = shape(base, plan)
         lt = measure_profile(base, model, torch_profile, vocab_size=base.config.vocab_size)
         lo = measure_onnxruntime(ort_teacher, float_model, plan, ort_profile)
         rows.append({"name": name, "plan": plan.describe(), "speedup_torch": lt.speedup, "speedup_onnxruntime": lo.speedup,
@@ -287,28 +296,28 @@ def main() -> None:
     ap.add_argument("--trials", type=int, help="studies: complete trials per study (default: the space's search.trials)")
     ap.add_argument("--rounds", type=int, default=6, help="studies: ONNX Runtime measurements of each pick, alternating")
     ap.add_argument("--seed", type=int, help="studies: the sampler's seed (default: the space's); each seed's outcome is kept")
+    ap.add_argument("--plan", type=Path, action="append", metavar="FILE.yaml",
+                    help="task_lengths, onnxruntime: also time this stored plan (repeatable)")
     args = ap.parse_args()
+    extra = plan_files(args.plan)
     if args.one_run:
         one_run()
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.only:
-        path = RESULTS / "latency.json"
-        out = json.loads(path.read_text()) if path.is_file() else {}
         if args.only == "studies":
-            new = {**backend_studies(args.workdir, args.rounds, args.trials, args.seed), "machine": machine(), "date": today()}
-            new["by_seed"] = _by_seed(out.get("studies"), new)
+            new = backend_studies(args.workdir, args.rounds, args.trials, args.seed)
+            new["by_seed"] = _by_seed(read_results("latency").get("studies"), {**new, "date": today()})
             new["met_every_seed"] = all(x["met"] for x in new["by_seed"])  # `met` above is this seed's alone
-            out["studies"] = new
-            path.write_text(json.dumps(out, indent=2, default=str))
-            for r in out["studies"]["studies"]:
+            path = write_results("latency", "studies", new)
+            for r in new["studies"]:
                 print("  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()))
             print(f"written {path}")
             return
         section = task_lengths if args.only == "task_lengths" else onnxruntime_rows
-        out[args.only] = {**section(teacher()), "machine": machine(), "date": today()}
-        path.write_text(json.dumps(out, indent=2))
-        for r in out[args.only]["plans"]:
+        new = section(teacher(), extra)
+        path = write_results("latency", args.only, new)
+        for r in new["plans"]:
             print("  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{v}" for k, v in r.items() if k != "plan"))
         print(f"written {path}")
         return
@@ -317,13 +326,13 @@ def main() -> None:
 
     base = teacher()
     n = base.config.num_hidden_layers
-    cal = calibrate(base, lambda p: apply_plan(base, p), threads=THREADS, shapes=[(BATCH, SEQ)],
+    cal = calibrate(base, lambda p: shape(base, p), threads=THREADS, shapes=[(BATCH, SEQ)],
                     plans=calibration_plans(n, 24, seed=0))
     rows = []
     with measurement_lock():
         torch.set_num_threads(THREADS)
         for plan in heldout_plans(n, args.heldout):
-            model = apply_plan(base, plan)
+            model = shape(base, plan)
             r = measure_pair(base, model, PROFILE, inputs=example_inputs(BATCH, SEQ, base.config.vocab_size), lock=False)
             rows.append({"plan": plan.describe(), "ratio": r.ratio, "raw_measured_ms": r.ratio * r.baseline_ms,
                          "baseline_ms": r.baseline_ms, "raw_predicted_ms": predict_ms(model, cal, BATCH, SEQ)})
@@ -344,7 +353,7 @@ def main() -> None:
     with measurement_lock():
         for name, plan in {"teacher": CompressionPlan.uniform(n), "prune50_int8": candidate_plan(n),
                            "half_depth": CompressionPlan.uniform(n, keep=list(range(0, n, 2)))}.items():
-            model = base if name == "teacher" else apply_plan(base, plan)
+            model = base if name == "teacher" else shape(base, plan)
             meas, _ = measured_ms(base, model)
             bound = roofline_ms(model_costs(model, BATCH, SEQ), cal.peaks)
             roof.append({"model": name, "measured_ms": meas, "roofline_ms": bound, "efficiency": bound / meas})
@@ -354,7 +363,7 @@ def main() -> None:
     for pname in ("rpi4", "phone-bigcore"):
         prof = load_profile(pname)
         t_ms = predict_ms(base, cal, BATCH, SEQ, prof)
-        c_ms = predict_ms(apply_plan(base, candidate_plan(n)), cal, BATCH, SEQ, prof)
+        c_ms = predict_ms(shape(base, candidate_plan(n)), cal, BATCH, SEQ, prof)
         predicted[pname] = {"teacher_ms": t_ms, "prune50_int8_ms": c_ms, "speedup": t_ms / c_ms, "kind": "predicted"}
 
     out = {
@@ -363,8 +372,6 @@ def main() -> None:
         "predictor_within_15pct_raw": within_raw,
         "n_heldout_plans": len(rows),
         "roofline_efficiency": next(r["efficiency"] for r in roof if r["model"] == "teacher"),
-        "machine": machine(),
-        "date": today(),
         "profile": PROFILE.model_dump(mode="json"),
         "repeatability": rep,
         "calibration": cal.to_dict(),
@@ -372,12 +379,10 @@ def main() -> None:
         "predictor_median_abs_error": statistics.median(abs(r["error"]) for r in rows),
         "roofline": roof,
         "predicted_devices": predicted,
-        "task_lengths": task_lengths(base),
-        "onnxruntime": onnxruntime_rows(base),
+        "task_lengths": {**task_lengths(base, extra), "machine": machine(), "date": today()},
+        "onnxruntime": {**onnxruntime_rows(base, extra), "machine": machine(), "date": today()},
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "latency.json"
-    path.write_text(json.dumps(out, indent=2))
+    path = write_results("latency", None, out)  # early_exit and studies, written by other runs, stay
     print(f"(a) repeatability: CV {100 * rep['cv']:.2f}% over {args.runs} runs (target ≤ 5%)")
     print(f"(b) predictor: {100 * within:.0f}% of {len(rows)} held-out plans within ±15% (target ≥ 90%), "
           f"median |error| {100 * out['predictor_median_abs_error']:.1f}%; without drift normalisation "

@@ -2,16 +2,17 @@
 
 For int8, 50 % heads+FFN, half depth and all three combined: speedup over the fine-tuned teacher
 (batch 1, sequence 128, 2 threads, measured interleaved with the teacher in this process), size
-ratio, and accuracy drop with and without knowledge-distillation recovery, each accuracy with its
+ratio (the bytes export ships, over the teacher's), and accuracy drop with and without knowledge-distillation recovery, each accuracy with its
 95 % bootstrap interval. The teacher is fine-tuned on exactly the labelled examples the students
 are distilled on, so the drop against it is also the drop against "a teacher fine-tuned on the same
-data". Writes ``benchmarks/results/operators.json``.
+data". Merges into ``benchmarks/results/operators.json``.
 
     python benchmarks/operators.py            # full run (~20 min on 2 cores)
     python benchmarks/operators.py --quick    # smoke run (~3 min), results to operators-quick.json
     python benchmarks/operators.py --remeasure  # re-time the speedups of an existing results file
     python benchmarks/operators.py --only combined --transfer 3000  # distil on 9,000 tweets
     python benchmarks/operators.py --size --transfer 3000  # the size operators (~30 min): "size" rows
+    python benchmarks/operators.py --resize   # the size ratios again from the stored plans (~1 min)
 
 ``--size`` builds each size operator alone (task vocabulary, 8-bit embeddings, both) and with the
 speed plan ``combined`` (then also shared layers and an int8 head), writes each as
@@ -22,28 +23,32 @@ speedup in this process. It merges ``size`` into ``operators.json``, other field
 
 ``--remeasure`` exists because speed does not depend on the weights: when the machine was busy
 during a full run, the speedups can be measured again on a quiet machine (structure only, same
-plans, same protocol) without redoing the training; the file records that it was done.
+plans, same protocol) without redoing the training; the file records that it was done. ``--resize``
+exists for the same reason: sizes depend on the plan's shapes, not on the weights.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
+from pathlib import Path
 
 import torch
 
-from _common import RESULTS, machine, today
-from autocompress.search import build
+from _common import (candidate, machine, paired_ci, prepare, read_results, resize_note, resized_, right, scored, shaped,
+                     size_ratio, today, write_results)
 from autocompress import study as st
-from autocompress.schema.config import parse_config
-from autocompress.tasks.evaluate import accuracy, bootstrap_ci, predict_logits
-from autocompress.ops.size import model_size
 from autocompress.latency.measure import measure_profile
+from autocompress.models.adapters import load_classifier, load_tokenizer
+from autocompress.ops.size import model_size
+from autocompress.schema.config import parse_config
 from autocompress.schema.plan import CompressionPlan
-from autocompress.ops import simulated_widths
-from autocompress.search.workbench import prepare
+from autocompress.search import build
+from autocompress.tasks.evaluate import predict_logits
+
+#: the model of every operator row (the config's default), loaded for --remeasure and --resize
+MODEL = "bundled:all-MiniLM-L6-v2"
 
 
 def config(quick: bool, transfer: int = 0) -> dict:
@@ -97,10 +102,8 @@ def _export_bytes(bench, model, float_model, plan: CompressionPlan) -> dict[str,
     """Bytes of what ``autocompress export`` writes for ``model`` (PyTorch directory, weights alone) and its ONNX file."""
     import inspect
     import tempfile
-    from pathlib import Path
 
     from autocompress.export.saved import WEIGHTS_FILE, save_student
-    from autocompress.models.adapters import load_tokenizer
     from autocompress.latency.runtimes.onnx_model import export_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,7 +121,7 @@ def _export_bytes(bench, model, float_model, plan: CompressionPlan) -> dict[str,
 
 def size_rows(bench, cfg, only: list[str] | None) -> list[dict]:
     teacher = bench.teacher
-    t_right = (teacher.eval_logits.argmax(-1) == bench.eval.labels).float()
+    t_right = right(teacher.eval_logits, bench.eval.labels)
     rows = [{"name": "teacher", "plan": "uncompressed", "acc_drop": 0.0, "acc_drop_ci": [0.0, 0.0], "speedup": 1.0,
              "accuracy": 100 * teacher.eval_accuracy.value,
              **_export_bytes(bench, teacher.model, teacher.model, CompressionPlan.uniform(bench.arch.num_layers))}]
@@ -127,12 +130,11 @@ def size_rows(bench, cfg, only: list[str] | None) -> list[dict]:
         if only and name not in only:
             continue
         start = time.perf_counter()
-        built = build.candidate(bench, plan, keep_float=True)
-        right = (predict_logits(built.model, bench.eval).argmax(-1) == bench.eval.labels).float()
-        diff = t_right - right
+        built = candidate(bench, plan, keep_float=True)
+        ok = right(predict_logits(built.model, bench.eval), bench.eval.labels)
         lat = measure_profile(teacher.model, built.model, cfg.profile, vocab_size=teacher.model.config.vocab_size).to_dict()
-        row = {"name": name, "plan": plan.describe(), "accuracy": 100 * right.mean().item(),
-               "acc_drop": 100 * diff.mean().item(), "acc_drop_ci": [100 * x for x in bootstrap_ci(diff)],
+        row = {"name": name, "plan": plan.describe(), "accuracy": 100 * ok.mean().item(),
+               "acc_drop": 100 * (t_right.mean() - ok.mean()).item(), "acc_drop_ci": paired_ci(t_right, ok),
                "speedup": lat["speedup"], "speedup_iqr": [1 / lat["ratio_iqr"][1], 1 / lat["ratio_iqr"][0]],
                "noisy": lat["noisy"], "size": model_size(built.model).to_dict(),
                **_export_bytes(bench, built.model, built.float_model, plan),
@@ -156,7 +158,6 @@ def size_section(rows: list[dict], cfg) -> dict:
         "met": bool(best and best["onnx_bytes"] <= 20e6 and teacher["exported_bytes"] / best["exported_bytes"] >= 6),
         "teacher_exported_bytes": teacher["exported_bytes"],
         "speedup_profile": cfg.profile.model_dump(),
-        "machine": machine(), "date": today(),
     }
 
 
@@ -167,11 +168,17 @@ def main() -> None:
     ap.add_argument("--transfer", type=int, default=0, help="extra tweets, labelled by the teacher, to distil on")
     ap.add_argument("--only", nargs="*", help="operators to run (default: all)")
     ap.add_argument("--size", action="store_true", help="the size operators: merges 'size' into operators.json")
+    ap.add_argument("--resize", action="store_true",
+                    help="measure the size ratios in the results file again from their plans, as export ships them")
     args = ap.parse_args()
-    if args.remeasure:
-        remeasure(args.quick)
-        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    results = "operators" + ("-quick" if args.quick else "") + (f"-transfer{args.transfer}" if args.transfer else "")
+    if args.remeasure:
+        remeasure(results)
+        return
+    if args.resize:
+        print(f"written {resize(results)}")
+        return
     raw = config(args.quick, args.transfer)
     if args.size:
         raw["space"] = {"vocabulary": {"keep": ["all", "task"]}}  # the kept vocabulary counts the distillation set
@@ -179,15 +186,13 @@ def main() -> None:
     bench = prepare(cfg, st.DEFAULT_CACHE)
     if args.size:
         section = size_section(size_rows(bench, cfg, args.only), cfg)
-        path = RESULTS / ("operators-quick.json" if args.quick else "operators.json")
-        data = json.loads(path.read_text()) if path.is_file() else {}
+        results = "operators-quick" if args.quick else "operators"  # the size rows of every --transfer go here
         new = {r["name"] for r in section["rows"]}  # rows run now replace theirs; the others stay
-        rows = [r for r in data.get("size", []) if r["name"] not in new] + section["rows"]
+        rows = [r for r in read_results(results).get("size", []) if r["name"] not in new] + section["rows"]
         order = ["teacher", *size_plans(bench.arch.num_layers)]
         section = size_section(sorted(rows, key=lambda r: order.index(r["name"]) if r["name"] in order else len(order)), cfg)
-        data["size"] = section["rows"]
-        data["size_summary"] = {k: v for k, v in section.items() if k != "rows"}
-        path.write_text(json.dumps(data, indent=2))
+        write_results(results, "size", section["rows"], stamp=False)
+        path = write_results(results, "size_summary", {k: v for k, v in section.items() if k != "rows"})
         for r in section["rows"]:
             print(f"{r['name']:<48}{r['exported_bytes'] / 1e6:>8.2f} MB{r['onnx_bytes'] / 1e6:>8.2f} MB ONNX"
                   f"{r['acc_drop']:>+8.2f} pt{r['speedup']:>7.2f}×")
@@ -200,15 +205,14 @@ def main() -> None:
     rows = []
     for name, plan in plans.items():
         start = time.perf_counter()
-        unrecovered = build.candidate(bench, plan, recover=False).model
-        acc0 = accuracy(predict_logits(unrecovered, bench.eval), bench.eval.labels)
+        unrecovered = candidate(bench, plan, recover=False).model
+        acc0 = scored(predict_logits(unrecovered, bench.eval), bench.eval.labels)
         recovered_acc = None
         final = unrecovered
         if build.needs_recovery(cfg.recovery, plan):
-            final = build.candidate(bench, plan).model
-            recovered_acc = accuracy(predict_logits(final, bench.eval), bench.eval.labels)
+            final = candidate(bench, plan).model
+            recovered_acc = scored(predict_logits(final, bench.eval), bench.eval.labels)
         lat = measure_profile(teacher.model, final, cfg.profile, vocab_size=teacher.model.config.vocab_size).to_dict()
-        size = model_size(final, simulated_widths(final, plan))
         acc1 = recovered_acc or acc0
         row = {
             "name": name,
@@ -218,7 +222,8 @@ def main() -> None:
             "latency_ms": lat["candidate_ms"],
             "baseline_ms": lat["baseline_ms"],
             "noisy": lat["noisy"],
-            "size_ratio": size.effective_bytes / bench.teacher_size.effective_bytes,
+            "size_ratio": size_ratio(bench, final),
+            "plan_dict": plan.to_dict(),
             "accuracy_no_recovery": 100 * acc0.value,
             "accuracy_no_recovery_ci": [100 * acc0.ci_low, 100 * acc0.ci_high],
             "acc_drop_no_recovery": t_acc - 100 * acc0.value,
@@ -243,38 +248,47 @@ def main() -> None:
         "profile": cfg.profile.model_dump(),
         "recovery": cfg.recovery.model_dump(),
         "candidates": rows,
-        "machine": machine(),
-        "date": today(),
         "quick": args.quick,
+        "remeasured": None,  # timed in this run
+        "resized": None,  # sized in this run
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = ("-quick" if args.quick else "") + (f"-transfer{args.transfer}" if args.transfer else "")
-    path = RESULTS / f"operators{suffix}.json"
-    path.write_text(json.dumps(out, indent=2))
+    path = write_results(results, None, out)
     print(f"{'operator':<12}{'speedup':>9}{'size':>7}{'drop raw':>10}{'drop KD':>9}")
     for r in rows:
         print(f"{r['name']:<12}{r['speedup']:>8.2f}×{r['size_ratio']:>7.2f}{r['acc_drop_no_recovery']:>+10.2f}{r['acc_drop_recovered']:>+9.2f}")
     print(f"teacher {t_acc:.2f}% on {cfg.task.eval_size} examples, {base_lat:.1f} ms — written {path}")
 
 
-def remeasure(quick: bool) -> None:
-    from autocompress.models.adapters import load_classifier
-    from autocompress.ops import apply_plan
+def stored_plan(row: dict, n: int) -> CompressionPlan:
+    """A candidate row's plan: as stored with it, or (rows written before plans were) its operator's."""
+    return CompressionPlan.from_dict(row["plan_dict"]) if row.get("plan_dict") else operator_plans(n)[row["name"]]
 
-    path = RESULTS / ("operators-quick.json" if quick else "operators.json")
-    data = json.loads(path.read_text())
-    cfg = parse_config(config(quick))
-    base = load_classifier("bundled:all-MiniLM-L6-v2", num_labels=3).eval()
+
+def resize(name: str) -> Path:
+    """The candidates' size ratios measured again from their plans, as export ships them (no training)."""
+    data = read_results(name)
+    base = load_classifier(MODEL, num_labels=3).eval()  # the tweets' three classes: the teacher's shapes
+    figures = {}
     for row in data["candidates"]:
-        plan = operator_plans(base.config.num_hidden_layers)[row["name"]]
-        lat = measure_profile(base, apply_plan(base, plan), cfg.profile, vocab_size=base.config.vocab_size).to_dict()
+        figures[row["name"]] = resized_(row, size_ratio(base, shaped(base, stored_plan(row, base.config.num_hidden_layers))))
+        logging.info("%s: size %.6f → %.6f", row["name"], *figures[row["name"]])
+    return write_results(name, None, {"candidates": data["candidates"], "resized": resize_note(figures)}, stamp=False)
+
+
+def remeasure(name: str) -> None:
+    data = read_results(name)
+    cfg = parse_config(config(quick="quick" in name))
+    base = load_classifier(MODEL, num_labels=3).eval()
+    for row in data["candidates"]:
+        plan = stored_plan(row, base.config.num_hidden_layers)
+        lat = measure_profile(base, shaped(base, plan), cfg.profile, vocab_size=base.config.vocab_size).to_dict()
         row["speedup_first_run"] = row["speedup"]
         row["speedup"] = lat["speedup"]
         row["speedup_iqr"] = [1 / lat["ratio_iqr"][1], 1 / lat["ratio_iqr"][0]]
         row["latency_ms"], row["baseline_ms"], row["noisy"] = lat["candidate_ms"], lat["baseline_ms"], lat["noisy"]
         logging.info("%s: %.2f× (first run %.2f×)", row["name"], row["speedup"], row["speedup_first_run"])
-    data["remeasured"] = {"date": today(), "why": "speedups re-timed on a quiet machine"}
-    path.write_text(json.dumps(data, indent=2))
+    write_results(name, None, {"candidates": data["candidates"], "remeasured": {
+        "date": today(), "machine": machine(), "why": "speedups re-timed on a quiet machine"}}, stamp=False)
     for r in data["candidates"]:
         print(f"{r['name']:<12}{r['speedup']:>8.2f}×  drop after KD {r['acc_drop_recovered']:+.2f} pt")
 

@@ -21,7 +21,6 @@ writes the ``hidden_state`` section of the results file (its other sections are 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import math
@@ -32,15 +31,14 @@ from typing import Any
 
 import torch
 
-from _common import RESULTS, write_results
-from autocompress.tasks.batches import Encoded
-from autocompress.schema.config import parse_config
-from autocompress.search.build import recovery_epochs
-from autocompress.train.distill import distillation, teacher_states
-from autocompress.tasks.evaluate import bootstrap_ci, predict_logits
+from _common import candidate, paired_ci, prepare, right, scored, write_results
+from autocompress.schema.config import RecoveryConfig, parse_config
 from autocompress.schema.plan import CompressionPlan
-from autocompress.ops import Selection, apply_structure_
-from autocompress.search.workbench import prepare
+from autocompress.search.build import recovery_epochs
+from autocompress.search.workbench import Workbench
+from autocompress.tasks.batches import Encoded
+from autocompress.tasks.evaluate import predict_logits
+from autocompress.train.distill import TeacherStates, teacher_states
 
 #: name → (freeze_word_embeddings, group_by_length, teacher epochs)
 VARIANTS: dict[str, tuple[bool, bool]] = {
@@ -86,16 +84,26 @@ def padding_share(data: Encoded, batch_size: int, group: bool) -> float:
     return 1 - real / padded
 
 
-def scored(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-    correct = (logits.argmax(-1) == labels).float()
-    lo, hi = bootstrap_ci(correct)
-    return correct, {"accuracy": 100 * correct.mean().item(), "ci": [100 * lo, 100 * hi]}
+def figures(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Which examples are right, and the accuracy with its 95 % interval, in points."""
+    acc = scored(logits, labels)
+    return right(logits, labels), {"accuracy": 100 * acc.value, "ci": [100 * acc.ci_low, 100 * acc.ci_high]}
 
 
 def paired(correct: torch.Tensor, reference: torch.Tensor) -> dict[str, Any]:
-    diff = correct - reference
-    lo, hi = bootstrap_ci(diff)
-    return {"diff_pt": 100 * diff.mean().item(), "diff_ci": [100 * lo, 100 * hi]}
+    return {"diff_pt": 100 * (correct.mean() - reference.mean()).item(), "diff_ci": paired_ci(correct, reference)}
+
+
+def distilled(bench: Workbench, plan: CompressionPlan, recovery: RecoveryConfig, epochs: float,
+              states: TeacherStates | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """``plan``'s candidate from the one builder, distilled for exactly ``epochs`` with ``recovery``'s
+    other settings: which eval examples it gets right, and its figures with the training's time."""
+    exact = recovery.model_copy(update={"epochs": epochs, "depth_scaled": False})
+    built = candidate(bench, plan, recovery=exact, states=states)
+    correct, row = figures(predict_logits(built.model, bench.eval), bench.eval.labels)
+    seconds, steps = built.recovery["recovery_seconds"], built.recovery["recovery_steps"]
+    row.update(seconds=seconds, steps=steps, seconds_per_step=seconds / steps)
+    return correct, row
 
 
 def students(n: int) -> dict[str, CompressionPlan]:
@@ -131,7 +139,7 @@ def main() -> None:
         start = time.perf_counter()
         bench = prepare(cfg, cache)
         wall = time.perf_counter() - start
-        correct, row = scored(bench.teacher.eval_logits, bench.eval.labels)
+        correct, row = figures(bench.teacher.eval_logits, bench.eval.labels)
         steps = math.ceil(len(bench.train) / cfg.teacher.batch_size) * ep
         seconds = json.loads((bench.teacher.cache / "autocompress-teacher.json").read_text())["fine_tune_seconds"]
         row.update(name=name, epochs=ep, fine_tune_seconds=seconds, prepare_seconds=wall, from_cache=bench.teacher.from_cache,
@@ -146,35 +154,21 @@ def main() -> None:
     assert uncut_bench is not None
     bench = uncut_bench
     if args.hidden:
-        path = write_results("recovery-quick" if args.quick else "recovery", {**_kept(args.quick), "hidden_state": hidden_rows(bench)})
+        path = write_results("recovery-quick" if args.quick else "recovery", "hidden_state", hidden_rows(bench))
         print(f"wrote {path}")
         return
     for student, plan in students(bench.arch.num_layers).items():
         base: torch.Tensor | None = None
         for name, (freeze, group) in VARIANTS.items():
             rcfg = bench.config.recovery.model_copy(update={"freeze_word_embeddings": freeze, "group_by_length": group})
-            model = copy.deepcopy(bench.teacher.model)
-            apply_structure_(model, plan, Selection(importance=bench.importance))
-            run = distillation(model, bench.transfer_logits, bench.transfer, rcfg)
-            run.run_to(run.total_steps)
-            correct, row = scored(predict_logits(model, bench.eval), bench.eval.labels)
+            correct, row = distilled(bench, plan, rcfg, rcfg.epochs)
             base = correct if base is None else base
-            row.update(student=student, name=name, seconds=run.seconds, steps=run.total_steps,
-                       seconds_per_step=run.seconds / run.total_steps, **paired(correct, base))
+            row.update(student=student, name=name, **paired(correct, base))
             out["distillation"].append(row)
-            logging.info("%s %s: %.1f s, %.2f%% (%+.2f)", student, name, run.seconds, row["accuracy"], row["diff_pt"])
+            logging.info("%s %s: %.1f s, %.2f%% (%+.2f)", student, name, row["seconds"], row["accuracy"], row["diff_pt"])
     out["settings"] = config(args.quick, False, False, epochs[0])
-    path = write_results("recovery-quick" if args.quick else "recovery", out)
+    path = write_results("recovery-quick" if args.quick else "recovery", None, out)  # hidden_state stays
     print(f"wrote {path}")
-
-
-def _kept(quick: bool) -> dict[str, Any]:
-    """The results file's sections other than ``hidden_state``, as they stand."""
-    path = RESULTS / ("recovery-quick.json" if quick else "recovery.json")
-    if not path.is_file():
-        return {}
-    held = json.loads(path.read_text())
-    return {k: v for k, v in held.items() if k not in ("hidden_state", "machine", "date")}
 
 
 def hidden_rows(bench: Any) -> dict[str, Any]:
@@ -190,18 +184,12 @@ def hidden_rows(bench: Any) -> dict[str, Any]:
         base: torch.Tensor | None = None
         for name, (weight, share) in HIDDEN_VARIANTS.items():
             rcfg = rcfg0.model_copy(update={"hidden_weight": weight})
-            model = copy.deepcopy(bench.teacher.model)
-            apply_structure_(model, plan, Selection(importance=bench.importance))
             epochs = share * recovery_epochs(rcfg, plan)
-            run = distillation(model, bench.transfer_logits, bench.transfer, rcfg, epochs=epochs,
-                               states=states, kept=plan.kept_layers)
-            run.run_to(run.total_steps)
-            correct, row = scored(predict_logits(model, bench.eval), bench.eval.labels)
+            correct, row = distilled(bench, plan, rcfg, epochs, states)
             base = correct if base is None else base
-            row.update(student=student, name=name, epochs=epochs, seconds=run.seconds, steps=run.total_steps,
-                       seconds_per_step=run.seconds / run.total_steps, **paired(correct, base))
+            row.update(student=student, name=name, epochs=epochs, **paired(correct, base))
             out["rows"].append(row)
-            logging.info("%s %s: %.1f s, %.2f%% (%+.2f vs logits)", student, name, run.seconds, row["accuracy"],
+            logging.info("%s %s: %.1f s, %.2f%% (%+.2f vs logits)", student, name, row["seconds"], row["accuracy"],
                          row["diff_pt"])
     return out
 

@@ -2,14 +2,17 @@
 
 For every sampler (tpe, nsga2, gp, random) and seed, a real study runs on MiniLM + tweets: the
 space, accuracy budget and teacher of ``search_spaces/tweets.yaml`` (the cached fine-tuned teacher
-of the default study), the uniform baselines queued first as in every study, then the sampler.
-To compare many studies at equal cost, each trial is evaluated at the *cheap* fidelity only:
+of the default study), the uniform baselines queued first as in every study, then the sampler,
+inside :class:`~autocompress.search.samplers.OnePlanOnce` as every study runs it (told about stopped
+candidates, canonical plans, one plan once). To compare many studies at equal cost, each trial is
+evaluated at the *cheap* rung only, with the study's own call (``autocompress.search.scoring.screen``
+on the candidate ``build.candidate`` builds without recovery):
 
-* accuracy without recovery (no distillation) on the first ``--eval`` tweets of the eval split;
+* the task metric on the first ``--eval`` tweets of the eval split (``fidelity.cheap_eval_size``);
 * latency from this host's calibrated cost model (``autocompress.latency.predict``, 30 of 30
   held-out plans within ±15 % of measurement): deterministic, so every sampler is scored on the
   same ground and no study is favoured by a quiet minute of the machine;
-* size measured from the built model.
+* size: the bytes export ships, as the size objective counts them.
 
 A plan's figures are then deterministic, so each plan is evaluated once and cached. The
 hypervolume of a study is computed by Optuna's own code over its feasible trials (accuracy drop
@@ -25,15 +28,13 @@ few real trials of the real objective here (``--time-trials``).
                                            # then the default sampler on the two other schedules
     python benchmarks/search.py --quick    # smoke run: 2 samplers × 2 seeds × 6 trials, tiny data
 
-Writes ``benchmarks/results/search.json`` (``search-quick.json`` with ``--quick``).
+Merges into ``benchmarks/results/search.json`` (``search-quick.json`` with ``--quick``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -44,81 +45,73 @@ import numpy as np
 import optuna
 import torch
 
-from _common import RESULTS, machine, today, write_results
-from autocompress.search import build
-from autocompress.store import optuna_internals as compat
-from autocompress.store import record
+from _common import CACHE, ROOT, candidate, prepare, study_sampler, write_results
 from autocompress import study as st
 from autocompress.schema.config import SearchConfig, SpaceConfig, StudyConfig, load_config, parse_config
-from autocompress.tasks.evaluate import accuracy, predict_logits
-from autocompress.ops.size import model_size
-from autocompress.latency.measure import compute_lock
-from autocompress.latency.predict import Calibration, cached_calibration, predict_ms
-from autocompress.search.objective import OBJECTIVES, Objective
 from autocompress.schema.plan import CompressionPlan
+from autocompress.search import scoring
+from autocompress.search.objective import OBJECTIVES, Objective
 from autocompress.search.space import SCHEDULES, baseline_plans, suggest_plan
-from autocompress.ops import apply_plan, simulated_widths
-from autocompress.search.workbench import Workbench, prepare
+from autocompress.search.workbench import Workbench
+from autocompress.store import optuna_internals as compat
+from autocompress.store import record
 
-ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / "studies" / "cache"
 DEFAULT_DB = ROOT / "studies" / "tweets-quick.db"  # the bundled default's study
 log = logging.getLogger("search")
+#: how a study here is run and scored (a results file made before says otherwise)
+HARNESS = {"sampler": "inside OnePlanOnce, as every study runs it", "cheap_rung": "autocompress.search.scoring.screen",
+           "size": "shipped bytes (the size objective)"}
 GP_SECONDS_PER_TRIAL = 3.0  # GPSampler's model fitting per trial at 40 trials, 2 cores (the others: milliseconds)
 
 
 # ------------------------------------------------------------------------------------------ setting
-def study_config(quick: bool) -> StudyConfig:
-    """The default study's config (its teacher, space and budget); a tiny one for a smoke run."""
-    cfg = load_config(ROOT / "search_spaces" / "tweets.yaml")
-    if not quick:
-        return cfg
-    data = cfg.to_dict()
-    data["name"] = "search-bench-quick"
-    data["task"].update(train_size=300, eval_size=200, max_length=32)
-    data["teacher"].update(epochs=1.0)
-    data["recovery"].update(epochs=0.5, max_examples=300)
-    data["fidelity"].update(cheap_eval_size=100)
-    data["profile"] = {"name": "cpu-2t-quick", "threads": 2, "batch_size": 1, "seq_len": 128, "warmup": 2,
-                       "repeats": 5, "max_repeats": 10}
-    data["report_profiles"] = []
+def study_config(quick: bool, n_eval: int) -> StudyConfig:
+    """The default study's config (its teacher, space and budget), its cheap rung scoring the first
+    ``n_eval`` eval examples; a tiny one for a smoke run."""
+    data = load_config(ROOT / "search_spaces" / "tweets.yaml").to_dict()
+    data["fidelity"].update(enabled=True, cheap_eval_size=n_eval)  # the rung every trial here stops at
+    if quick:
+        data["name"] = "search-bench-quick"
+        data["task"].update(train_size=300, eval_size=200, max_length=32)
+        data["teacher"].update(epochs=1.0)
+        data["recovery"].update(epochs=0.5, max_examples=300)
+        data["profile"] = {"name": "cpu-2t-quick", "threads": 2, "batch_size": 1, "seq_len": 128, "warmup": 2,
+                           "repeats": 5, "max_repeats": 10}
+        data["report_profiles"] = []
     return parse_config(data)
 
 
 @dataclass(frozen=True)
 class Figures:
-    accuracy: float  # % on the reduced eval set, no recovery
+    accuracy: float  # % on the cheap rung's subset, no recovery
     ratio: float  # predicted latency / the teacher's, on this host
-    size_ratio: float  # size / the teacher's
+    size_ratio: float  # shipped bytes / the teacher's
 
 
 class CheapEvaluator:
-    """Cheap-fidelity figures of a plan, computed once per plan (they are deterministic)."""
+    """A plan's figures at a study's cheap rung (``scoring.screen``), computed once per plan (they are
+    deterministic: no recovery, predicted latency)."""
 
-    def __init__(self, bench: Workbench, calibration: Calibration, n_eval: int) -> None:
+    def __init__(self, bench: Workbench) -> None:
+        if bench.calibration is None:
+            raise SystemExit("the study's cheap rung does not predict latency here (no cost model): the config must "
+                             "screen (fidelity.enabled, recovery.epochs > 0) on a PyTorch CPU profile")
         self.bench = bench
-        self.calibration = calibration
-        self.eval = bench.eval.head(n_eval)
-        self.shapes = bench.config.profile.shapes
-        teacher = bench.teacher.model
-        self.teacher_ms = [predict_ms(teacher, calibration, b, s) for b, s in self.shapes]
-        self.teacher_accuracy = 100 * accuracy(bench.teacher.eval_logits[: len(self.eval)], self.eval.labels).value
+        self.teacher_accuracy = 100 * scoring.subset_metric(bench, bench.teacher.model).value  # on the same subset
+        self.n_eval = min(bench.config.fidelity.cheap_eval_size, len(bench.eval))
         self.cache: dict[CompressionPlan, Figures] = {}
         self.seconds: list[float] = []
 
     def __call__(self, plan: CompressionPlan) -> Figures:
         if plan not in self.cache:
             start = time.perf_counter()
-            with compute_lock():  # a real study on this host never times a candidate meanwhile
-                model = build.candidate(self.bench, plan, recover=False).model  # the trial's builder, unrecovered
-                acc = 100 * accuracy(predict_logits(model, self.eval), self.eval.labels).value
-            ratios = [predict_ms(model, self.calibration, b, s) / t for (b, s), t in zip(self.shapes, self.teacher_ms)]
-            size = model_size(model, simulated_widths(model, plan)).effective_bytes
-            self.cache[plan] = Figures(
-                accuracy=acc,
-                ratio=math.exp(sum(math.log(r) for r in ratios) / len(ratios)),  # as profiles combine shapes
-                size_ratio=size / self.bench.teacher_size.effective_bytes,
-            )
+            model = candidate(self.bench, plan, recover=False).model  # the trial's builder, unrecovered
+            screen = scoring.screen(self.bench, model, plan)  # the trial's cheap rung
+            if screen.tolerance == 0.0:
+                raise SystemExit("the cheap rung measured a latency instead of predicting it: the profile's threads "
+                                 "differ from the cost model's; every plan must be scored on the same ground")
+            self.cache[plan] = Figures(accuracy=100 * screen.metric.value, ratio=screen.latency.ratio,
+                                       size_ratio=screen.size.bytes / self.bench.teacher_size.bytes)
             self.seconds.append(time.perf_counter() - start)
         return self.cache[plan]
 
@@ -131,17 +124,22 @@ def hypervolume(points: list[Figures], reference: tuple[float, float, float]) ->
     return compat.hypervolume(inside, np.array(reference))  # Optuna's own (WFG) implementation
 
 
+def new_study(bench: Workbench, space: SpaceConfig, sampler: str, seed: int) -> optuna.Study:
+    """An in-memory study as ``autocompress run`` starts one: its sampler inside ``OnePlanOnce``, the
+    uniform baselines the space can express queued first."""
+    study = optuna.create_study(directions=[d for _, d in OBJECTIVES], sampler=study_sampler(bench, sampler, seed, space))
+    for label, params in baseline_plans(space, bench.arch).items():
+        study.enqueue_trial(params, user_attrs=record.queue_labels(baseline=label))
+    return study
+
+
 def run_study(
     evaluate: CheapEvaluator, space: SpaceConfig, sampler: str, seed: int, trials: int, budget: float
 ) -> dict[str, Any]:
     """One study of ``trials`` trials (the baselines first); its hypervolume after each trial."""
     bench = evaluate.bench
     reference = (-(evaluate.teacher_accuracy - budget), 1.0, 1.0)
-    study = optuna.create_study(
-        directions=[d for _, d in OBJECTIVES], sampler=st.make_sampler(SearchConfig(sampler=sampler, seed=seed))
-    )
-    for label, params in baseline_plans(space, bench.arch).items():
-        study.enqueue_trial(params, user_attrs=record.queue_labels(baseline=label))
+    study = new_study(bench, space, sampler, seed)
     feasible: list[Figures] = []
     sampled: list[Figures] = []
     history: list[float] = []
@@ -235,7 +233,8 @@ def throughput_measured(bench: Workbench, count: int, seed: int = 0) -> dict[str
         probe.tell(trial, 0.0)
     trials = []
     for fidelity in ("cheap", "full"):
-        study = optuna.create_study(directions=[d for _, d in OBJECTIVES])
+        study = optuna.create_study(directions=[d for _, d in OBJECTIVES],
+                                    sampler=study_sampler(bench, cfg.search.sampler, seed))
         if fidelity == "cheap":
             best = 100 * bench.teacher.eval_accuracy.value
             study.add_trial(optuna.trial.create_trial(values=[best, 1e-3, 1e-6], params={}, distributions={}))
@@ -276,19 +275,15 @@ def main() -> None:
         ap.error(f"--samplers must include random and the default sampler ({default})")
 
     started = time.perf_counter()
-    cfg = study_config(args.quick)
+    cfg = study_config(args.quick, n_eval)
     space = cfg.space if args.schedule is None else cfg.space.model_copy(update={"schedule": args.schedule})
     budget = cfg.objectives.max_accuracy_drop if cfg.objectives.max_accuracy_drop is not None else 5.0
     cache = CACHE / "quick" if args.quick else CACHE
-    bench = prepare(cfg, cache)  # the study's calibration too, when it reports predicted profiles
-    calibration = bench.calibration or cached_calibration(
-        bench.teacher.model, lambda p: apply_plan(bench.teacher.model, p).eval(), cache,
-        threads=cfg.profile.threads, shapes=list(cfg.profile.shapes), count=8 if args.quick else 24,
-    )
-    evaluate = CheapEvaluator(bench, calibration, n_eval)
+    bench = prepare(cfg, cache)  # with this host's cost model: the cheap rung predicts latency
+    evaluate = CheapEvaluator(bench)
     studies = (f"{default} on {len(SCHEDULES)} schedules" if args.schedules_only else f"{len(samplers)} samplers")
     log.info("teacher %.2f%% on %d eval tweets; budget %.1f pt; %s × %d seeds × %d trials",
-             evaluate.teacher_accuracy, len(evaluate.eval), budget, studies, seeds, trials)
+             evaluate.teacher_accuracy, evaluate.n_eval, budget, studies, seeds, trials)
 
     if args.schedules_only:
         compare_schedules_only(evaluate, space, default, seeds, trials, budget, args.quick, started)
@@ -349,8 +344,9 @@ def main() -> None:
         "accuracy_budget": budget,
         "setting": {
             "task": f"{cfg.task.source}: teacher of {cfg.name} (train {cfg.task.train_size}, {cfg.teacher.epochs:g} epochs)",
-            "eval_examples": len(evaluate.eval),
-            "fidelity": "cheap only: accuracy without recovery training on a reduced eval set",
+            "eval_examples": evaluate.n_eval,
+            "fidelity": "the study's cheap rung only (scoring.screen): the task metric without recovery training on "
+                        "the first eval examples",
             "latency": "predicted by this host's calibrated cost model (deterministic, the same for every sampler)",
             "baselines_seeded": True,
             "hypervolume": "Optuna's compute_hypervolume over feasible trials of (-accuracy %, latency ratio, size ratio)",
@@ -362,8 +358,12 @@ def main() -> None:
         "wall_seconds": time.perf_counter() - started,
         "runs": [{k: v for k, v in r.items() if k != "history"} | {"schedule": sched} for sched, r in runs],
         "quick": args.quick,
+        "harness": HARNESS,
     }
-    path = write_results("search-quick" if args.quick else "search", out)
+    if compare:  # the schedules above come from this run, not from an earlier --schedules-only one
+        out["schedules_run"] = {"sampler": default, "trials": trials, "seeds": seeds,
+                                "note": "in the same run as the sampler figures"}
+    path = write_results("search-quick" if args.quick else "search", None, out)
     print(f"{'sampler':<8}{'median HV':>11}{'× random':>10}   hypervolumes")
     for s, v in by_sampler.items():
         r = ratios[s]
@@ -388,18 +388,16 @@ def compare_schedules_only(evaluate: CheapEvaluator, space: SpaceConfig, sampler
     runs = {name: [run_study(evaluate, space.model_copy(update={"schedule": name}), sampler, seed, trials, budget)
                    for seed in range(seeds)] for name in sorted(SCHEDULES)}
     schedules = {name: summarise(r) for name, r in runs.items()}
-    path = RESULTS / ("search-quick.json" if quick else "search.json")
-    out = json.loads(path.read_text()) if path.is_file() else {}
-    out["schedules"] = schedules
-    out["schedules_run"] = {
-        "sampler": sampler, "trials": trials, "seeds": seeds, "date": today(), "machine": machine(),
-        "teacher_accuracy": evaluate.teacher_accuracy, "eval_examples": len(evaluate.eval),
+    name = "search-quick" if quick else "search"
+    write_results(name, "schedules", schedules, stamp=False)
+    path = write_results(name, "schedules_run", {
+        "sampler": sampler, "trials": trials, "seeds": seeds,
+        "teacher_accuracy": evaluate.teacher_accuracy, "eval_examples": evaluate.n_eval,
         "reference_point": {"accuracy": evaluate.teacher_accuracy - budget, "relative_latency": 1.0, "size_ratio": 1.0},
-        "wall_seconds": time.perf_counter() - started,
+        "wall_seconds": time.perf_counter() - started, "harness": HARNESS,
         "note": "run on its own (--schedules-only), all three schedules in this one run; the sampler figures "
                 "above it come from the run dated in 'date'",
-    }
-    path.write_text(json.dumps(out, indent=2))
+    })
     for name, v in schedules.items():
         print(f"schedule {name:<10} ({sampler}) median HV {v['hypervolume_median']:.4f}   "
               + ", ".join(f"{h:.4f}" for h in v["hypervolumes"]))

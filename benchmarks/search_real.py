@@ -29,7 +29,7 @@ Each run records the machine and date it ran on: with ``--keep-seeds-from`` the 
 different sessions, and only the per-seed ratios (old and new one after the other on one machine)
 compare like with like; the medians then pool runs from those machines.
 
-Writes ``benchmarks/results/search-real.json`` (``search-real-quick.json`` with ``--quick``): per
+Merges into ``benchmarks/results/search-real.json`` (``search-real-quick.json`` with ``--quick``): per
 policy the medians of final hypervolume, wall time and share of repeated plans, and
 ``time_to_old_final_hv_ratio`` (the new policy's median time to the old policy's median final
 hypervolume, over the old policy's median wall time) and ``hv_ratio_at_equal_time`` (the new
@@ -58,12 +58,11 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from _common import machine, shown, today, write_results
+from _common import ROOT, machine, shown, today, write_results
 from autocompress.store import optuna_internals as compat
 from autocompress.store import record, study_record
 from autocompress.store.study_record import TeacherFigures
 
-ROOT = Path(__file__).resolve().parent.parent
 #: the last commit with the flat policy
 OLD_REV = "a795548"
 
@@ -289,7 +288,7 @@ def main() -> None:
         "new_space": shown(args.new_space or args.space),
         "workdir": str(work),
     }
-    path = write_results("search-real-quick" if args.quick else "search-real", out)
+    path = write_results("search-real-quick" if args.quick else "search-real", None, out)
     print(f"wrote {path}")
     if not args.workdir:
         for code in codes.values():

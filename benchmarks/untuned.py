@@ -11,7 +11,7 @@ distillation). All figures come from the one study: same teacher, eval split and
     python benchmarks/untuned.py --task my.csv --text-column review --label-column stars
     python benchmarks/untuned.py --quick               # smoke run (tiny sizes, 3 trials)
 
-Writes ``benchmarks/results/untuned.json`` (``untuned-quick.json`` with ``--quick``) and the space
+Merges into ``benchmarks/results/untuned.json`` (``untuned-quick.json`` with ``--quick``) and the space
 file it ran, ``benchmarks/results/untuned-space.yaml``; the study is kept in ``--workdir``.
 """
 
@@ -29,11 +29,10 @@ from typing import Any
 import optuna
 import yaml
 
-from _common import RESULTS, shown, write_results
+from _common import RESULTS, ROOT, shown, write_results
 from autocompress.store import record, study_record
 from autocompress.store.study_record import TeacherFigures
 
-ROOT = Path(__file__).resolve().parent.parent
 TARGET_RATIO = 1.3
 
 
@@ -125,7 +124,7 @@ def main() -> None:
     study = optuna.load_study(study_name=space["name"], storage=f"sqlite:///{db}")
     out = {"task": args.task, "space": shown(args.space), "ran": shown(space_file), "process_seconds": seconds,
            **summarise(study), "workdir": str(work)}
-    path = write_results("untuned-quick" if args.quick else "untuned", out)
+    path = write_results("untuned-quick" if args.quick else "untuned", None, out)
     ours = out["best_within_1pt"]
     print(f"best within 1 pt: {ours['speedup']:.2f}x ({ours['plan']})" if ours else "no candidate within 1 pt")
     print(f"ratio to the best recipe: {out['ratio_to_best_recipe']}; wrote {path}")

@@ -8,7 +8,7 @@ is coordination: storage round trips, counting, sampling (random sampler). For e
 * ``worker_ms_per_trial``: summed busy time of all workers, per trial (what each trial costs);
 * ``lost`` / ``duplicated``: completed trials below / above the budget (both must be 0).
 
-Writes ``benchmarks/results/workers.json``. Needs PostgreSQL (AUTOCOMPRESS_TEST_PG, default
+Merges into ``benchmarks/results/workers.json``. Needs PostgreSQL (AUTOCOMPRESS_TEST_PG, default
 postgresql://postgres@127.0.0.1:5432/test, a user that may create databases).
 
     python benchmarks/workers.py [--trials 64]
@@ -19,16 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from datetime import date
-from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from _common import write_results
+
 PG = os.environ.get("AUTOCOMPRESS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -102,8 +100,6 @@ def main() -> None:
     if args.worker:
         worker(args.worker[0], args.worker[1], int(args.worker[2]))
         return
-    from autocompress.latency.measure import host_info
-
     results: dict = {}
     pg_url, drop = fresh_pg_database()
     try:
@@ -112,12 +108,8 @@ def main() -> None:
         drop()
     with tempfile.TemporaryDirectory() as tmp:
         results["sqlite"] = {str(k): one_setting(f"sqlite:///{tmp}/bench.db", k, args.trials) for k in (1, 2, 4, 8)}
-    results["machine"] = {**host_info(), "platform": platform.platform()}
-    results["date"] = date.today().isoformat()
     results["note"] = "trivial objective; every worker is a separate process on this machine"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "workers.json"
-    path.write_text(json.dumps(results, indent=2))
+    path = write_results("workers", None, results)
     print(f"{'backend':<11}{'workers':>8}{'ms/trial':>10}{'worker ms/trial':>17}{'trials':>8}{'lost':>6}{'dup':>5}")
     for backend in ("postgresql", "sqlite"):
         for k, r in results[backend].items():

@@ -20,6 +20,7 @@ __all__ = [
     "predict_logits",
     "accuracy",
     "bootstrap_ci",
+    "paired_bootstrap_ci",
     "macro_f1",
     "macro_f1_of",
     "metric",
@@ -80,6 +81,16 @@ def bootstrap_ci(correct: torch.Tensor, *, level: float = 0.95, samples: int = 1
     lo = torch.quantile(means, (1 - level) / 2).item()
     hi = torch.quantile(means, 1 - (1 - level) / 2).item()
     return lo, hi
+
+
+def paired_bootstrap_ci(a: torch.Tensor, b: torch.Tensor, *, level: float = 0.95, samples: int = 1000,
+                        seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``mean(a) − mean(b)`` for two 0/1 vectors over the same
+    examples (say, which examples the teacher and a student get right): each draw resamples the
+    examples once for both, so what they get right or wrong together cancels."""
+    if a.shape != b.shape:
+        raise ValueError(f"paired vectors must cover the same examples, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    return bootstrap_ci(a.float() - b.float(), level=level, samples=samples, seed=seed)
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> Accuracy:

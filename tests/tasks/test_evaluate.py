@@ -8,7 +8,8 @@ from conftest import tiny_bert
 
 from autocompress.tasks.batches import Encoded
 from autocompress.errors import UnknownNameError
-from autocompress.tasks.evaluate import METRICS, Metric, accuracy, bootstrap_ci, macro_f1, macro_f1_of, metric, predict_logits
+from autocompress.tasks.evaluate import (METRICS, Metric, accuracy, bootstrap_ci, macro_f1, macro_f1_of, metric,
+                                         paired_bootstrap_ci, predict_logits)
 from autocompress.ops.size import model_size
 from autocompress.schema.plan import CompressionPlan
 from autocompress.ops import apply_plan, simulated_widths
@@ -48,6 +49,19 @@ def test_interval_narrows_with_more_examples_and_is_reproducible() -> None:
     assert hi_l - lo_l < hi_s - lo_s
     assert lo_l < 0.5 < hi_l
     assert bootstrap_ci(small, seed=0) == (lo_s, hi_s)
+
+
+def test_a_paired_interval_sees_a_small_difference_that_two_separate_intervals_hide() -> None:
+    teacher = (torch.arange(3000) % 4 != 0).float()  # 75 % right
+    student = teacher.clone()
+    student[torch.arange(1, 3000, 40)] = 0.0  # also wrong on 75 examples the teacher gets right: 2.5 points
+    lo, hi = paired_bootstrap_ci(teacher, student)
+    assert 0.0 < lo <= (teacher.mean() - student.mean()).item() <= hi  # the drop is real, not noise
+    (t_lo, _), (_, s_hi) = bootstrap_ci(teacher), bootstrap_ci(student)
+    assert t_lo < s_hi  # separately, the two accuracies' intervals overlap
+    assert paired_bootstrap_ci(teacher, teacher) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="same examples"):
+        paired_bootstrap_ci(teacher, student[:-1])
 
 
 def test_predict_logits_returns_examples_in_their_original_order() -> None:
