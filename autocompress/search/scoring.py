@@ -32,7 +32,7 @@ class Measurement:
     objective: ProfileLatency  # on the study's latency profile
     records: dict[str, dict[str, Any]]  # every profile's stored form, by name (with the cost model's facts)
     size: Size
-    size_ratio: float  # effective bytes / the teacher's
+    size_ratio: float  # shipped bytes / the teacher's
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ class TrialRecord:
     latencies: dict[str, LatencyFigures] = field(default_factory=dict)  # every profile's, by name
     speedup: float | None = None  # teacher / candidate on the objective's profile
     size: SizeFigures | None = None
-    size_ratio: float | None = None  # effective bytes / the teacher's
+    size_ratio: float | None = None  # shipped bytes / the teacher's (older records: effective bytes)
     recovery: RecoveryFacts | None = None  # how the candidate was recovered (distillation facts)
     exits: ExitsTaken | None = None  # early exits: where eval examples stop
     vocabulary: VocabularyFacts | None = None  # a kept vocabulary: rows kept, and the eval tokens that read as [UNK]
