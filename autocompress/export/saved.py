@@ -206,14 +206,12 @@ def load(directory: str | Path) -> nn.Module:
         model, d / WEIGHTS_FILE, "model." if plan.exits is not None else "")  # the exits' wrapper holds the student as model
     # shapes only: which units were kept, the vocabulary's rows and the exit heads come with the weights
     model = apply_plan_(model, plan, Selection(vocabulary=shape), bits=False)
-    kept = word_embeddings(static_part(model)) if shape is not None else None
     if legacy.export_weights_are_float(meta):
         try:
             load_model(model, str(d / WEIGHTS_FILE), strict=True)
         except (RuntimeError, OSError) as exc:
             raise ModelError(f"the weights in {d / WEIGHTS_FILE} do not fit the plan's shapes: {str(exc).splitlines()[0]}") from None
-        if isinstance(kept, KeptVocabulary):
-            padding_from_lookup_(kept)
+        _point_padding_(model, plan)
         apply_bits_(model, plan)
         return model.eval()
     try:
@@ -226,7 +224,15 @@ def load(directory: str | Path) -> nn.Module:
         unpack_(model, tensors, metadata)
     except ModelError as exc:
         raise ModelError(f"{d / WEIGHTS_FILE}: {exc}") from None
-    table = word_embeddings(static_part(model)) if kept is not None else None  # unpacking may have replaced it
-    if isinstance(table, KeptVocabulary):  # an 8-bit table has no padding row to point
-        padding_from_lookup_(table)
+    _point_padding_(model, plan)
     return model.eval()
+
+
+def _point_padding_(model: nn.Module, plan: CompressionPlan) -> None:
+    """Point a loaded kept-vocabulary table's padding row where its lookup maps the padding id (an
+    8-bit table has no padding row to point)."""
+    if plan.vocab_min_count is None:
+        return
+    table = word_embeddings(static_part(model))
+    if isinstance(table, KeptVocabulary):
+        padding_from_lookup_(table)
