@@ -64,7 +64,12 @@ class TaskConfig(_Frozen):
     transfer_size: int = Field(0, ge=0)  # extra examples for distillation, used without their labels
     max_length: int = Field(128, ge=8, le=4096)  # tokens per example at train/eval time
     seed: int = 0  # seed of the train/eval split
-    metric: Literal["accuracy", "macro_f1"] = "accuracy"  # what the search maximises; macro_f1 for imbalanced classes
+    # what the search optimises, one of the task kind's metrics (checked against it): accuracy or macro_f1
+    # (imbalanced classes) for classification; perplexity, next_token_accuracy, kl or multiple_choice for causal-lm
+    metric: str = "accuracy"
+    # causal-lm: a local JSONL file of multiple-choice questions (context, choices, answer: the
+    # lm-evaluation-harness convention) scored by log-likelihood; metric multiple_choice optimises it
+    multiple_choice: str | None = None
     test_split: str | None = None  # hub datasets: a split to draw the held-out test examples from
     test_size: int = Field(0, ge=0, validate_default=True)  # held-out test examples, reported for full trials, never optimised on (0: none)
 
@@ -266,7 +271,15 @@ class SpaceConfig(_Frozen):
     heads: tuple[Ratio, ...] = (1.0, 0.75, 0.5, 0.25)  # attention-head keep ratios, per layer
     ffn: tuple[Ratio, ...] = (1.0, 0.75, 0.5, 0.25)  # FFN-neuron keep ratios, per layer
     bits: tuple[Literal[32, 8, 4, 2], ...] = (32, 8)  # bit-widths per layer (4, 2: simulated)
-    head_bits: tuple[Literal[32, 8], ...] = (32,)  # pooler + classifier: float, or also int8
+    head_bits: tuple[Literal[32, 8, 4], ...] = (32,)  # the head (pooler + classifier, or a language model's output projection): float, int8, int4 (weight-only)
+    # grouped-query attention: fractions of key/value groups kept per layer (each group's query heads go with it)
+    kv: tuple[Ratio, ...] = (1.0,)
+    # how 8- and 4-bit weights compute: dynamic (int8 weights and activations; 4 simulated) or weight_only
+    # (int8 / group-wise int4 weights, 16-bit activations: what decoding gains from)
+    weight_scheme: tuple[Literal["dynamic", "weight_only"], ...] = ("dynamic",)
+    # heads / kv ratios that grouped-query attention cannot honour exactly are rounded to the nearest shape
+    # that it can; true: refuse them instead (before anything runs)
+    strict: bool = False
     embedding_bits: tuple[Literal[32, 8, 4], ...] = (32,)  # embeddings: float, 8 (8-bit codes and a scale per row), 4 (simulated)
     depth: DepthSpace = DepthSpace()
     exits: ExitsSpace = ExitsSpace()
@@ -296,7 +309,7 @@ class SpaceConfig(_Frozen):
         object.__setattr__(self, "per_layer", implied)
         return self
 
-    @field_validator("heads", "ffn", mode="before")
+    @field_validator("heads", "kv", "ffn", mode="before")
     @classmethod
     def _ratios(cls, v: Any) -> Any:
         if isinstance(v, list):
@@ -309,7 +322,7 @@ class SpaceConfig(_Frozen):
             return tuple(v)
         return v
 
-    @field_validator("bits", "head_bits", "embedding_bits", "sharing", mode="before")
+    @field_validator("bits", "head_bits", "embedding_bits", "sharing", "weight_scheme", mode="before")
     @classmethod
     def _bits(cls, v: Any) -> Any:
         if isinstance(v, list):
@@ -327,12 +340,29 @@ class SpaceConfig(_Frozen):
 
 
 class ObjectivesConfig(_Frozen):
-    max_accuracy_drop: float | None = Field(None, ge=0, le=100)  # points; trials beyond are infeasible
+    max_accuracy_drop: float | None = Field(None, ge=0, le=100)  # points of the task metric; trials beyond are infeasible
+    # metric perplexity: the budget as perplexity at most this many percent above the teacher's
+    max_perplexity_increase: float | None = Field(None, gt=0, le=10_000)
 
-    @field_validator("max_accuracy_drop", mode="before")
+    @field_validator("max_accuracy_drop", "max_perplexity_increase", mode="before")
     @classmethod
     def _as_float(cls, v: Any) -> Any:
         return _int_to_float(v)
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> "ObjectivesConfig":
+        if self.max_accuracy_drop is not None and self.max_perplexity_increase is not None:
+            raise ValueError("give one budget: max_accuracy_drop (points of the metric) or max_perplexity_increase "
+                             "(percent above the teacher's perplexity)")
+        return self
+
+    @property
+    def max_drop(self) -> float | None:
+        """The budget in points of the study's first objective (perplexity: 100 × the teacher's perplexity
+        over the candidate's, so p ≤ (1 + x/100)·teacher is a drop of at most 100 − 100/(1 + x/100))."""
+        if self.max_perplexity_increase is not None:
+            return 100.0 - 100.0 / (1.0 + self.max_perplexity_increase / 100.0)
+        return self.max_accuracy_drop
 
 
 class SearchConfig(_Frozen):

@@ -21,11 +21,17 @@ from autocompress.errors import PlanError
 __all__ = ["SCHEMA_VERSION", "REAL_BITS", "SIMULATED_BITS", "LayerPlan", "ExitPlan", "CompressionPlan"]
 
 SCHEMA_VERSION = 1
-#: Bit-widths executed with real kernels (32 = float, 8 = int8 dynamic quantisation).
+#: Bit-widths executed with real kernels (32 = float, 8 = int8: dynamic quantisation, or weight-only
+#: under ``weight_scheme: weight_only``).
 REAL_BITS = (32, 8)
-#: Bit-widths only simulated (fake-quantised weights): they count for accuracy and size, not speed.
+#: Bit-widths only simulated (fake-quantised weights): they count for quality and size, not speed.
+#: Under ``weight_scheme: weight_only`` 4 bits are real (group-wise int4, see ``ops.weight_only``).
 SIMULATED_BITS = (4, 2)
 Bits = Literal[32, 8, 4, 2]
+#: How 8- and 4-bit Linear weights compute: ``dynamic`` (int8 weights and activations quantised per
+#: call; 4 bits simulated) or ``weight_only`` (int8 or group-wise int4 weights, activations in 16-bit
+#: float: what decoding, which reads every weight once per token, gains from)
+WeightScheme = Literal["dynamic", "weight_only"]
 
 
 class LayerPlan(BaseModel):
@@ -34,11 +40,14 @@ class LayerPlan(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     keep: StrictBool = True  # False: the layer is dropped from the student
-    heads: float = Field(1.0, gt=0.0, le=1.0)  # fraction of attention heads kept
+    heads: float = Field(1.0, gt=0.0, le=1.0)  # fraction of attention (query) heads kept
+    # fraction of key/value groups kept (grouped-query attention: each group's query heads go with it);
+    # 1.0 for models whose every head has its own keys and values
+    kv: float = Field(1.0, gt=0.0, le=1.0)
     ffn: float = Field(1.0, gt=0.0, le=1.0)  # fraction of FFN (intermediate) neurons kept
     bits: Bits = 32  # bit-width of the layer's Linear weights
 
-    @field_validator("heads", "ffn", mode="before")
+    @field_validator("heads", "kv", "ffn", mode="before")
     @classmethod
     def _int_ratio_is_float(cls, v: Any) -> Any:
         # YAML writes 1.0 back as 1: accept ints as ratios, but nothing else that is not a float.
@@ -91,7 +100,8 @@ class CompressionPlan(BaseModel):
     # embeddings stay float unless asked: 8 = 8-bit codes per row (real); 4 = rows rounded to 16
     # levels (simulated: shipped as 4-bit codes, computed in float)
     embedding_bits: Literal[32, 8, 4] = 32
-    head_bits: Literal[32, 8] = 32  # pooler + classifier
+    head_bits: Literal[32, 8, 4] = 32  # the head: pooler + classifier, or a language model's output projection (4: weight-only)
+    weight_scheme: WeightScheme = "dynamic"  # how 8- and 4-bit weights compute (see WeightScheme)
     exits: ExitPlan | None = None  # early exits (dynamic inference); absent: every input runs every layer
     # vocabulary pruning: keep the word-embedding rows of the tokens the vocabulary corpus uses at
     # least this often (special tokens always); the others read as [UNK]. Absent: every row
@@ -111,6 +121,12 @@ class CompressionPlan(BaseModel):
         if not any(layer.keep for layer in layers):
             raise ValueError("the plan keeps no layer; keep at least one")
         return layers
+
+    @model_validator(mode="after")
+    def _four_bit_head_is_weight_only(self) -> "CompressionPlan":
+        if self.head_bits == 4 and self.weight_scheme != "weight_only":
+            raise ValueError("head_bits 4 is a weight-only width: set weight_scheme: weight_only (or head_bits 8 or 32)")
+        return self
 
     @model_validator(mode="after")
     def _exits_after_kept_layers(self) -> "CompressionPlan":
@@ -142,10 +158,10 @@ class CompressionPlan(BaseModel):
                     raise ValueError(f"layer {i} is in two sharing groups; a layer shares one set of weights")
                 seen.add(i)
                 first, this = self.layers[members[0]], self.layers[i]
-                if (this.heads, this.ffn, this.bits) != (first.heads, first.ffn, first.bits):
-                    raise ValueError(f"layer {i} shares layer {members[0]}'s weights, so it needs the same heads, ffn "
-                                     f"and bits ({first.heads:g}, {first.ffn:g}, {first.bits}); got "
-                                     f"({this.heads:g}, {this.ffn:g}, {this.bits})")
+                if (this.heads, this.kv, this.ffn, this.bits) != (first.heads, first.kv, first.ffn, first.bits):
+                    raise ValueError(f"layer {i} shares layer {members[0]}'s weights, so it needs the same heads, kv, "
+                                     f"ffn and bits ({first.heads:g}, {first.kv:g}, {first.ffn:g}, {first.bits}); got "
+                                     f"({this.heads:g}, {this.kv:g}, {this.ffn:g}, {this.bits})")
         return self
 
     # ---------------------------------------------------------------- constructors
@@ -158,15 +174,19 @@ class CompressionPlan(BaseModel):
         ffn: float = 1.0,
         bits: int = 32,
         keep: list[int] | None = None,
+        kv: float = 1.0,
+        **settings: Any,
     ) -> "CompressionPlan":
-        """The same treatment for every layer; ``keep`` lists the kept layer indices (default all)."""
+        """The same treatment for every layer; ``keep`` lists the kept layer indices (default all);
+        ``settings`` are whole-model settings (``head_bits``, ``weight_scheme``, ...)."""
         kept = set(range(num_layers)) if keep is None else set(keep)
         return cls.model_validate(
             {
                 "layers": [
-                    {"keep": i in kept, "heads": heads, "ffn": ffn, "bits": bits}
+                    {"keep": i in kept, "heads": heads, "kv": kv, "ffn": ffn, "bits": bits}
                     for i in range(num_layers)
-                ]
+                ],
+                **settings,
             }
         )
 
@@ -199,6 +219,11 @@ class CompressionPlan(BaseModel):
         for key in ("exits", "vocab_min_count", "share"):  # a plan without them is stored as before they existed
             if data[key] is None:
                 del data[key]
+        if data["weight_scheme"] == "dynamic":
+            del data["weight_scheme"]
+        for layer in data["layers"]:
+            if layer["kv"] == 1.0:
+                del layer["kv"]
         if data.get("exits") and data["exits"]["pooling"] == "first":
             del data["exits"]["pooling"]
         return data
@@ -218,12 +243,19 @@ class CompressionPlan(BaseModel):
     @property
     def simulated(self) -> bool:
         """True when some weights are only fake-quantised (their speed is not measured)."""
-        return self.embedding_bits in SIMULATED_BITS or any(layer.keep and layer.bits in SIMULATED_BITS for layer in self.layers)
+        return self.embedding_bits in SIMULATED_BITS or any(
+            layer.keep and self.bits_simulated(layer.bits) for layer in self.layers)
+
+    def bits_simulated(self, bits: int) -> bool:
+        """True when a Linear at ``bits`` bits is only fake-quantised under this plan's weight scheme."""
+        real = (32, 8, 4) if self.weight_scheme == "weight_only" else REAL_BITS
+        return bits not in real
 
     @property
     def changes_structure(self) -> bool:
         """True when the plan drops layers, prunes or shares weights (what distillation can recover from)."""
-        return self.share is not None or any((not lp.keep) or lp.heads < 1.0 or lp.ffn < 1.0 for lp in self.layers)
+        return self.share is not None or any(
+            (not lp.keep) or lp.heads < 1.0 or lp.kv < 1.0 or lp.ffn < 1.0 for lp in self.layers)
 
     @property
     def quantises(self) -> bool:
@@ -262,19 +294,23 @@ class CompressionPlan(BaseModel):
         """A short human summary, e.g. ``'4/6 layers · heads 75% · ffn 50% · int8 ×4'``."""
         kept = [self.layers[i] for i in self.kept_layers]
         heads = sum(layer.heads for layer in kept) / len(kept)
+        kv = sum(layer.kv for layer in kept) / len(kept)
         ffn = sum(layer.ffn for layer in kept) / len(kept)
         parts = [f"{len(kept)}/{self.num_layers} layers"]
         if heads < 1.0:
             parts.append(f"heads {heads:.0%}")
+        if kv < 1.0:
+            parts.append(f"kv groups {kv:.0%}")
         if ffn < 1.0:
             parts.append(f"ffn {ffn:.0%}")
+        weight_only = " weight-only" if self.weight_scheme == "weight_only" else ""
         for bits in (8, 4, 2):
             n = sum(1 for layer in kept if layer.bits == bits)
             if n:
-                label = "int8" if bits == 8 else f"{bits}-bit (simulated)"
+                label = f"{bits}-bit (simulated)" if self.bits_simulated(bits) else f"int{bits}{weight_only}"
                 parts.append(f"{label} ×{n}")
-        if self.head_bits == 8:
-            parts.append("int8 head")
+        if self.head_bits < 32:
+            parts.append(f"int{self.head_bits}{weight_only} head")
         if self.embedding_bits == 8:
             parts.append("int8 embeddings")
         elif self.embedding_bits == 4:

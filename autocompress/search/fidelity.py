@@ -157,7 +157,7 @@ def decide(
     best = optimistic(cfg, rung, teacher_percent, at, recovers, known.gains)
     where = "before recovery" if rung == "cheap" else "after the short distillation"
     name = at.name
-    budget = cfg.objectives.max_accuracy_drop
+    budget = cfg.objectives.max_drop
     blind = rung == "cheap" and recovers  # the unrecovered metric says nothing of the recovered one
     if budget is not None and not blind and teacher_percent - best > budget:
         return Gate(reason=(

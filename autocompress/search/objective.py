@@ -103,7 +103,7 @@ class _RunningTrial:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _tb: TracebackType | None) -> None:
         if exc is not None and not isinstance(exc, optuna.TrialPruned) and self.record.fail_reason is None:
             self.update(fail_reason=record.failure_reason(exc))
-        record.write(self.trial, self.record, max_accuracy_drop=self.bench.config.objectives.max_accuracy_drop)
+        record.write(self.trial, self.record, max_accuracy_drop=self.bench.config.objectives.max_drop)
 
     def update(self, **changes: object) -> None:
         self.record = self.record.with_(**changes)

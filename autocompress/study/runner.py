@@ -226,6 +226,6 @@ def study_sampler(bench: Workbench, offset: int = 0) -> OnePlanOnce:
     cfg = bench.config
     return OnePlanOnce(
         make_sampler(cfg.search, offset=offset), cfg.space, bench.arch, bench.layer_ranking,
-        teacher_percent=100 * bench.teacher_metric.value, max_accuracy_drop=cfg.objectives.max_accuracy_drop,
+        teacher_percent=100 * bench.teacher_metric.value, max_accuracy_drop=cfg.objectives.max_drop,
         seed=cfg.search.seed + offset,
     )

@@ -253,7 +253,6 @@ def test_cuda_profile_with_int8_in_the_space_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("task", "key", "message"),
     [
-        ({"metric": "f1"}, "task.metric", "'accuracy' or 'macro_f1'"),
         ({"test_split": "test"}, "task.test_size", "say how many"),
         ({"test_size": 5}, "task.test_size", "at least 10"),
         ({"text_pair_column": "sentence"}, "task.text_pair_column", "two text columns"),

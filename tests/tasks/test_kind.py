@@ -113,3 +113,10 @@ def test_a_kind_without_exits_refuses_an_exit_space(tiny_model_dir, tiny_csv, mo
     with pytest.raises(ConfigError, match="space.exits.schedule"):
         check_task(cfg)
 
+
+
+def test_a_metric_the_kind_does_not_have_names_the_key_and_the_choices() -> None:
+    cfg = parse_config({"name": "s", "task": {"source": "bundled:tweets", "metric": "f1"}})
+    with pytest.raises(ConfigError) as info:
+        check_task(cfg, "s.yaml")
+    assert info.value.key == "task.metric" and "accuracy, macro_f1" in str(info.value)
