@@ -65,11 +65,8 @@ class TaskConfig(_Frozen):
     max_length: int = Field(128, ge=8, le=4096)  # tokens per example at train/eval time
     seed: int = 0  # seed of the train/eval split
     # what the search optimises, one of the task kind's metrics (checked against it): accuracy or macro_f1
-    # (imbalanced classes) for classification; perplexity, next_token_accuracy, kl or multiple_choice for causal-lm
+    # (imbalanced classes) for classification; perplexity, next_token_accuracy or kl for causal-lm
     metric: str = "accuracy"
-    # causal-lm: a local JSONL file of multiple-choice questions (context, choices, answer: the
-    # lm-evaluation-harness convention) scored by log-likelihood; metric multiple_choice optimises it
-    multiple_choice: str | None = None
     test_split: str | None = None  # hub datasets: a split to draw the held-out test examples from
     test_size: int = Field(0, ge=0, validate_default=True)  # held-out test examples, reported for full trials, never optimised on (0: none)
 

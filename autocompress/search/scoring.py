@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from autocompress.ops.exits import EarlyExit, exit_predictions, exit_shares, static_part
-from autocompress.tasks.evaluate import Accuracy, Metric, accuracy
+from autocompress.tasks.evaluate import Accuracy, Metric
 from autocompress.ops.size import Size, model_size
 from autocompress.latency.measure import ProfileLatency, compute_lock, measure_profile
 from autocompress.latency.runtimes.ort import measure_onnxruntime
@@ -135,9 +135,10 @@ def subset_metric(bench: Workbench, model: nn.Module) -> Metric:
     """The task metric on the first ``fidelity.cheap_eval_size`` eval examples (the rungs' subset)."""
     cfg = bench.config
     subset = bench.eval.head(cfg.fidelity.cheap_eval_size)
+    reference = bench.teacher.eval_logits[: len(subset)]
     with compute_lock():
-        logits = bench.kind.outputs(model.eval(), subset)
-    return bench.kind.metric(cfg.task.metric, logits, subset)
+        logits = bench.kind.outputs(model.eval(), subset, reference)
+    return bench.kind.metric(cfg.task.metric, logits, subset, reference)
 
 
 def screen(bench: Workbench, model: nn.Module, plan: CompressionPlan, float_model: nn.Module | None = None) -> Screen:
@@ -165,13 +166,13 @@ def evaluate(bench: Workbench, model: nn.Module) -> Evaluation:
             logits, taken = exit_predictions(model, bench.eval)
             exits = exits_taken(model, taken)
         else:
-            logits = bench.kind.outputs(model, bench.eval)
-    score = bench.kind.metric(cfg.task.metric, logits, bench.eval)
+            logits = bench.kind.outputs(model, bench.eval, bench.teacher.eval_logits)
+    score = bench.kind.metric(cfg.task.metric, logits, bench.eval, bench.teacher.eval_logits)
     return Evaluation(
-        accuracy=accuracy(logits, bench.eval.labels),
+        accuracy=bench.kind.accuracy(logits, bench.eval),
         metric=score,
         drop=100 * bench.teacher_metric.value - 100 * score.value,
-        teacher_agreement=(logits.argmax(-1) == bench.teacher.eval_logits.argmax(-1)).float().mean().item(),
+        teacher_agreement=bench.kind.agreement(logits, bench.teacher.eval_logits),
         exits=exits,
     )
 
@@ -189,8 +190,9 @@ def held_out(bench: Workbench, model: nn.Module) -> HeldOut | None:
     if bench.test is None:
         return None
     with compute_lock():
-        logits = bench.kind.outputs(model, bench.test)
-    return HeldOut(bench.kind.metric(bench.config.task.metric, logits, bench.test), accuracy(logits, bench.test.labels))
+        logits = bench.kind.outputs(model, bench.test, bench.test_reference)
+    return HeldOut(bench.kind.metric(bench.config.task.metric, logits, bench.test, bench.test_reference),
+                   bench.kind.accuracy(logits, bench.test))
 
 
 def _prediction_facts(bench: Workbench, model: nn.Module, profile: DeviceProfile) -> dict[str, Any]:

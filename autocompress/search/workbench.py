@@ -64,6 +64,7 @@ class Workbench:
     teacher_metric: Metric  # the teacher's task metric on the eval split (what drops are measured from)
     test: Encoded | None = None  # held-out test examples, scored for full-fidelity trials only
     teacher_test: Metric | None = None  # the teacher's task metric on ``test``
+    test_reference: torch.Tensor | None = None  # the teacher's outputs on ``test`` (what candidates are compared with)
     transfer_states: TeacherStates | None = None  # the teacher's hidden states on ``transfer`` (hidden-state distillation)
     task_inputs: TaskInputs | None = None  # the eval examples, which a profile with task inputs samples and times
     onnx_teacher: OrtTeacher | None = None  # the teacher's ONNX model, for profiles timed in ONNX Runtime
@@ -89,14 +90,14 @@ def prepare(
     teacher = prepare_teacher(cfg, kind, task, train, eval_, cache_dir, progress)
     arch = arch_info(teacher.model)
     check_space(cfg.space, arch, file=config_file)
-    teacher_metric = kind.metric(cfg.task.metric, teacher.eval_logits, eval_)
-    test = teacher_test = None
+    teacher_metric = kind.metric(cfg.task.metric, teacher.eval_logits, eval_, teacher.eval_logits)
+    test = teacher_test = test_logits = None
     if task.test is not None:
         test = kind.encode(tokenizer, task.test, cfg.task.max_length)
         test_logits = cached_tensors(
             teacher, f"test-logits-{_digest(task.test)}", lambda: {"logits": kind.outputs(teacher.model, test)}
         )["logits"]
-        teacher_test = kind.metric(cfg.task.metric, test_logits, test)
+        teacher_test = kind.metric(cfg.task.metric, test_logits, test, test_logits)
     calib = train.head(cfg.pruning.calibration_examples)
     crit = cfg.pruning.criterion
     scores = cached_tensors(
@@ -111,7 +112,7 @@ def prepare(
         extra_logits = cached_tensors(
             teacher, f"transfer-logits-{len(extra)}", lambda: {"logits": kind.outputs(teacher.model, extra)}
         )["logits"]
-        kd_train = kd_train.concat(extra.with_labels(extra_logits.argmax(-1)))  # teacher's labels
+        kd_train = kd_train.concat(kind.pseudo_labelled(extra, extra_logits))  # the teacher's targets
         kd_logits = torch.cat([kd_logits, extra_logits])
     sample = task_inputs(eval_) if any(p.task_inputs for p in cfg.all_profiles) else None
     calibration = None
@@ -148,6 +149,7 @@ def prepare(
         teacher_metric=teacher_metric,
         test=test,
         teacher_test=teacher_test,
+        test_reference=test_logits,
         transfer_states=_states(cfg, teacher.model, kd_train),
         task_inputs=sample,
         onnx_teacher=_onnx_teacher(cfg, teacher.model, eval_),
@@ -218,7 +220,7 @@ def screening_predicts(cfg: StudyConfig) -> bool:
     times a CPU profile here."""
     main = cfg.profile
     return (cfg.fidelity.enabled and cfg.recovery.epochs > 0 and not main.predicted and main.device == "cpu"
-            and main.backend == "torch")
+            and main.backend == "torch" and not getattr(main, "new_tokens", 0))  # the cost model times forward passes, not generation
 
 
 def _digest(examples: Examples) -> str:

@@ -64,10 +64,10 @@ class SequenceClassification(TaskKind):
         labels = data if isinstance(data, int) else data.num_labels
         return load_classifier(source, labels, trust_remote_code=trust_remote_code)
 
-    def outputs(self, model: nn.Module, data: Encoded) -> torch.Tensor:
+    def outputs(self, model: nn.Module, data: Encoded, reference: torch.Tensor | None = None) -> torch.Tensor:
         return predict_logits(model, data)
 
-    def metric(self, name: str, outputs: torch.Tensor, data: Encoded) -> Metric:
+    def metric(self, name: str, outputs: torch.Tensor, data: Encoded, reference: torch.Tensor | None = None) -> Metric:
         return metric(name, outputs, data.labels)
 
     def training_loss(self, output: Any, targets: torch.Tensor) -> torch.Tensor:

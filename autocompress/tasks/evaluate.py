@@ -102,14 +102,29 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> Accuracy:
 
 @dataclass(frozen=True)
 class Metric(Estimate):
-    """A task metric (named as in ``task.metric``) in [0, 1] with its bootstrap interval."""
+    """A task metric (named as in ``task.metric``) in [0, 1], higher is better, with its bootstrap
+    interval. A metric whose own unit is not a share (perplexity, KL divergence) keeps it in
+    ``natural`` with its interval, and ``value`` is the teacher's figure relative to it (perplexity:
+    the teacher's over the candidate's; KL: exp(−KL)), so that 1 is the teacher's quality."""
 
     name: str
+    natural: float | None = None  # the metric in its own unit (perplexity, nats), where value is relative
+    natural_low: float | None = None
+    natural_high: float | None = None
+    teacher_natural: float | None = None  # the teacher's figure in that unit, on the same examples
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None or k in ("value", "ci_low", "ci_high", "n")}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Metric":
+        def opt(key: str) -> float | None:
+            return None if d.get(key) is None else float(d[key])
+
         return cls(name=str(d["name"]), value=float(d["value"]), ci_low=float(d["ci_low"]),
-                   ci_high=float(d["ci_high"]), n=int(d["n"]))
+                   ci_high=float(d["ci_high"]), n=int(d["n"]), natural=opt("natural"),
+                   natural_low=opt("natural_low"), natural_high=opt("natural_high"),
+                   teacher_natural=opt("teacher_natural"))
 
 
 def macro_f1_of(predicted: torch.Tensor, labels: torch.Tensor, num_labels: int | None = None) -> torch.Tensor:

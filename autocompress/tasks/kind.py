@@ -24,7 +24,7 @@ from autocompress.errors import ConfigError, UnknownNameError
 from autocompress.schema.config import StudyConfig, TaskConfig
 from autocompress.tasks.batches import Encoded, random_token_batch
 from autocompress.tasks.data import Examples, TaskData
-from autocompress.tasks.evaluate import Metric
+from autocompress.tasks.evaluate import Accuracy, Metric, accuracy
 
 __all__ = ["TASK_KINDS", "TaskKind", "check_task", "register_task_kind", "task_kind"]
 
@@ -42,6 +42,11 @@ class TaskKind(ABC):
     metrics: ClassVar[tuple[str, ...]]
     #: whether early-exit heads can attach to this kind's models (``space.exits``)
     supports_exits: ClassVar[bool]
+    #: whether a plan may keep part of the vocabulary (``space.vocabulary``) or share layers (``space.sharing``)
+    supports_vocabulary: ClassVar[bool] = True
+    supports_sharing: ClassVar[bool] = True
+    #: whether the model generates text: its latency is a generation workload (``profile.new_tokens``)
+    generates: ClassVar[bool] = False
 
     # ---------------------------------------------------------------- data
     @abstractmethod
@@ -58,13 +63,30 @@ class TaskKind(ABC):
         """The base model at ``source`` with this kind's head for ``data`` (or its number of outputs)."""
 
     @abstractmethod
-    def outputs(self, model: nn.Module, data: Encoded) -> torch.Tensor:
-        """What ``model`` predicts for every example of ``data`` (the teacher's are the distillation targets)."""
+    def outputs(self, model: nn.Module, data: Encoded, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """What ``model`` predicts for every example of ``data`` (the teacher's are the distillation
+        targets); ``reference`` (the teacher's outputs on ``data``) lets a kind record what it needs to
+        compare the two (a language model: its probabilities of the teacher's likeliest tokens)."""
 
     # ---------------------------------------------------------------- quality
     @abstractmethod
-    def metric(self, name: str, outputs: torch.Tensor, data: Encoded) -> Metric:
-        """The metric ``name`` of ``outputs`` (from :meth:`outputs`) on ``data``, with its interval."""
+    def metric(self, name: str, outputs: torch.Tensor, data: Encoded, reference: torch.Tensor | None = None) -> Metric:
+        """The metric ``name`` of ``outputs`` (from :meth:`outputs`) on ``data``, with its interval; its
+        ``value`` is higher-is-better in [0, 1] (the study's first objective is 100 × it). Metrics
+        measured against the teacher read its outputs from ``reference``."""
+
+    def accuracy(self, outputs: torch.Tensor, data: Encoded) -> Accuracy:
+        """The share of correct predictions (stored with every trial beside the task metric)."""
+        return accuracy(outputs, data.labels)
+
+    def agreement(self, outputs: torch.Tensor, reference: torch.Tensor) -> float:
+        """The share of predictions equal to the teacher's (``reference``)."""
+        return (outputs.argmax(-1) == reference.argmax(-1)).float().mean().item()
+
+    def pseudo_labelled(self, data: Encoded, outputs: torch.Tensor) -> Encoded:
+        """Extra distillation examples (``task.transfer_size``) with the targets the teacher's ``outputs``
+        give them: by default its predicted classes."""
+        return data.with_labels(outputs.argmax(-1))
 
     # ---------------------------------------------------------------- training
     @abstractmethod
@@ -75,6 +97,22 @@ class TaskKind(ABC):
     def distillation_loss(self, student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor,
                           temperature: float, alpha: float) -> torch.Tensor:
         """The loss a student is distilled on: its outputs against the teacher's and the task's targets."""
+
+    def check(self, cfg: StudyConfig, file: str | None = None) -> None:
+        """Refuse settings this kind cannot honour (raises :class:`ConfigError` naming the key): by
+        default, a generation workload (only a generating kind has one) and a perplexity budget
+        for another metric."""
+        if cfg.objectives.max_perplexity_increase is not None and cfg.task.metric != "perplexity":
+            raise ConfigError(f"max_perplexity_increase is a perplexity budget but task.metric is {cfg.task.metric}; "
+                              "use max_accuracy_drop (points of the metric)", file=file,
+                              key="objectives.max_perplexity_increase")
+        if self.generates:
+            return
+        for i, profile in enumerate(cfg.all_profiles):
+            if getattr(profile, "new_tokens", 0) and not self.generates:
+                key = "profile" if i == 0 else f"report_profiles.{i - 1}"
+                raise ConfigError(f"task kind '{self.name}' does not generate text; remove new_tokens from "
+                                  f"profile '{profile.name}' (or set it to 0)", file=file, key=f"{key}.new_tokens")
 
     # ---------------------------------------------------------------- latency
     def timed_inputs(self, batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -120,4 +158,11 @@ def check_task(cfg: StudyConfig, file: str | None = None) -> TaskKind:
     if cfg.space.exits.offered and not kind.supports_exits:
         raise ConfigError(f"task kind '{kind.name}' has no early exits; set space.exits.schedule: [none]",
                           file=file, key="space.exits.schedule")
+    if cfg.space.vocabulary.offered and not kind.supports_vocabulary:
+        raise ConfigError(f"task kind '{kind.name}' keeps its whole vocabulary (its output layer predicts every "
+                          "token); set space.vocabulary.keep: [all]", file=file, key="space.vocabulary.keep")
+    if any(s != "none" for s in cfg.space.sharing) and not kind.supports_sharing:
+        raise ConfigError(f"task kind '{kind.name}' cannot share layers (each layer keeps its own key/value cache); "
+                          "set space.sharing: [none]", file=file, key="space.sharing")
+    kind.check(cfg, file)
     return kind

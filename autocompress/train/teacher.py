@@ -25,7 +25,7 @@ from autocompress.tasks.batches import Encoded
 from autocompress.schema.config import LEGACY_TRAINING, StudyConfig, TrainConfig
 from autocompress.train.distill import Progress, fine_tune_
 from autocompress.store.locks import file_lock
-from autocompress.tasks.evaluate import Accuracy, accuracy
+from autocompress.tasks.evaluate import Accuracy
 from autocompress.models.adapters import load_tokenizer
 from autocompress.tasks.data import TaskData
 from autocompress.tasks.kind import TaskKind
@@ -151,7 +151,7 @@ def _build(
     model.eval()
     eval_logits = kind.outputs(model, eval_)
     train_logits = kind.outputs(model, train)
-    acc = accuracy(eval_logits, eval_.labels)
+    acc = kind.accuracy(eval_logits, eval_)
     torch.save({"eval": eval_logits, "train": train_logits}, tmp / _LOGITS)
     meta: dict[str, Any] = {
         "fingerprint": fp,
