@@ -1,5 +1,6 @@
-"""Bring your own model: every supported architecture family is located, compressed and costed
-through its adapter; anything else is refused with the list of supported families."""
+"""Bring your own model: every supported encoder family is located, compressed and costed
+through its adapter; anything else is refused with the list of supported families (decoder
+families: ``test_decoder_adapters.py``)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from autocompress.models.adapters import (
     arch_from_config,
     arch_info,
     check_max_length,
+    load_causal_lm,
     load_classifier,
     peek_arch,
     peek_config,
@@ -47,6 +49,15 @@ MIXED = CompressionPlan(
 
 def test_bert_roberta_xlmr_and_distilbert_families_are_supported() -> None:
     assert {"bert", "roberta", "xlm-roberta", "distilbert"} <= set(SUPPORTED_FAMILIES)
+
+
+def test_an_encoder_has_one_key_value_head_per_query_head() -> None:
+    arch = ArchInfo(family="bert", num_layers=2, num_heads=4, intermediate_size=64, hidden_size=32)
+    assert (arch.num_kv_heads, arch.head_size, arch.decoder) == (4, 8, False)
+    assert arch == ArchInfo(family="bert", num_layers=2, num_heads=4, intermediate_size=64, hidden_size=32,
+                            num_kv_heads=4, head_size=8)
+    with pytest.raises(ModelError, match="5 query heads cannot have 2 key/value heads"):
+        ArchInfo(family="llama", num_layers=2, num_heads=5, intermediate_size=64, hidden_size=40, num_kv_heads=2)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -122,27 +133,31 @@ def test_max_length_beyond_the_model_s_positions_is_refused(make, limit: int) ->
         check_max_length(cfg, limit + 1)
 
 
-def _saved_gpt2(directory: Path) -> Path:
-    from transformers import GPT2Config, GPT2ForSequenceClassification
+def _saved_config(directory: Path, family: str) -> Path:
+    """A model directory holding only the config of a tiny ``family`` model (enough to be refused)."""
+    from transformers import MambaConfig, MixtralConfig, Qwen2MoeConfig, T5Config
 
-    cfg = GPT2Config(vocab_size=40, n_embd=16, n_layer=1, n_head=2, n_positions=32, num_labels=2,
-                     pad_token_id=0, bos_token_id=1, eos_token_id=1)
-    GPT2ForSequenceClassification(cfg).save_pretrained(directory)
+    configs = {
+        "mixtral": lambda: MixtralConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1, num_local_experts=2),
+        "qwen2_moe": lambda: Qwen2MoeConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                            num_attention_heads=2, num_key_value_heads=1, num_experts=2),
+        "mamba": lambda: MambaConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1),
+        "t5": lambda: T5Config(d_model=16, num_layers=1, num_heads=2, d_ff=32, d_kv=8),
+    }
+    configs[family]().save_pretrained(directory)
     return directory
 
 
-def test_unknown_architecture_is_refused_listing_the_supported_ones(tmp_path: Path) -> None:
-    from transformers import T5Config
-
-    gpt2 = _saved_gpt2(tmp_path / "gpt2")
-    for call in (peek_config, peek_arch, lambda src: load_classifier(src, 2)):
+@pytest.mark.parametrize("family", ["mixtral", "qwen2_moe", "mamba", "t5"])
+def test_unknown_architecture_is_refused_listing_the_supported_ones(tmp_path: Path, family: str) -> None:
+    """Mixtures of experts, state-space models and encoder-decoders are refused before any weight is read."""
+    source = str(_saved_config(tmp_path / family, family))
+    for call in (peek_config, peek_arch, lambda src: load_classifier(src, 2), load_causal_lm):
         with pytest.raises(UnknownNameError) as info:
-            call(str(gpt2))
-        assert "architecture 'gpt2'" in str(info.value)
+            call(source)
+        assert f"architecture '{family}'" in str(info.value)
         assert "Available: " + ", ".join(sorted(SUPPORTED_FAMILIES)) in str(info.value)
-    T5Config(d_model=16, num_layers=1, num_heads=2, d_ff=32, d_kv=8).save_pretrained(tmp_path / "t5")
-    with pytest.raises(UnknownNameError, match="architecture 't5'"):
-        peek_config(str(tmp_path / "t5"))
 
 
 def test_adapter_of_a_model_without_config_is_refused() -> None:
