@@ -1,4 +1,5 @@
-"""Student depth: keep only the layers the plan keeps, in their original order."""
+"""Student depth: keep only the layers the plan keeps, in their original order (a decoder's layers
+renumbered for its key/value cache by the adapter)."""
 
 from __future__ import annotations
 
@@ -18,3 +19,5 @@ def drop_layers_(model: nn.Module, plan: CompressionPlan, adapter: ModelAdapter)
     adapter.set_layers_(model, kept)
     if len(adapter.layers(model)) != len(plan.kept_layers):
         raise RuntimeError("layer dropping left the wrong number of layers")
+    if adapter.info(model).num_layers != len(plan.kept_layers):
+        raise RuntimeError("layer dropping left the config describing another number of layers")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import tiny_bert
+from tiny_decoders import DECODERS, decoder_batch, tiny_decoder
 
 from autocompress.errors import PlanError
 from autocompress.models.adapters import adapter_for
-from autocompress.schema.plan import CompressionPlan
+from autocompress.schema.plan import CompressionPlan, LayerPlan
 from autocompress.ops import apply_plan
 from autocompress.ops.depth import drop_layers_
 
@@ -89,3 +90,63 @@ def test_dropping_layers_leaves_the_saved_config_loadable(tmp_path) -> None:
     with torch.no_grad():
         assert torch.allclose(reloaded(input_ids=ids).logits, student(input_ids=ids).logits, atol=1e-6)
     assert model.config.num_hidden_layers == 4  # the base model's config is not touched
+
+
+# ------------------------------------------------------------------------------------ decoders
+def _greedy_without_cache(model, ids: torch.Tensor, steps: int) -> torch.Tensor:
+    """Greedy decoding that recomputes the whole prefix at every step (no key/value cache)."""
+    with torch.no_grad():
+        for _ in range(steps):
+            logits = model(input_ids=ids, use_cache=False).logits
+            ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return ids
+
+
+@pytest.mark.parametrize("family", DECODERS)
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_a_shallower_pruned_decoder_generates_with_its_cache_what_it_computes_without(family: str, attn: str) -> None:
+    """The cache is indexed by each layer's position: after dropping layers and pruning heads, key/value
+    groups and neurons, greedy generation with the cache gives the tokens of recomputing the prefix."""
+    model = tiny_decoder(family, layers=4, attn=attn)
+    plan = CompressionPlan(layers=(LayerPlan(keep=False), LayerPlan(heads=0.5, kv=0.5, ffn=0.5),
+                                   LayerPlan(keep=False), LayerPlan(heads=0.25, ffn=0.75)))
+    student = apply_plan(model, plan, bits=False)
+    adapter = adapter_for(student)
+    assert [adapter.attention(layer).module.layer_idx for layer in adapter.layers(student)] == [0, 1]
+    assert adapter.info(student).num_layers == 2
+    prompt = torch.tensor([[5, 17, 42, 8, 61], [9, 3, 77, 30, 12]])
+    with torch.no_grad():
+        cached = student.generate(prompt, max_new_tokens=12, do_sample=False, use_cache=True, pad_token_id=0)
+    assert torch.equal(cached, _greedy_without_cache(student, prompt, 12))
+    assert not torch.equal(cached, _greedy_without_cache(model, prompt, 12))  # the student is another model
+
+
+def test_a_decoder_keeps_the_attention_kind_of_each_kept_layer() -> None:
+    """Qwen2 picks each layer's mask (full or sliding window) from config.layer_types: the kept layers keep theirs."""
+    model = tiny_decoder("qwen2", layers=4, use_sliding_window=True, sliding_window=4, max_window_layers=2)
+    assert model.config.layer_types == ["full_attention"] * 2 + ["sliding_attention"] * 2
+    student = apply_plan(model, CompressionPlan.uniform(4, keep=[1, 2]), bits=False)
+    assert student.config.layer_types == ["full_attention", "sliding_attention"]
+    assert student.config.num_hidden_layers == 2
+    assert [layer.self_attn.sliding_window for layer in student.model.layers] == [None, 4]
+    prompt = torch.tensor([[5, 17, 42, 8, 61, 9, 3]])
+    with torch.no_grad():
+        cached = student.generate(prompt, max_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert torch.equal(cached, _greedy_without_cache(student, prompt, 8))
+    assert model.config.layer_types == ["full_attention"] * 2 + ["sliding_attention"] * 2  # the teacher's untouched
+
+
+def test_skipping_a_decoder_layer_and_putting_it_back_restores_the_model() -> None:
+    """What layer scoring does: set the layers without one, then all of them again."""
+    model = tiny_decoder("qwen3", layers=3, use_sliding_window=True, sliding_window=4, max_window_layers=1)
+    before = model.config.layer_types
+    adapter = adapter_for(model)
+    layers = list(adapter.layers(model))
+    reference = model(**decoder_batch()).logits.detach()
+    adapter.set_layers_(model, layers[:1] + layers[2:])
+    assert model.config.layer_types == [before[0], before[2]]
+    assert [layer.self_attn.layer_idx for layer in adapter.layers(model)] == [0, 1]
+    adapter.set_layers_(model, layers)
+    assert model.config.layer_types == before and model.config.num_hidden_layers == 3
+    assert [layer.self_attn.layer_idx for layer in adapter.layers(model)] == [0, 1, 2]
+    assert torch.equal(model(**decoder_batch()).logits.detach(), reference)
