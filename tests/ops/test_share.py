@@ -111,3 +111,13 @@ def test_bits_after_sharing_leave_one_quantised_module(lively_bert) -> None:
     apply_bits_(once, CompressionPlan.uniform(2, bits=4))
     assert torch.equal(student.bert.encoder.layer[1].output.dense.weight, once.bert.encoder.layer[0].output.dense.weight)
     assert not torch.equal(before, student.bert.encoder.layer[0].output.dense.weight)
+
+
+def test_sharing_layers_of_a_decoder_is_refused() -> None:
+    """Each decoder layer is one key/value-cache slot: two positions running one module would share it."""
+    from tiny_decoders import tiny_decoder
+
+    model = tiny_decoder("llama", layers=3)
+    with pytest.raises(PlanError, match="layer sharing .* not supported for llama decoders: shared layers would write "
+                                        "one key/value-cache slot"):
+        apply_plan(model, _shared(3, [[0, 2]]))
