@@ -104,13 +104,13 @@ def test_taylor_scores_a_decoder_with_the_next_token_loss(family: str) -> None:
             m.zero_()
         adapter.ffn(adapter.layers(model)[0]).matrices()[2][:, 7] = 0  # neuron 7's output column
         adapter.ffn(adapter.layers(model)[0]).matrices()[0][7] = 0
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    before = {name: t.clone() for name, t in model.state_dict().items()}
     scores = unit_importance(model, "taylor", _documents(), batch_size=5, loss=next_token_loss)
     assert [s.shape for s in scores.heads.values()] == [(8,)] * 2
     assert [s.shape for s in scores.ffn.values()] == [(96,)] * 2
     assert (scores.heads[1][dead] == 0).all() and (scores.heads[1][per:] > 0).all()
     assert scores.ffn[0][7] == 0 and (scores.heads[0] > 0).all()
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "scoring must not train the model"
+    assert all(torch.equal(before[name], t) for name, t in model.state_dict().items()), "scoring must not train the model"
     assert all(p.grad is None for p in model.parameters())
 
 

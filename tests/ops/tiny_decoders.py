@@ -27,7 +27,7 @@ def tiny_decoder(family: str = "llama", *, layers: int = 3, heads: int = 8, kv_h
     model = AutoModelForCausalLM.from_config(cfg).eval()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # norms and biases away from their 1/0 start, so that a slicing mistake shows
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.dim() == 1:
                 p.add_(torch.randn(p.shape, generator=g) * 0.1)
     return model
