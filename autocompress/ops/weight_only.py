@@ -1,0 +1,268 @@
+"""Weight-only quantisation: int8 or group-wise int4 weights, activations in bfloat16.
+
+Decoding one token at a time reads every weight once per token, so the bytes of the weights,
+not the arithmetic, set its speed. A :class:`WeightOnlyLinear` keeps only quantised weights and
+runs PyTorch's weight-only kernels on bfloat16 activations:
+
+* 8 bits: symmetric int8 codes per output channel with a bfloat16 scale each
+  (``aten._weight_int8pack_mm``);
+* 4 bits: asymmetric codes 0..15 per group of :data:`GROUP_SIZE` input features of each output
+  channel, with a bfloat16 scale and zero per group, ``w ≈ (code - 8) * scale + zero``
+  (``aten._weight_int4pack_mm_for_cpu``).
+
+The module's state is what it ships (int8 codes and scales; 4-bit codes two to a byte and the
+scales and zeros per group), so the size objective counts its real bytes. The layout a kernel wants
+may depend on the machine (the int4 kernel's does), so it is prepared from the shipped codes at
+first use on a device, never shipped. Where the running PyTorch has no such kernel for the device
+(:func:`weight_only_kernel` says ``None``), the module computes with its dequantised weight: the
+same values, but no speed is gained.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from autocompress.errors import ModelError
+
+__all__ = ["GROUP_SIZE", "KERNELS", "WeightOnlyLinear", "quantize_weight_only_", "quantize_weight_only_named_",
+           "weight_only_kernel"]
+
+log = logging.getLogger(__name__)
+
+GROUP_SIZE = 32  # input features per int4 scale and zero (the kernel takes 32, 64, 128 or 256)
+#: The kernel that computes each weight-only width where the running PyTorch has it.
+KERNELS = {8: "aten._weight_int8pack_mm", 4: "aten._weight_int4pack_mm_for_cpu"}
+_INT4_ROWS = 16  # the int4 kernel packs output channels in blocks of 16
+_INT8_COLS = 8  # the int8 kernel reads input features in blocks of 8 (torch 2.13 crashes on others): padded
+
+
+def weight_only_kernel(bits: int, device: torch.device | str = "cpu") -> str | None:
+    """The kernel that computes ``bits``-bit weight-only Linears on ``device`` with the running
+    PyTorch (e.g. ``"aten._weight_int4pack_mm_for_cpu"``), or ``None`` where there is none: there
+    such a Linear computes with its dequantised weight (the same values, at float speed)."""
+    if bits not in KERNELS:
+        raise ValueError(f"weight-only widths are {sorted(KERNELS)}, not {bits}")
+    return KERNELS[bits] if _kernel_runs(bits, torch.device(device).type) else None
+
+
+# Whether a kernel exists is a fact of the installed PyTorch and the device kind, fixed for the
+# process: it is tried once on a tiny input and remembered.
+@functools.cache
+def _kernel_runs(bits: int, device_type: str) -> bool:
+    try:
+        x = torch.zeros(1, GROUP_SIZE, dtype=torch.bfloat16, device=device_type)
+        if bits == 8:
+            w = torch.zeros(_INT4_ROWS, GROUP_SIZE, dtype=torch.int8, device=device_type)  # a shape it takes
+            torch.ops.aten._weight_int8pack_mm(x, w, torch.ones(_INT4_ROWS, dtype=torch.bfloat16, device=device_type))
+        else:
+            packed = _int4_pack(torch.zeros(_INT4_ROWS, GROUP_SIZE, dtype=torch.int32, device=device_type))
+            scales = torch.ones(1, _INT4_ROWS, 2, dtype=torch.bfloat16, device=device_type)
+            torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, GROUP_SIZE, scales)
+    except (AttributeError, RuntimeError, NotImplementedError) as exc:
+        log.info("no %d-bit weight-only kernel for %s in torch %s (%s): such layers compute with their dequantised "
+                 "weights", bits, device_type, torch.__version__, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return False
+    return True
+
+
+def _int4_pack(codes: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32).contiguous(), 1)
+
+
+def _pack_nibbles(codes: torch.Tensor) -> torch.Tensor:
+    """``codes`` (N, K) in 0..15 as (N, ceil(K/2)) bytes: column 2j in the low four bits, 2j+1 in the high."""
+    codes = codes.to(torch.uint8)
+    if codes.shape[1] % 2:
+        codes = F.pad(codes, (0, 1))
+    return codes[:, 0::2] | (codes[:, 1::2] << 4)
+
+
+def _unpack_nibbles(packed: torch.Tensor, in_features: int) -> torch.Tensor:
+    return torch.stack([packed & 0xF, packed >> 4], dim=2).reshape(packed.shape[0], -1)[:, :in_features]
+
+
+def _float_weight(module: nn.Module) -> torch.Tensor:
+    """The (out, in) weight of an ``nn.Linear`` or a transformers ``Conv1D`` (which stores (in, out))."""
+    if isinstance(module, Conv1D):
+        return module.weight.detach().T.float()
+    if isinstance(module, nn.Linear):
+        return module.weight.detach().float()
+    raise ModelError(f"weight-only quantisation takes an nn.Linear or a Conv1D, not a {type(module).__name__}")
+
+
+class WeightOnlyLinear(nn.Module):
+    """A Linear whose weight is int8 per output channel (``bits=8``) or int4 per group of
+    :data:`GROUP_SIZE` inputs (``bits=4``). It computes ``x @ W.T + bias`` with ``x`` rounded to
+    bfloat16 and the product rounded to bfloat16, and returns the input's dtype.
+
+    State: ``weight_int8`` (out, in) int8 and ``scales`` (out,) bfloat16; or ``weight_int4``
+    (out, ceil(in/2)) uint8, two codes a byte, and ``scales_and_zeros`` (groups, out, 2) bfloat16;
+    and the float ``bias`` when there is one.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bits: int, tensors: dict[str, torch.Tensor], *,
+                 group_size: int = GROUP_SIZE) -> None:
+        super().__init__()
+        if bits not in KERNELS:
+            raise ModelError(f"weight-only widths are {sorted(KERNELS)}, not {bits}")
+        self.in_features, self.out_features, self.bits, self.group_size = in_features, out_features, bits, group_size
+        self._prepared: tuple[Any, Any] | None = None  # (what it was made from, the kernel's layout of the weight)
+        groups = -(-in_features // group_size)
+        expected = ({"weight_int8": ((out_features, in_features), torch.int8), "scales": ((out_features,), torch.bfloat16)}
+                    if bits == 8 else
+                    {"weight_int4": ((out_features, -(-in_features // 2)), torch.uint8),
+                     "scales_and_zeros": ((groups, out_features, 2), torch.bfloat16)})
+        for name, (shape, dtype) in expected.items():
+            t = tensors.get(name)
+            if t is None or tuple(t.shape) != shape or t.dtype != dtype:
+                got = "nothing" if t is None else f"{t.dtype} {list(t.shape)}"
+                raise ModelError(f"a {bits}-bit weight-only Linear {in_features}→{out_features} needs {name} "
+                                 f"{dtype} {list(shape)}, got {got}")
+            self.register_buffer(name, t.contiguous())
+        bias = tensors.get("bias")
+        if bias is not None and tuple(bias.shape) != (out_features,):
+            raise ModelError(f"a weight-only Linear with {out_features} outputs got a bias of shape {list(bias.shape)}")
+        self.bias: torch.Tensor | None
+        self.register_buffer("bias", bias)
+
+    @classmethod
+    @torch.no_grad()
+    def from_float(cls, module: nn.Module, bits: int, *, group_size: int = GROUP_SIZE) -> "WeightOnlyLinear":
+        """The weight-only form of an ``nn.Linear`` or a transformers ``Conv1D`` (its float weight is left as it is)."""
+        weight = _float_weight(module)
+        out_features, in_features = weight.shape
+        bias = None if module.bias is None else module.bias.detach().clone()
+        if bits == 8:
+            # the stored (bfloat16) scale is the one the codes are rounded against
+            scales = (weight.abs().amax(dim=1) / 127).clamp_min(1e-12).to(torch.bfloat16)
+            codes = torch.round(weight / scales.float()[:, None]).clamp(-127, 127).to(torch.int8)
+            tensors = {"weight_int8": codes, "scales": scales}
+        elif bits == 4:
+            groups = -(-in_features // group_size)
+            padded = F.pad(weight, (0, groups * group_size - in_features), value=float("nan"))
+            grouped = padded.reshape(out_features, groups, group_size)
+            lo = torch.nan_to_num(grouped, nan=float("inf")).amin(dim=2)
+            hi = torch.nan_to_num(grouped, nan=float("-inf")).amax(dim=2)
+            scale = ((hi - lo) / 15).clamp_min(1e-12).to(torch.bfloat16)
+            zero = (lo + 8 * scale.float()).to(torch.bfloat16)
+            codes = torch.round((grouped - zero.float()[..., None]) / scale.float()[..., None] + 8).clamp(0, 15)
+            codes = codes.reshape(out_features, -1)[:, :in_features]
+            tensors = {"weight_int4": _pack_nibbles(codes),
+                       "scales_and_zeros": torch.stack([scale, zero], dim=2).transpose(0, 1).contiguous()}
+        else:
+            raise ModelError(f"weight-only widths are {sorted(KERNELS)}, not {bits}")
+        if bias is not None:
+            tensors["bias"] = bias
+        return cls(in_features, out_features, bits, tensors, group_size=group_size).to(weight.device)
+
+    def codes(self) -> torch.Tensor:
+        """The integer codes, (out, in): -127..127 at 8 bits, 0..15 at 4."""
+        if self.bits == 8:
+            return self.weight_int8
+        return _unpack_nibbles(self.weight_int4, self.in_features)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """The (out, in) float32 weight the module computes with."""
+        if self.bits == 8:
+            return self.weight_int8.float() * self.scales.float()[:, None]
+        sz = self.scales_and_zeros.float()
+        scale = sz[..., 0].T.repeat_interleave(self.group_size, dim=1)[:, :self.in_features]
+        zero = sz[..., 1].T.repeat_interleave(self.group_size, dim=1)[:, :self.in_features]
+        return (self.codes().float() - 8) * scale + zero
+
+    @property
+    def kernel(self) -> str | None:
+        """The kernel this module computes with where its state lives (``None``: its dequantised weight)."""
+        return weight_only_kernel(self.bits, self.scales_device)
+
+    @property
+    def scales_device(self) -> torch.device:
+        return (self.scales if self.bits == 8 else self.scales_and_zeros).device
+
+    def _state_stamp(self) -> tuple[Any, ...]:
+        """Identifies the state the kernel's layout was made from (a change to it is seen)."""
+        stamp: list[Any] = []
+        for t in ((self.weight_int8, self.scales) if self.bits == 8 else (self.weight_int4, self.scales_and_zeros)):
+            stamp += [t.device, t.dtype, t.data_ptr(), -1 if t.is_inference() else t._version]
+        return tuple(stamp)
+
+    def _prepare(self) -> Any:
+        """The weight in the layout this device's kernel takes (or dequantised where there is no kernel), made once."""
+        stamp = self._state_stamp()
+        if self._prepared is not None and self._prepared[0] == stamp:
+            return self._prepared[1]
+        with torch.no_grad(), torch.inference_mode(False):
+            if self.kernel is None:
+                ready: Any = self.dequantized_weight()
+            elif self.bits == 8:
+                cols = -(-self.in_features // _INT8_COLS) * _INT8_COLS
+                ready = (F.pad(self.weight_int8, (0, cols - self.in_features)).contiguous(),
+                         self.scales.to(torch.bfloat16).contiguous(), cols)
+            else:  # pad to the kernel's blocks: 16 outputs, whole groups of inputs
+                rows = -(-self.out_features // _INT4_ROWS) * _INT4_ROWS
+                cols = self.scales_and_zeros.shape[0] * self.group_size
+                codes = F.pad(self.codes().to(torch.int32), (0, cols - self.in_features, 0, rows - self.out_features))
+                sz = F.pad(self.scales_and_zeros.to(torch.bfloat16), (0, 0, 0, rows - self.out_features))
+                ready = (_int4_pack(codes), sz.contiguous(), cols)
+        self._prepared = (stamp, ready)
+        return ready
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        ready = self._prepare()
+        if isinstance(ready, torch.Tensor):  # no kernel here: the dequantised weight, rounded as the kernel rounds
+            y = F.linear(flat.float(), ready).to(torch.bfloat16)
+        else:
+            weight, scales, cols = ready
+            if cols != self.in_features:  # zero inputs against the padding columns
+                flat = F.pad(flat, (0, cols - self.in_features))
+            flat = flat.contiguous()
+            if self.bits == 8:
+                y = torch.ops.aten._weight_int8pack_mm(flat, weight, scales)
+            else:
+                y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, weight, self.group_size, scales)
+            if y.shape[1] != self.out_features:
+                y = y[:, :self.out_features]
+        y = y.to(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias.to(x.dtype)
+        return y.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        how = "int8 per channel" if self.bits == 8 else f"int4 per {self.group_size} inputs"
+        return f"in_features={self.in_features}, out_features={self.out_features}, {how}, bias={self.bias is not None}"
+
+
+def _is_float_linear(module: nn.Module) -> bool:
+    return type(module) is nn.Linear or isinstance(module, Conv1D)
+
+
+def quantize_weight_only_(module: nn.Module, bits: int) -> None:
+    """Replace every ``nn.Linear`` and ``Conv1D`` inside ``module`` by a ``bits``-bit :class:`WeightOnlyLinear`.
+
+    A replaced module's float weight is not touched, so a weight it shares (a head tied to the
+    input embedding) keeps its values."""
+    for name, child in list(module.named_children()):
+        if _is_float_linear(child):
+            setattr(module, name, WeightOnlyLinear.from_float(child, bits))
+        else:
+            quantize_weight_only_(child, bits)
+
+
+def quantize_weight_only_named_(model: nn.Module, names: list[str], bits: int) -> None:
+    """Quantise the submodules of ``model`` called ``names`` (Linears themselves, or modules holding them)."""
+    for name in names:
+        target = model.get_submodule(name)
+        if _is_float_linear(target):
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, WeightOnlyLinear.from_float(target, bits))
+        else:
+            quantize_weight_only_(target, bits)
