@@ -197,3 +197,34 @@ def test_int8_embeddings_store_codes_and_give_the_rounded_rows_exactly(lively_be
     fake_quantize_(kept.bert.embeddings, 8)
     with torch.inference_mode():
         assert torch.equal(both(input_ids=ids).logits, kept(input_ids=ids).logits)
+
+
+# ----------------------------------------------------------------------- GPT-2's Conv1D projections
+def _conv1d_block() -> nn.Sequential:
+    from transformers.pytorch_utils import Conv1D
+
+    torch.manual_seed(0)
+    conv = Conv1D(24, 40)  # weight (in, out) = (40, 24)
+    with torch.no_grad():
+        conv.weight.normal_(0.0, 0.2)
+        conv.bias.normal_(0.0, 0.1)
+    return nn.Sequential(conv)
+
+
+def test_int8_quantises_conv1d_projections_as_the_linears_they_are() -> None:
+    block = _conv1d_block()
+    x = torch.randn(5, 40)
+    with torch.no_grad():
+        reference = block(x)
+        quantize_int8_(block)
+        got = block(x)
+    assert isinstance(block[0], DynamicInt8Linear)
+    assert (got - reference).norm() / reference.norm() < 0.02
+
+
+def test_simulated_bits_round_a_conv1d_per_output_channel() -> None:
+    block = _conv1d_block()
+    weight = block[0].weight.detach().clone()
+    fake_quantize_(block, 2)
+    assert torch.equal(block[0].weight, fake_quantize_weight(weight.T, 2).T)  # an output channel is a column
+    assert _distinct_per_row(block[0].weight.T) <= 4
