@@ -30,6 +30,7 @@ __all__ = [
     "FFNParts",
     "ModelAdapter",
     "BUNDLED_MODELS",
+    "register_bundled_model",
     "SUPPORTED_FAMILIES",
     "WeightOf",
     "adapter_for",
@@ -671,6 +672,19 @@ def _bundled_minilm() -> str:
 BUNDLED_MODELS: dict[str, Callable[[], str]] = {
     "bundled:all-MiniLM-L6-v2": _bundled_minilm,
 }
+
+
+def register_bundled_model(name: str) -> Callable[[Callable[[], str]], Callable[[], str]]:
+    """Register ``fn`` (returning a model directory, made on first use if need be) as ``bundled:<name>``."""
+
+    def register(fn: Callable[[], str]) -> Callable[[], str]:
+        key = f"bundled:{name}"
+        if key in BUNDLED_MODELS:
+            raise ValueError(f"bundled model '{key}' is registered twice")
+        BUNDLED_MODELS[key] = fn
+        return fn
+
+    return register
 
 
 def resolve_model_source(source: str) -> str:

@@ -1,6 +1,7 @@
 """Decoders the tool trains itself, and loading a causal language model from any source.
 
-No pretrained decoder ships offline, so ``bundled:llama-bbc`` is made here on first use: a
+No pretrained decoder ships offline, so ``bundled:llama-bbc`` (registered with the causal-LM task
+kind, :mod:`autocompress.tasks.causal_lm`) is made by :func:`decoder_to_train` on first use: a
 byte-level BPE tokenizer (4,096 tokens) trained on the bundled BBC News articles and a small
 Llama-architecture config (6 blocks, hidden 256, 8 query heads sharing 2 key/value groups,
 SwiGLU MLP of 640, untied output layer: about 6 M parameters). The directory holds no weights:
@@ -15,16 +16,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from autocompress.errors import ModelError
 from autocompress.store.locks import file_lock
-from autocompress.tasks.data import BUNDLED_DATASETS
 
-__all__ = ["INITIALISE", "LLAMA_BBC", "bundled_llama_bbc", "home", "initialised"]
+__all__ = ["INITIALISE", "LLAMA_BBC", "decoder_to_train", "home", "initialised"]
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +73,13 @@ def _train_tokenizer(texts: list[str], vocab_size: int, target: Path) -> None:
     fast.save_pretrained(target)
 
 
-def bundled_llama_bbc() -> str:
-    """The directory of ``bundled:llama-bbc`` (made on first use: tokenizer trained, config written)."""
+def decoder_to_train(name: str, settings: dict[str, Any], texts: Callable[[], list[str]]) -> str:
+    """The directory of a decoder to train from scratch: a Llama config of ``settings`` and a tokenizer
+    of its vocabulary size trained on ``texts()``, made once under :func:`home` (a lock keeps two
+    processes from making it at once)."""
     from transformers import LlamaConfig
 
-    target = home() / "bundled" / f"llama-bbc-v{_VERSION}"
+    target = home() / "bundled" / f"{name}-v{_VERSION}"
     if (target / INITIALISE).is_file():
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -84,11 +88,11 @@ def bundled_llama_bbc() -> str:
             return str(target)
         tmp = target.with_name(target.name + ".tmp")
         tmp.mkdir(exist_ok=True)
-        texts = BUNDLED_DATASETS["bundled:bbc"]()["text"]
-        log.info("training the bundled decoder's tokenizer on %d BBC News articles", len(texts))
-        _train_tokenizer(texts, LLAMA_BBC["vocab_size"], tmp)
-        LlamaConfig(**LLAMA_BBC).save_pretrained(tmp)
-        (tmp / INITIALISE).write_text(json.dumps({"seed": 0, "trained_on": "bundled:bbc", "version": _VERSION}))
+        corpus = texts()
+        log.info("training the tokenizer of %s on %d documents", name, len(corpus))
+        _train_tokenizer(corpus, settings["vocab_size"], tmp)
+        LlamaConfig(**settings).save_pretrained(tmp)
+        (tmp / INITIALISE).write_text(json.dumps({"seed": 0, "version": _VERSION}))
         tmp.rename(target)
     return str(target)
 

@@ -103,7 +103,8 @@ def prepare(
     scores = cached_tensors(
         teacher,
         f"importance-{crit}-{len(calib)}",
-        lambda: _scores_to_dict(unit_importance(teacher.model, crit, calib), layer_importance(teacher.model, calib)),
+        lambda: _scores_to_dict(unit_importance(teacher.model, crit, calib, loss=kind.training_loss),
+                                layer_importance(teacher.model, calib, loss=kind.training_loss)),
     )
     kd_train = train.head(cfg.recovery.max_examples or len(train))
     kd_logits = teacher.train_logits[: len(kd_train)]

@@ -30,7 +30,7 @@ def test_a_config_names_its_kind_and_wrong_ones_are_refused_by_key(tiny_model_di
     assert parse_config(base).task.kind == "sequence-classification"  # files written before kinds existed
     wrong = copy.deepcopy(base)
     wrong["task"]["kind"] = "causal-lm-typo"
-    with pytest.raises(ConfigError, match=r"key 'task.kind'.*Unknown task kind 'causal-lm-typo'.*Available: sequence-classification"):
+    with pytest.raises(ConfigError, match=r"key 'task.kind'.*Unknown task kind 'causal-lm-typo'.*Available: causal-lm, sequence-classification"):
         check_task(parse_config(wrong), "x.yaml")
 
 

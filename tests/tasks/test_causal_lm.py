@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from autocompress.tasks.batches import Encoded
+from autocompress.tasks.causal_lm import (
+    COLUMNS,
+    TOP_K,
+    CausalLM,
+    lm_distillation_loss,
+    lm_outputs,
+    next_token_loss,
+)
+
+
+def _model(seed: int = 0, vocab: int = 64) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      initializer_range=0.3)  # peaked distributions, unlike near-uniform small weights
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _docs(n: int = 12, length: int = 16, vocab: int = 64, seed: int = 0) -> Encoded:
+    g = torch.Generator().manual_seed(seed)
+    ids = [torch.randint(4, vocab, (int(torch.randint(3, length + 1, (1,), generator=g)),), generator=g).tolist()
+           for _ in range(n)]
+    labels = torch.full((n, length), -100)
+    for i, row in enumerate(ids):
+        labels[i, : len(row)] = torch.tensor(row)
+    return Encoded(ids, None, labels, 0)
+
+
+def _nll(model: LlamaForCausalLM, data: Encoded) -> tuple[float, int]:
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for row in data.input_ids:
+            ids = torch.tensor([row])
+            logp = model(input_ids=ids).logits[0, :-1].log_softmax(-1)
+            total -= logp.gather(-1, ids[0, 1:, None]).sum().item()
+            count += len(row) - 1
+    return total, count
+
+
+def test_perplexity_is_the_exponent_of_the_mean_next_token_loss_and_relative_to_the_teacher() -> None:
+    teacher, student, data = _model(0), _model(1), _docs()
+    ref = lm_outputs(teacher, data)
+    assert ref.shape == (len(data), 16, COLUMNS)
+    kind = CausalLM()
+    own = kind.metric("perplexity", ref, data, ref)
+    t_nll, n = _nll(teacher, data)
+    assert own.value == pytest.approx(1.0) and own.natural == pytest.approx(math.exp(t_nll / n), rel=1e-4)
+    out = lm_outputs(student, data, ref)
+    m = kind.metric("perplexity", out, data, ref)
+    s_nll, _ = _nll(student, data)
+    assert m.natural == pytest.approx(math.exp(s_nll / n), rel=1e-4)
+    assert m.value == pytest.approx(math.exp((t_nll - s_nll) / n), rel=1e-4)
+    assert m.ci_low <= m.value <= m.ci_high and m.n == len(data)
+    assert m.natural_low <= m.natural <= m.natural_high and m.teacher_natural == pytest.approx(own.natural)
+
+
+def test_next_token_accuracy_counts_the_likeliest_token_at_every_real_position() -> None:
+    model, data = _model(0), _docs()
+    out = lm_outputs(model, data)
+    hits = total = 0
+    with torch.no_grad():
+        for row in data.input_ids:
+            ids = torch.tensor([row])
+            pred = model(input_ids=ids).logits[0, :-1].argmax(-1)
+            hits += int((pred == ids[0, 1:]).sum())
+            total += len(row) - 1
+    m = CausalLM().metric("next_token_accuracy", out, data)
+    assert m.value == pytest.approx(hits / total)
+    assert CausalLM().accuracy(out, data).value == pytest.approx(hits / total)
+
+
+def test_kl_is_zero_for_the_teacher_and_positive_for_another_model() -> None:
+    teacher, student, data = _model(0), _model(1), _docs()
+    ref = lm_outputs(teacher, data)
+    kind = CausalLM()
+    assert kind.metric("kl", ref, data, ref).natural == pytest.approx(0.0, abs=1e-6)
+    m = kind.metric("kl", lm_outputs(student, data, ref), data, ref)
+    assert m.natural > 0 and m.value == pytest.approx(math.exp(-m.natural))
+    assert kind.agreement(ref, ref) == 1.0 and 0 <= kind.agreement(lm_outputs(student, data, ref), ref) < 1
+
+
+def test_metrics_compared_with_the_teacher_need_its_outputs() -> None:
+    data = _docs()
+    with pytest.raises(ValueError, match="reference"):
+        CausalLM().metric("perplexity", lm_outputs(_model(0), data), data)
+
+
+def test_distillation_loss_is_the_next_token_loss_at_alpha_zero_and_zero_kl_against_itself() -> None:
+    teacher, data = _model(0), _docs()
+    ref = lm_outputs(teacher, data)
+    idx, inputs = next(data.batches(4))
+    logits = teacher(**inputs).logits
+    width = logits.shape[1]
+    hard = lm_distillation_loss(logits, ref[idx], data.labels[idx], 2.0, 0.0)
+    assert hard.item() == pytest.approx(next_token_loss(logits, data.labels[idx]).item(), rel=1e-5)
+    soft = lm_distillation_loss(logits, ref[idx], data.labels[idx], 1.0, 1.0)
+    assert soft.item() == pytest.approx(0.0, abs=1e-5)
+    other = lm_distillation_loss(_model(1)(**inputs).logits, ref[idx], data.labels[idx], 1.0, 1.0)
+    assert other.item() > 0.1
+    assert ref[idx][:, : width - 1, 3 + TOP_K :].max() < 64
+
+
+def test_distilling_lowers_the_kl_to_the_teacher() -> None:
+    from autocompress.schema.config import RecoveryConfig
+    from autocompress.train.distill import distillation
+
+    teacher, student, data = _model(0), _model(1), _docs(24)
+    ref = lm_outputs(teacher, data)
+    kind = CausalLM()
+    before = kind.metric("kl", lm_outputs(student, data, ref), data, ref).natural
+    cfg = RecoveryConfig(epochs=8.0, learning_rate=3e-3, batch_size=8, temperature=1.0, alpha=0.9,
+                         freeze_word_embeddings=False, depth_scaled=False)
+    run = distillation(student, ref, data, cfg, output_loss=kind.distillation_loss)
+    run.run_to(run.total_steps)
+    after = kind.metric("kl", lm_outputs(student, data, ref), data, ref).natural
+    assert after < 0.7 * before
