@@ -35,7 +35,7 @@ from autocompress.schema.config import StudyConfig, TaskConfig
 from autocompress.tasks.batches import Encoded
 from autocompress.tasks.corpus import load_corpus
 from autocompress.tasks.data import BUNDLED_DATASETS, Examples, TaskData
-from autocompress.tasks.evaluate import Accuracy, Metric, bootstrap_ci
+from autocompress.tasks.evaluate import Accuracy, Metric
 from autocompress.tasks.kind import TaskKind, register_task_kind
 
 __all__ = ["COLUMNS", "TOP_K", "CausalLM", "encode_documents", "lm_distillation_loss", "lm_outputs", "next_token_loss"]
