@@ -3,10 +3,11 @@
 ::
 
     DIR/
-      model.safetensors   the compressed student as it ships (transforms.pack): int8 layers as int8
-                          weights with per-channel scales, simulated 4/2-bit layers as codes packed
-                          two/four to a byte, 8-bit tables as codes per row, the rest float; a
-                          tensor shared by several layers stored once. Its bytes are the trial's size.
+      model.safetensors   the compressed student as it ships (ops.pack): int8 layers as int8
+                          weights with per-channel scales, weight-only int4 layers as codes two to a
+                          byte with a scale and zero per group, simulated 4/2-bit layers as codes
+                          packed two/four to a byte, 8-bit tables as codes per row, the rest float;
+                          a tensor shared by several layers stored once. Its bytes are the trial's size.
       plan.yaml           the trial's CompressionPlan: rebuilds the shapes
       autocompress.json   format version, the task kind, the base model's Hugging Face config, the label names
       config.json         only when plain transformers can rebuild the shapes ("plain_hf")
@@ -16,7 +17,8 @@
 
 :func:`load` builds the base architecture from the stored config (nothing is downloaded and no
 remote code runs), gives it the plan's shapes and unpacks the weights into it, every tensor
-accounted for, so its logits are the trial model's. A format-1 directory (float weights, the
+accounted for (dynamic int8 and weight-only Linears are rebuilt from their codes), so its logits
+are the trial model's. A format-1 directory (float weights, the
 bit-widths re-applied at load time) still loads.
 """
 

@@ -4,6 +4,8 @@
 tensors that ``safetensors`` stores:
 
 * an int8 dynamic-quantised Linear: its int8 weight, per-channel scales and zero points, float bias;
+* a weight-only Linear (:class:`~autocompress.ops.weight_only.WeightOnlyLinear`): its state as it is,
+  int8 codes with a scale per channel, or 4-bit codes two to a byte with a scale and zero per group;
 * a layer with simulated 4- or 2-bit weights: its codes packed two (or four) to a byte, with a
   float scale and offset per row; the model computes with those values in float after loading;
 * an 8-bit embedding table (:class:`Int8Embedding`): its codes, scales and offsets as they are;
@@ -26,6 +28,7 @@ from torch import nn
 from autocompress.errors import ModelError
 from autocompress.ops.quantize import CODES_ATTR as _CODES
 from autocompress.ops.quantize import Int8Embedding, remember_codes
+from autocompress.ops.weight_only import WeightOnlyLinear
 
 __all__ = ["PACK_KEY", "packed_tensors", "packed_split", "unpack_"]
 
@@ -71,7 +74,7 @@ def packed_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str,
     aliases: dict[str, str] = {}
     for name, mod in model.named_modules(remove_duplicate=False):
         prefix = name + "." if name else ""
-        if id(mod) in seen and (_is_int8_linear(mod) or hasattr(mod, _CODES)):
+        if id(mod) in seen and (_is_int8_linear(mod) or hasattr(mod, _CODES) or isinstance(mod, WeightOnlyLinear)):
             modules[name] = {"kind": "same", "as": seen[id(mod)]}
             covered.update(k for k in _state_keys(mod, prefix))
             continue
@@ -89,6 +92,13 @@ def packed_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str,
                              "in_features": int(mod.in_features), "out_features": int(mod.out_features)}
             covered.update(_state_keys(mod, prefix))
             seen[id(mod)] = name
+        elif isinstance(mod, WeightOnlyLinear):
+            for key, value in mod.state_dict().items():
+                tensors[prefix + key] = value.detach().contiguous()
+            modules[name] = {"kind": "weight_only", "bits": mod.bits, "group_size": mod.group_size,
+                             "in_features": mod.in_features, "out_features": mod.out_features}
+            covered.update(_state_keys(mod, prefix))
+            seen[id(mod)] = name
         elif hasattr(mod, _CODES):
             codes, scale, offset, bits = getattr(mod, _CODES)
             if not torch.equal(codes.float() * scale + offset, mod.weight.detach()):
@@ -99,6 +109,9 @@ def packed_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str,
             modules[name] = {"kind": "codes", "bits": bits, "shape": list(codes.shape)}
             covered.add(prefix + "weight")
             seen[id(mod)] = name
+            w = mod.weight
+            # a module tied to this weight (an output projection tied to a 4-bit table) points at its codes
+            stored[(w.untyped_storage().data_ptr(), w.storage_offset(), tuple(w.shape), w.dtype)] = prefix + "weight"
     for key, value in model.state_dict(keep_vars=False).items():
         if key in covered:
             continue
@@ -136,8 +149,8 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
 @torch.no_grad()
 def unpack_(model: nn.Module, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
     """Give ``model`` (float, already shaped as the packed one was) the packed ``tensors`` back, in
-    place: int8 Linears become int8 again, low-bit codes are expanded, 8-bit tables come back as
-    :class:`Int8Embedding`. Raises :class:`ModelError` when a tensor is missing or left over."""
+    place: int8 Linears become int8 again, weight-only Linears are rebuilt from their codes, low-bit
+    codes are expanded, 8-bit tables come back as :class:`Int8Embedding`. Raises :class:`ModelError` when a tensor is missing or left over."""
     import torch.ao.nn.quantized.dynamic as nnqd
 
     try:
@@ -154,6 +167,7 @@ def unpack_(model: nn.Module, tensors: dict[str, torch.Tensor], meta: dict[str, 
         return tensors[key]
 
     made: dict[str, nn.Module] = {}
+    expanded: dict[str, torch.Tensor] = {}  # the float weights expanded from codes, by their key
     for name, spec in modules.items():
         prefix = name + "." if name else ""
         kind = spec.get("kind")
@@ -168,6 +182,15 @@ def unpack_(model: nn.Module, tensors: dict[str, torch.Tensor], meta: dict[str, 
                 new.set_weight_bias(q, take(prefix + "bias") if prefix + "bias" in tensors else None)
             _set_module(model, name, new)
             made[name] = new
+        elif kind == "weight_only":
+            keys = ("weight_int8", "scales") if spec["bits"] == 8 else ("weight_int4", "scales_and_zeros")
+            state = {k: take(prefix + k) for k in keys}
+            if prefix + "bias" in tensors:
+                state["bias"] = take(prefix + "bias")
+            new = WeightOnlyLinear(spec["in_features"], spec["out_features"], spec["bits"], state,
+                                   group_size=spec["group_size"])
+            _set_module(model, name, new)
+            made[name] = new
         elif kind == "codes":
             bits = spec["bits"]
             codes = _unpack_bits(take(prefix + f"weight.codes{bits}"), bits, spec["shape"])
@@ -178,6 +201,7 @@ def unpack_(model: nn.Module, tensors: dict[str, torch.Tensor], meta: dict[str, 
             mod.weight.copy_(codes.float() * scale + offset)
             remember_codes(mod, codes, scale, offset, bits)
             made[name] = mod
+            expanded[prefix + "weight"] = mod.weight
         else:
             raise ModelError(f"{name}: unknown packed kind {kind!r}")
     _int8_tables_(model, tensors)
@@ -187,7 +211,8 @@ def unpack_(model: nn.Module, tensors: dict[str, torch.Tensor], meta: dict[str, 
     for key in state:
         if key in skip:
             continue
-        value = take(aliases.get(key, key))
+        source = aliases.get(key, key)
+        value = expanded[source] if source in expanded else take(source)
         owner, _, attr = key.rpartition(".")
         target = getattr(model.get_submodule(owner) if owner else model, attr)
         if tuple(target.shape) != tuple(value.shape):

@@ -9,8 +9,10 @@ from typing import Any
 import torch
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from autocompress.ops.pack import packed_split, packed_tensors
+from autocompress.ops.weight_only import WeightOnlyLinear
 
 __all__ = ["Size", "model_size", "serialized_bytes"]
 
@@ -21,7 +23,7 @@ class Size:
 
     params: int
     serialized_bytes: int  # ``torch.save(state_dict)`` as it is
-    effective_bytes: int  # serialised bytes with simulated low-bit layers counted at their width
+    effective_bytes: int  # serialised bytes with simulated low-bit layers counted at their width (weight-only ones as they are)
     split: dict[str, int] | None = None  # shipped tensor bytes by part (embeddings, encoder layers, head)
     shipped_bytes: int | None = None  # the safetensors file export writes (transforms.pack); None in older records
 
@@ -60,19 +62,21 @@ def model_size(model: nn.Module, simulated_bits: dict[str, int] | None = None,
     params = 0
     for p in model.parameters():
         params += p.numel()
-    # int8 dynamic-quantised Linears keep their weights in packed params, not parameters
+    # int8 dynamic-quantised Linears keep their weights in packed params, weight-only ones in buffers
     for mod in model.modules():
         packed = getattr(mod, "_packed_params", None)
         if packed is not None and hasattr(mod, "weight"):
             w = mod.weight()
             params += w.numel() + (mod.bias().numel() if mod.bias() is not None else 0)
+        elif isinstance(mod, WeightOnlyLinear):
+            params += mod.in_features * mod.out_features + (mod.out_features if mod.bias is not None else 0)
     effective = serialized
     for prefix, bits in (simulated_bits or {}).items():
         for name, mod in model.named_modules():
-            if (name == prefix or name.startswith(prefix + ".")) and isinstance(mod, (nn.Linear, nn.Embedding)):
+            if (name == prefix or name.startswith(prefix + ".")) and isinstance(mod, (nn.Linear, nn.Embedding, Conv1D)):
                 w = mod.weight
                 effective -= w.numel() * w.element_size()
-                effective += (w.numel() * bits + 7) // 8 + w.shape[0] * 8
+                effective += (w.numel() * bits + 7) // 8 + w.shape[1 if isinstance(mod, Conv1D) else 0] * 8
     tensors, meta = packed_tensors(model)
     split = None if parts is None else packed_split(tensors, parts)
     return Size(params=params, serialized_bytes=serialized, effective_bytes=effective, split=split,

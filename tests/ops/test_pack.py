@@ -136,3 +136,18 @@ def test_4_bit_embeddings_are_simulated_in_float_and_ship_as_packed_codes(lively
     ids = _ids(model)
     with torch.inference_mode():
         assert torch.equal(fresh(input_ids=ids).logits, student(input_ids=ids).logits)
+
+
+def test_a_conv1d_rounded_to_4_bits_ships_as_codes_and_comes_back() -> None:
+    from transformers.pytorch_utils import Conv1D
+
+    from autocompress.ops.quantize import fake_quantize_
+
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(Conv1D(24, 40))  # GPT-2's projection: weight (in, out)
+    fake_quantize_(block, 4)
+    tensors, meta = packed_tensors(block)
+    assert tensors["0.weight.codes4"].numel() == 40 * 24 // 2 and tensors["0.weight.scale"].shape == (1, 24)
+    fresh = torch.nn.Sequential(Conv1D(24, 40))
+    unpack_(fresh, load(save(tensors, metadata=meta)), meta)
+    assert torch.equal(fresh[0].weight, block[0].weight)
