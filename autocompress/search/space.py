@@ -1,34 +1,46 @@
 """The search dimensions: the only code that calls a trial's ``suggest_*``.
 
-Parameters (all categorical unless noted; a dimension with one choice is not suggested):
+Parameters (all categorical unless noted; a dimension with one choice is not suggested, so a study
+made before a dimension existed keeps its parameters and their distributions):
 
 * ``depth`` (int, ``space.depth.min`` … ``max``) and ``selection`` (which layers are kept). The
   selection is suggested in every trial whose depth range goes below the full model, even when
   the trial keeps every layer, so that the search space is the same in every trial: Optuna's
   model-based samplers only model the parameters that all trials share.
-* how each layer's heads / FFN keep ratios and bit-width are set, by ``space.schedule``:
+* how each layer's heads / key-value groups / FFN keep ratios and bit-width are set, by
+  ``space.schedule``:
 
-  - ``per_layer``: ``heads_i``, ``ffn_i``, ``bits_i`` for every layer ``i`` (full freedom,
-    3 × layers dimensions);
-  - ``shared``: ``heads``, ``ffn``, ``bits`` for all layers (3 dimensions);
-  - ``linear``: ``heads_start`` / ``heads_end`` and ``ffn_start`` / ``ffn_end``, interpolated
-    linearly over the base model's depth and snapped to the nearest choice (so ratios change
-    monotonically from the bottom layer to the top one), and ``bits_first`` / ``bits_last``
-    with ``bits_switch`` (int, 0 … layers): the layers below it take ``bits_first``, the others
-    ``bits_last`` (7 dimensions, whatever the depth of the model).
+  - ``per_layer``: ``heads_i``, ``kv_i``, ``ffn_i``, ``bits_i`` for every layer ``i`` (full
+    freedom, 3 or 4 × layers dimensions);
+  - ``shared``: ``heads``, ``kv``, ``ffn``, ``bits`` for all layers (3 or 4 dimensions);
+  - ``linear``: ``heads_start`` / ``heads_end``, ``kv_start`` / ``kv_end`` and ``ffn_start`` /
+    ``ffn_end``, interpolated linearly over the base model's depth and snapped to the nearest
+    choice (so ratios change monotonically from the bottom layer to the top one), and
+    ``bits_first`` / ``bits_last`` with ``bits_switch`` (int, 0 … layers): the layers below it take
+    ``bits_first``, the others ``bits_last`` (7 or 9 dimensions, whatever the depth of the model).
 
-* ``head_bits`` and ``embedding_bits`` (the classifier head and the embeddings, float by default).
+  ``kv`` (``space.kv``, the fraction of key/value groups kept) is offered to grouped-query
+  attention only (:func:`check_space`). There a layer cannot keep every (heads, kv) pair exactly:
+  it keeps whole groups with equal query heads in each, and the plan records the shape it keeps
+  (:func:`autocompress.models.gqa.canonical_attention`), so that two draws that build the same
+  model are one plan (``space.strict: true`` refuses such pairs instead). Where every head has its
+  own keys and values the heads ratio is recorded as drawn and ``kv`` is 1.0.
+* ``weight_scheme`` (``space.weight_scheme``: dynamic, weight_only): how the 8- and 4-bit weights
+  of the whole model compute. A plan that quantises no Linear (every kept layer and the head at 32
+  bits) is the same model under either, and stands with ``dynamic``.
+* ``head_bits`` and ``embedding_bits`` (the head and the embeddings, float by default; a 4-bit head
+  is weight-only).
 * ``vocab_min_count`` (``space.vocabulary``): 0 for the full word-embedding table, else the
   occurrences in the vocabulary corpus a token needs to keep its row.
 * ``sharing`` (``space.sharing``: none, pairs, all): groups of kept layers that run one set of
-  weights (:func:`share_groups`); each follower takes its group leader's heads, FFN and bits.
+  weights (:func:`share_groups`); each follower takes its group leader's heads, kv, FFN and bits.
 * ``exits`` (``space.exits.schedule``: none, middle, every) and ``exit_threshold``: early exits after
   kept layers (:func:`exit_after`) and the confidence at which an input stops. Both are suggested
   in every trial when the space offers exits; a plan with no place for an exit (one kept layer)
   has none, and a plan without exits stands with the ``exit_threshold`` of the first choice.
 
-Dropped layers keep the neutral values (1.0, 1.0, 32) in the plan, so two trials that build the
-same model have the same plan. :func:`params_for_plan` inverts :func:`suggest_plan`: the trial
+Dropped layers keep the neutral values (1.0, 1.0, 1.0, 32) in the plan, so two trials that build
+the same model have the same plan. :func:`params_for_plan` inverts :func:`suggest_plan`: the trial
 parameters that make it return a given plan (to enqueue baselines and earlier studies' plans).
 """
 
@@ -39,7 +51,8 @@ import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
@@ -47,11 +60,14 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 from autocompress.schema.config import SpaceConfig
 from autocompress.errors import ConfigError, PlanError
 from autocompress.models.adapters import ArchInfo
+from autocompress.models.gqa import canonical_attention
 from autocompress.schema.plan import CompressionPlan, ExitPlan, LayerPlan
 
 __all__ = [
     "SCHEDULES",
     "Schedule",
+    "Values",
+    "Attention",
     "select_layers",
     "exit_after",
     "share_groups",
@@ -66,8 +82,65 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: (heads keep ratio, FFN keep ratio, bit-width) of one layer
-Values = tuple[float, float, int]
+class Values(NamedTuple):
+    """One layer's keep ratios and bit-width."""
+
+    heads: float  # fraction of query heads kept
+    kv: float  # fraction of key/value groups kept
+    ffn: float  # fraction of FFN neurons kept
+    bits: int  # bit-width of the layer's Linear weights
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+
+
+@dataclass(frozen=True)
+class Attention:
+    """What a model's attention keeps of a drawn (heads, kv) pair of keep ratios."""
+
+    num_heads: int  # query heads per layer
+    num_kv_heads: int  # key/value heads (groups) per layer
+
+    @classmethod
+    def of(cls, arch: ArchInfo) -> "Attention":
+        return cls(arch.num_heads, getattr(arch, "num_kv_heads", arch.num_heads))
+
+    @property
+    def grouped(self) -> bool:
+        """True for grouped-query attention (fewer key/value groups than query heads)."""
+        return self.num_kv_heads < self.num_heads
+
+    def describe(self) -> str:
+        if not self.grouped:
+            return f"{self.num_heads} heads, each with its own keys and values"
+        return (f"{self.num_heads} query heads in {self.num_kv_heads} key/value groups "
+                f"of {self.num_heads // self.num_kv_heads}")
+
+    def keeps(self, heads: float, kv: float) -> tuple[float, float]:
+        """The ``(heads, kv)`` a layer records for the drawn pair: under grouped-query attention the
+        shape it can take (:func:`~autocompress.models.gqa.canonical_attention`); where every head has
+        its own keys and values, ``heads`` as drawn (the build rounds it to whole heads, as it always
+        has) and ``kv`` 1.0 (nothing of its own to prune)."""
+        if not self.grouped:
+            return heads, 1.0
+        return canonical_attention(self.num_heads, self.num_kv_heads, heads, kv)
+
+    def drawn(self, heads: float, kv: float, space: SpaceConfig, what: str) -> tuple[float, float]:
+        """The pair of ``space``'s choices that :meth:`keeps` as ``(heads, kv)`` (the pair itself
+        when it is one, else the first in the order of the choices); :class:`PlanError` if none."""
+        fits = [(h, k) for h in space.heads for k in space.kv
+                if all(map(_close, self.keeps(h, k), (heads, kv)))]
+        exact = [(h, k) for h, k in fits if _close(h, heads) and _close(k, kv)]
+        if exact or fits:
+            return (exact or fits)[0]
+        if not self.grouped:
+            if not _close(kv, 1.0):
+                raise PlanError(f"{what}: kv keep ratio {kv:g} prunes key/value groups, and this model has "
+                                f"{self.describe()}")
+            raise PlanError(f"{what}: heads keep ratio {heads:g} is not among this space's choices {list(space.heads)}")
+        raise PlanError(f"{what}: heads {heads:.4g} with kv {kv:.4g} is not what this model's {self.describe()} "
+                        f"keep of any pair of this space's choices (heads {list(space.heads)}, kv {list(space.kv)})")
 
 
 def select_layers(num_layers: int, depth: int, how: str, ranking: Sequence[float] | None = None) -> list[int]:
@@ -128,33 +201,47 @@ def _choose(trial: optuna.Trial, name: str, choices: tuple[Any, ...]) -> Any:
 
 def _member(value: float, choices: tuple[Any, ...]) -> Any | None:
     """The choice equal to ``value`` (floats compared with a tolerance), or None."""
-    return next((c for c in choices if math.isclose(float(c), float(value), rel_tol=1e-9, abs_tol=1e-12)), None)
+    return next((c for c in choices if _close(c, value)), None)
 
 
-def _put(params: dict[str, Any], name: str, value: Any, choices: tuple[Any, ...], what: str) -> None:
-    """Record ``name = value`` as a parameter (when the dimension is searched) or raise PlanError."""
+def _pick(value: Any, choices: tuple[Any, ...], what: str) -> Any:
+    """The choice equal to ``value``, or :class:`PlanError` saying it is not offered."""
     choice = _member(value, choices)
     if choice is None:
         raise PlanError(f"{what} {value:g} is not among this space's choices {list(choices)}")
+    return choice
+
+
+def _record(params: dict[str, Any], name: str, choice: Any, choices: tuple[Any, ...]) -> None:
+    """Record ``name = choice`` as a parameter when the dimension is searched (more than one choice)."""
     if len(choices) > 1:
         params[name] = choice
 
 
+def _put(params: dict[str, Any], name: str, value: Any, choices: tuple[Any, ...], what: str) -> None:
+    """Record ``name = value`` as a parameter (when the dimension is searched) or raise PlanError."""
+    _record(params, name, _pick(value, choices, what), choices)
+
+
 # ------------------------------------------------------------------------------------------ schedules
 class Schedule(ABC):
-    """How a few trial parameters become each layer's (heads, ffn, bits) — and back.
+    """How a few trial parameters become each layer's (heads, kv, ffn, bits) — and back.
 
-    ``suggest`` must suggest the same parameters whatever ``kept`` is (a fixed search space);
-    ``params`` must return parameters for which ``suggest`` gives back ``values`` on every kept
-    layer, or raise :class:`PlanError` saying why the schedule cannot express them.
+    ``suggest`` must suggest the same parameters whatever ``kept`` is (a fixed search space), and
+    returns the drawn choices; a layer records what the model's attention keeps of its drawn
+    (heads, kv) pair (:meth:`Attention.keeps`). ``params`` must return parameters for which
+    ``suggest``, so kept, gives back ``values`` on every kept layer, or raise :class:`PlanError`
+    saying why the schedule cannot express them.
     """
 
     @abstractmethod
     def suggest(self, trial: optuna.Trial, space: SpaceConfig, num_layers: int) -> list[Values]:
-        """Values for every layer of the base model (those of dropped layers are ignored)."""
+        """Drawn values for every layer of the base model (those of dropped layers are ignored)."""
 
     @abstractmethod
-    def params(self, space: SpaceConfig, num_layers: int, values: dict[int, Values]) -> dict[str, Any]:
+    def params(
+        self, space: SpaceConfig, num_layers: int, values: dict[int, Values], attention: Attention
+    ) -> dict[str, Any]:
         """Trial parameters giving ``values`` (kept layer index → values) on the kept layers."""
 
 
@@ -170,28 +257,38 @@ def register_schedule(name: str) -> Callable[[type[Schedule]], type[Schedule]]:
     return add
 
 
+def _drawn(v: Values, space: SpaceConfig, attention: Attention, which: str) -> Values:
+    """The choices that give one kept layer's ``v``."""
+    heads, kv = attention.drawn(v.heads, v.kv, space, which)
+    return Values(heads, kv, _pick(v.ffn, space.ffn, f"{which}: FFN keep ratio"),
+                  _pick(v.bits, space.bits, f"{which}: bit-width"))
+
+
 @register_schedule("per_layer")
 class _PerLayer(Schedule):
-    """Every layer its own three values: full freedom."""
+    """Every layer its own values: full freedom."""
 
     def suggest(self, trial: optuna.Trial, space: SpaceConfig, num_layers: int) -> list[Values]:
         return [
-            (_choose(trial, f"heads_{i}", space.heads), _choose(trial, f"ffn_{i}", space.ffn),
-             _choose(trial, f"bits_{i}", space.bits))
+            Values(_choose(trial, f"heads_{i}", space.heads), _choose(trial, f"kv_{i}", space.kv),
+                   _choose(trial, f"ffn_{i}", space.ffn), _choose(trial, f"bits_{i}", space.bits))
             for i in range(num_layers)
         ]
 
-    def params(self, space: SpaceConfig, num_layers: int, values: dict[int, Values]) -> dict[str, Any]:
+    def params(
+        self, space: SpaceConfig, num_layers: int, values: dict[int, Values], attention: Attention
+    ) -> dict[str, Any]:
+        drawn = {i: _drawn(v, space, attention, f"layer {i}") for i, v in sorted(values.items())}
+        kept = sorted(drawn)
         out: dict[str, Any] = {}
-        kept = sorted(values)
         for i in range(num_layers):
             # a dropped layer's parameters do not matter; give it its nearest kept neighbour's
-            # values, so that a uniform plan has uniform parameters
-            h, f, b = values[min(kept, key=lambda k: (abs(k - i), k))]
-            which = f"layer {i}" if i in values else f"layer {i} (dropped)"
-            _put(out, f"heads_{i}", h, space.heads, f"{which}: heads keep ratio")
-            _put(out, f"ffn_{i}", f, space.ffn, f"{which}: FFN keep ratio")
-            _put(out, f"bits_{i}", b, space.bits, f"{which}: bit-width")
+            # choices, so that a uniform plan has uniform parameters
+            v = drawn[min(kept, key=lambda k: (abs(k - i), k))]
+            _record(out, f"heads_{i}", v.heads, space.heads)
+            _record(out, f"kv_{i}", v.kv, space.kv)
+            _record(out, f"ffn_{i}", v.ffn, space.ffn)
+            _record(out, f"bits_{i}", v.bits, space.bits)
         return out
 
 
@@ -200,18 +297,22 @@ class _Shared(Schedule):
     """One set of values for all layers."""
 
     def suggest(self, trial: optuna.Trial, space: SpaceConfig, num_layers: int) -> list[Values]:
-        shared = (_choose(trial, "heads", space.heads), _choose(trial, "ffn", space.ffn), _choose(trial, "bits", space.bits))
+        shared = Values(_choose(trial, "heads", space.heads), _choose(trial, "kv", space.kv),
+                        _choose(trial, "ffn", space.ffn), _choose(trial, "bits", space.bits))
         return [shared] * num_layers
 
-    def params(self, space: SpaceConfig, num_layers: int, values: dict[int, Values]) -> dict[str, Any]:
+    def params(
+        self, space: SpaceConfig, num_layers: int, values: dict[int, Values], attention: Attention
+    ) -> dict[str, Any]:
         distinct = set(values.values())
         if len(distinct) > 1:
             raise PlanError("its kept layers differ, and the 'shared' schedule gives them all the same values")
-        (h, f, b), = distinct
+        v = _drawn(Values(*distinct.pop()), space, attention, "all layers")
         out: dict[str, Any] = {}
-        _put(out, "heads", h, space.heads, "heads keep ratio")
-        _put(out, "ffn", f, space.ffn, "FFN keep ratio")
-        _put(out, "bits", b, space.bits, "bit-width")
+        _record(out, "heads", v.heads, space.heads)
+        _record(out, "kv", v.kv, space.kv)
+        _record(out, "ffn", v.ffn, space.ffn)
+        _record(out, "bits", v.bits, space.bits)
         return out
 
 
@@ -226,6 +327,12 @@ def _interpolate(start: float, end: float, num_layers: int, choices: tuple[float
     return [_snap(start + (end - start) * i / (num_layers - 1), choices) for i in range(num_layers)]
 
 
+def _lines(choices: tuple[float, ...], num_layers: int) -> list[tuple[tuple[float, float], list[float]]]:
+    """Every (start, end) of ``choices`` with the line it draws over depth, constant lines first."""
+    ends = sorted(itertools.product(choices, choices), key=lambda p: p[0] != p[1])
+    return [(e, _interpolate(*e, num_layers, choices)) for e in ends]
+
+
 @register_schedule("linear")
 class _Linear(Schedule):
     """Keep ratios linear in depth (start → end, snapped to the choices); one bit-width switch."""
@@ -233,50 +340,66 @@ class _Linear(Schedule):
     def suggest(self, trial: optuna.Trial, space: SpaceConfig, num_layers: int) -> list[Values]:
         heads = _interpolate(_choose(trial, "heads_start", space.heads), _choose(trial, "heads_end", space.heads),
                              num_layers, space.heads)
+        kv = _interpolate(_choose(trial, "kv_start", space.kv), _choose(trial, "kv_end", space.kv),
+                          num_layers, space.kv)
         ffn = _interpolate(_choose(trial, "ffn_start", space.ffn), _choose(trial, "ffn_end", space.ffn),
                            num_layers, space.ffn)
         first, last = _choose(trial, "bits_first", space.bits), _choose(trial, "bits_last", space.bits)
         switch = 0 if len(space.bits) == 1 else trial.suggest_int("bits_switch", 0, num_layers)
-        return [(heads[i], ffn[i], first if i < switch else last) for i in range(num_layers)]
+        return [Values(heads[i], kv[i], ffn[i], first if i < switch else last) for i in range(num_layers)]
 
     @staticmethod
-    def _ends(choices: tuple[Any, ...], wanted: dict[int, float], num_layers: int) -> tuple[Any, Any] | None:
-        pairs = sorted(itertools.product(choices, choices), key=lambda p: p[0] != p[1])  # constant first
-        for start, end in pairs:
-            line = _interpolate(start, end, num_layers, choices)
-            if all(math.isclose(line[i], v) for i, v in wanted.items()):
-                return start, end
+    def _attention_ends(
+        space: SpaceConfig, num_layers: int, wanted: dict[int, tuple[float, float]], attention: Attention
+    ) -> tuple[tuple[float, float], tuple[float, float]] | None:
+        """The heads and kv (start, end) whose lines the model keeps as ``wanted`` on every kept
+        layer; lines constant in more dimensions first."""
+        pairs = sorted(itertools.product(_lines(space.heads, num_layers), _lines(space.kv, num_layers)),
+                       key=lambda p: (p[0][0][0] != p[0][0][1]) + (p[1][0][0] != p[1][0][1]))
+        for (heads_ends, heads), (kv_ends, kv) in pairs:
+            if all(all(map(_close, attention.keeps(heads[i], kv[i]), w)) for i, w in wanted.items()):
+                return heads_ends, kv_ends
         return None
 
-    def params(self, space: SpaceConfig, num_layers: int, values: dict[int, Values]) -> dict[str, Any]:
+    def params(
+        self, space: SpaceConfig, num_layers: int, values: dict[int, Values], attention: Attention
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for key, slot, choices in (("heads", 0, space.heads), ("ffn", 1, space.ffn)):
-            wanted = {i: v[slot] for i, v in values.items()}
-            for i, v in wanted.items():
-                if _member(v, choices) is None:
-                    raise PlanError(f"layer {i}: {key} keep ratio {v:g} is not among this space's choices {list(choices)}")
-            ends = self._ends(choices, wanted, num_layers)
-            if ends is None:
-                raise PlanError(f"its {key} keep ratios {[wanted[i] for i in sorted(wanted)]} do not follow a line "
-                                "over depth, which the 'linear' schedule requires")
-            if len(choices) > 1:
-                out[f"{key}_start"], out[f"{key}_end"] = ends
-        bits = {i: v[2] for i, v in values.items()}
-        for i, b in bits.items():
-            if b not in space.bits:
-                raise PlanError(f"layer {i}: bit-width {b} is not among this space's choices {list(space.bits)}")
+        for i, v in values.items():
+            _drawn(v, space, attention, f"layer {i}")  # each layer's values are offered at all
+        attention_wanted = {i: (v.heads, v.kv) for i, v in values.items()}
+        found = self._attention_ends(space, num_layers, attention_wanted, attention)
+        if found is None:
+            shown = [f"{values[i].heads:.4g}" + (f"/{values[i].kv:.4g}" if attention.grouped else "") for i in sorted(values)]
+            what = "heads/kv keep ratios" if attention.grouped else "heads keep ratios"
+            raise PlanError(f"its {what} [{', '.join(shown)}] do not follow a line over depth, which the 'linear' "
+                            "schedule requires")
+        (heads_start, heads_end), (kv_start, kv_end) = found
+        if len(space.heads) > 1:
+            out["heads_start"], out["heads_end"] = heads_start, heads_end
+        if len(space.kv) > 1:
+            out["kv_start"], out["kv_end"] = kv_start, kv_end
+        ffn = {i: v.ffn for i, v in values.items()}
+        ffn_ends = next((e for e, line in _lines(space.ffn, num_layers)
+                         if all(_close(line[i], f) for i, f in ffn.items())), None)
+        if ffn_ends is None:
+            raise PlanError(f"its ffn keep ratios {[ffn[i] for i in sorted(ffn)]} do not follow a line "
+                            "over depth, which the 'linear' schedule requires")
+        if len(space.ffn) > 1:
+            out["ffn_start"], out["ffn_end"] = ffn_ends
+        bits = {i: v.bits for i, v in values.items()}
         if len(space.bits) > 1:
-            found = next(
+            found_bits = next(
                 ((first, last, switch)
                  for first, last in sorted(itertools.product(space.bits, space.bits), key=lambda p: p[0] != p[1])
                  for switch in range(num_layers + 1)
                  if all(b == (first if i < switch else last) for i, b in bits.items())),
                 None,
             )
-            if found is None:
+            if found_bits is None:
                 raise PlanError(f"its bit-widths {[bits[i] for i in sorted(bits)]} change more than once over depth; "
                                 "the 'linear' schedule has one switch")
-            out["bits_first"], out["bits_last"], out["bits_switch"] = found
+            out["bits_first"], out["bits_last"], out["bits_switch"] = found_bits
         return out
 
 
@@ -303,10 +426,9 @@ def suggest_plan(
     for group in groups:  # a follower runs its leader's weights: it has the leader's shape and bits
         for i in group[1:]:
             values[i] = values[group[0]]
-    layers = tuple(
-        LayerPlan(keep=True, heads=values[i][0], ffn=values[i][1], bits=values[i][2]) if i in kept else LayerPlan(keep=False)
-        for i in range(n)
-    )
+    attention = Attention.of(arch)
+    layers = tuple(_layer(values[i], attention) if i in kept else LayerPlan(keep=False) for i in range(n))
+    weight_scheme = _choose(trial, "weight_scheme", space.weight_scheme)
     head_bits = _choose(trial, "head_bits", space.head_bits)
     embedding_bits = _choose(trial, "embedding_bits", space.embedding_bits)
     exits = None
@@ -316,7 +438,20 @@ def suggest_plan(
         exits = ExitPlan(after=after, threshold=threshold, pooling=space.exits.pooling) if after else None
     vocab = _choose(trial, "vocab_min_count", space.vocabulary.choices) or None  # 0: the full vocabulary
     return CompressionPlan(layers=layers, head_bits=head_bits, embedding_bits=embedding_bits, exits=exits,
-                           vocab_min_count=vocab, share=groups or None)
+                           vocab_min_count=vocab, share=groups or None,
+                           weight_scheme=weight_scheme if _scheme_matters(layers, head_bits) else "dynamic")
+
+
+def _layer(v: Values, attention: Attention) -> LayerPlan:
+    """A kept layer drawn as ``v``: with the heads and kv the model's attention keeps of them."""
+    heads, kv = attention.keeps(v.heads, v.kv)
+    return LayerPlan(keep=True, heads=heads, kv=kv, ffn=v.ffn, bits=v.bits)
+
+
+def _scheme_matters(layers: Sequence[LayerPlan], head_bits: int) -> bool:
+    """True when some Linear (of a kept layer, or the head) is quantised, so the weight scheme
+    changes the model; a plan whose Linears are all float is one model under every scheme."""
+    return head_bits != 32 or any(lp.keep and lp.bits != 32 for lp in layers)
 
 
 def share_groups(kept: Sequence[int], how: str) -> tuple[tuple[int, ...], ...]:
@@ -381,10 +516,11 @@ def params_for_plan(
         params["sharing"] = fits_share[0]
     followers = {i for g in groups for i in g[1:]}
     # a follower's values are its leader's whatever was drawn for it; a linear schedule fits the leaders only
-    values = {i: (plan.layers[i].heads, plan.layers[i].ffn, plan.layers[i].bits) for i in kept
+    values = {i: Values(plan.layers[i].heads, plan.layers[i].kv, plan.layers[i].ffn, plan.layers[i].bits) for i in kept
               if space.schedule != "linear" or i not in followers}
-    params.update(SCHEDULES[space.schedule].params(space, n, values))
-    _put(params, "head_bits", plan.head_bits, space.head_bits, "classifier-head bit-width")
+    params.update(SCHEDULES[space.schedule].params(space, n, values, Attention.of(arch)))
+    params.update(_weight_scheme_params(plan, space))
+    _put(params, "head_bits", plan.head_bits, space.head_bits, "head bit-width")
     _put(params, "embedding_bits", plan.embedding_bits, space.embedding_bits, "embedding bit-width")
     params.update(_exit_params(plan, space))
     vocab = plan.vocab_min_count or 0
@@ -396,6 +532,22 @@ def params_for_plan(
     if len(space.vocabulary.choices) > 1:
         params["vocab_min_count"] = vocab
     return params
+
+
+def _weight_scheme_params(plan: CompressionPlan, space: SpaceConfig) -> dict[str, Any]:
+    """The ``weight_scheme`` parameter that gives ``plan``'s: its own when it quantises a Linear,
+    else the first choice (every scheme gives a float plan, which stands with ``dynamic``)."""
+    if _scheme_matters(plan.layers, plan.head_bits):
+        if plan.weight_scheme not in space.weight_scheme:
+            raise PlanError(f"its quantised weights compute {plan.weight_scheme} and this space offers "
+                            f"{', '.join(space.weight_scheme)} (space.weight_scheme)")
+        scheme = plan.weight_scheme
+    elif plan.weight_scheme != "dynamic":
+        raise PlanError(f"it quantises no Linear and names weight_scheme {plan.weight_scheme}: such a plan is the "
+                        "same model under every scheme and stands with weight_scheme dynamic")
+    else:
+        scheme = space.weight_scheme[0]
+    return {"weight_scheme": scheme} if len(space.weight_scheme) > 1 else {}
 
 
 def _exit_params(plan: CompressionPlan, space: SpaceConfig) -> dict[str, Any]:
@@ -421,21 +573,35 @@ def _exit_params(plan: CompressionPlan, space: SpaceConfig) -> dict[str, Any]:
 
 
 def plan_params(
-    space: SpaceConfig, arch: ArchInfo, *, depth: int, selection: str, heads: float, ffn: float, bits: int
+    space: SpaceConfig,
+    arch: ArchInfo,
+    *,
+    depth: int,
+    selection: str,
+    heads: float,
+    ffn: float,
+    bits: int,
+    kv: float = 1.0,
+    weight_scheme: str = "dynamic",
+    head_bits: int = 32,
 ) -> dict[str, Any] | None:
     """The trial parameters that make :func:`suggest_plan` return this uniform plan.
 
-    ``None`` when the space cannot express it (a value not among the choices). The head and the
-    embeddings stay in float.
+    ``heads`` and ``kv`` are drawn ratios: each kept layer takes what the model's attention keeps of
+    them. ``None`` when the space cannot express the plan (a value not among the choices). The
+    embeddings stay in float; the head at ``head_bits``.
     """
     lo, hi = _depth_bounds(space, arch)
     if not lo <= depth <= hi or selection not in space.depth.selection and depth != arch.num_layers:
         return None
     keep = select_layers(arch.num_layers, depth, "even" if depth == arch.num_layers else selection)
-    plan = CompressionPlan.uniform(arch.num_layers, heads=heads, ffn=ffn, bits=bits, keep=keep)
+    heads, kv = Attention.of(arch).keeps(heads, kv)
+    layers = CompressionPlan.uniform(arch.num_layers, heads=heads, kv=kv, ffn=ffn, bits=bits, keep=keep).layers
+    scheme = weight_scheme if _scheme_matters(layers, head_bits) else "dynamic"
     try:
+        plan = CompressionPlan(layers=layers, weight_scheme=scheme, head_bits=head_bits)
         return params_for_plan(plan, space, arch, selection=selection)
-    except PlanError:
+    except (PlanError, ValueError):
         return None
 
 
@@ -446,12 +612,14 @@ def baseline_plans(space: SpaceConfig, arch: ArchInfo) -> dict[str, dict[str, An
     layer, the DistilBERT recipe).
     """
     n = arch.num_layers
-    recipes = {
+    recipes: dict[str, dict[str, Any]] = {
         "teacher": dict(depth=n, selection="even", heads=1.0, ffn=1.0, bits=32),
         "int8": dict(depth=n, selection="even", heads=1.0, ffn=1.0, bits=8),
+    }
+    recipes.update({
         "prune50": dict(depth=n, selection="even", heads=0.5, ffn=0.5, bits=32),
         "half_depth": dict(depth=max(1, n // 2), selection="even", heads=1.0, ffn=1.0, bits=32),
-    }
+    })
     out = {}
     for name, recipe in recipes.items():
         params = plan_params(space, arch, **recipe)

@@ -445,3 +445,131 @@ def test_sharing_is_one_parameter_its_followers_take_the_leaders_values_and_plan
     with pytest.raises(PlanError, match="sharing groups"):
         params_for_plan(shared, SpaceConfig(), ARCH6)
     assert "sharing" not in distributions(SpaceConfig(), ARCH6)
+
+
+# ---------------------------------------------------------------------------- decoder settings
+# grouped-query attention shaped like Qwen2.5-0.5B (24 layers, 14 query heads in 2 key/value groups)
+# and SmolLM2-135M (30 layers, 9 query heads in 3 groups)
+QWEN = ArchInfo(family="qwen2", num_layers=24, num_heads=14, num_kv_heads=2, intermediate_size=64, hidden_size=56,
+                decoder=True)
+SMOL = ArchInfo(family="llama", num_layers=30, num_heads=9, num_kv_heads=3, intermediate_size=64, hidden_size=36,
+                decoder=True)
+LLAMA = ArchInfo(family="llama", num_layers=6, num_heads=8, num_kv_heads=2, intermediate_size=64, hidden_size=32,
+                 decoder=True)
+
+
+def _decoder_space(arch: ArchInfo, schedule: str, **more: Any) -> SpaceConfig:
+    kv = (1.0, 0.66, 0.33) if arch is SMOL else (1.0, 0.5)  # SmolLM2's thirds are rounded to whole groups
+    settings: dict[str, Any] = dict(heads=(1.0, 0.75, 0.5, 0.25), kv=kv, ffn=(1.0, 0.5), bits=(32, 8, 4),
+                                    head_bits=(32, 8), weight_scheme=("dynamic", "weight_only"),
+                                    depth=DepthSpace(min=2, selection=("even", "first")))
+    return SpaceConfig(**{**settings, **more}, schedule=schedule)
+
+
+def _expected_distributions(schedule: str, n: int) -> list[tuple[str, Any]]:
+    """The parameters of the default space, in the order studies made before the decoder settings have them."""
+    ratios = optuna.distributions.CategoricalDistribution([1.0, 0.75, 0.5, 0.25])
+    bits = optuna.distributions.CategoricalDistribution([32, 8])
+    out: list[tuple[str, Any]] = [
+        ("depth", optuna.distributions.IntDistribution(1, n)),
+        ("selection", optuna.distributions.CategoricalDistribution(["even", "first", "importance"])),
+    ]
+    if schedule == "per_layer":
+        out += [(f"{key}_{i}", d) for i in range(n) for key, d in (("heads", ratios), ("ffn", ratios), ("bits", bits))]
+    elif schedule == "shared":
+        out += [("heads", ratios), ("ffn", ratios), ("bits", bits)]
+    else:
+        out += [("heads_start", ratios), ("heads_end", ratios), ("ffn_start", ratios), ("ffn_end", ratios),
+                ("bits_first", bits), ("bits_last", bits), ("bits_switch", optuna.distributions.IntDistribution(0, n))]
+    return out
+
+
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+@pytest.mark.parametrize("arch", [ARCH6, LLAMA], ids=["encoder", "decoder"])
+def test_the_default_space_keeps_the_parameters_and_distributions_studies_were_made_with(
+    schedule: str, arch: ArchInfo
+) -> None:
+    """A study made before kv and weight schemes existed resumes with the same search space."""
+    dists = distributions(SpaceConfig(schedule=schedule), arch, RANKING)
+    assert list(dists.items()) == _expected_distributions(schedule, 6)
+
+
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+def test_kv_groups_and_the_weight_scheme_are_searched_when_offered(schedule: str) -> None:
+    space = _decoder_space(QWEN, schedule)
+    names = set(distributions(space, QWEN))
+    kv = {"per_layer": {f"kv_{i}" for i in range(24)}, "shared": {"kv"}, "linear": {"kv_start", "kv_end"}}[schedule]
+    assert kv | {"weight_scheme", "head_bits"} <= names
+    assert not {n for n in names if n.startswith("kv")} - kv
+    assert list(distributions(space, QWEN)["weight_scheme"].choices) == ["dynamic", "weight_only"]
+    plans = [plan for _, plan in _sample(space, 30, seed=2, arch=QWEN)]
+    assert {p.weight_scheme for p in plans} == {"dynamic", "weight_only"}
+    assert {lp.kv for p in plans for lp in p.layers if lp.keep} == {1.0, 0.5}
+
+
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+@pytest.mark.parametrize("arch", [QWEN, SMOL], ids=["qwen2.5-0.5b", "smollm2-135m"])
+def test_grouped_attention_plans_round_trip_through_their_parameters(schedule: str, arch: ArchInfo) -> None:
+    """suggest → plan → params → suggest gives the same plan, though several draws build one plan."""
+    from autocompress.models.gqa import honoured
+
+    space = _decoder_space(arch, schedule, sharing=("none", "pairs"))
+    snapped = 0
+    for drawn, params, plan in _sampled_on(space, arch, 25, seed=6):
+        assert CompressionPlan.from_dict(plan.to_dict()) == plan
+        assert params_for_plan(plan, space, arch) == params
+        for lp in plan.layers:  # the plan records the shape the model takes, so it is honoured exactly
+            assert not lp.keep or honoured(arch.num_heads, arch.num_kv_heads, lp.heads, lp.kv)
+        snapped += any(lp.keep and (lp.heads not in space.heads or lp.kv not in space.kv) for lp in plan.layers)
+        if not plan.quantises:
+            assert plan.weight_scheme == "dynamic"  # a float plan is one model under either scheme
+    assert snapped, "some draws were rounded to whole groups, and still round-trip"
+
+
+def _sampled_on(space: SpaceConfig, arch: ArchInfo, n: int, seed: int):
+    """``n`` drawn (params, canonical params, plan) of ``space`` on ``arch``, each checked to rebuild its plan."""
+    dists = distributions(space, arch)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    for _ in range(n):
+        trial = study.ask(dists)
+        plan = suggest_plan(trial, space, arch)
+        study.tell(trial, 0.0)
+        again, params = canonical(trial.params, space, arch)
+        assert again == plan and canonical(params, space, arch) == (plan, params)
+        assert suggest_plan(optuna.trial.FixedTrial(params), space, arch) == plan
+        yield trial.params, params, plan
+
+
+def test_draws_that_build_the_same_model_are_one_plan_with_one_set_of_parameters() -> None:
+    space = _decoder_space(LLAMA, "shared", depth=DepthSpace(min=6))
+    common = {"ffn": 1.0, "bits": 32, "head_bits": 32}
+    # one group of 8 query heads holds at most 4 of them: each of these keeps one group of 4
+    draws = [{**common, "heads": h, "kv": 0.5, "weight_scheme": w}
+             for h in (1.0, 0.75, 0.5) for w in ("dynamic", "weight_only")]
+    built = {canonical(d, space, LLAMA)[0] for d in draws}
+    assert built == {CompressionPlan.uniform(6, heads=0.5, kv=0.5)}
+    assert {tuple(sorted(canonical(d, space, LLAMA)[1].items())) for d in draws} == {
+        tuple(sorted({**common, "heads": 0.5, "kv": 0.5, "weight_scheme": "dynamic"}.items()))}
+    int8 = {**common, "bits": 8, "heads": 1.0, "kv": 1.0}
+    assert canonical({**int8, "weight_scheme": "dynamic"}, space, LLAMA)[0] != \
+        canonical({**int8, "weight_scheme": "weight_only"}, space, LLAMA)[0]  # quantised: the scheme matters
+
+
+def test_encoders_record_the_heads_ratio_as_drawn() -> None:
+    six_heads = ArchInfo(family="bert", num_layers=6, num_heads=6, intermediate_size=64, hidden_size=36)
+    space = SpaceConfig(heads=(1.0, 0.75), depth=DepthSpace(min=6), schedule="shared")
+    plan = suggest_plan(_fixed({"heads": 0.75, "ffn": 1.0, "bits": 32}), space, six_heads)
+    assert plan == CompressionPlan.uniform(6, heads=0.75)  # as stored by studies before grouped-query attention
+
+
+def test_plans_outside_what_the_model_or_the_space_keeps_are_refused_with_the_reason() -> None:
+    space = _decoder_space(QWEN, "per_layer", weight_scheme=("dynamic",))
+    with pytest.raises(PlanError, match=re.escape("heads 0.5 with kv 1 is not what this model's 14 query heads in "
+                                                  "2 key/value groups of 7 keep")):
+        params_for_plan(CompressionPlan.uniform(24, heads=0.5), space, QWEN)  # 7 heads in 2 groups: built as 8
+    with pytest.raises(PlanError, match="this space offers dynamic"):
+        params_for_plan(CompressionPlan.uniform(24, bits=8, weight_scheme="weight_only"), space, QWEN)
+    with pytest.raises(PlanError, match="stands with weight_scheme dynamic"):
+        params_for_plan(CompressionPlan.uniform(24, weight_scheme="weight_only"), space, QWEN)
+    with pytest.raises(PlanError, match="prunes key/value groups"):
+        params_for_plan(CompressionPlan.uniform(6, kv=0.5), SpaceConfig(), ARCH6)
