@@ -60,7 +60,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 from autocompress.schema.config import SpaceConfig
 from autocompress.errors import ConfigError, PlanError
 from autocompress.models.adapters import ArchInfo
-from autocompress.models.gqa import canonical_attention
+from autocompress.models.gqa import canonical_attention, honoured
 from autocompress.schema.plan import CompressionPlan, ExitPlan, LayerPlan
 
 __all__ = [
@@ -183,7 +183,7 @@ def _depth_bounds(space: SpaceConfig, arch: ArchInfo) -> tuple[int, int]:
 
 
 def check_space(space: SpaceConfig, arch: ArchInfo, file: str | None = None) -> None:
-    """Reject a space that cannot fit the model (cross-field check needing the architecture)."""
+    """Reject a space that cannot fit the model (cross-field checks needing the architecture)."""
     lo, hi = _depth_bounds(space, arch)
     if hi > arch.num_layers:
         raise ConfigError(
@@ -193,6 +193,69 @@ def check_space(space: SpaceConfig, arch: ArchInfo, file: str | None = None) -> 
         )
     if lo > arch.num_layers:
         raise ConfigError(f"{lo} exceeds the model's {arch.num_layers} layers", file=file, key="space.depth.min")
+    attention = Attention.of(arch)
+    if not attention.grouped and any(not _close(k, 1.0) for k in space.kv):
+        raise ConfigError(
+            f"{list(space.kv)} offers key/value groups to prune, and this model has {attention.describe()}: "
+            "prune them with space.heads and set space.kv: [1.0]",
+            file=file,
+            key="space.kv",
+        )
+    if 4 in space.head_bits and tuple(space.weight_scheme) != ("weight_only",):
+        raise ConfigError(
+            f"{list(space.head_bits)} offers a 4-bit head, which is weight-only, and space.weight_scheme offers "
+            f"{list(space.weight_scheme)}: set space.weight_scheme: [weight_only], or drop 4 from space.head_bits",
+            file=file,
+            key="space.head_bits",
+        )
+    if space.strict:
+        _check_honoured(space, attention, file)
+
+
+def _nearest(value: float, works: Sequence[float]) -> str:
+    """The ratios in ``works`` just below and just above ``value``, for a message."""
+    below = [w for w in works if w < value]
+    above = [w for w in works if w > value]
+    near = ([max(below)] if below else []) + ([min(above)] if above else [])
+    return " or ".join(f"{w:.4g}" for w in near)
+
+
+def _check_honoured(space: SpaceConfig, attention: Attention, file: str | None) -> None:
+    """Under ``space.strict``, refuse a (heads, kv) pair of choices (every schedule can combine any
+    two) that the model's attention cannot keep exactly."""
+    h_n, g_n = attention.num_heads, attention.num_kv_heads
+    fix = "; or set space.strict: false to round each pair to the nearest shape the model can take"
+    if not attention.grouped:
+        for heads in space.heads:
+            if not honoured(h_n, g_n, heads):
+                raise ConfigError(
+                    f"heads {heads:g} asks for {heads * h_n:g} of this model's {attention.describe()}, and only "
+                    f"whole heads can be kept: use {_nearest(heads, [m / h_n for m in range(1, h_n + 1)])}{fix}",
+                    file=file,
+                    key="space.heads",
+                )
+        return
+    for kv in space.kv:
+        if not _close(canonical_attention(h_n, g_n, 1.0, kv)[1], kv):
+            raise ConfigError(
+                f"kv {kv:g} asks for {kv * g_n:g} of the key/value groups of this model's {attention.describe()}, "
+                f"and only whole groups can be kept: use {_nearest(kv, [g / g_n for g in range(1, g_n + 1)])}{fix}",
+                file=file,
+                key="space.kv",
+            )
+    per_group = h_n // g_n
+    for kv in space.kv:
+        groups = round(kv * g_n)
+        for heads in space.heads:
+            if not honoured(h_n, g_n, heads, kv):
+                works = [groups * m / h_n for m in range(1, per_group + 1)]
+                raise ConfigError(
+                    f"heads {heads:g} with kv {kv:g} asks for {heads * h_n:g} query heads in {groups} key/value "
+                    f"group(s), and this model's {attention.describe()} keeps the same whole number (1 to "
+                    f"{per_group}) in each kept group: with kv {kv:g} use heads {_nearest(heads, works)}{fix}",
+                    file=file,
+                    key="space.heads",
+                )
 
 
 def _choose(trial: optuna.Trial, name: str, choices: tuple[Any, ...]) -> Any:

@@ -573,3 +573,49 @@ def test_plans_outside_what_the_model_or_the_space_keeps_are_refused_with_the_re
         params_for_plan(CompressionPlan.uniform(24, weight_scheme="weight_only"), space, QWEN)
     with pytest.raises(PlanError, match="prunes key/value groups"):
         params_for_plan(CompressionPlan.uniform(6, kv=0.5), SpaceConfig(), ARCH6)
+
+
+# ---------------------------------------------------------------------------- decoder checks
+@pytest.mark.parametrize("kv", [(1.0, 0.5), (0.5,)])
+def test_check_space_refuses_kv_groups_on_a_model_whose_heads_have_their_own(kv: tuple[float, ...]) -> None:
+    with pytest.raises(ConfigError, match="set space.kv: \\[1.0\\]") as info:
+        check_space(SpaceConfig(kv=kv), ARCH6, file="study.yaml")
+    assert info.value.key == "space.kv" and "4 heads, each with its own keys and values" in str(info.value)
+    check_space(SpaceConfig(kv=(1.0, 0.5)), LLAMA)
+
+
+@pytest.mark.parametrize("schemes", [("dynamic",), ("dynamic", "weight_only")])
+def test_check_space_refuses_a_4_bit_head_unless_every_plan_is_weight_only(schemes: tuple[str, ...]) -> None:
+    with pytest.raises(ConfigError, match="set space.weight_scheme: \\[weight_only\\]") as info:
+        check_space(SpaceConfig(head_bits=(32, 4), weight_scheme=schemes), LLAMA)
+    assert info.value.key == "space.head_bits"
+    space = SpaceConfig(head_bits=(32, 8, 4), weight_scheme=("weight_only",), bits=(32, 8, 4))
+    check_space(space, LLAMA)
+    heads = {p.head_bits for _, p in _sample(space, 40, arch=LLAMA)}
+    assert heads == {32, 8, 4}
+
+
+def test_strict_refuses_heads_and_kv_pairs_the_model_cannot_keep_exactly_naming_the_ones_that_work() -> None:
+    strict = SpaceConfig(heads=(1.0, 0.5), kv=(1.0,), strict=True)
+    with pytest.raises(ConfigError) as info:
+        check_space(strict, QWEN, file="qwen.yaml")
+    assert info.value.key == "space.heads"
+    assert "heads 0.5 with kv 1 asks for 7 query heads in 2 key/value group(s)" in str(info.value)
+    assert "14 query heads in 2 key/value groups of 7" in str(info.value)
+    assert "use heads 0.4286 or 0.5714" in str(info.value) and "space.strict: false" in str(info.value)
+    check_space(strict.model_copy(update={"strict": False}), QWEN)  # rounded to the nearest shape instead
+
+    with pytest.raises(ConfigError, match="kv 0.5 asks for 1.5 of the key/value groups .* use 0.3333 or 0.6667") as info:
+        check_space(SpaceConfig(heads=(1.0,), kv=(1.0, 0.5), strict=True), SMOL)
+    assert info.value.key == "space.kv"
+
+    # every schedule can draw any heads choice with any kv choice: heads 1.0 with one of two groups cannot be kept
+    with pytest.raises(ConfigError, match="heads 1 with kv 0.5 .* use heads 0.5") as info:
+        check_space(SpaceConfig(heads=(1.0, 0.5), kv=(1.0, 0.5), strict=True, schedule="linear"), LLAMA)
+    assert info.value.key == "space.heads"
+    check_space(SpaceConfig(heads=(0.5, 0.25), kv=(1.0, 0.5), strict=True), LLAMA)
+
+    with pytest.raises(ConfigError, match="heads 0.75 asks for 4.5 of this model's 6 heads.* use 0.6667 or 0.8333"):
+        check_space(SpaceConfig(heads=(1.0, 0.75), strict=True),
+                    ArchInfo(family="bert", num_layers=6, num_heads=6, intermediate_size=64, hidden_size=36))
+    check_space(SpaceConfig(strict=True), ARCH6)
