@@ -671,14 +671,21 @@ def plan_params(
 def baseline_plans(space: SpaceConfig, arch: ArchInfo) -> dict[str, dict[str, Any]]:
     """Trial parameters of the uniform baselines the space can express, by name.
 
-    The uncompressed teacher, uniform int8, uniform 50 % heads+FFN, and half depth (every other
-    layer, the DistilBERT recipe).
+    The uncompressed teacher, uniform int8, uniform weight-only int8 and int4 (where the space
+    offers weight-only weights: every kept layer, and the head when ``space.head_bits`` offers that
+    width), uniform 50 % heads+FFN, and half depth (every other layer, the DistilBERT recipe).
     """
     n = arch.num_layers
     recipes: dict[str, dict[str, Any]] = {
         "teacher": dict(depth=n, selection="even", heads=1.0, ffn=1.0, bits=32),
         "int8": dict(depth=n, selection="even", heads=1.0, ffn=1.0, bits=8),
     }
+    if "weight_only" in space.weight_scheme:
+        for bits in (8, 4):
+            if bits in space.bits:
+                recipes[f"int{bits}_weight_only"] = dict(depth=n, selection="even", heads=1.0, ffn=1.0, bits=bits,
+                                                         weight_scheme="weight_only",
+                                                         head_bits=bits if bits in space.head_bits else 32)
     recipes.update({
         "prune50": dict(depth=n, selection="even", heads=0.5, ffn=0.5, bits=32),
         "half_depth": dict(depth=max(1, n // 2), selection="even", heads=1.0, ffn=1.0, bits=32),

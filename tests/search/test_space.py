@@ -619,3 +619,40 @@ def test_strict_refuses_heads_and_kv_pairs_the_model_cannot_keep_exactly_naming_
         check_space(SpaceConfig(heads=(1.0, 0.75), strict=True),
                     ArchInfo(family="bert", num_layers=6, num_heads=6, intermediate_size=64, hidden_size=36))
     check_space(SpaceConfig(strict=True), ARCH6)
+
+
+# ---------------------------------------------------------------------------- decoder baselines
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+def test_decoder_baselines_add_weight_only_int8_and_int4_and_build_what_they_are_named_for(schedule: str) -> None:
+    space = _decoder_space(QWEN, schedule)
+    n = 24
+    # 7 of 14 query heads cannot sit in 2 equal groups: prune50 keeps the 8 the model can keep
+    expected = {
+        "teacher": CompressionPlan.uniform(n),
+        "int8": CompressionPlan.uniform(n, bits=8),
+        "int8_weight_only": CompressionPlan.uniform(n, bits=8, head_bits=8, weight_scheme="weight_only"),
+        "int4_weight_only": CompressionPlan.uniform(n, bits=4, weight_scheme="weight_only"),  # no 4-bit head offered
+        "prune50": CompressionPlan.uniform(n, heads=8 / 14, ffn=0.5),
+        "half_depth": CompressionPlan.uniform(n, keep=list(range(0, n, 2))),
+    }
+    baselines = baseline_plans(space, QWEN)
+    assert list(baselines) == list(expected)
+    study = _study()
+    for params in baselines.values():
+        study.enqueue_trial(params)
+    for name in baselines:
+        trial = study.ask()
+        assert suggest_plan(trial, space, QWEN) == expected[name], name
+        assert trial.params == baselines[name]
+        study.tell(trial, 0.0)
+
+
+def test_a_weight_only_space_seeds_weight_only_baselines_with_a_4_bit_head() -> None:
+    space = SpaceConfig(bits=(32, 8, 4), head_bits=(32, 8, 4), weight_scheme=("weight_only",), depth=DepthSpace(min=6))
+    baselines = baseline_plans(space, LLAMA)
+    assert list(baselines) == ["teacher", "int8_weight_only", "int4_weight_only", "prune50"]  # no dynamic int8
+    plans = {name: suggest_plan(_fixed(params), space, LLAMA) for name, params in baselines.items()}
+    assert plans["int4_weight_only"] == CompressionPlan.uniform(6, bits=4, head_bits=4, weight_scheme="weight_only")
+    assert plans["teacher"] == CompressionPlan.uniform(6)  # float: the scheme changes nothing
+    encoder = SpaceConfig(bits=(32, 8), weight_scheme=("dynamic", "weight_only"), depth=DepthSpace(min=2))
+    assert list(baseline_plans(encoder, ARCH6)) == ["teacher", "int8", "int8_weight_only", "prune50", "half_depth"]
