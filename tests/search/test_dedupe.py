@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import optuna
 import pytest
-from optuna.trial import TrialState, create_trial
+from optuna.trial import FixedTrial, TrialState, create_trial
 
+from autocompress.models.adapters import ArchInfo
+from autocompress.schema.config import DepthSpace, SpaceConfig
+from autocompress.search.space import suggest_plan
 from autocompress.store import record
 from autocompress.search.dedupe import repeat, seen
 from autocompress.tasks.evaluate import Accuracy, Metric
@@ -61,6 +64,25 @@ def test_a_complete_trial_with_the_same_plan_on_the_same_host_is_found(study):
     _add(study, FIGURES.with_(plan=OTHER_PLAN))
     n = _add(study, FIGURES)
     assert _seen(study) == n
+
+
+def test_draws_that_build_the_same_decoder_are_one_plan_and_built_once(study):
+    arch = ArchInfo(family="llama", num_layers=4, num_heads=8, num_kv_heads=2, intermediate_size=64, hidden_size=32,
+                    decoder=True)
+    space = SpaceConfig(heads=(1.0, 0.5), kv=(1.0, 0.5), bits=(32, 8), weight_scheme=("dynamic", "weight_only"),
+                        depth=DepthSpace(min=4), schedule="shared")
+    common = {"ffn": 1.0, "bits": 32}
+    # one of two key/value groups holds 4 of the 8 query heads, whatever heads ratio was drawn;
+    # and float weights compute alike under either scheme
+    first = suggest_plan(FixedTrial({**common, "heads": 1.0, "kv": 0.5, "weight_scheme": "weight_only"}), space, arch)
+    again = suggest_plan(FixedTrial({**common, "heads": 0.5, "kv": 0.5, "weight_scheme": "dynamic"}), space, arch)
+    n = _add(study, FIGURES.with_(plan=first, plan_summary=first.describe()))
+    assert _seen(study, plan=again) == n
+    int8 = {"ffn": 1.0, "bits": 8, "heads": 1.0, "kv": 1.0}
+    dynamic = suggest_plan(FixedTrial({**int8, "weight_scheme": "dynamic"}), space, arch)
+    weight_only = suggest_plan(FixedTrial({**int8, "weight_scheme": "weight_only"}), space, arch)
+    _add(study, FIGURES.with_(plan=dynamic, plan_summary=dynamic.describe()))
+    assert _seen(study, plan=weight_only) is None  # quantised weights compute differently: another model
 
 
 def test_a_plan_built_on_another_host_is_built_again(study):
