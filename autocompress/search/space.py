@@ -26,8 +26,8 @@ made before a dimension existed keeps its parameters and their distributions):
   model are one plan (``space.strict: true`` refuses such pairs instead). Where every head has its
   own keys and values the heads ratio is recorded as drawn and ``kv`` is 1.0.
 * ``weight_scheme`` (``space.weight_scheme``: dynamic, weight_only): how the 8- and 4-bit weights
-  of the whole model compute. A plan that quantises no Linear (every kept layer and the head at 32
-  bits) is the same model under either, and stands with ``dynamic``.
+  of the whole model compute. A plan with no 8- or 4-bit Linear (in a kept layer or the head) is
+  the same model under either, and stands with ``dynamic``.
 * ``head_bits`` and ``embedding_bits`` (the head and the embeddings, float by default; a 4-bit head
   is weight-only).
 * ``vocab_min_count`` (``space.vocabulary``): 0 for the full word-embedding table, else the
@@ -104,7 +104,7 @@ class Attention:
 
     @classmethod
     def of(cls, arch: ArchInfo) -> "Attention":
-        return cls(arch.num_heads, getattr(arch, "num_kv_heads", arch.num_heads))
+        return cls(arch.num_heads, arch.num_kv_heads)
 
     @property
     def grouped(self) -> bool:
@@ -512,9 +512,10 @@ def _layer(v: Values, attention: Attention) -> LayerPlan:
 
 
 def _scheme_matters(layers: Sequence[LayerPlan], head_bits: int) -> bool:
-    """True when some Linear (of a kept layer, or the head) is quantised, so the weight scheme
-    changes the model; a plan whose Linears are all float is one model under every scheme."""
-    return head_bits != 32 or any(lp.keep and lp.bits != 32 for lp in layers)
+    """True when some Linear computes at 8 or 4 bits (of a kept layer, or the head), so the weight
+    scheme changes the model; a plan without one (float, or 2 bits simulated alike under every
+    scheme) is one model under every scheme."""
+    return head_bits != 32 or any(lp.keep and lp.bits in (8, 4) for lp in layers)
 
 
 def share_groups(kept: Sequence[int], how: str) -> tuple[tuple[int, ...], ...]:
@@ -598,16 +599,16 @@ def params_for_plan(
 
 
 def _weight_scheme_params(plan: CompressionPlan, space: SpaceConfig) -> dict[str, Any]:
-    """The ``weight_scheme`` parameter that gives ``plan``'s: its own when it quantises a Linear,
-    else the first choice (every scheme gives a float plan, which stands with ``dynamic``)."""
+    """The ``weight_scheme`` parameter that gives ``plan``'s: its own when it has an 8- or 4-bit
+    Linear, else the first choice (every scheme gives such a plan, which stands with ``dynamic``)."""
     if _scheme_matters(plan.layers, plan.head_bits):
         if plan.weight_scheme not in space.weight_scheme:
             raise PlanError(f"its quantised weights compute {plan.weight_scheme} and this space offers "
                             f"{', '.join(space.weight_scheme)} (space.weight_scheme)")
         scheme = plan.weight_scheme
     elif plan.weight_scheme != "dynamic":
-        raise PlanError(f"it quantises no Linear and names weight_scheme {plan.weight_scheme}: such a plan is the "
-                        "same model under every scheme and stands with weight_scheme dynamic")
+        raise PlanError(f"it has no 8- or 4-bit Linear and names weight_scheme {plan.weight_scheme}: such a plan is "
+                        "the same model under every scheme and stands with weight_scheme dynamic")
     else:
         scheme = space.weight_scheme[0]
     return {"weight_scheme": scheme} if len(space.weight_scheme) > 1 else {}

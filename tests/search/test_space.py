@@ -521,8 +521,8 @@ def test_grouped_attention_plans_round_trip_through_their_parameters(schedule: s
         for lp in plan.layers:  # the plan records the shape the model takes, so it is honoured exactly
             assert not lp.keep or honoured(arch.num_heads, arch.num_kv_heads, lp.heads, lp.kv)
         snapped += any(lp.keep and (lp.heads not in space.heads or lp.kv not in space.kv) for lp in plan.layers)
-        if not plan.quantises:
-            assert plan.weight_scheme == "dynamic"  # a float plan is one model under either scheme
+        if plan.head_bits == 32 and all(lp.bits not in (8, 4) for lp in plan.layers if lp.keep):
+            assert plan.weight_scheme == "dynamic"  # no 8- or 4-bit Linear: one model under either scheme
     assert snapped, "some draws were rounded to whole groups, and still round-trip"
 
 
@@ -553,6 +553,9 @@ def test_draws_that_build_the_same_model_are_one_plan_with_one_set_of_parameters
     int8 = {**common, "bits": 8, "heads": 1.0, "kv": 1.0}
     assert canonical({**int8, "weight_scheme": "dynamic"}, space, LLAMA)[0] != \
         canonical({**int8, "weight_scheme": "weight_only"}, space, LLAMA)[0]  # quantised: the scheme matters
+    two_bits = _decoder_space(LLAMA, "shared", depth=DepthSpace(min=6), bits=(32, 2))
+    simulated = {canonical({**int8, "bits": 2, "weight_scheme": w}, two_bits, LLAMA)[0] for w in ("dynamic", "weight_only")}
+    assert simulated == {CompressionPlan.uniform(6, bits=2)}  # 2 bits are simulated alike under either scheme
 
 
 def test_encoders_record_the_heads_ratio_as_drawn() -> None:
