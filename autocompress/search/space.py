@@ -539,10 +539,13 @@ def params_for_plan(
 ) -> dict[str, Any]:
     """The trial parameters that make :func:`suggest_plan` return ``plan``.
 
-    Raises :class:`PlanError` saying why when this space cannot express the plan (another
-    number of layers, a value outside the choices, a layer set no offered selection keeps, a
-    schedule that cannot give those per-layer values). ``selection`` forces the layer selection
-    recorded for a plan that several selections would build.
+    Several draws can build one plan (a heads/kv pair grouped-query attention rounds to the same
+    shape); the parameters returned are one of them, the drawn pair equal to the recorded one
+    where there is such a pair. Raises :class:`PlanError` saying why when this space cannot
+    express the plan (another number of layers, a value outside the choices, a heads/kv pair
+    that no pair of choices keeps, a layer set no offered selection keeps, a schedule that cannot
+    give those per-layer values, a weight scheme named on a plan it does not change).
+    ``selection`` forces the layer selection recorded for a plan that several selections would build.
     """
     n = arch.num_layers
     if plan.num_layers != n:
@@ -729,8 +732,10 @@ def canonical(
     """The plan ``params`` build, and the one set of parameters that stands for it.
 
     Parameters that the plan ignores (those of dropped layers, the layer selection of a full-depth
-    plan) take fixed values: a dropped layer its nearest kept neighbour's, a full-depth plan the
-    ``even`` selection. Two parameter sets that build the same model have the same canonical form.
+    plan, the weight scheme of a plan without 8- or 4-bit Linears) take fixed values: a dropped
+    layer its nearest kept neighbour's, a full-depth plan the ``even`` selection, the scheme the
+    first choice; a heads/kv pair that grouped-query attention rounds to the same shape, one pair.
+    Two parameter sets that build the same model have the same canonical form.
     """
     plan = suggest_plan(optuna.trial.FixedTrial(params), space, arch, layer_ranking)
     return plan, params_for_plan(plan, space, arch, layer_ranking)
