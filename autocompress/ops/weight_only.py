@@ -113,7 +113,8 @@ class WeightOnlyLinear(nn.Module):
         if bits not in KERNELS:
             raise ModelError(f"weight-only widths are {sorted(KERNELS)}, not {bits}")
         self.in_features, self.out_features, self.bits, self.group_size = in_features, out_features, bits, group_size
-        self._prepared: tuple[Any, Any] | None = None  # (what it was made from, the kernel's layout of the weight)
+        # the kernel's layout of the weight, with the state it was made from: (codes, scales, their versions, layout)
+        self._prepared: tuple[torch.Tensor, torch.Tensor, tuple[int, int], Any] | None = None
         groups = -(-in_features // group_size)
         expected = ({"weight_int8": ((out_features, in_features), torch.int8), "scales": ((out_features,), torch.bfloat16)}
                     if bits == 8 else
@@ -160,7 +161,7 @@ class WeightOnlyLinear(nn.Module):
             raise ModelError(f"weight-only widths are {sorted(KERNELS)}, not {bits}")
         if bias is not None:
             tensors["bias"] = bias
-        return cls(in_features, out_features, bits, tensors, group_size=group_size).to(weight.device)
+        return cls(in_features, out_features, bits, tensors, group_size=group_size)
 
     def codes(self) -> torch.Tensor:
         """The integer codes, (out, in): -127..127 at 8 bits, 0..15 at 4."""
@@ -180,39 +181,37 @@ class WeightOnlyLinear(nn.Module):
     @property
     def kernel(self) -> str | None:
         """The kernel this module computes with where its state lives (``None``: its dequantised weight)."""
-        return weight_only_kernel(self.bits, self.scales_device)
-
-    @property
-    def scales_device(self) -> torch.device:
-        return (self.scales if self.bits == 8 else self.scales_and_zeros).device
-
-    def _state_stamp(self) -> tuple[Any, ...]:
-        """Identifies the state the kernel's layout was made from (a change to it is seen)."""
-        stamp: list[Any] = []
-        for t in ((self.weight_int8, self.scales) if self.bits == 8 else (self.weight_int4, self.scales_and_zeros)):
-            stamp += [t.device, t.dtype, t.data_ptr(), -1 if t.is_inference() else t._version]
-        return tuple(stamp)
+        return weight_only_kernel(self.bits, (self.scales if self.bits == 8 else self.scales_and_zeros).device)
 
     def _prepare(self) -> Any:
-        """The weight in the layout this device's kernel takes (or dequantised where there is no kernel), made once."""
-        stamp = self._state_stamp()
-        if self._prepared is not None and self._prepared[0] == stamp:
-            return self._prepared[1]
+        """The weight in the layout this device's kernel takes (or dequantised where there is no
+        kernel), made once and again only when the state is replaced, moved or changed in place."""
+        buffers = self._buffers
+        codes, scales = (buffers["weight_int8"], buffers["scales"]) if self.bits == 8 else (
+            buffers["weight_int4"], buffers["scales_and_zeros"])
+        versions = (-1 if codes.is_inference() else codes._version, -1 if scales.is_inference() else scales._version)
+        made = self._prepared
+        if made is not None and made[0] is codes and made[1] is scales and made[2] == versions:
+            return made[3]
         with torch.no_grad(), torch.inference_mode(False):
             if self.kernel is None:
                 ready: Any = self.dequantized_weight()
             elif self.bits == 8:
                 cols = -(-self.in_features // _INT8_COLS) * _INT8_COLS
-                ready = (F.pad(self.weight_int8, (0, cols - self.in_features)).contiguous(),
-                         self.scales.to(torch.bfloat16).contiguous(), cols)
+                weight = self.weight_int8 if cols == self.in_features else F.pad(self.weight_int8, (0, cols - self.in_features))
+                ready = (weight.contiguous(), self.scales.to(torch.bfloat16).contiguous(), cols)
             else:  # pad to the kernel's blocks: 16 outputs, whole groups of inputs
                 rows = -(-self.out_features // _INT4_ROWS) * _INT4_ROWS
                 cols = self.scales_and_zeros.shape[0] * self.group_size
                 codes = F.pad(self.codes().to(torch.int32), (0, cols - self.in_features, 0, rows - self.out_features))
                 sz = F.pad(self.scales_and_zeros.to(torch.bfloat16), (0, 0, 0, rows - self.out_features))
                 ready = (_int4_pack(codes), sz.contiguous(), cols)
-        self._prepared = (stamp, ready)
+        self._prepared = (codes, scales, versions, ready)
         return ready
+
+    def _apply(self, fn: Any, recurse: bool = True) -> "WeightOnlyLinear":
+        self._prepared = None  # moved or cast: made again where it runs next (and the old state is not kept alive)
+        return super()._apply(fn, recurse)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
