@@ -2,7 +2,7 @@
 
 Samplers propose a plan again when only parameters it ignores change: those of dropped layers, a
 heads/kv pair that grouped-query attention keeps as the same shape, the weight scheme of a plan
-whose weights are all float. The search space records each plan in that one form
+with no 8- or 4-bit Linear. The search space records each plan in that one form
 (:func:`autocompress.search.space.suggest_plan`), so equal plans are equal models. Building is
 deterministic (seeded distillation), so building it again would cost a full recovery and give the
 same model, timed on the same host.
