@@ -38,10 +38,12 @@ from autocompress.models.adapters import adapter_for_config
 __all__ = [
     "LatencyResult",
     "ProfileLatency",
+    "RatioStats",
     "check_profile_fits",
     "compute_lock",
     "example_inputs",
     "host_info",
+    "interleaved_rounds",
     "measure_pair",
     "measure_profile",
     "measure_workload",
@@ -77,6 +79,26 @@ class LatencyResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def of(cls, ta: list[float], tb: list[float], stats: "RatioStats", *, noisy: bool, profile: str) -> "LatencyResult":
+        """The figures of baseline seconds ``ta`` and candidate seconds ``tb`` per round, whose ratios ``stats`` summarises."""
+        a1, am, a3 = _quartiles(ta)
+        b1, bm, b3 = _quartiles(tb)
+        return cls(
+            candidate_ms=bm * 1e3,
+            candidate_iqr_ms=(b3 - b1) * 1e3,
+            baseline_ms=am * 1e3,
+            baseline_iqr_ms=(a3 - a1) * 1e3,
+            ratio=stats.median,
+            ratio_q1=stats.q1,
+            ratio_q3=stats.q3,
+            rounds=len(ta),
+            noisy=noisy,
+            profile=profile,
+            ratio_ci_low=stats.ci_low,
+            ratio_ci_high=stats.ci_high,
+        )
 
 
 def host_info() -> dict[str, Any]:
@@ -135,6 +157,81 @@ def median_interval(xs: list[float], level: float = 0.95) -> tuple[float, float]
     return ordered[lo], ordered[hi]
 
 
+@dataclass(frozen=True)
+class RatioStats:
+    """Per-round ratios summarised: their median, quartiles and the 95 % interval of the median."""
+
+    median: float
+    q1: float
+    q3: float
+    ci_low: float
+    ci_high: float
+
+    @classmethod
+    def of(cls, ratios: list[float]) -> "RatioStats":
+        q1, med, q3 = _quartiles(ratios)
+        low, high = median_interval(ratios)
+        return cls(median=med, q1=q1, q3=q3, ci_low=low, ci_high=high)
+
+    @property
+    def spread(self) -> float:
+        """The interval's wider half, as a share of the median (what ``max_spread`` bounds)."""
+        if self.median <= 0:
+            return float("inf")
+        return max(self.median - self.ci_low, self.ci_high - self.median) / self.median
+
+
+#: the seconds of each phase of one timed run (one phase for a forward pass; prefill and decoding for a generation)
+Phases = tuple[float, ...]
+
+
+def interleaved_rounds(
+    time_a: Callable[[], Phases], time_b: Callable[[], Phases], profile: DeviceProfile, *, lock: bool = True,
+) -> tuple[list[Phases], list[Phases]]:
+    """The protocol's rounds: ``profile.warmup`` untimed runs of each, then ABBA rounds until the 95 %
+    interval of the median ratio of the totals (b / a) is within ``profile.max_spread`` or
+    ``profile.max_repeats`` rounds ran; returns each round's phases, baseline (a) and candidate (b).
+
+    Each ``time_*`` runs its model once and returns the seconds of its phases (it reads the clock
+    itself). They run under ``torch.inference_mode()``, ``profile.threads`` intra-op threads and,
+    with ``lock``, the host's measurement lock.
+    """
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(profile.threads)
+    ctx = measurement_lock() if lock else contextlib.nullcontext()
+    try:
+        with ctx, torch.inference_mode():
+            for _ in range(profile.warmup):
+                time_a()
+                time_b()
+            ta: list[Phases] = []
+            tb: list[Phases] = []
+            target = profile.repeats
+            while True:
+                while len(ta) < target:
+                    first_a = len(ta) % 2 == 0  # ABBA: alternate which model goes first
+                    for which in ("a", "b") if first_a else ("b", "a"):
+                        if which == "a":
+                            ta.append(time_a())
+                        else:
+                            tb.append(time_b())
+                stats = RatioStats.of(_total_ratios(ta, tb))
+                if stats.spread <= profile.max_spread or target >= profile.max_repeats:
+                    return ta, tb
+                target = min(profile.max_repeats, math.ceil(target * 1.5))
+                log.debug("median ratio known to ±%.1f%% > %.1f%%: measuring %d rounds",
+                          stats.spread * 100, profile.max_spread * 100, target)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _total_ratios(ta: list[Phases], tb: list[Phases]) -> list[float]:
+    ratios = [sum(b) / sum(a) for a, b in zip(ta, tb) if sum(a) > 0]
+    if not ratios:
+        raise RuntimeError("the clock did not advance while timing the baseline")
+    return ratios
+
+
 def measure_pair(
     baseline: nn.Module | Callable[[], Any],
     candidate: nn.Module | Callable[[], Any],
@@ -152,54 +249,19 @@ def measure_pair(
     sync = profile.device == "cuda"
     run_a = _as_runner(baseline, inputs, sync)
     run_b = _as_runner(candidate, inputs, sync)
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(profile.threads)
-    ctx = measurement_lock() if lock else contextlib.nullcontext()
-    try:
-        with ctx, torch.inference_mode():
-            for _ in range(profile.warmup):
-                run_a()
-                run_b()
-            ta: list[float] = []
-            tb: list[float] = []
-            target = profile.repeats
-            while True:
-                while len(ta) < target:
-                    first_a = len(ta) % 2 == 0  # ABBA: alternate which model goes first
-                    for which in ("a", "b") if first_a else ("b", "a"):
-                        start = clock()
-                        (run_a if which == "a" else run_b)()
-                        elapsed = clock() - start
-                        (ta if which == "a" else tb).append(elapsed)
-                ratios = [b / a for a, b in zip(ta, tb) if a > 0]
-                if not ratios:
-                    raise RuntimeError("the clock did not advance while timing the baseline")
-                q1, med, q3 = _quartiles(ratios)
-                ci_low, ci_high = median_interval(ratios)
-                spread = max(med - ci_low, ci_high - med) / med if med > 0 else float("inf")
-                if spread <= profile.max_spread or target >= profile.max_repeats:
-                    break
-                target = min(profile.max_repeats, math.ceil(target * 1.5))
-                log.debug("median ratio known to ±%.1f%% > %.1f%%: measuring %d rounds",
-                          spread * 100, profile.max_spread * 100, target)
-    finally:
-        torch.set_num_threads(previous_threads)
-    a1, am, a3 = _quartiles(ta)
-    b1, bm, b3 = _quartiles(tb)
-    return LatencyResult(
-        candidate_ms=bm * 1e3,
-        candidate_iqr_ms=(b3 - b1) * 1e3,
-        baseline_ms=am * 1e3,
-        baseline_iqr_ms=(a3 - a1) * 1e3,
-        ratio=med,
-        ratio_q1=q1,
-        ratio_q3=q3,
-        rounds=len(ta),
-        noisy=spread > profile.max_spread,
-        profile=profile.name,
-        ratio_ci_low=ci_low,
-        ratio_ci_high=ci_high,
-    )
+
+    def timed(run: Callable[[], Any]) -> Callable[[], Phases]:
+        def once() -> Phases:
+            start = clock()
+            run()
+            return (clock() - start,)
+
+        return once
+
+    pa, pb = interleaved_rounds(timed(run_a), timed(run_b), profile, lock=lock)
+    stats = RatioStats.of(_total_ratios(pa, pb))
+    ta, tb = [p[0] for p in pa], [p[0] for p in pb]
+    return LatencyResult.of(ta, tb, stats, noisy=stats.spread > profile.max_spread, profile=profile.name)
 
 
 def _as_runner(
