@@ -1,9 +1,9 @@
 """What a forward pass of an encoder costs, op by op, read from the model's structure alone.
 
-For one input shape, every Linear (by its real width after pruning and its kernel: fp32 or
-dynamic int8), the attention matmuls (by the heads a layer still has), and the memory-bound
-element-wise work (softmax, GELU, LayerNorm, residual adds, embedding gathers, the activation
-quantisation of int8 Linears) become :class:`OpCost` records: FLOPs and bytes moved. These are
+For one input shape, every Linear (by its real width after pruning and its kernel: fp32, dynamic
+int8, or weight-only int8/int4 on bfloat16 activations), the attention matmuls (by the heads a
+layer still has), and the memory-bound element-wise work (softmax, GELU, LayerNorm, residual
+adds, embedding gathers, the activation quantisation of int8 Linears) become :class:`OpCost` records: FLOPs and bytes moved. These are
 the features of the latency cost model (:mod:`autocompress.latency.predict`) and the inputs of
 the roofline bound. Written by hand: FLOP counters (``torch.utils.flop_counter``) do not see the
 quantised kernels and do not report bytes.
@@ -24,6 +24,7 @@ __all__ = ["OP_KINDS", "OpCost", "linear_costs", "model_costs", "totals"]
 OP_KINDS = ("linear_fp32", "linear_int8", "attention", "elementwise")
 
 _F32 = 4  # bytes per fp32 value
+_BF16 = 2  # bytes per bfloat16 value (a weight-only Linear's activations, scales and zeros)
 
 
 @dataclass(frozen=True)
@@ -34,16 +35,36 @@ class OpCost:
 
 
 def linear_costs(m: nn.Module, rows: int) -> list[OpCost]:
-    """A Linear (fp32 or dynamic int8) applied to ``rows`` vectors."""
+    """A Linear (fp32, dynamic int8, or weight-only int8/int4: a module with ``bits``) applied to ``rows`` vectors."""
     n_in, n_out = int(m.in_features), int(m.out_features)
     flops = 2.0 * rows * n_in * n_out
     acts = _F32 * rows * (n_in + n_out)
     if isinstance(m, nn.Linear):
         return [OpCost("linear_fp32", flops, _F32 * n_in * n_out + acts)]
+    bits = getattr(m, "bits", None)
+    if bits in (8, 4):
+        return _weight_only_costs(m, rows, n_in, n_out, bits)
     # dynamic int8: the fp32 input is quantised on the fly (read + write int8), then an int8 GEMM
     return [
         OpCost("elementwise", 2.0 * rows * n_in, (_F32 + 1) * rows * n_in),
         OpCost("linear_int8", flops, n_in * n_out + rows * n_in + _F32 * rows * n_out),
+    ]
+
+
+def _weight_only_costs(m: nn.Module, rows: int, n_in: int, n_out: int, bits: int) -> list[OpCost]:
+    """A weight-only Linear: the fp32 input rounded to bfloat16, then a kernel that reads the weight
+    as stored (N·K int8 bytes, or N·K/2 for 4-bit codes, with their bfloat16 scales: one per output
+    channel at 8 bits, a scale and a zero per group at 4) and computes on bfloat16 activations.
+    Its multiply-adds count as float ones (the kernels dequantise to compute), so the cost model's
+    fp32 throughput prices them and their bytes, not their width, make them cheaper."""
+    if bits == 8:
+        weight = n_in * n_out + _BF16 * n_out
+    else:
+        groups = -(-n_in // int(getattr(m, "group_size", 32)))
+        weight = n_in * n_out / 2 + 2 * _BF16 * groups * n_out
+    return [
+        OpCost("elementwise", 1.0 * rows * n_in, (_F32 + _BF16) * rows * n_in),
+        OpCost("linear_fp32", 2.0 * rows * n_in * n_out, weight + _BF16 * rows * (n_in + n_out)),
     ]
 
 
