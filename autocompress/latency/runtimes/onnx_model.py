@@ -39,8 +39,8 @@ from autocompress.models.adapters import adapter_for
 from autocompress.schema.plan import CompressionPlan
 from autocompress.ops import apply_bits_
 
-__all__ = ["INSTALL", "OPSET", "OnnxExitRunner", "OnnxFacts", "OnnxRunner", "export_onnx", "float_part", "missing_onnx",
-           "require_onnx", "stage_paths"]
+__all__ = ["INSTALL", "OPSET", "OnnxExitRunner", "OnnxFacts", "OnnxRunner", "check_onnx_plan", "export_onnx", "float_part",
+           "missing_onnx", "require_onnx", "stage_paths"]
 
 OPSET = 18
 INSTALL = "pip install 'autocompress[onnx]' (onnx, onnxruntime and onnxscript)"
@@ -109,6 +109,16 @@ class OnnxFacts:
             "(reduce_range: no int16 saturation on x86 without VNNI), uint8 activations quantised at run time, "
             "MatMul nodes of the plan's 8-bit layers only",
         }
+
+
+def check_onnx_plan(plan: CompressionPlan) -> None:
+    """Raise :class:`ExportError` unless the ONNX model can compute what ``plan``'s model computes:
+    weight-only int8/int4 Linears (bfloat16 activations, group-wise 4-bit codes) have no counterpart
+    in ONNX Runtime's dynamic quantisation, which would quantise the activations too."""
+    kept = [plan.layers[i].bits for i in plan.kept_layers]
+    if plan.weight_scheme == "weight_only" and (any(b in (8, 4) for b in kept) or plan.head_bits < 32):
+        raise ExportError("the plan's weight-only int8/int4 Linears have no ONNX Runtime counterpart (its int8 "
+                          "quantises activations too): ship this trial for PyTorch, without --onnx")
 
 
 def float_part(plan: CompressionPlan) -> CompressionPlan:
@@ -287,12 +297,14 @@ def _merge_equal_initializers(path: Path) -> None:
 
 def export_onnx(student: nn.Module, plan: CompressionPlan, path: Path, input_names: list[str]) -> OnnxFacts:
     """Write ``student`` (a float student shaped by ``plan``) to ``path`` as ONNX with the plan's int8 layers.
+    A plan with weight-only Linears is refused (:func:`check_onnx_plan`).
 
     Inputs are named as the tokenizer names them (``input_names``), with dynamic batch and
     sequence axes; the output is ``logits``. A student with early exits (an
     :class:`~autocompress.ops.exits.EarlyExit`) is written as its stages, ``stage_paths(path, n)``.
     """
     require_onnx()
+    check_onnx_plan(plan)
     model = copy.deepcopy(student).eval()
     inner = static_part(model)
     apply_bits_(inner, float_part(plan))  # only simulated widths: fake-quantised float weights
