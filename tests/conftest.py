@@ -262,3 +262,89 @@ def pg_url():
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+# ------------------------------------------------------------------------------------------ decoders
+_WORDS = ("the cat dog bird sat ran flew on under over a mat tree roof and then quickly slowly big small red "
+          "green blue house garden river").split()
+
+
+def decoder_documents(n: int, seed: int = 0) -> list[str]:
+    """Short documents with structure a tiny decoder can learn (subject, verb, place), one per line."""
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n):
+        sentences = []
+        for _ in range(rng.randint(2, 4)):
+            sentences.append(f"the {rng.choice(['small', 'big', 'red'])} {rng.choice(['cat', 'dog', 'bird'])} "
+                             f"{rng.choice(['sat', 'ran', 'flew'])} {rng.choice(['on', 'under', 'over'])} the "
+                             f"{rng.choice(['mat', 'tree', 'roof', 'house'])}")
+        docs.append(" and then ".join(sentences) + " .")
+    return docs
+
+
+def save_tiny_decoder(family: str, directory: Path, texts: list[str], seed: int = 0) -> Path:
+    """A tiny random decoder of ``family`` (``llama``: grouped-query attention; ``gpt2``) with a small
+    BPE tokenizer trained on ``texts``, saved loadable by path."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    from autocompress.models.scratch import _train_tokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    _train_tokenizer(texts, 300, directory)
+    vocab = len(AutoTokenizer.from_pretrained(directory))
+    torch.manual_seed(seed)
+    if family == "llama":
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                             bos_token_id=1, eos_token_id=2, pad_token_id=3, tie_word_embeddings=False))
+    elif family == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_embd=64, n_layer=4, n_head=4, n_positions=128,
+                                           bos_token_id=1, eos_token_id=2, pad_token_id=3))
+    else:
+        raise ValueError(family)
+    model.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def decoder_corpus(tmp_path_factory) -> Path:
+    """A UTF-8 text corpus, one document per line (400 documents)."""
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text("\n".join(decoder_documents(400)) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, decoder_corpus) -> Path:
+    return save_tiny_decoder("llama", tmp_path_factory.mktemp("tiny-llama"), decoder_corpus.read_text().splitlines())
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory, decoder_corpus) -> Path:
+    return save_tiny_decoder("gpt2", tmp_path_factory.mktemp("tiny-gpt2"), decoder_corpus.read_text().splitlines())
+
+
+def tiny_decoder_config_dict(model_dir: Path, corpus: Path, **overrides: Any) -> dict[str, Any]:
+    """A complete, fast decoder study config on a tiny decoder and the test corpus."""
+    cfg: dict[str, Any] = {
+        "name": "tiny-lm",
+        "model": {"source": str(model_dir), "finetuned": False},
+        "task": {"kind": "causal-lm", "source": str(corpus), "metric": "perplexity", "train_size": 240,
+                 "eval_size": 60, "test_size": 40, "max_length": 32},
+        "teacher": {"epochs": 3.0, "learning_rate": 3.0e-3, "batch_size": 16, "freeze_word_embeddings": False},
+        "recovery": {"epochs": 0.5, "learning_rate": 2.0e-3, "batch_size": 16, "temperature": 1.0},
+        "pruning": {"calibration_examples": 16},
+        "profile": {"name": "chat", "threads": 1, "batch_size": 1, "seq_len": 8, "new_tokens": 4, "warmup": 1,
+                    "repeats": 3, "max_repeats": 4},
+        "space": {"heads": [1.0, 0.5], "kv": [1.0, 0.5], "ffn": [1.0, 0.5], "bits": [32, 8, 4],
+                  "weight_scheme": ["dynamic", "weight_only"], "depth": {"min": 2}},
+        "objectives": {"max_perplexity_increase": 50.0},
+        "search": {"trials": 5, "sampler": "random", "seed": 0},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
