@@ -1,11 +1,13 @@
 """Device profiles: named, validated conditions under which latency is measured or predicted.
 
 A profile is plain YAML data. A *measured* profile describes how to time candidates on this
-host (threads, input shapes, warm-up and repeats, backend). A *predicted* profile describes a
-device that is not here: the same input shapes plus the device's peak compute and memory
-bandwidth (with the source of the figures), from which :mod:`autocompress.latency.predict`
-scales a cost model calibrated on this host. Bundled profiles live in ``schema/profiles/``;
-users pass their own by path.
+host (threads, input shapes, warm-up and repeats, backend); with ``new_tokens`` its workload is a
+chat request: each input is a prompt, then that many tokens generated greedily with the key/value
+cache, so that time to first token and time per output token are measured apart. A *predicted*
+profile describes a device that is not here: the same input shapes plus the device's peak compute
+and memory bandwidth (with the source of the figures), from which
+:mod:`autocompress.latency.predict` scales a cost model calibrated on this host. Bundled profiles
+live in ``schema/profiles/``; users pass their own by path.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ class DeviceProfile(BaseModel):
     seq_len: int | tuple[int, ...] = 128  # tokens per sequence; several: all are timed
     inputs: Literal["fixed", "task"] = "fixed"  # fixed: random token ids of batch_size × seq_len; task: the eval split's own examples, one at a time
     task_samples: int = Field(8, ge=1, le=512)  # task: eval examples timed per round, at evenly spaced quantiles of their token lengths
+    # 0: one forward pass per input; n ≥ 2: each input is a prompt, then n new tokens generated greedily with the
+    # key/value cache, as generate(max_new_tokens=n) makes them (the prompt's pass gives the first, n - 1 steps the rest)
+    new_tokens: int = Field(0, ge=0, le=65_536)
     warmup: int = Field(5, ge=0, le=10_000)  # untimed forward passes per model before timing
     repeats: int = Field(20, ge=3, le=100_000)  # timed forward passes per model (interleaved A/B)
     max_repeats: int = Field(80, ge=3, le=100_000)  # cap when the spread asks for more repeats
@@ -101,6 +106,15 @@ class DeviceProfile(BaseModel):
             raise ValueError("backend 'onnxruntime' runs on the CPU here; remove 'device' or use backend: torch")
         if self.backend == "onnxruntime" and self.kind == "predicted":
             raise ValueError("a predicted profile has no runtime to run; remove 'backend' (the cost model is PyTorch's)")
+        if self.new_tokens == 1:
+            raise ValueError("new_tokens 1 is the prompt's pass alone (it gives the first token): set 0 for one forward "
+                             "pass per input, or at least 2 so that the time per output token is measured")
+        if self.new_tokens and self.kind == "predicted":
+            raise ValueError("new_tokens is a generation workload, timed on this host; a predicted profile's cost model "
+                             "times forward passes only: remove new_tokens or set kind: measured")
+        if self.new_tokens and self.backend == "onnxruntime":
+            raise ValueError("new_tokens is a generation workload, timed in PyTorch eager; backend 'onnxruntime' "
+                             "times forward passes only: remove new_tokens or set backend: torch")
         if self.inputs == "task":
             # a stored profile holds every field: only values other than the defaults were asked for
             given = [k for k, default in (("batch_size", 1), ("seq_len", 128)) if getattr(self, k) != default]
@@ -130,11 +144,20 @@ class DeviceProfile(BaseModel):
         return self.kind == "predicted"
 
     @property
+    def generates(self) -> bool:
+        """Each input is a prompt followed by ``new_tokens`` generated tokens, not one forward pass."""
+        return self.new_tokens > 0
+
+    @property
     def inputs_label(self) -> str:
-        """Which inputs the profile times, in words."""
+        """Which inputs the profile times, in words (for a generation workload: the prompts, then the tokens generated)."""
+        then = f", then {self.new_tokens} new tokens each, generated greedily with the key/value cache"
         if self.task_inputs:
-            return f"the task's eval texts at batch 1 ({self.task_samples} per round, spread over their lengths)"
-        return "batch×seq " + ", ".join(f"{b}×{s}" for b, s in self.shapes) + " (random token ids)"
+            prompts = "as prompts " if self.generates else ""
+            return (f"the task's eval texts {prompts}at batch 1 ({self.task_samples} per round, spread over their lengths)"
+                    + (then if self.generates else ""))
+        shapes = "batch×seq " + ", ".join(f"{b}×{s}" for b, s in self.shapes) + " (random token ids)"
+        return f"prompts of {shapes}{then}" if self.generates else shapes
 
     @property
     def runtime_label(self) -> str:

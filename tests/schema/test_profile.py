@@ -50,6 +50,11 @@ def test_bundled_profiles_hold_their_documented_settings() -> None:
     assert resolve_profile("cpu-2t-batch").shapes == [(8, 64), (8, 128)]
     ort = resolve_profile("ort-2t-task")
     assert ort.backend == "onnxruntime" and ort.task_inputs and ort.threads == 2 and ort.kind == "measured"
+    chat = resolve_profile("cpu-2t-chat")
+    assert chat.threads == 2 and chat.shapes == [(1, 128)] and chat.new_tokens == 64 and chat.generates
+    assert chat.backend == "torch" and chat.kind == "measured"
+    assert chat.warmup + chat.max_repeats <= 30, "one candidate's measurement takes seconds on a small model"
+    assert not resolve_profile("cpu-2t").generates, "profiles without new_tokens time one forward pass per input"
 
 
 def test_several_sizes_give_every_shape_in_order() -> None:
@@ -81,6 +86,38 @@ def test_bad_sizes_are_rejected(size) -> None:
 def test_inconsistent_or_unknown_settings_are_rejected(fields, message) -> None:
     with pytest.raises(ValidationError, match=message):
         DeviceProfile.model_validate(fields)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"new_tokens": 8, "backend": "onnxruntime"}, "timed in PyTorch eager; backend 'onnxruntime'"),
+        ({"new_tokens": 8, "kind": "predicted", "spec": SPEC}, "predicted profile's cost model times forward passes"),
+        ({"new_tokens": 1}, "at least 2 so that the time per output token is measured"),
+        ({"new_tokens": -1}, "new_tokens"),
+    ],
+    ids=["onnxruntime", "predicted", "one-token", "negative"],
+)
+def test_a_generation_workload_is_refused_where_it_cannot_be_timed(fields, message) -> None:
+    with pytest.raises(ValidationError, match=message) as info:
+        DeviceProfile.model_validate(fields)
+    assert len(info.value.errors()) == 1
+
+
+def test_a_generation_profile_says_it_times_prompts_then_new_tokens() -> None:
+    fixed = DeviceProfile(seq_len=128, new_tokens=64)
+    assert fixed.inputs_label.startswith("prompts of batch×seq 1×128")
+    assert "then 64 new tokens each, generated greedily with the key/value cache" in fixed.inputs_label
+    task = DeviceProfile(inputs="task", task_samples=4, new_tokens=16)
+    assert "eval texts as prompts" in task.inputs_label and "then 16 new tokens" in task.inputs_label
+    assert "new tokens" not in DeviceProfile().inputs_label
+
+
+def test_a_profile_file_with_a_bad_new_tokens_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "chat.yaml"
+    path.write_text("backend: onnxruntime\nnew_tokens: 16\n")
+    with pytest.raises(ValueError, match="profile file .*chat.yaml.*backend: torch"):
+        resolve_profile(str(path))
 
 
 def test_a_mapping_becomes_a_predicted_profile_with_float_figures() -> None:
