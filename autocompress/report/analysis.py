@@ -159,11 +159,12 @@ def _importance_of(
     return {str(k): float(v) for k, v in scores.items()}, None
 
 
-def param_importances(study: optuna.Study) -> tuple[ObjectiveImportance, ...]:
+def param_importances(study: optuna.Study, titles: Sequence[str] = OBJECTIVE_TITLES) -> tuple[ObjectiveImportance, ...]:
     """Each objective's parameter importances (PED-ANOVA: no extra packages, handles categorical
-    and conditional parameters); a note instead where they cannot be computed."""
+    and conditional parameters), titled ``titles`` in the objective's order; a note instead where
+    they cannot be computed."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    titles = OBJECTIVE_TITLES[: len(study.directions)]
+    titles = tuple(titles)[: len(study.directions)]
     n = len(complete)
     if n < MIN_TRIALS_FOR_IMPORTANCE:
         note = f"needs at least {MIN_TRIALS_FOR_IMPORTANCE} complete trials (this study has {n})"

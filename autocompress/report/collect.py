@@ -11,22 +11,25 @@ import optuna
 from autocompress.schema import legacy
 from autocompress.store import record, study_record
 from autocompress.report.analysis import (
-    BUDGETS,
+    OBJECTIVE_TITLES,
     HypervolumeHistory,
     ObjectiveImportance,
     hypervolume_history,
     param_importances,
 )
+from autocompress.report.quality import METRIC_LABELS, Quality
 from autocompress.report.rows import ProfileFigure, TrialRow, trial_row
 from autocompress.store.study_record import TeacherFigures
 from autocompress.store.urls import mask_url
+from autocompress.study.listing import MetricScale, scale_of
 
 __all__ = ["METRIC_LABELS", "ProfileFigure", "TrialRow", "ReportInfo", "collect"]
 
 log = logging.getLogger(__name__)
 
-#: Labels of the task metrics the objective may maximise (``task.metric``).
-METRIC_LABELS = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
+# METRIC_LABELS (the labels of the task metrics, by ``task.metric``: accuracy, macro-F1, perplexity,
+# next-token accuracy, KL divergence) are the labels of autocompress.report.quality.READINGS, which
+# also say how each metric reads in its own unit.
 
 
 @dataclass(frozen=True)
@@ -55,9 +58,19 @@ class ReportInfo:
 
     @property
     def metric(self) -> str:
-        """What the first objective measures, as a reader says it ('accuracy', 'macro-F1')."""
+        """What the first objective measures, as a reader says it ('accuracy', 'macro-F1', 'perplexity')."""
         name = legacy.config_metric(self.config)
         return METRIC_LABELS.get(name, name)
+
+    @property
+    def scale(self) -> MetricScale:
+        """What the first objective measures and what it is relative to (the teacher's perplexity, ...)."""
+        return scale_of(self.config, self.teacher, (t.teacher_natural for t in self.complete))
+
+    @property
+    def quality(self) -> Quality:
+        """The first objective in words, in the metric's own unit."""
+        return Quality(self.scale)
 
     @property
     def teacher_accuracy(self) -> float | None:
@@ -80,9 +93,10 @@ class ReportInfo:
 
     @property
     def budgets(self) -> tuple[float, ...]:
-        """Accuracy drops (points) to name the best candidates at: the common ones and the study's own."""
-        own = (self.config.get("objectives") or {}).get("max_accuracy_drop")
-        return tuple(sorted({*BUDGETS, *([float(own)] if isinstance(own, (int, float)) else [])}))
+        """Budgets to name the best candidates at, as points of the first objective below the teacher:
+        the metric's common ones (accuracy drops of 0.5, 1 and 2 points; perplexity 5, 10 and 20 % above
+        the teacher's) and the study's own."""
+        return self.quality.budgets
 
     def count(self, state: str) -> int:
         return sum(t.state == state for t in self.trials)
@@ -98,6 +112,7 @@ def collect(study: optuna.Study, storage: str | None = None) -> ReportInfo:
     rows = [trial_row(t, front) for t in trials]
     stored = study_record.read(study)
     teacher = stored.teacher or TeacherFigures()
+    quality = Quality(scale_of(stored.config or {}, teacher, (t.teacher_natural for t in rows if t.complete)))
     return ReportInfo(
         study_name=study.study_name,
         config=dict(stored.config or {}),
@@ -107,6 +122,6 @@ def collect(study: optuna.Study, storage: str | None = None) -> ReportInfo:
         hypervolume=hypervolume_history(
             [(t.number, t.values) for t in rows if t.complete and t.feasible and t.values], teacher.size_mb
         ),
-        importances=param_importances(study),
+        importances=param_importances(study, (quality.word, *OBJECTIVE_TITLES[1:])),
         storage=mask_url(storage) if storage else None,
     )

@@ -65,6 +65,18 @@ class TrialRow:
     exits: ExitsTaken | None = None  # early exits: where eval examples stop
     vocabulary: VocabularyFacts | None = None  # a kept vocabulary: rows kept, eval tokens read as [UNK]
     size_split: dict[str, int] | None = None  # shipped bytes of the embeddings, encoder layers and head
+    # a metric with a unit of its own (perplexity, KL in nats): the trial's figure in it, its interval and
+    # the teacher's on the same examples (None for a share such as accuracy, whose unit is ``accuracy``'s %)
+    natural: float | None = None
+    natural_ci: tuple[float, float] | None = None
+    teacher_natural: float | None = None
+    # a generation workload (profile new_tokens > 0) on the objective's profile: the teacher's time to the
+    # first token over the candidate's (prefill), the same per output token (decode), and the key/value
+    # cache's bytes at the workload's length, the candidate's and the teacher's
+    prefill_speedup: float | None = None
+    decode_speedup: float | None = None
+    kv_cache_bytes: int | None = None
+    teacher_kv_cache_bytes: int | None = None
 
     @property
     def profile_speedups(self) -> dict[str, float]:
@@ -99,6 +111,30 @@ def _profile_figure(f: LatencyFigures) -> ProfileFigure | None:
     )
 
 
+def _stored(f: LatencyFigures, name: str) -> Any:
+    # TODO(decoder latency): read LatencyFigures' generation attributes once it declares them
+    return getattr(f, name, None)
+
+
+def _speedup(f: LatencyFigures, speedup: str, ratio: str) -> float | None:
+    v = _stored(f, speedup)
+    if v is None and (r := _stored(f, ratio)):
+        v = 1.0 / r
+    return v
+
+
+def _generation(f: LatencyFigures | None) -> dict[str, Any]:
+    """A generation workload's figures on the objective's profile (none for other workloads)."""
+    if f is None:
+        return {}
+    return {
+        "prefill_speedup": _speedup(f, "ttft_speedup", "ttft_ratio"),
+        "decode_speedup": _speedup(f, "tpot_speedup", "tpot_ratio"),
+        "kv_cache_bytes": _stored(f, "kv_cache_bytes"),
+        "teacher_kv_cache_bytes": _stored(f, "baseline_kv_cache_bytes"),
+    }
+
+
 def trial_row(t: optuna.trial.FrozenTrial, front: set[int]) -> TrialRow:
     """``t`` as a report row; ``front`` holds the numbers of the trials on the Pareto front."""
     r = record.read(t)
@@ -113,6 +149,7 @@ def trial_row(t: optuna.trial.FrozenTrial, front: set[int]) -> TrialRow:
     )
     profiles = {name: fig for name, stored in r.latencies.items() if (fig := _profile_figure(stored)) is not None}
     test = r.test_metric or r.test_accuracy
+    metric = r.metric
     return TrialRow(
         number=t.number,
         state=t.state.name,
@@ -147,6 +184,11 @@ def trial_row(t: optuna.trial.FrozenTrial, front: set[int]) -> TrialRow:
         exits=r.exits,
         vocabulary=r.vocabulary,
         size_split=r.size.split if r.size is not None else None,
+        natural=metric.natural if metric is not None else None,
+        natural_ci=(metric.natural_low, metric.natural_high)
+        if metric is not None and metric.natural_low is not None and metric.natural_high is not None else None,
+        teacher_natural=metric.teacher_natural if metric is not None else None,
+        **_generation(r.latency),
     )
 
 
