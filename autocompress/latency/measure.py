@@ -282,6 +282,13 @@ class ProfileLatency:
 
     With several input shapes, ``ratio`` is the geometric mean of the per-shape ratios and the
     millisecond figures are geometric means too; ``shapes`` keeps each shape's own figures.
+
+    A generation workload (``profile.new_tokens``) compares whole requests (the milliseconds are per
+    request: prompt and new tokens); ``extra`` holds its split, combined over shapes the same way:
+    time to first token and per output token (``ttft_ms``, ``baseline_ttft_ms``, ``ttft_ratio``,
+    ``ttft_speedup``; ``tpot_*`` alike, each ratio's 95 % interval ``ttft_ratio_ci`` for one shape),
+    ``new_tokens``, the longest prompt (``prompt_tokens``) and the key/value cache's bytes at it
+    plus the new tokens (``kv_cache_bytes``, ``baseline_kv_cache_bytes``).
     """
 
     profile: str
@@ -323,7 +330,26 @@ class ProfileLatency:
             baseline_ms=gmean("baseline_ms"),
             noisy=any(d.get("noisy", False) for _, _, d in per_shape),
             shapes=tuple({"batch_size": b, "seq_len": s, **d} for b, s, d in per_shape),
+            extra=_generation_split([d for _, _, d in per_shape]) if profile.generates else {},
         )
+
+
+def _generation_split(shapes: list[dict[str, Any]]) -> dict[str, Any]:
+    """A generation workload's split over its shapes: the geometric mean of each phase's figures (a
+    phase's interval for one shape only), the longest prompt and the largest key/value cache."""
+    out: dict[str, Any] = {}
+    for phase in ("ttft", "tpot"):
+        for key in (f"{phase}_ms", f"baseline_{phase}_ms", f"{phase}_ratio"):
+            if all(d.get(key) for d in shapes):
+                out[key] = math.exp(sum(math.log(d[key]) for d in shapes) / len(shapes))
+        if f"{phase}_ratio" in out:
+            out[f"{phase}_speedup"] = 1.0 / out[f"{phase}_ratio"]
+        if len(shapes) == 1 and shapes[0].get(f"{phase}_ratio_ci_low") is not None:
+            out[f"{phase}_ratio_ci"] = [shapes[0][f"{phase}_ratio_ci_low"], shapes[0][f"{phase}_ratio_ci_high"]]
+    for key in ("new_tokens", "prompt_tokens", "kv_cache_bytes", "baseline_kv_cache_bytes"):
+        if all(d.get(key) is not None for d in shapes):
+            out[key] = max(int(d[key]) for d in shapes)
+    return out
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -346,7 +372,16 @@ def measure_workload(
 
     ``call(model, inputs)`` makes the zero-argument call timed for one input (default: the
     PyTorch model on those inputs, synchronised on CUDA); export passes one for ONNX Runtime.
+
+    A profile with ``new_tokens`` times a generation workload instead (each input a prompt, then
+    the new tokens; :func:`autocompress.latency.generation.measure_generation_workload`).
     """
+    if profile.generates:
+        if call is not None:
+            raise ValueError(f"profile '{profile.name}' generates tokens, timed in PyTorch here: it takes no call")
+        from autocompress.latency.generation import measure_generation_workload  # it builds on this module
+
+        return measure_generation_workload(baseline, candidate, profile, workload, lock=lock, clock=clock)
     sync = profile.device == "cuda"
 
     def default_call(model: Any, inputs: dict[str, torch.Tensor]) -> Callable[[], Any]:
@@ -401,9 +436,13 @@ def measure_profile(
             except (RuntimeError, MemoryError) as exc:
                 if _out_of_memory(exc):
                     what = f"batch {w.batch_size} × {w.seq_len} tokens" if w.seq_len else "the task's longest example"
+                    lower = "batch_size or seq_len"
+                    if profile.generates:
+                        what += f" and {profile.new_tokens} new tokens"
+                        lower = "batch_size, seq_len or new_tokens" if w.seq_len else "new_tokens (or task.max_length)"
                     raise LatencyError(
                         f"{what} does not fit in memory on {profile.device}; "
-                        f"lower batch_size or seq_len of profile '{profile.name}'"
+                        f"lower {lower} of profile '{profile.name}'"
                     ) from None
                 raise
             per_shape.append((w.batch_size, w.seq_len, d))
@@ -424,29 +463,50 @@ def _available_bytes(device: str) -> int | None:
     return None
 
 
-def check_profile_fits(profile: DeviceProfile, model_config: Any) -> None:
+def check_profile_fits(profile: DeviceProfile, model_config: Any, *, prompt_tokens: int | None = None) -> None:
     """Refuse, before a study starts, a profile whose inputs the model cannot take or memory cannot hold.
 
-    ``model_config`` is the teacher's Hugging Face config. The activation estimate is a floor
-    (one layer's hidden states, FFN activations and attention scores at a time).
+    ``model_config`` is the teacher's Hugging Face config. A generation workload's prompt and new
+    tokens must fit the model's positions together; for task inputs, ``prompt_tokens`` is the
+    longest prompt the task gives (``task.max_length``; at least one token when not given). The
+    memory estimate is a floor: one layer's hidden states, FFN activations and attention scores at
+    a time, and a generation workload's key/value cache at its full context.
     """
     adapter = adapter_for_config(model_config)
     max_pos = adapter.max_tokens(model_config)
     arch = adapter.config_info(model_config)
     heads, hidden, inter = arch.num_heads, arch.hidden_size, arch.intermediate_size
+    new = profile.new_tokens
     for b, s in profile.shapes:
-        if max_pos is not None and s > max_pos:
+        if max_pos is not None and s + new > max_pos:
+            if profile.generates:
+                raise LatencyError(f"profile '{profile.name}': {s} prompt + {new} new tokens exceed the model's "
+                                   f"{max_pos} positions; lower seq_len or new_tokens")
             raise LatencyError(
                 f"profile '{profile.name}' has seq_len {s}, but the model takes at most {max_pos} tokens; "
                 "lower the profile's seq_len"
             )
+    if profile.generates and profile.task_inputs and max_pos is not None:
+        longest = prompt_tokens or 1
+        if longest + new > max_pos:
+            raise LatencyError(f"profile '{profile.name}': the task's prompts (up to {longest} tokens) + {new} new "
+                               f"tokens exceed the model's {max_pos} positions; lower task.max_length or new_tokens")
     if profile.predicted or profile.task_inputs:  # the task's examples are within task.max_length, checked apart
         return
-    b, s = max(profile.shapes, key=lambda x: x[0] * x[1] * (x[1] + hidden))
-    need = 4 * b * s * (4 * hidden + inter) + 4 * 2 * b * heads * s * s
+    head_size = arch.head_size or hidden // max(heads, 1)
+
+    def floor(b: int, s: int) -> int:
+        kv = 4 * 2 * arch.num_layers * arch.num_kv_heads * head_size * b * (s + new) if new else 0
+        return 4 * b * s * (4 * hidden + inter) + 4 * 2 * b * heads * s * s + kv
+
+    b, s = max(profile.shapes, key=lambda x: floor(*x))
+    need = floor(b, s)
     have = _available_bytes(profile.device)
     if have is not None and need > 0.8 * have:
+        tokens = f" + {new} new tokens" if new else ""
+        what = "activations and the key/value cache" if new else "activations"
         raise LatencyError(
-            f"profile '{profile.name}': batch {b} × {s} tokens needs at least {need / 2**30:.1f} GiB for "
-            f"activations but {have / 2**30:.1f} GiB are free on {profile.device}; lower batch_size or seq_len"
+            f"profile '{profile.name}': batch {b} × {s} tokens{tokens} needs at least {need / 2**30:.1f} GiB for "
+            f"{what} but {have / 2**30:.1f} GiB are free on {profile.device}; lower batch_size or seq_len"
+            + (" or new_tokens" if new else "")
         )

@@ -202,6 +202,40 @@ def test_one_measured_shape_keeps_its_spread_and_rounds() -> None:
     assert d["shapes"] == [{"batch_size": 1, "seq_len": 16, **shape}]
 
 
+def _generation_shape(ratio: float, ttft: float, tpot: float, kv: int, prompt: int) -> dict:
+    return _shape(ratio, 10 * ratio, 10.0, rounds=4, ttft_ms=ttft, baseline_ttft_ms=2 * ttft, ttft_ratio=0.5,
+                  ttft_ratio_ci_low=0.45, ttft_ratio_ci_high=0.55, tpot_ms=tpot, baseline_tpot_ms=tpot / 0.8,
+                  tpot_ratio=0.8, tpot_ratio_ci_low=0.7, tpot_ratio_ci_high=0.9, new_tokens=16, prompt_tokens=prompt,
+                  kv_cache_bytes=kv, baseline_kv_cache_bytes=2 * kv)
+
+
+def test_a_generation_profile_keeps_its_split_beside_the_end_to_end_ratio() -> None:
+    profile = DeviceProfile(name="chat", seq_len=[32, 64], new_tokens=16, threads=1)
+    lat = ProfileLatency.combine(profile, [(1, 32, _generation_shape(0.5, 4.0, 1.0, 1000, 32)),
+                                           (1, 64, _generation_shape(0.8, 16.0, 4.0, 3000, 64))])
+    d = lat.to_dict()
+    assert d["ratio"] == pytest.approx(0.4**0.5)  # the whole request's, as any profile's ratio
+    assert d["ttft_ms"] == pytest.approx(8.0) and d["baseline_tpot_ms"] == pytest.approx(2.0 / 0.8)  # geometric means
+    assert d["ttft_ratio"] == pytest.approx(0.5) and d["ttft_speedup"] == pytest.approx(2.0)
+    assert d["tpot_speedup"] == pytest.approx(1.25)
+    assert "ttft_ratio_ci" not in d, "an interval over different shapes means nothing"
+    # the memory a profile needs is its largest cache, at its longest prompt
+    assert (d["kv_cache_bytes"], d["baseline_kv_cache_bytes"], d["prompt_tokens"], d["new_tokens"]) == (3000, 6000, 64, 16)
+    one = ProfileLatency.combine(profile.model_copy(update={"seq_len": 32}), [(1, 32, _generation_shape(0.5, 4.0, 1.0, 1000, 32))])
+    assert one.to_dict()["ttft_ratio_ci"] == [0.45, 0.55] and one.to_dict()["tpot_ratio_ci"] == [0.7, 0.9]
+    plain = ProfileLatency.combine(DeviceProfile(name="plain", seq_len=32, threads=1), [(1, 32, _shape(0.5, 5.0, 10.0))])
+    assert "ttft_ratio" not in plain.to_dict() and "new_tokens" not in plain.to_dict()
+
+
+def test_a_generation_workload_is_timed_in_pytorch_only() -> None:
+    from autocompress.latency.inputs import Workload
+
+    w = Workload(1, 8, (example_inputs(1, 8, 30),), {})
+    with pytest.raises(ValueError, match="generates tokens, timed in PyTorch here"):
+        measure.measure_workload(None, None, DeviceProfile(name="chat", new_tokens=4), w, lock=False,
+                                 call=lambda model, inputs: lambda: None)
+
+
 def test_predicted_figures_carry_no_rounds() -> None:
     profile = DeviceProfile.model_validate(
         {"name": "far", "kind": "predicted", "spec": {
