@@ -54,6 +54,7 @@ def progress_figure(info: ReportInfo) -> go.Figure | None:
     points = front_progress(info.trials, info.budgets)
     if not points:
         return None
+    q = info.quality
     hours = points[-1].elapsed_s > 3 * 3600
     scale, unit = (3600.0, "hours") if hours else (60.0, "minutes")
     fig = go.Figure()
@@ -66,15 +67,16 @@ def progress_figure(info: ReportInfo) -> go.Figure | None:
         fig.add_trace(
             go.Scatter(
                 x=xs, y=ys, mode="lines+markers", line=dict(shape="hv", color=color), marker=dict(size=5),
-                name=f"≤ {budget:g} pt drop", customdata=numbers,
-                hovertemplate=f"≤ {budget:g} pt: %{{y:.2f}}× after trial %{{customdata}} (%{{x:.1f}} {unit})<extra></extra>",
+                name=q.budget_words(budget), customdata=numbers,
+                hovertemplate=f"{q.budget_words(budget) if q.own_unit else f'≤ {budget:g} pt'}: "
+                f"%{{y:.2f}}× after trial %{{customdata}} (%{{x:.1f}} {unit})<extra></extra>",
             )
         )
     if not fig.data:
         return None
     kind = info.complete[0].latency_kind if info.complete else "measured"
     fig.update_layout(
-        title="Best speedup within each accuracy budget",
+        title=f"Best speedup within each {q.word} budget",
         xaxis_title=f"{unit} since the first trial started",
         yaxis_title=f"best speedup (×, {kind})",
         template=TEMPLATE,

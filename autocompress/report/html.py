@@ -81,6 +81,8 @@ def _describe_profile(p: dict[str, Any], objective: bool) -> str:
         shapes = f"the task's own eval texts at batch 1 and their real lengths ({p.get('task_samples', '?')} per round)"
     else:
         shapes = f"batch {p.get('batch_size', '?')}, sequence {p.get('seq_len', '?')} (random token ids)"
+    if p.get("new_tokens"):
+        shapes += f", then {p['new_tokens']} new tokens generated one at a time with the key/value cache"
     if p.get("kind") == "predicted":
         spec = p.get("spec") or {}
         how = f"PREDICTED for {spec.get('cpu', '?')} from a cost model calibrated on the measuring host"
@@ -121,32 +123,49 @@ def _status(info: ReportInfo) -> str:
 
 
 def _budget_table(info: ReportInfo) -> str:
-    """The fastest and the smallest candidate within each accuracy budget."""
+    """The fastest and the smallest candidate within each budget (accuracy drop; perplexity above
+    the teacher's; ...), in the metric's own terms."""
     if not info.complete:
         return ""
+    q = info.quality
+
     def who(t: TrialRow) -> str:
         return f"{t.number}" + (f" <span class='muted'>({escape(t.baseline)})</span>" if t.baseline else "")
+
+    def its(t: TrialRow) -> str:  # the fastest trial's quality: its drop (points) or its own figure
+        if not q.own_unit:
+            return _fmt(t.accuracy_drop, '+.2f')
+        return escape(f"{q.number(q.natural(t.accuracy, t.natural))} ({q.versus(t.accuracy, t.accuracy_drop)})")
 
     rows = []
     for budget in info.budgets:
         fast = best_within(info.trials, budget, "speedup")
         small = best_within(info.trials, budget, "size_mb")
+        cell = escape(q.budget_cell(budget))
         if fast is None:
-            rows.append(f"<tr><td>≤ {budget:g}</td><td class='l muted' colspan='6'>no trial within this budget</td></tr>")
+            rows.append(f"<tr><td>{cell}</td><td class='l muted' colspan='6'>no trial within this budget</td></tr>")
             continue
         rows.append(
-            f"<tr><td>≤ {budget:g}</td><td>{who(fast)}</td><td><b>{_fmt(fast.speedup, '.2f', '×')}</b></td>"
-            f"<td>{_fmt(fast.accuracy_drop, '+.2f')}</td><td>{_fmt(fast.size_mb, '.1f')}</td>"
+            f"<tr><td>{cell}</td><td>{who(fast)}</td><td><b>{_fmt(fast.speedup, '.2f', '×')}</b></td>"
+            f"<td>{its(fast)}</td><td>{_fmt(fast.size_mb, '.1f')}</td>"
             f"<td>{who(small) if small else '—'}</td><td><b>{_fmt(small.size_mb if small else None, '.1f')}</b>"
             f" <span class='muted'>({_fmt(small.speedup if small else None, '.2f', '×')})</span></td></tr>"
         )
     kind = info.complete[0].latency_kind
+    own = q.scale.max_drop
+    if q.own_unit:
+        teacher = f" ({escape(q.teacher)})" if q.teacher else ""
+        note = (f"{escape(q.label.capitalize())} is on the eval split, against the teacher's on the same examples"
+                f"{teacher}" + (f"; this study's own budget is {escape(q.budget_words(own))}" if own is not None else "")
+                + ". Compare it with each trial's 95 % interval: differences inside it are sampling noise, not claims.")
+    else:
+        note = ("Drops are below the teacher on the eval split; compare them with each trial's confidence "
+                "interval: differences inside it are sampling noise, not claims.")
     return (
-        "<h3>Best candidates at common budgets</h3><table style='width:auto'><thead><tr><th>accuracy drop (pt)</th>"
-        f"<th>fastest: trial</th><th>speedup ({escape(kind)})</th><th>its drop</th><th>its size MB</th>"
-        "<th>smallest: trial</th><th>size MB (speedup)</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
-        "<p class='muted'>Drops are below the teacher on the eval split; compare them with each trial's confidence "
-        "interval: differences inside it are sampling noise, not claims.</p>"
+        f"<h3>Best candidates at common budgets</h3><table style='width:auto'><thead><tr><th>{escape(q.budget_column)}</th>"
+        f"<th>fastest: trial</th><th>speedup ({escape(kind)})</th><th>{'its ' + escape(q.label) if q.own_unit else 'its drop'}</th>"
+        "<th>its size MB</th><th>smallest: trial</th><th>size MB (speedup)</th></tr></thead><tbody>" + "".join(rows)
+        + f"</tbody></table><p class='muted'>{note}</p>"
     )
 
 
@@ -162,6 +181,12 @@ def _summary(info: ReportInfo) -> str:
     compute = sum(t.duration_s or 0.0 for t in info.trials)
     fine_tune = info.teacher.fine_tune_seconds
     budget = f"{info.target_trials} complete trials targeted; " if info.target_trials else ""
+    q = info.quality
+    quality = q.teacher if q.teacher else f"{info.metric} {_fmt(info.teacher_accuracy)}%"
+    tokens = (info.profiles or [{}])[0].get("new_tokens")
+    generation = f"; end to end: the prompt, then {tokens} new tokens" if tokens else ""
+    teacher_kv = next((t.teacher_kv_cache_bytes for t in complete if t.teacher_kv_cache_bytes), None)
+    kv = f", key/value cache {teacher_kv / 1e6:.2f} MB" if teacher_kv else ""
     items = {
         "model": escape(str(model)),
         "task": escape(
@@ -176,8 +201,9 @@ def _summary(info: ReportInfo) -> str:
         "time spent": f"{_duration(wall)} wall clock from the first trial's start to the last one's end; "
         f"{_duration(compute)} in trials"
         + (f"; teacher fine-tuning {_duration(fine_tune)}" if isinstance(fine_tune, (int, float)) else ""),
-        "teacher (baseline)": f"{escape(info.metric)} {_fmt(info.teacher_accuracy)}%, latency "
-        f"{_fmt(info.teacher_ms, '.1f')} ms (median of its interleaved rounds), size {_fmt(info.teacher_size_mb, '.1f')} MB",
+        "teacher (baseline)": f"{escape(quality)}, latency "
+        f"{_fmt(info.teacher_ms, '.1f')} ms (median of its interleaved rounds{generation}), "
+        f"size {_fmt(info.teacher_size_mb, '.1f')} MB{kv}",
     }
     if info.storage:
         items["storage"] = f"<code>{escape(info.storage)}</code>"
@@ -188,17 +214,25 @@ def _pareto(info: ReportInfo) -> str:
     if not info.complete:
         return '<p class="empty">No completed trials yet: nothing to plot. Run or resume the study, then write the report again.</p>'
     kind = next((t.latency_kind for t in info.complete), "measured")
-    profile = (info.profiles or [{}])[0].get("name", "?")
+    first = (info.profiles or [{}])[0]
+    profile = first.get("name", "?")
+    q = info.quality
+    what = q.label.capitalize() if q.own_unit else "Accuracy"
+    tokens = first.get("new_tokens")
+    speed_title = f"{what} vs end-to-end speed" if tokens else f"{what} vs speed"
+    workload = f"; the prompt, then {tokens} new tokens" if tokens else ""
     speed = pareto_figure(
-        info, "speedup", "Accuracy vs speed", f"speedup over the teacher on {escape(str(profile))} (×, {kind})"
+        info, "speedup", speed_title, f"speedup over the teacher on {escape(str(profile))} (×, {kind}{workload})"
     )
-    size = pareto_figure(info, "size_mb", "Accuracy vs size", "model size (MB: model.safetensors as export writes it)")
+    size = pareto_figure(info, "size_mb", f"{what} vs size", "model size (MB: model.safetensors as export writes it)")
+    lower = (f" {escape(q.label.capitalize())} is plotted itself, lower is better: its axis is reversed, so that up "
+             "is better in every view." if q.own_unit else "")
     return (
         f'<div class="grid">{_plot(speed, "plot-speed", "")}{_plot(size, "plot-size", "")}</div>'
         "<p class='muted'>Red: the Pareto front over all three objectives (a red point that looks beaten in one view "
-        "wins on the third objective); grey: dominated; faint: over the accuracy budget. Stars are the uniform "
+        f"wins on the third objective); grey: dominated; faint: over the {escape(q.word)} budget. Stars are the uniform "
         "baselines, open diamonds candidates whose 4/2-bit layers are simulated (their speed is not measured). "
-        "Error bars: 95 % bootstrap interval of the accuracy.</p>"
+        f"Error bars: 95 % bootstrap interval of the {escape(q.word)}.{lower}</p>"
         + _plot(pareto_3d_figure(info), "plot-3d", "")
         + "<h3>Front members</h3>" + front_table(info)
     )
@@ -206,10 +240,14 @@ def _pareto(info: ReportInfo) -> str:
 
 def _layers(info: ReportInfo) -> str:
     fig = layer_heatmaps(info)
+    plans = [t.plan or {} for t in info.front]
+    kv = "its key/value groups, " if any("kv" in layer for plan in plans for layer in plan.get("layers", [])) else ""
+    weight_only = "; w8/w4 = weight-only int8/int4, real" if any(
+        plan.get("weight_scheme") == "weight_only" for plan in plans) else ""
     note = (
         "<p class='muted'>One map per front member, fastest first. Columns are the base model's layers; rows say how "
-        "much the plan keeps of each: the layer itself, its attention heads, its FFN neurons and its weight bits "
-        "(32 = float; 8 = int8; 4/2 = simulated). Dark cells are where the compression went.</p>"
+        f"much the plan keeps of each: the layer itself, its attention heads, {kv}its FFN neurons and its weight bits "
+        f"(32 = float; 8 = int8; 4/2 = simulated{weight_only}). Dark cells are where the compression went.</p>"
     )
     return _plot(fig, "plot-layers", "No front member carries a plan yet.") + (note if fig else "")
 
@@ -217,16 +255,20 @@ def _layers(info: ReportInfo) -> str:
 def _progress(info: ReportInfo) -> str:
     h = info.hypervolume
     hv = _plot(hypervolume_figure(info), "plot-hv", "No feasible complete trial yet: no hypervolume.")
-    prog = _plot(progress_figure(info), "plot-progress", "No complete trial within the accuracy budgets yet.")
+    q = info.quality
+    prog = _plot(progress_figure(info), "plot-progress", f"No complete trial within the {escape(q.word)} budgets yet.")
     ref = ""
     if h is not None:
         acc, lat, size = h.reference
+        first = escape(q.objective if q.own_unit else info.metric)
         ref = (
             f"<p class='muted'>Hypervolume (Optuna's) of the feasible trials, as a share of the box between a perfect "
-            f"model (100 % {escape(info.metric)}, zero latency, zero size) and the reference point: {escape(info.metric)} "
+            f"model (100 % {first}, zero latency, zero size) and the reference point: {first} "
             f"{acc:g} %, latency {lat:.2f}× the teacher's, size {size:.2f} MB (10 % past the slowest and the largest "
             "trial, and never below the teacher). It only grows; flat stretches are trials that did not improve the "
-            "front. The reference point is derived from this study, so compare hypervolumes within one report only.</p>"
+            "front. The reference point is derived from this study, so compare hypervolumes within one report only."
+            + (f" The first objective, {first}, is {escape(q.objective_meaning)}." if q.objective_meaning else "")
+            + "</p>"
         )
     return f'<div class="grid">{hv}{prog}</div>{ref}'
 

@@ -18,7 +18,9 @@ import yaml
 
 from autocompress.errors import AutocompressError
 from autocompress.report.collect import ReportInfo, TrialRow
+from autocompress.report.quality import Quality
 from autocompress.report.rows import exits_text, split_text, vocabulary_text
+from autocompress.schema import legacy
 from autocompress.store.storage import default_storage
 
 if TYPE_CHECKING:
@@ -56,6 +58,9 @@ def trial_records(info: ReportInfo) -> list[dict[str, Any]]:
     for t in info.trials:
         names += [n for n in t.profile_latency if n not in names]
     n_layers = info.num_layers
+    metric = legacy.config_metric(info.config)  # natural figures' columns are named for task.metric
+    natural = any(t.natural is not None for t in info.trials)
+    generation = any(t.prefill_speedup is not None or t.kv_cache_bytes is not None for t in info.trials)
     out = []
     for t in sorted(info.trials, key=lambda t: t.number):
         rec: dict[str, Any] = {
@@ -69,6 +74,15 @@ def trial_records(info: ReportInfo) -> list[dict[str, Any]]:
             "accuracy_ci_high": t.accuracy_ci[1] if t.accuracy_ci else None,
             "accuracy_drop": t.accuracy_drop,
             "test_accuracy": t.test_accuracy,
+        }
+        if natural:  # a metric with its own unit (perplexity, KL): the figure in it, beside the relative %
+            rec.update({
+                metric: t.natural,
+                f"{metric}_ci_low": t.natural_ci[0] if t.natural_ci else None,
+                f"{metric}_ci_high": t.natural_ci[1] if t.natural_ci else None,
+                f"teacher_{metric}": t.teacher_natural,
+            })
+        rec.update({
             "relative_latency": t.values[1] if t.values and len(t.values) > 1 else None,
             "speedup": t.speedup,
             "latency_kind": t.latency_kind if t.speedup is not None else None,
@@ -76,9 +90,11 @@ def trial_records(info: ReportInfo) -> list[dict[str, Any]]:
             "teacher_latency_ms": t.baseline_ms,
             "latency_iqr_ms": t.latency_iqr_ms,
             "noisy": t.noisy,
-            "size_mb": t.size_mb,
-            "size_ratio": t.size_ratio,
-        }
+        })
+        if generation:  # a generation workload: prefill and decode apart, and the key/value cache
+            rec.update(prefill_speedup=t.prefill_speedup, decode_speedup=t.decode_speedup,
+                       kv_cache_bytes=t.kv_cache_bytes, teacher_kv_cache_bytes=t.teacher_kv_cache_bytes)
+        rec.update(size_mb=t.size_mb, size_ratio=t.size_ratio)
         for name in names:
             f = t.profile_latency.get(name)
             rec[f"speedup_{name}"] = f.speedup if f else None
@@ -148,22 +164,58 @@ def export_command(info: ReportInfo, trial: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------- HTML
-def _layer_cell(layer: dict[str, Any]) -> str:
-    """One layer of a plan in a table cell: what it keeps, e.g. 'h50 f75 int8' or 'full'."""
+def _weight_only(plan: dict[str, Any] | None) -> bool:
+    """The plan's 8- and 4-bit Linears keep their activations in 16 bits (weight-only int8 / int4, both real)."""
+    return (plan or {}).get("weight_scheme") == "weight_only"
+
+
+def _layer_cell(layer: dict[str, Any], weight_only: bool = False) -> str:
+    """One layer of a plan in a table cell: what it keeps, e.g. 'h50 f75 int8', 'kv50 w4' or 'full'."""
     if not layer.get("keep", True):
         return '<td class="layer cell-drop">dropped</td>'
-    heads, ffn, bits = layer.get("heads", 1), layer.get("ffn", 1), layer.get("bits", 32)
-    parts = [f"h{heads:.0%}" if heads < 1 else "", f"f{ffn:.0%}" if ffn < 1 else ""]
-    parts.append("" if bits == 32 else ("int8" if bits == 8 else f"{bits}b*"))
+    heads, kv, ffn, bits = layer.get("heads", 1), layer.get("kv", 1), layer.get("ffn", 1), layer.get("bits", 32)
+    parts = [f"h{heads:.0%}" if heads < 1 else "", f"kv{kv:.0%}" if kv < 1 else "", f"f{ffn:.0%}" if ffn < 1 else ""]
+    if weight_only and bits in (8, 4):
+        parts.append(f"w{bits}")
+    else:
+        parts.append("" if bits == 32 else ("int8" if bits == 8 else f"{bits}b*"))
     text = " ".join(p for p in parts if p) or "full"
     return f'<td class="layer">{escape(text)}</td>'
 
 
+def quality_cell(q: Quality, t: TrialRow) -> str:
+    """A trial's metric with its interval, in the metric's own unit: '91.20 [89.3, 93.1]', '23.4 [22.7, 24.1]'."""
+    if not q.own_unit:
+        ci = f" <span class='muted'>[{t.accuracy_ci[0]:.1f}, {t.accuracy_ci[1]:.1f}]</span>" if t.accuracy_ci else ""
+        return f"{_fmt(t.accuracy)}{ci}"
+    ci = f" <span class='muted'>[{q.number(t.natural_ci[0])}, {q.number(t.natural_ci[1])}]</span>" if t.natural_ci else ""
+    return f"{q.number(q.natural(t.accuracy, t.natural))}{ci}"
+
+
+def generation_note(info: ReportInfo) -> str:
+    """What a generation workload's figures mean ('' for a study without one)."""
+    tokens = (info.profiles or [{}])[0].get("new_tokens") or 0
+    if not any(t.prefill_speedup is not None or t.kv_cache_bytes is not None for t in info.trials):
+        return ""
+    return (
+        f"Generation: the speedup is end to end, the prompt's forward pass (prefill) and then {tokens or 'the'} new "
+        "tokens one at a time with the key/value cache (decode), relative to the teacher in the same rounds; "
+        "prefill = the teacher's time to the first token over the candidate's, decode = the same per generated token. "
+        "KV cache = bytes of the cached keys and values at the workload's full length."
+    )
+
+
+def _megabytes(b: int | None) -> str:
+    return "—" if b is None else f"{b / 1e6:.2f}"
+
+
 def front_table(info: ReportInfo) -> str:
-    """The front members with their metrics, every profile's speedup and their per-layer plans."""
+    """The front members with their metrics, every profile's speedup and their per-layer plans; a
+    generation workload's prefill and decode speedups and key/value cache besides."""
     front = info.front
     if not front:
         return '<p class="muted">No completed trial yet, so there is no front.</p>'
+    q = info.quality
     n_layers = max(len((t.plan or {}).get("layers", [])) for t in front)
     head = "".join(f"<th>L{i}</th>" for i in range(n_layers))
     others = info.profiles[1:]
@@ -172,35 +224,54 @@ def front_table(info: ReportInfo) -> str:
         f"<br><span class='muted'>({escape(str(p.get('kind', 'measured')))})</span></th>"
         for p in others
     )
+    generation = any(t.prefill_speedup is not None or t.kv_cache_bytes is not None for t in front)
+    gen_head = ""
+    if generation:
+        teacher_kv = next((t.teacher_kv_cache_bytes for t in front if t.teacher_kv_cache_bytes), None)
+        gen_head = (
+            "<th>prefill speedup<br><span class='muted'>(time to first token)</span></th>"
+            "<th>decode speedup<br><span class='muted'>(per new token)</span></th>"
+            "<th>KV cache MB" + (f"<br><span class='muted'>(teacher {_megabytes(teacher_kv)})</span>" if teacher_kv else "")
+            + "</th>"
+        )
     rows = []
     for t in front:
         layers = (t.plan or {}).get("layers", [])
-        cells = "".join(_layer_cell(layer) for layer in layers) + "<td></td>" * (n_layers - len(layers))
+        cells = "".join(_layer_cell(layer, _weight_only(t.plan)) for layer in layers) + "<td></td>" * (n_layers - len(layers))
         other_cells = "".join(f"<td>{_fmt(t.profile_speedups.get(str(p.get('name'))), '.2f', '×')}</td>" for p in others)
-        ci = f" <span class='muted'>[{t.accuracy_ci[0]:.1f}, {t.accuracy_ci[1]:.1f}]</span>" if t.accuracy_ci else ""
+        gen_cells = (
+            f"<td>{_fmt(t.prefill_speedup, '.2f', '×')}</td><td>{_fmt(t.decode_speedup, '.2f', '×')}</td>"
+            f"<td>{_megabytes(t.kv_cache_bytes)}</td>" if generation else ""
+        )
         label = escape(t.baseline) if t.baseline else ""
         noisy = ' <span class="warn" title="latency spread stayed high">noisy</span>' if t.noisy else ""
         sim = ' <span class="warn" title="low-bit layers are simulated">sim</span>' if t.simulated else ""
         rows.append(
-            f"<tr><td>{t.number}</td><td class='l'>{label}</td><td>{_fmt(t.accuracy)}{ci}</td>"
-            f"<td>{_fmt(t.accuracy_drop, '+.2f')}</td><td>{_fmt(t.speedup, '.2f', '×')}{noisy}{sim}</td>"
-            f"<td>{_fmt(t.latency_ms, '.1f')}</td>{other_cells}<td>{_fmt(t.size_mb, '.1f')}</td>{cells}</tr>"
+            f"<tr><td>{t.number}</td><td class='l'>{label}</td><td>{quality_cell(q, t)}</td>"
+            f"<td>{escape(q.versus(t.accuracy, t.accuracy_drop))}</td><td>{_fmt(t.speedup, '.2f', '×')}{noisy}{sim}</td>"
+            f"<td>{_fmt(t.latency_ms, '.1f')}</td>{gen_cells}{other_cells}<td>{_fmt(t.size_mb, '.1f')}</td>{cells}</tr>"
         )
     kind = front[0].latency_kind
     exiting = [(t.number, text) for t in front if t.exits and (text := exits_text(t.exits))]
     exit_note = "" if not exiting else (
         "<p><b>Where inputs exit</b> (eval split; latency is the mean over the task's own inputs at batch 1, "
         "each stopping at its exit): " + "; ".join(f"trial {n}: {escape(text)}" for n, text in exiting) + ".</p>")
+    gen_note = f"<p class='muted'>{escape(generation_note(info))}</p>" if generation else ""
     return (
-        f"<div class='scroll'><table><thead><tr><th>trial</th><th>baseline</th><th>{escape(info.metric)} %</th>"
-        f"<th>drop (pt)</th><th>speedup<br><span class='muted'>({escape(kind)})</span></th><th>latency ms</th>"
-        f"{other_head}<th>size MB</th>{head}</tr></thead><tbody>"
+        f"<div class='scroll'><table><thead><tr><th>trial</th><th>baseline</th><th>{escape(q.column)}</th>"
+        f"<th>{escape(q.versus_column)}</th><th>speedup<br><span class='muted'>({escape(kind)})</span></th>"
+        f"<th>latency ms</th>{gen_head}{other_head}<th>size MB</th>{head}</tr></thead><tbody>"
         + "".join(rows)
-        + "</tbody></table></div><p class='muted'>Per layer: h = attention heads kept, f = FFN neurons kept "
-        "(omitted when all are), int8 = real int8 kernels, 4b*/2b* = simulated bit-widths (accuracy and size only), "
-        "full = untouched. "
+        + "</tbody></table></div><p class='muted'>Per layer: h = attention heads kept, "
+        + ("kv = key/value groups kept, " if any("kv" in layer for t in front for layer in (t.plan or {}).get("layers", []))
+           else "")
+        + "f = FFN neurons kept "
+        "(omitted when all are), int8 = real int8 kernels, "
+        + ("w8/w4 = weight-only int8/int4 (real kernels, 16-bit activations), " if any(_weight_only(t.plan) for t in front)
+           else "")
+        + "4b*/2b* = simulated bit-widths (accuracy and size only), full = untouched. "
         "Measured = timed on this host interleaved with the teacher; predicted = cost model calibrated on this "
-        "host, scaled to the profile's device figures (never a measurement).</p>" + exit_note
+        "host, scaled to the profile's device figures (never a measurement).</p>" + gen_note + exit_note
     )
 
 
@@ -208,20 +279,30 @@ def _num_td(v: float | None, spec: str, suffix: str = "", extra: str = "") -> st
     return f"<td data-v='{'' if v is None else repr(float(v))}'>{_fmt(v, spec, suffix)}{extra}</td>"
 
 
-def _details(info: ReportInfo, t: TrialRow) -> dict[str, Any]:
-    """What clicking a trial's row shows: its full plan, its figures and the export command."""
+def _details(info: ReportInfo, t: TrialRow, q: Quality) -> dict[str, Any]:
+    """What clicking a trial's row shows: its full plan, its figures (``q``: the metric in words) and
+    the export command."""
     facts: dict[str, Any] = {"state": t.state}
     if t.plan_summary:
         facts["plan"] = t.plan_summary
     if t.fail_reason:
         facts["reason"] = t.fail_reason
-    if t.accuracy is not None:
+    if t.accuracy is not None and not q.own_unit:
         facts[info.metric] = f"{t.accuracy:.2f} %" + (
             f" (95 % CI {t.accuracy_ci[0]:.1f}–{t.accuracy_ci[1]:.1f})" if t.accuracy_ci else ""
         )
+    elif t.accuracy is not None:
+        facts[q.label] = q.describe(t.accuracy, t.natural, t.natural_ci).removeprefix(f"{q.label} ")
     for name, f in t.profile_latency.items():
         spread = f" (spread {f.speedup_low:.2f}–{f.speedup_high:.2f})" if f.speedup_low and f.speedup_high else ""
         facts[f"speedup on {name}"] = f"{f.speedup:.2f}× {f.kind}{spread}" + (" — noisy" if f.noisy else "")
+    if t.prefill_speedup is not None:
+        facts["prefill (time to first token)"] = f"{t.prefill_speedup:.2f}× the teacher's speed"
+    if t.decode_speedup is not None:
+        facts["decode (per new token)"] = f"{t.decode_speedup:.2f}× the teacher's speed"
+    if t.kv_cache_bytes is not None:
+        facts["KV cache"] = f"{t.kv_cache_bytes / 1e6:.2f} MB" + (
+            f" (teacher {t.teacher_kv_cache_bytes / 1e6:.2f} MB)" if t.teacher_kv_cache_bytes else "")
     if t.exits and (text := exits_text(t.exits)):
         facts["exits"] = text
     if t.vocabulary and (text := vocabulary_text(t.vocabulary)):
@@ -254,12 +335,35 @@ RUNGS_NOTE = (
 )
 
 
-def _metric_td(t: TrialRow) -> str:
-    """The metric cell: the eval split's figure, or a stopped trial's subset figure, marked as such."""
+def _metric_td(t: TrialRow, q: Quality) -> str:
+    """The metric cell (in the metric's own unit): the eval split's figure, or a stopped trial's
+    subset figure, marked as such."""
     if t.accuracy is None and t.screened is not None:
         title = f"on the eval subset at the {t.fidelity} rung, not the whole eval split"
-        return f"<td data-v='{t.screened:.4f}' class='muted' title='{escape(title)}'><i>{t.screened:.2f} subset</i></td>"
-    return _num_td(t.accuracy, ".2f")
+        screened = q.natural(t.screened)
+        if not q.own_unit or screened is None:  # a share, or a metric whose teacher figure the study lacks
+            key, text = t.screened, (f"{t.screened:.2f}" if not q.own_unit else q.versus(t.screened))
+        else:
+            key, text = screened, q.number(screened)
+        return f"<td data-v='{key:.4f}' class='muted' title='{escape(title)}'><i>{escape(text)} subset</i></td>"
+    if not q.own_unit:
+        return _num_td(t.accuracy, ".2f")
+    v = q.natural(t.accuracy, t.natural)
+    return f"<td data-v='{'' if v is None else repr(float(v))}'>{q.number(v)}</td>"
+
+
+def _ci_text(t: TrialRow, q: Quality) -> str:
+    if q.own_unit:
+        return f"{q.number(t.natural_ci[0])}–{q.number(t.natural_ci[1])}" if t.natural_ci else ""
+    return f"{t.accuracy_ci[0]:.1f}–{t.accuracy_ci[1]:.1f}" if t.accuracy_ci else ""
+
+
+def _versus_td(t: TrialRow, q: Quality) -> str:
+    """How far from the teacher (sorted by the drop in points, which orders any metric's distance)."""
+    if not q.own_unit:
+        return _num_td(t.accuracy_drop, "+.2f")
+    v = t.accuracy_drop
+    return f"<td data-v='{'' if v is None else repr(float(v))}'>{escape(q.versus(t.accuracy, v))}</td>"
 
 
 def _speedup_td(t: TrialRow, kind: str) -> str:
@@ -283,6 +387,7 @@ def trials_table(info: ReportInfo) -> str:
     others = [str(p.get("name")) for p in info.profiles[1:]]
     star = ' <span title="on the Pareto front">★</span>'
     kind = next((t.latency_kind for t in info.complete), "measured")
+    q = info.quality
     rows = []
     for t in sorted(info.trials, key=lambda t: t.number):
         flags = "".join(
@@ -290,23 +395,23 @@ def trials_table(info: ReportInfo) -> str:
             for cond, cls, title, word in (
                 (t.noisy, "warn", "the latency ratio's interval stayed wider than the profile's limit", "noisy"),
                 (t.simulated, "warn", "low-bit layers simulated", "sim"),
-                (t.complete and not t.feasible, "warn", "over the accuracy budget", "infeasible"),
+                (t.complete and not t.feasible, "warn", f"over the {q.word} budget", "infeasible"),
             )
             if cond
         )
-        ci = f"{t.accuracy_ci[0]:.1f}–{t.accuracy_ci[1]:.1f}" if t.accuracy_ci else ""
+        ci = _ci_text(t, q)
         other = "".join(_num_td(t.profile_speedups.get(n), ".2f", "×") for n in others)
         rows.append(
             f"<tr data-trial='{t.number}' data-state='{escape(t.state)}' data-front='{int(t.on_front)}' tabindex='0'>"
             f"<td data-v='{t.number}'>{t.number}{star if t.on_front else ''}</td>"
             f"<td class='l'>{escape(t.state.lower())}{flags}</td><td class='l'>{escape(t.baseline or '')}</td>"
-            f"{_metric_td(t)}<td class='l muted ci'>{ci}</td>{_num_td(t.accuracy_drop, '+.2f')}"
+            f"{_metric_td(t, q)}<td class='l muted ci'>{ci}</td>{_versus_td(t, q)}"
             f"{_speedup_td(t, kind)}{_num_td(t.latency_ms, '.2f')}{other}{_num_td(t.size_mb, '.2f')}"
             f"{_rung_td(t)}{_num_td(t.duration_s, '.0f')}"
             f"<td class='l plan'>{escape(t.plan_summary)}</td><td class='l reason'>{escape(t.fail_reason or '')}</td></tr>"
         )
     other_head = "".join(f"<th>on {escape(n)}</th>" for n in others)
-    details = {str(t.number): _details(info, t) for t in info.trials}
+    details = {str(t.number): _details(info, t, q) for t in info.trials}
     return f"""
 <div class="controls">
   <input id="trial-filter" type="search" placeholder="filter: any text in a row (e.g. int8, fail, baseline)" size="48">
@@ -320,8 +425,8 @@ def trials_table(info: ReportInfo) -> str:
 </div>
 <p class="muted">{escape(RUNGS_NOTE)}</p>
 <div class="scroll"><table id="trial-table" class="trials"><thead><tr>
-<th>trial</th><th>state</th><th>baseline</th><th>{escape(info.metric)} %</th><th>95 % CI</th>
-<th>drop (pt)</th><th>speedup ({escape(kind)})</th><th>latency ms</th>{other_head}<th>size MB</th><th>rung · latency</th>
+<th>trial</th><th>state</th><th>baseline</th><th>{escape(q.column)}</th><th>95 % CI</th>
+<th>{escape(q.versus_column)}</th><th>speedup ({escape(kind)})</th><th>latency ms</th>{other_head}<th>size MB</th><th>rung · latency</th>
 <th>seconds</th><th>plan</th><th>failure / prune reason</th>
 </tr></thead><tbody>
 {"".join(rows)}

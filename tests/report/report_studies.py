@@ -151,3 +151,82 @@ def fill_realistic(study: optuna.Study, n: int = 40, seed: int = 0) -> optuna.St
         t.datetime_complete = t.datetime_start + timedelta(seconds=20)
         study.add_trial(t)
     return study
+
+
+# ------------------------------------------------------------------------ a decoder (perplexity) study
+DECODER_LAYERS = 6
+TEACHER_PPL = 21.7
+TEACHER_TTFT_MS, TEACHER_TPOT_MS, NEW_TOKENS = 40.0, 9.0, 64
+TEACHER_KV_BYTES = 6 * 2 * 2 * 192 * 64 * 4  # layers × (k, v) × kv heads × tokens × head size × fp32
+
+DECODER_CONFIG: dict[str, Any] = {
+    "model": {"source": "bundled:llama-bbc"},
+    "task": {"kind": "causal-lm", "source": "bundled:bbc", "train_size": 1600, "eval_size": 200, "max_length": 128,
+             "metric": "perplexity"},
+    "profile": {"name": "cpu-2t-chat", "kind": "measured", "device": "cpu", "threads": 2, "batch_size": 1,
+                "seq_len": 128, "new_tokens": NEW_TOKENS},
+    "objectives": {"max_perplexity_increase": 10},
+    "search": {"trials": 12},
+}
+
+
+def decoder_trial(number: int, keep: int, kv: float, bits: int, baseline: str | None = None,
+                  weight_only: bool = False) -> optuna.trial.FrozenTrial:
+    """A complete trial of a decoder study as the objective stores it: perplexity beside its relative
+    value, and the generation workload's prefill and decode figures with the KV cache's bytes."""
+    plan = {"schema_version": 1, "layers": [
+        {"keep": i < keep, "heads": 1.0, "kv": kv, "ffn": 1.0, "bits": bits} for i in range(DECODER_LAYERS)],
+        "embedding_bits": 32, "head_bits": 32, **({"weight_scheme": "weight_only"} if weight_only else {})}
+    share = keep / DECODER_LAYERS
+    ppl = TEACHER_PPL * (1 + 0.25 * (1 - share) + 0.06 * (1 - kv) + {32: 0.0, 8: 0.02, 4: 0.03}[bits])
+    percent = 100 * TEACHER_PPL / ppl
+    ttft = TEACHER_TTFT_MS * share * (0.6 if bits < 32 else 1.0)
+    tpot = TEACHER_TPOT_MS * (0.3 + 0.7 * share) * {32: 1.0, 8: 0.7, 4: 0.5}[bits]
+    end_to_end, teacher_e2e = ttft + NEW_TOKENS * tpot, TEACHER_TTFT_MS + NEW_TOKENS * TEACHER_TPOT_MS
+    ratio = end_to_end / teacher_e2e
+    size = 24.0 * share * {32: 1.0, 8: 0.3, 4: 0.18}[bits] + 4.2
+    latency = {
+        "profile": "cpu-2t-chat", "kind": "measured", "ratio": ratio, "speedup": 1 / ratio,
+        "candidate_ms": end_to_end, "baseline_ms": teacher_e2e, "noisy": False, "rounds": 10,
+        "ratio_iqr": [ratio * 0.98, ratio * 1.02],
+        "ttft_ms": ttft, "baseline_ttft_ms": TEACHER_TTFT_MS, "ttft_ratio": ttft / TEACHER_TTFT_MS,
+        "tpot_ms": tpot, "baseline_tpot_ms": TEACHER_TPOT_MS, "tpot_ratio": tpot / TEACHER_TPOT_MS,
+        "kv_cache_bytes": int(TEACHER_KV_BYTES * share * kv), "baseline_kv_cache_bytes": TEACHER_KV_BYTES,
+    }
+    metric = {"name": "perplexity", "value": percent / 100, "ci_low": percent / 100 - 0.01,
+              "ci_high": min(1.0, percent / 100 + 0.01), "n": 200, "natural": ppl, "natural_low": ppl * 0.97,
+              "natural_high": ppl * 1.03, "teacher_natural": TEACHER_PPL}
+    user_attrs = {
+        "plan": plan, "plan_summary": f"{keep}/{DECODER_LAYERS} blocks, kv {kv:.0%}, {bits} bits",
+        "simulated": False, "metric": metric, "accuracy_drop": 100 - percent,
+        "latency": latency, "latencies": {"cpu-2t-chat": latency}, "speedup": 1 / ratio,
+        "size": {"megabytes": size}, "size_ratio": size / 28.2, "fidelity": "full", "host": {"host": "bench-1"},
+    }
+    if baseline:
+        user_attrs["baseline"] = baseline
+    budget = 100 - 100 / 1.1  # max_perplexity_increase 10, in points of the first objective
+    t = optuna.trial.create_trial(
+        values=[percent, ratio, size], params={"keep": keep, "kv": kv, "bits": bits},
+        distributions={"keep": IntDistribution(1, DECODER_LAYERS), "kv": CategoricalDistribution([1.0, 0.5]),
+                       "bits": CategoricalDistribution([32, 8, 4])},
+        user_attrs=user_attrs, constraints={"accuracy_drop": 100 - percent - budget},
+    )
+    t.datetime_start = T0 + timedelta(minutes=3 * number)
+    t.datetime_complete = t.datetime_start + timedelta(seconds=90)
+    return t
+
+
+def decoder_study(tmp_path: Path, name: str = "decoder") -> optuna.Study:
+    """A finished perplexity study of a 6-block decoder: the teacher, baselines, and candidates on both
+    sides of its budget (perplexity at most 10 % above the teacher's)."""
+    study = new_study(tmp_path, name=name, config=DECODER_CONFIG, teacher={
+        "metric": {"name": "perplexity", "value": 1.0, "ci_low": 1.0, "ci_high": 1.0, "n": 200,
+                   "natural": TEACHER_PPL, "natural_low": 20.9, "natural_high": 22.5, "teacher_natural": TEACHER_PPL},
+        "size": {"megabytes": 28.2},
+    })
+    plans = [(6, 1.0, 32, "teacher"), (6, 1.0, 8, "int8"), (3, 1.0, 32, "half_depth"), (6, 0.5, 32, None),
+             (5, 1.0, 8, None), (4, 0.5, 8, None), (5, 0.5, 32, None), (2, 1.0, 8, None), (4, 1.0, 32, None)]
+    for k, (keep, kv, bits, baseline) in enumerate(plans):
+        study.add_trial(decoder_trial(k, keep, kv, bits, baseline))
+    study.add_trial(decoder_trial(len(plans), 6, 0.5, 4, weight_only=True))  # weight-only int4, half the kv groups
+    return study

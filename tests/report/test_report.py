@@ -8,6 +8,7 @@ import random
 import re
 import shutil
 from dataclasses import replace
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -29,7 +30,17 @@ from autocompress.report.charts import (
     progress_figure,
 )
 from autocompress.report.figures import layer_heatmaps, pareto_3d_figure, pareto_figure
-from report_studies import LAYERS, T0, fill_realistic, new_study, realistic_trial
+from autocompress.store.record import TrialRecord
+from report_studies import (
+    LAYERS,
+    T0,
+    TEACHER_KV_BYTES,
+    TEACHER_PPL,
+    decoder_study,
+    fill_realistic,
+    new_study,
+    realistic_trial,
+)
 
 PLOTS = ("plot-speed", "plot-size", "plot-3d", "plot-layers", "plot-hv", "plot-progress", "plot-importance",
          "plot-profiles", "plot-pred")
@@ -375,3 +386,104 @@ def test_a_stopped_candidates_figures_are_marked_subset_and_predicted(tmp_path):
     assert "<i>61.00 subset</i>" in row and "<i>2.50× predicted</i>" in row and "short · predicted" in row
     first = re.search(r"<tr data-trial='0'.*?</tr>", html).group(0)
     assert "subset" not in first and "full · measured" in first
+
+
+# ------------------------------------------------------------------------ a decoder (perplexity) study
+#: a stored metric's figures in its own unit (perplexity, nats) read back through the trial record
+_OWN_UNIT_READ = TrialRecord.from_attrs({"metric": {
+    "name": "perplexity", "value": 0.9, "ci_low": 0.9, "ci_high": 0.9, "n": 1, "natural": 22.0}}).metric.natural == 22.0
+needs_own_unit = pytest.mark.xfail(not _OWN_UNIT_READ, strict=True,
+                                   reason="the trial record does not read a metric's natural figures back yet")
+
+
+@pytest.fixture
+def decoder(tmp_path) -> optuna.Study:
+    return decoder_study(tmp_path)
+
+
+def _stored_metric(study: optuna.Study, number: int) -> dict:
+    return study.trials[number].user_attrs["metric"]
+
+
+@needs_own_unit
+def test_a_perplexity_study_speaks_of_perplexity_and_its_budgets(decoder):
+    info = collect(decoder)
+    html = render_html(info)
+    summary = unescape(_section(html, "summary"))
+    assert "objective: perplexity" in summary
+    assert f"teacher (baseline)</dt><dd>perplexity {TEACHER_PPL:.1f}, latency" in summary
+    assert "then 64 new tokens generated one at a time with the key/value cache" in summary
+    # best within budget: perplexity at most 5, 10 (the study's own) and 20 % above the teacher's
+    assert "<th>perplexity vs the teacher's</th>" in summary and "<th>its perplexity</th>" in summary
+    for budget, limit in (("≤ +5 %", 1.05), ("≤ +10 %", 1.10), ("≤ +20 %", 1.20)):
+        ok = [t for t in info.complete if t.feasible and t.natural <= limit * TEACHER_PPL * (1 + 1e-9)]
+        best = max(ok, key=lambda t: t.speedup)
+        assert f"<tr><td>{budget}</td><td>{best.number}" in summary
+        assert f"{best.natural:.1f} (+{100 * (best.natural / TEACHER_PPL - 1):.1f} %)" in summary
+    assert "this study's own budget is perplexity ≤ +10 %" in summary
+    assert "accuracy" not in summary and "drop (pt)" not in summary
+
+
+@needs_own_unit
+def test_a_perplexity_studys_front_shows_perplexity_prefill_decode_and_kv_cache(decoder):
+    info = collect(decoder)
+    front = _front_table(render_html(info))
+    assert set(front) == {t.number for t in info.front} and len(front) >= 2
+    for n, row in front.items():
+        stored = _stored_metric(decoder, n)
+        latency = decoder.trials[n].user_attrs["latency"]
+        assert row["perplexity"] == (
+            f"{stored['natural']:.1f} [{stored['natural_low']:.1f}, {stored['natural_high']:.1f}]")
+        assert row["vs the teacher"] == f"{100 * (stored['natural'] / TEACHER_PPL - 1):+.1f} %"
+        assert row["prefill speedup (time to first token)"] == f"{1 / latency['ttft_ratio']:.2f}×"
+        assert row["decode speedup (per new token)"] == f"{1 / latency['tpot_ratio']:.2f}×"
+        assert row[f"KV cache MB (teacher {TEACHER_KV_BYTES / 1e6:.2f})"] == f"{latency['kv_cache_bytes'] / 1e6:.2f}"
+    int4 = front[9]  # weight-only int4 with half the key/value groups: both real, both said
+    assert [int4[f"L{i}"] for i in range(6)] == ["kv50% w4"] * 6
+    html = render_html(info)
+    assert "w8/w4 = weight-only int8/int4 (real kernels" in html and "kv = key/value groups kept" in html
+    assert "prefill = the teacher's time to the first token over the candidate's" in unescape(html)
+    details = _trial_data(html)[str(info.front[0].number)]["facts"]
+    assert "prefill (time to first token)" in details and "KV cache" in details and "vs the teacher's 21.7" in details
+
+
+@needs_own_unit
+def test_a_perplexity_study_plots_perplexity_lower_is_better(decoder):
+    info = collect(decoder)
+    speed = pareto_figure(info, "speedup", "s", "x")
+    assert "perplexity" in speed.layout.yaxis.title.text and "lower is better" in speed.layout.yaxis.title.text
+    front = next(d for d in speed.data if d.name == "Pareto front")
+    assert sorted(front.y) == pytest.approx(sorted(_stored_metric(decoder, t.number)["natural"] for t in info.front))
+    teacher = next(d for d in speed.data if d.name == "teacher perplexity")
+    assert set(teacher.y) == {TEACHER_PPL}
+    reversed_axis = speed.layout.yaxis.autorange == "reversed" or speed.layout.yaxis.range[0] > speed.layout.yaxis.range[1]
+    assert reversed_axis, "lower perplexity is up, as higher accuracy is"
+    assert "perplexity ≤ +10 %" in {d.name for d in progress_figure(info).data}
+    assert pareto_3d_figure(info).layout.scene.zaxis.title.text == "perplexity"
+    html = render_html(info)
+    assert "Perplexity vs end-to-end speed" in html and "Perplexity vs size" in html
+    progress = unescape(_section(html, "progress"))
+    assert "the reference point: relative perplexity 0 %" in progress
+    assert "relative perplexity, is 100 × the teacher's perplexity over the candidate's" in progress
+
+
+@needs_own_unit
+def test_a_perplexity_studys_table_has_its_own_unit_and_the_generation_figures(decoder):
+    info = collect(decoder)
+    frame = trials_frame(info).set_index("trial")
+    first = _stored_metric(decoder, 4)
+    assert frame.loc[4, "perplexity"] == pytest.approx(first["natural"])
+    assert frame.loc[4, "teacher_perplexity"] == pytest.approx(TEACHER_PPL)
+    latency = decoder.trials[4].user_attrs["latency"]
+    assert frame.loc[4, "prefill_speedup"] == pytest.approx(1 / latency["ttft_ratio"])
+    assert frame.loc[4, "kv_cache_bytes"] == latency["kv_cache_bytes"]
+    table = _section(render_html(info), "trials")
+    row = re.search(r"<tr data-trial='4'.*?</tr>", table).group(0)
+    assert f">{first['natural']:.1f}</td>" in row and "%" in row
+
+
+def test_a_classification_report_has_no_decoder_figures(realistic):
+    html = render_html(collect(realistic))
+    for word in ("perplexity", "prefill", "decode speedup", "KV cache"):
+        assert word not in html.replace(get_plotlyjs(), "")
+    assert {"prefill_speedup", "kv_cache_bytes", "perplexity"}.isdisjoint(trials_frame(collect(realistic)).columns)
