@@ -110,6 +110,26 @@ class ShapeLatency(Facts):
     of_examples: int | None = None
     median_tokens: float | None = None
     p90_tokens: float | None = None
+    # a generation workload (``latency.generation``): the milliseconds above are per request (prompt, then
+    # new tokens); time to first token (ttft) and per output token (tpot), medians and per-round ratios
+    ttft_ms: float | None = None
+    baseline_ttft_ms: float | None = None
+    ttft_ratio: float | None = None
+    ttft_ratio_q1: float | None = None
+    ttft_ratio_q3: float | None = None
+    ttft_ratio_ci_low: float | None = None
+    ttft_ratio_ci_high: float | None = None
+    tpot_ms: float | None = None
+    baseline_tpot_ms: float | None = None
+    tpot_ratio: float | None = None
+    tpot_ratio_q1: float | None = None
+    tpot_ratio_q3: float | None = None
+    tpot_ratio_ci_low: float | None = None
+    tpot_ratio_ci_high: float | None = None
+    new_tokens: int | None = None
+    prompt_tokens: int | None = None  # the longest prompt (the task's sample: its longest example)
+    kv_cache_bytes: int | None = None  # the candidate's key/value cache at prompt_tokens + new_tokens
+    baseline_kv_cache_bytes: int | None = None
 
 
 class LatencyFigures(Facts):
@@ -133,10 +153,31 @@ class LatencyFigures(Facts):
     backend: str | None = None  # "onnxruntime" when timed there
     export_seconds: float | None = None  # ONNX Runtime: the export's time
     int8_matmuls: int | None = None  # ONNX Runtime: MatMul nodes it quantised
+    # a generation workload (profile new_tokens): ratio, candidate_ms and baseline_ms are of whole requests
+    # (prompt, then new tokens); their split, over the shapes as ratio is (None in records without one):
+    ttft_ms: float | None = None  # time to first token: the prompt's pass
+    baseline_ttft_ms: float | None = None
+    ttft_ratio: float | None = None
+    ttft_speedup: float | None = None  # teacher / candidate time to first token
+    ttft_ratio_ci: tuple[float, float] | None = None  # the 95 % interval of its median ratio (one shape only)
+    tpot_ms: float | None = None  # time per output token: one decoding step with the key/value cache
+    baseline_tpot_ms: float | None = None
+    tpot_ratio: float | None = None
+    tpot_speedup: float | None = None  # teacher / candidate time per output token
+    tpot_ratio_ci: tuple[float, float] | None = None
+    new_tokens: int | None = None  # generated after each prompt
+    prompt_tokens: int | None = None  # the longest prompt timed
+    kv_cache_bytes: int | None = None  # the candidate's key/value cache at prompt_tokens + new_tokens
+    baseline_kv_cache_bytes: int | None = None  # the teacher's, at the same context
 
     @property
     def measured(self) -> bool:
         return self.kind == "measured"
+
+    @property
+    def generation(self) -> bool:
+        """The figures are a generation workload's (they have a time to first token or per output token)."""
+        return self.ttft_ratio is not None or self.tpot_ratio is not None
 
     @property
     def ratio_quartiles(self) -> tuple[float, float] | None:

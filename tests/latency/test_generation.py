@@ -4,6 +4,7 @@ greedy decoding as generate runs it, and the key/value cache's bytes."""
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterable
 
 import pytest
@@ -22,6 +23,7 @@ from autocompress.latency.measure import check_profile_fits, measure_profile
 from autocompress.ops import apply_plan
 from autocompress.schema.plan import CompressionPlan
 from autocompress.schema.profile import DeviceProfile, resolve_profile
+from autocompress.store.facts import LatencyFigures
 
 VOCAB = 97
 
@@ -258,6 +260,11 @@ def test_a_real_generation_workload_is_measured_end_to_end(family) -> None:
     assert d["kv_cache_bytes"] == kv_cache_bytes(student, 8 + 3) == d["baseline_kv_cache_bytes"] // 2
     (shape,) = d["shapes"]
     assert shape["seq_len"] == 8 and shape["ttft_ratio_ci_low"] <= shape["ttft_ratio"] <= shape["ttft_ratio_ci_high"]
+    # the trial record reads every figure by name and writes it back unchanged
+    stored = json.loads(json.dumps(d))
+    figures = LatencyFigures.from_dict(stored)
+    assert not figures.model_extra and not figures.shapes[0].model_extra
+    assert figures.to_dict() == stored and figures.tpot_speedup == pytest.approx(d["tpot_speedup"])
 
 
 def test_task_prompts_are_timed_and_the_cache_counted_at_the_longest() -> None:

@@ -44,6 +44,35 @@ ONNX = ProfileLatency(profile="ort", kind="measured", ratio=0.5, candidate_ms=1.
                       shapes=ONE_SHAPE.shapes, extra={"backend": "onnxruntime", "export_seconds": 3.5, "int8_matmuls": 24})
 
 
+def _generation(seq_lens: tuple[int, ...] | None) -> ProfileLatency:
+    """What ``measure_profile`` makes of a generation workload (its per-shape figures as
+    ``measure_generation_workload`` writes them), without timing anything."""
+    from autocompress.latency.generation import GenerationResult, PhaseLatency
+    from autocompress.latency.measure import RatioStats
+    from autocompress.schema.profile import DeviceProfile
+
+    shapes = {"seq_len": seq_lens} if seq_lens else {"inputs": "task"}  # None: the task's sample
+    p = DeviceProfile(name="chat", new_tokens=16, **shapes)
+    per_shape = []
+    for i, s in enumerate(p.shapes or [(1, None)]):
+        stats = RatioStats(median=0.6, q1=0.55, q3=0.65, ci_low=0.5, ci_high=0.7)
+        e2e = LatencyResult.of([0.020, 0.022, 0.021], [0.012, 0.013, 0.0125], stats, noisy=False, profile="chat")
+        result = GenerationResult(end_to_end=e2e, ttft=PhaseLatency.of([0.004] * 3, [0.002 + 0.001 * i] * 3),
+                                  tpot=PhaseLatency.of([0.001] * 3, [0.0007] * 3), new_tokens=16)
+        longest = s[1] or 12
+        per_shape.append((s[0], s[1], {**result.to_dict(), "prompt_tokens": longest, "kv_cache_bytes": 1000 * longest,
+                                       "baseline_kv_cache_bytes": 2000 * longest}))
+    if p.task_inputs:
+        per_shape = [(1, None, {**d, "inputs": "task", "lengths": [5, 9, 12], "of_examples": 80, "median_tokens": 9.0,
+                                "p90_tokens": 12.0}) for _, _, d in per_shape]
+    return ProfileLatency.combine(p, per_shape)
+
+
+CHAT = _generation((32,))
+CHAT_TWO_SHAPES = _generation((32, 64))
+CHAT_TASK = _generation(None)
+
+
 def _producers() -> list[tuple[type, dict]]:
     """What the producers write, in the shapes they write it (through JSON, as the storage keeps it)."""
     prediction = {"fit_error": 0.1, "host_prediction": {"ratio": 0.55, "speedup": 1 / 0.55, "candidate_ms": 1.1}}
@@ -54,6 +83,9 @@ def _producers() -> list[tuple[type, dict]]:
         (LatencyFigures, {**PREDICTED.to_dict(), "tolerance": 0.1}),  # the screen's
         (LatencyFigures, TASK_INPUTS.to_dict()),
         (LatencyFigures, ONNX.to_dict()),
+        (LatencyFigures, CHAT.to_dict()),
+        (LatencyFigures, CHAT_TWO_SHAPES.to_dict()),
+        (LatencyFigures, CHAT_TASK.to_dict()),
         (SizeFigures, Size(params=10, serialized_bytes=900, effective_bytes=800).to_dict()),
         (SizeFigures, Size(params=10, serialized_bytes=900, effective_bytes=800, split={"embeddings": 300, "layers": 400,
                                                                                           "head": 50}, shipped_bytes=750).to_dict()),
@@ -128,6 +160,30 @@ def test_speedup_is_the_stored_one_or_the_inverse_ratio():
     assert LatencyFigures(speedup=2.5, ratio=0.5).times_faster == 2.5
     assert LatencyFigures(ratio=0.5).times_faster == 2.0
     assert LatencyFigures().times_faster is None
+
+
+def test_a_generation_workloads_split_reads_back_typed():
+    chat = LatencyFigures.from_dict(json.loads(json.dumps(CHAT.to_dict())))
+    assert chat.generation and chat.times_faster == pytest.approx(1 / 0.6)  # the whole request's
+    assert chat.ttft_speedup == pytest.approx(2.0) and chat.tpot_speedup == pytest.approx(1 / 0.7)
+    assert chat.ttft_ms == pytest.approx(2.0) and chat.baseline_ttft_ms == pytest.approx(4.0)
+    assert chat.tpot_ms == pytest.approx(0.7) and chat.baseline_tpot_ms == pytest.approx(1.0)
+    assert chat.ttft_ratio_ci == pytest.approx((0.5, 0.5)) and chat.tpot_ratio_ci == pytest.approx((0.7, 0.7))
+    assert (chat.new_tokens, chat.prompt_tokens, chat.kv_cache_bytes, chat.baseline_kv_cache_bytes) == (16, 32, 32000, 64000)
+    (shape,) = chat.shapes
+    assert shape.ttft_ratio == pytest.approx(0.5) and shape.tpot_ratio_ci_high == pytest.approx(0.7)
+    assert shape.kv_cache_bytes == 32000 and shape.prompt_tokens == 32 and shape.new_tokens == 16
+    two = LatencyFigures.from_dict(CHAT_TWO_SHAPES.to_dict())
+    assert two.ttft_ratio == pytest.approx((0.5 * 0.75) ** 0.5) and two.ttft_ratio_ci is None
+    assert two.kv_cache_bytes == 64000 and two.prompt_tokens == 64  # the largest cache the profile needs
+    assert LatencyFigures.from_dict(CHAT_TASK.to_dict()).prompt_tokens == 12  # the sample's longest prompt
+
+
+def test_a_record_without_a_generation_workload_has_no_split():
+    old = LatencyFigures.from_dict(ONE_SHAPE.to_dict())
+    assert not old.generation
+    assert old.ttft_speedup is None and old.tpot_speedup is None and old.kv_cache_bytes is None
+    assert old.shapes[0].ttft_ratio is None and old.to_dict() == ONE_SHAPE.to_dict()
 
 
 def test_a_size_stored_before_shipped_bytes_counts_its_effective_bytes():
