@@ -58,6 +58,11 @@ class Reading:
         """The first objective itself (what the hypervolume counts), in words."""
         return self.label
 
+    @property
+    def objective_meaning(self) -> str:
+        """What :attr:`objective` is, where it is not the metric itself ('' for a share)."""
+        return ""
+
     # ------------------------------------------------------------------ figures
     def natural(self, percent: float | None, natural: float | None, teacher: float | None) -> float | None:
         """The figure in the metric's own unit: the stored ``natural``, or what ``percent`` (the first
@@ -129,7 +134,11 @@ class Perplexity(Reading):
 
     @property
     def objective(self) -> str:
-        return f"relative {self.label} (100 × the teacher's {self.label} over the candidate's)"
+        return f"relative {self.label}"
+
+    @property
+    def objective_meaning(self) -> str:
+        return f"100 × the teacher's {self.label} over the candidate's: 100 % is as good as the teacher"
 
     @staticmethod
     def increase(percent: float) -> float:
@@ -195,7 +204,11 @@ class Divergence(Reading):
 
     @property
     def objective(self) -> str:
-        return f"relative quality (100 × exp(−{self.label}))"
+        return "relative quality"
+
+    @property
+    def objective_meaning(self) -> str:
+        return f"100 × exp(−{self.label}): 100 % is the teacher's own distribution"
 
     def natural(self, percent: float | None, natural: float | None, teacher: float | None) -> float | None:
         if natural is not None:
@@ -282,8 +295,13 @@ class Quality:
 
     @property
     def objective(self) -> str:
-        """The first objective itself in words ('accuracy', 'relative perplexity (100 × ...)')."""
+        """The first objective itself in words ('accuracy', 'relative perplexity')."""
         return self.reading.objective
+
+    @property
+    def objective_meaning(self) -> str:
+        """What :attr:`objective` is where it is not the metric itself ('' for a share)."""
+        return self.reading.objective_meaning
 
     @property
     def teacher_natural(self) -> float | None:
