@@ -111,16 +111,11 @@ def _profile_figure(f: LatencyFigures) -> ProfileFigure | None:
     )
 
 
-def _stored(f: LatencyFigures, name: str) -> Any:
-    # TODO(decoder latency): read LatencyFigures' generation attributes once it declares them
-    return getattr(f, name, None)
-
-
-def _speedup(f: LatencyFigures, speedup: str, ratio: str) -> float | None:
-    v = _stored(f, speedup)
-    if v is None and (r := _stored(f, ratio)):
-        v = 1.0 / r
-    return v
+def _faster(speedup: float | None, ratio: float | None) -> float | None:
+    """Teacher / candidate: the stored speedup, or the inverse of the ratio."""
+    if speedup is not None:
+        return speedup
+    return 1.0 / ratio if ratio else None
 
 
 def _generation(f: LatencyFigures | None) -> dict[str, Any]:
@@ -128,10 +123,10 @@ def _generation(f: LatencyFigures | None) -> dict[str, Any]:
     if f is None:
         return {}
     return {
-        "prefill_speedup": _speedup(f, "ttft_speedup", "ttft_ratio"),
-        "decode_speedup": _speedup(f, "tpot_speedup", "tpot_ratio"),
-        "kv_cache_bytes": _stored(f, "kv_cache_bytes"),
-        "teacher_kv_cache_bytes": _stored(f, "baseline_kv_cache_bytes"),
+        "prefill_speedup": _faster(f.ttft_speedup, f.ttft_ratio),
+        "decode_speedup": _faster(f.tpot_speedup, f.tpot_ratio),
+        "kv_cache_bytes": f.kv_cache_bytes,
+        "teacher_kv_cache_bytes": f.baseline_kv_cache_bytes,
     }
 
 
