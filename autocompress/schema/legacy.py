@@ -168,7 +168,12 @@ def metric(d: Any) -> dict[str, Any] | None:
     they are accuracy.
     """
     base = estimate(d)
-    return None if base is None else {**base, "name": str(d.get("name", "accuracy"))}
+    if base is None:
+        return None
+    # a metric in its own unit (perplexity, KL) keeps it beside the relative value
+    own = {k: float(d[k]) for k in ("natural", "natural_low", "natural_high", "teacher_natural")
+           if _num(d.get(k)) is not None}
+    return {**base, "name": str(d.get("name", "accuracy")), **own}
 
 
 def score(named: Any, accuracy: Any) -> Any:

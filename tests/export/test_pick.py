@@ -9,15 +9,9 @@ import pytest
 from autocompress.errors import ExportError
 from autocompress.export import parse_pick, pick_trial
 from autocompress.schema.plan import CompressionPlan
-from autocompress.store.record import TrialRecord
 
 TEACHER_PPL = 20.0
 
-#: a stored metric's figures in its own unit (perplexity, nats) read back through the trial record
-_OWN_UNIT_READ = TrialRecord.from_attrs({"metric": {
-    "name": "perplexity", "value": 0.9, "ci_low": 0.9, "ci_high": 0.9, "n": 1, "natural": 22.0}}).metric.natural == 22.0
-needs_own_unit = pytest.mark.xfail(not _OWN_UNIT_READ, strict=True,
-                                   reason="the trial record does not read a metric's natural figures back yet")
 
 
 
@@ -57,8 +51,8 @@ def _perplexity_study() -> optuna.Study:
         ("fastest with perplexity <= 10 %", 2),
         ("Fastest  with perplexity <=+10%", 2),
         ("fastest perplexity <= +20 % and under 55 MB", 3),
-        pytest.param("fastest with perplexity <= 22", 2, marks=needs_own_unit),
-        pytest.param("smallest with perplexity <= 21", 1, marks=needs_own_unit),
+        ("fastest with perplexity <= 22", 2),
+        ("smallest with perplexity <= 21", 1),
         ("most accurate", 0),
         ("most accurate under 200 ms", 2),
         ("fastest with accuracy drop <= 5", 1),  # points of the first objective: +4 % is 3.8, +9 % is 8.3
@@ -68,7 +62,6 @@ def test_a_perplexity_budget_picks_within_that_perplexity(expr, number):
     assert pick_trial(_perplexity_study(), expr).number == number
 
 
-@needs_own_unit
 def test_nothing_within_a_perplexity_budget_names_the_nearest_by_their_perplexity():
     with pytest.raises(ExportError) as info:
         pick_trial(_perplexity_study(), "fastest with perplexity <= +1% and under 100 ms")

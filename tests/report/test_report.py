@@ -30,7 +30,6 @@ from autocompress.report.charts import (
     progress_figure,
 )
 from autocompress.report.figures import layer_heatmaps, pareto_3d_figure, pareto_figure
-from autocompress.store.record import TrialRecord
 from report_studies import (
     LAYERS,
     T0,
@@ -389,11 +388,6 @@ def test_a_stopped_candidates_figures_are_marked_subset_and_predicted(tmp_path):
 
 
 # ------------------------------------------------------------------------ a decoder (perplexity) study
-#: a stored metric's figures in its own unit (perplexity, nats) read back through the trial record
-_OWN_UNIT_READ = TrialRecord.from_attrs({"metric": {
-    "name": "perplexity", "value": 0.9, "ci_low": 0.9, "ci_high": 0.9, "n": 1, "natural": 22.0}}).metric.natural == 22.0
-needs_own_unit = pytest.mark.xfail(not _OWN_UNIT_READ, strict=True,
-                                   reason="the trial record does not read a metric's natural figures back yet")
 
 
 @pytest.fixture
@@ -405,7 +399,6 @@ def _stored_metric(study: optuna.Study, number: int) -> dict:
     return study.trials[number].user_attrs["metric"]
 
 
-@needs_own_unit
 def test_a_perplexity_study_speaks_of_perplexity_and_its_budgets(decoder):
     info = collect(decoder)
     html = render_html(info)
@@ -424,7 +417,6 @@ def test_a_perplexity_study_speaks_of_perplexity_and_its_budgets(decoder):
     assert "accuracy" not in summary and "drop (pt)" not in summary
 
 
-@needs_own_unit
 def test_a_perplexity_studys_front_shows_perplexity_prefill_decode_and_kv_cache(decoder):
     info = collect(decoder)
     front = _front_table(render_html(info))
@@ -447,7 +439,6 @@ def test_a_perplexity_studys_front_shows_perplexity_prefill_decode_and_kv_cache(
     assert "prefill (time to first token)" in details and "KV cache" in details and "vs the teacher's 21.7" in details
 
 
-@needs_own_unit
 def test_a_perplexity_study_plots_perplexity_lower_is_better(decoder):
     info = collect(decoder)
     speed = pareto_figure(info, "speedup", "s", "x")
@@ -467,7 +458,6 @@ def test_a_perplexity_study_plots_perplexity_lower_is_better(decoder):
     assert "relative perplexity, is 100 × the teacher's perplexity over the candidate's" in progress
 
 
-@needs_own_unit
 def test_a_perplexity_studys_table_has_its_own_unit_and_the_generation_figures(decoder):
     info = collect(decoder)
     frame = trials_frame(info).set_index("trial")

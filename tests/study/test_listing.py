@@ -10,16 +10,10 @@ import optuna
 import pytest
 
 from autocompress.report.quality import Quality
-from autocompress.store.record import TrialRecord
 from autocompress.study.listing import best_so_far, list_studies, metric_scale, study_lines
 
 TEACHER_PPL = 20.0
 
-#: a stored metric's figures in its own unit (perplexity, nats) read back through the trial record
-_OWN_UNIT_READ = TrialRecord.from_attrs({"metric": {
-    "name": "perplexity", "value": 0.9, "ci_low": 0.9, "ci_high": 0.9, "n": 1, "natural": 22.0}}).metric.natural == 22.0
-needs_own_unit = pytest.mark.xfail(not _OWN_UNIT_READ, strict=True,
-                                   reason="the trial record does not read a metric's natural figures back yet")
 
 PLAN = {"schema_version": 1, "layers": [{"keep": True, "heads": 1.0, "ffn": 1.0, "bits": 32}] * 2}
 
@@ -70,7 +64,6 @@ def storage(tmp_path: Path) -> tuple[optuna.storages.BaseStorage, str]:
     return storage, url
 
 
-@needs_own_unit
 def test_the_study_list_speaks_of_a_perplexity_studys_perplexity(storage):
     lines = {line.summary.name: line for line in study_lines(*storage)}
     llm = lines["llm"]
@@ -91,7 +84,6 @@ def test_a_classification_studys_line_is_its_percent_as_before(storage):
     assert clf.summary.best_accuracy == 89.5 and clf.summary.best_speedup == pytest.approx(1 / 0.6)
 
 
-@needs_own_unit
 def test_best_so_far_carries_the_metrics_own_unit(storage):
     storage_, _ = storage
     llm = optuna.load_study(study_name="llm", storage=storage_)
