@@ -249,14 +249,17 @@ class TrialResult:
     state: str  # COMPLETE, PRUNED (stopped by the fidelity policy), FAIL, RUNNING or WAITING
     plan: CompressionPlan | None
     plan_summary: str
-    metric_name: str  # the study's task metric (task.metric): accuracy or macro_f1
-    metric: float | None  # %, on the eval split (complete trials)
+    metric_name: str  # the study's task metric (task.metric): accuracy, macro_f1, perplexity, ...
+    metric: float | None  # %, on the eval split (complete trials); perplexity: 100 × the teacher's over the candidate's
     drop: float | None  # points of the metric below the teacher
     speedup: float | None  # teacher latency / candidate latency on the study's profile
     size_mb: float | None  # simulated low-bit weights counted at their width
     latency_ms: float | None  # the candidate's latency on the study's profile
     fidelity: str | None  # how far it got: cheap, short or full
     reason: str | None  # why it failed or was stopped
+    natural: float | None = None  # the metric in its own unit where ``metric`` is relative (perplexity, KL in nats)
+    ttft_speedup: float | None = None  # generation profiles: time to the first token, teacher / candidate
+    tpot_speedup: float | None = None  # generation profiles: time per output token, teacher / candidate
 
     @property
     def complete(self) -> bool:
@@ -281,6 +284,9 @@ def _result(trial: FrozenTrial, metric: str) -> TrialResult:
         number=trial.number, state=trial.state.name, plan=r.plan, plan_summary=r.plan_summary, metric_name=metric,
         metric=None if score is None else 100 * score.value, drop=r.accuracy_drop, speedup=r.speedup,
         size_mb=r.size_mb, latency_ms=r.candidate_ms, fidelity=r.fidelity, reason=r.reason,
+        natural=None if score is None else getattr(score, "natural", None),
+        ttft_speedup=None if r.latency is None else r.latency.ttft_speedup,
+        tpot_speedup=None if r.latency is None else r.latency.tpot_speedup,
     )
 
 

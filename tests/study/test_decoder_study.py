@@ -1,0 +1,101 @@
+"""A decoder study end to end on tiny random models of each family: prepare, search, record, and bad inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from autocompress import api
+from autocompress.schema.config import parse_config
+from autocompress.search.workbench import prepare
+from autocompress.store import record
+from conftest import file_digest, run_cli, tiny_config_dict, tiny_decoder_config_dict
+
+
+@pytest.fixture(scope="module")
+def llama_study(tiny_llama_dir, decoder_corpus, tmp_path_factory) -> tuple[api.Study, Path]:
+    cache = tmp_path_factory.mktemp("cache")
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'lm.db'}"
+    cfg = tiny_decoder_config_dict(tiny_llama_dir, decoder_corpus)
+    return api.run_study(cfg, storage=url, cache_dir=cache), cache
+
+
+def test_the_teacher_learns_the_corpus(tiny_llama_dir, decoder_corpus, llama_study) -> None:
+    _, cache = llama_study
+    bench = prepare(parse_config(tiny_decoder_config_dict(tiny_llama_dir, decoder_corpus)), cache)
+    assert bench.teacher.from_cache
+    # the structured corpus is learnable: far below the perplexity of guessing among 300 tokens
+    assert bench.teacher_metric.value == pytest.approx(1.0) and bench.teacher_metric.natural < 30
+    assert bench.arch.decoder and bench.arch.num_kv_heads == 2
+
+
+def test_a_llama_study_records_perplexity_and_generation_latency(llama_study) -> None:
+    study, _ = llama_study
+    done = [t for t in study.trials() if t.complete]
+    assert len(done) >= 5
+    for t in done:
+        assert t.metric_name == "perplexity" and t.natural is not None and t.natural > 1
+        assert t.ttft_speedup is not None and t.tpot_speedup is not None and t.speedup > 0
+    trials = optuna.load_study(study_name=study.name, storage=study.url).get_trials(deepcopy=False)
+    figures = [record.read(t).latency for t in trials if t.state.name == "COMPLETE"]
+    assert all(f is not None and f.kv_cache_bytes for f in figures)
+    # the uncompressed baseline keeps the teacher's perplexity and its whole KV cache
+    plans = {t.plan_summary: t for t in done}
+    assert any("int8" in p or "int4" in p for p in plans)
+
+
+def test_a_gpt2_study_runs(tiny_gpt2_dir, decoder_corpus, tmp_path) -> None:
+    cfg = tiny_decoder_config_dict(tiny_gpt2_dir, decoder_corpus, space={"kv": [1.0]}, search={"trials": 3})
+    study = api.run_study(cfg, storage=f"sqlite:///{tmp_path / 'g.db'}", cache_dir=tmp_path / "cache")
+    assert sum(t.complete for t in study.trials()) >= 3
+
+
+def _write(tmp_path: Path, cfg: dict) -> Path:
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"task": {"kind": "sequence-classification", "metric": "accuracy"}}, None),  # a decoder as a classifier
+        ({"profile": {"new_tokens": 0}}, "profile.new_tokens"),
+        ({"profile": {"seq_len": 120, "new_tokens": 64}}, "profile"),  # longer than the model's 128 positions
+        ({"task": {"train_size": 5000}}, None),  # corpus too small
+        ({"space": {"strict": True, "heads": [1.0, 0.75]}}, "space.heads"),  # 3 of 4 heads over 2 groups
+        ({"space": {"vocabulary": {"keep": ["task"]}}}, "space.vocabulary.keep"),
+        ({"task": {"metric": "accuracy"}}, "task.metric"),
+    ],
+)
+def test_bad_decoder_inputs_get_one_line_and_exit_2(capsys, tmp_path, tiny_llama_dir, decoder_corpus, change, key) -> None:
+    cfg = tiny_decoder_config_dict(tiny_llama_dir, decoder_corpus, **change)
+    code, out, err = run_cli(capsys, "run", str(_write(tmp_path, cfg)), "--storage", f"sqlite:///{tmp_path / 'x.db'}",
+                             "--cache-dir", str(tmp_path / "cache"))
+    assert code == 2, (out, err)
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    if key is not None:
+        assert key in err
+
+
+def test_a_classifier_given_the_causal_lm_kind_is_refused(capsys, tmp_path, tiny_model_dir, decoder_corpus) -> None:
+    cfg = tiny_decoder_config_dict(tiny_model_dir, decoder_corpus)
+    code, _, err = run_cli(capsys, "run", str(_write(tmp_path, cfg)), "--storage", f"sqlite:///{tmp_path / 'x.db'}",
+                           "--cache-dir", str(tmp_path / "cache"))
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_bad_decoder_input_leaves_a_stored_study_untouched(capsys, tmp_path, tiny_model_dir, tiny_csv,
+                                                             tiny_llama_dir, decoder_corpus) -> None:
+    db = tmp_path / "keep.db"
+    api.run_study(tiny_config_dict(tiny_model_dir, tiny_csv, search={"trials": 2}), storage=f"sqlite:///{db}",
+                  cache_dir=tmp_path / "cache")
+    before = file_digest(db)
+    cfg = tiny_decoder_config_dict(tiny_llama_dir, decoder_corpus, name="tiny", profile={"new_tokens": 0})
+    code, _, _ = run_cli(capsys, "run", str(_write(tmp_path, cfg)), "--storage", f"sqlite:///{db}",
+                         "--cache-dir", str(tmp_path / "cache"))
+    assert code == 2 and file_digest(db) == before
