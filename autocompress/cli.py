@@ -93,12 +93,20 @@ def _progress_bar() -> Progress:
 
 
 def _best_text(study) -> str:
-    """The study's best so far: its best metric, and its fastest trial within 1 point of the teacher."""
-    from autocompress.study import best_so_far
+    """The study's best so far: its best metric, and its fastest trial within 1 point of the teacher
+    (a perplexity study: within its own budget, in perplexity)."""
+    from autocompress.report.quality import Quality
+    from autocompress.study.listing import best_so_far, metric_scale
 
-    best = best_so_far(study, 1.0)
+    scale = metric_scale(study)
+    q = Quality(scale)
+    budget = (scale.max_drop or 1.0) if q.own_unit else 1.0
+    best = best_so_far(study, budget)
     if best.best_percent is None:
         return ""
+    if q.own_unit:
+        fast = f", within {q.budget_words(budget)}: {best.fastest_within:.2f}×" if best.fastest_within is not None else ""
+        return f"best {q.describe(best.best_percent, best.best_natural)}{fast}"
     fast = f", within 1 pt: {best.fastest_within:.2f}×" if best.fastest_within is not None else ""
     return f"best {best.metric} {best.best_percent:.1f}%{fast}"
 
@@ -107,14 +115,25 @@ def _trial_line(study, trial, done: int, target: int, elapsed: float) -> str:
     """One line for a trial that ended (what the study prints per trial where no bar can be drawn)."""
     from autocompress.store import record
 
+    from autocompress.report.quality import Quality
+    from autocompress.study.listing import metric_scale
+
     r = record.read(trial)
     head = f"trial {trial.number} [{done}/{target} full, {elapsed / 60:.1f} min]"
     if trial.state.name == "COMPLETE" and r.score is not None:
-        drop = f" (drop {r.accuracy_drop:+.2f})" if r.accuracy_drop is not None else ""
+        q = Quality(metric_scale(study))
+        if q.own_unit:
+            figure = q.describe(100 * r.score.value, r.metric.natural if r.metric is not None else None)
+        else:
+            drop = f" (drop {r.accuracy_drop:+.2f})" if r.accuracy_drop is not None else ""
+            figure = f"{100 * r.score.value:.2f}%{drop}"
         speed = f", {r.speedup:.2f}× ({r.latency_kind})" if r.speedup else ""
+        lat = r.latency
+        if lat is not None and lat.ttft_speedup is not None and lat.tpot_speedup is not None:
+            speed += f" [prefill {lat.ttft_speedup:.2f}×, decode {lat.tpot_speedup:.2f}×]"
         size = f", {r.size_mb:.1f} MB" if r.size_mb is not None else ""
         best = _best_text(study)
-        return f"{head}: {r.plan_summary} → {100 * r.score.value:.2f}%{drop}{speed}{size}" + (f"; {best}" if best else "")
+        return f"{head}: {r.plan_summary} → {figure}{speed}{size}" + (f"; {best}" if best else "")
     if trial.state.name == "PRUNED":
         return f"{head}: {r.plan_summary or 'no plan'} → {r.prune_reason or 'stopped'}"
     return f"{head}: {r.plan_summary or 'no plan'} → failed: {r.fail_reason or 'unknown'}"
@@ -125,19 +144,30 @@ def _print_front(study) -> None:
     from autocompress.study import metric_name
 
     info = collect(study)
+    q = info.quality
     table = Table(title=f"Pareto front of '{study.study_name}' ({len(info.front)} of {len(info.complete)} trials)")
     kind = info.front[0].latency_kind if info.front else "measured"
-    for col in ("trial", "baseline", f"{metric_name(study)}\n%", "drop\npt", f"speedup\n({kind})", "size\nMB", "plan"):
+    split = any(t.prefill_speedup is not None for t in info.front)
+    quality = (q.column, q.versus_column) if q.own_unit else (f"{metric_name(study)}\n%", "drop\npt")
+    columns = ("trial", "baseline", *quality, f"speedup\n({kind})", *(("prefill", "decode") if split else ()), "size\nMB", "plan")
+    for col in columns:
         # figures whole at 80 columns (a log file); the plan text wraps, a long word folds
         table.add_column(col, justify="left" if col in ("plan", "baseline") else "right",
                          **({"overflow": "fold", "min_width": 12} if col == "plan" else {"no_wrap": True}))
+    def times(v: float | None) -> str:
+        return f"{v:.2f}×" if v else ""
+
     for t in info.front:
+        if q.own_unit:
+            figures = (q.number(q.natural(t.accuracy, t.natural)), q.versus(t.accuracy, t.accuracy_drop))
+        else:
+            figures = (f"{t.accuracy:.2f}", f"{t.accuracy_drop:+.2f}" if t.accuracy_drop is not None else "")
         table.add_row(
             str(t.number),
             t.baseline or "",
-            f"{t.accuracy:.2f}",
-            f"{t.accuracy_drop:+.2f}" if t.accuracy_drop is not None else "",
-            f"{t.speedup:.2f}×" if t.speedup else "",
+            *figures,
+            times(t.speedup),
+            *((times(t.prefill_speedup), times(t.decode_speedup)) if split else ()),
             f"{t.size_mb:.1f}" if t.size_mb is not None else "",
             t.plan_summary + (" (simulated bits)" if t.simulated else ""),
         )
@@ -300,20 +330,30 @@ def studies(storage: StorageOpt = None) -> None:
     """List studies: trials complete/failed/running, front size, best accuracy and speedup."""
     from autocompress import study as st
 
+    from autocompress.report.quality import Quality
+    from autocompress.study.listing import study_lines
+
     urls = [storage] if storage else st.local_study_urls()
-    rows = []
+    lines = []
     for url in urls:
-        rows += st.list_studies(st.open_storage(url, must_exist=True), url)
-    if not rows:
+        lines += study_lines(st.open_storage(url, must_exist=True), url)
+    if not lines:
         out.print("no studies found" + ("" if storage else f" in {st.DEFAULT_ROOT}/ (give --storage URL for another place)"))
         return
+    own = any(Quality(line.scale).own_unit for line in lines)
     table = Table()
-    for col in ("study", "complete", "failed", "running", "front", "best acc %", "best speedup in budget", "storage"):
+    for col in ("study", "complete", "failed", "running", "front", "best quality" if own else "best acc %",
+                "best speedup in budget", "storage"):
         table.add_column(col, justify="left" if col in ("study", "storage") else "right", overflow="fold")
-    for r in rows:
+    for line in lines:
+        r, q = line.summary, Quality(line.scale)
+        if r.best_accuracy is None:
+            best = "—"
+        else:
+            best = q.describe(r.best_accuracy, line.best_natural) if q.own_unit else f"{r.best_accuracy:.2f}"
         table.add_row(
             r.name, str(r.complete), str(r.failed), str(r.running), str(r.front_size),
-            f"{r.best_accuracy:.2f}" if r.best_accuracy is not None else "—",
+            best,
             f"{r.best_speedup:.2f}×" if r.best_speedup else "—",
             r.storage,
         )
@@ -397,7 +437,7 @@ def export(
     name: Annotated[str, typer.Argument(help="Name of the study.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Directory to write (new or empty).")],
     trial: Annotated[Optional[int], typer.Option("--trial", help="Number of the trial to export.")] = None,
-    pick: Annotated[Optional[str], typer.Option("--pick", help='A budget, e.g. "fastest with accuracy drop <= 1.0" or "smallest under 10 ms".')] = None,
+    pick: Annotated[Optional[str], typer.Option("--pick", help='A budget, e.g. "fastest with accuracy drop <= 1.0" or "smallest under 10 ms"; for a perplexity study "fastest with perplexity <= +10%".')] = None,
     onnx: Annotated[bool, typer.Option("--onnx", help="Also write model.onnx (int8 layers quantised by ONNX Runtime; a plan with exits: one file per stage).")] = False,
     storage: StorageOpt = None,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where the study's fine-tuned teacher is cached (default: studies/cache).")] = None,
