@@ -154,8 +154,9 @@ class PhaseLatency:
     def of(cls, ta: list[float], tb: list[float]) -> "PhaseLatency":
         """The figures of baseline seconds ``ta`` and candidate seconds ``tb``, one per round."""
         stats = RatioStats.of(_ratios(ta, tb))
-        return cls(candidate_ms=statistics.median(tb) * 1e3, baseline_ms=statistics.median(ta) * 1e3, ratio=stats.median,
-                   ratio_q1=stats.q1, ratio_q3=stats.q3, ratio_ci_low=stats.ci_low, ratio_ci_high=stats.ci_high)
+        return cls(candidate_ms=statistics.median(tb) * 1e3, baseline_ms=statistics.median(ta) * 1e3,
+                   ratio=stats.median, ratio_q1=stats.q1, ratio_q3=stats.q3, ratio_ci_low=stats.ci_low,
+                   ratio_ci_high=stats.ci_high)
 
     def to_dict(self, name: str) -> dict[str, float]:
         """Stored under ``name`` (``ttft``, ``tpot``): ``{name}_ms``, ``baseline_{name}_ms``, ``{name}_ratio``, ..."""

@@ -66,7 +66,8 @@ def test_steady_fake_models_give_exact_phase_figures_and_ratios() -> None:
     assert result.tpot.baseline_ms == pytest.approx(2.0) and result.tpot.candidate_ms == pytest.approx(1.5)
     assert result.ttft.ratio == pytest.approx(0.5) and result.tpot.ratio == pytest.approx(0.75)
     # the study's figure is the whole request: time to first token + 4 more tokens
-    assert result.end_to_end.baseline_ms == pytest.approx(18.0) and result.end_to_end.candidate_ms == pytest.approx(11.0)
+    assert result.end_to_end.baseline_ms == pytest.approx(18.0)
+    assert result.end_to_end.candidate_ms == pytest.approx(11.0)
     assert result.ratio == pytest.approx(11 / 18)
     assert result.ttft.ratio_ci_low == pytest.approx(0.5) and result.tpot.ratio_ci_high == pytest.approx(0.75)
     assert result.end_to_end.rounds == 4 and not result.end_to_end.noisy
@@ -222,12 +223,12 @@ def test_kv_cache_bytes_follow_dropped_layers_fewer_kv_groups_and_the_dtype() ->
         decoder.prefill()
         decoder.step()
     assert kv_cache_bytes(half, 6) == _cache_bytes(decoder.cache) == 2 * 2 * 16 * 6 * 2
-    for layer, tokens in ((fewer, 6), (model, 6)):
-        decoder = GreedyDecoder(layer, _prompt(2, 5))
+    for m in (fewer, model):
+        decoder = GreedyDecoder(m, _prompt(2, 5))
         with torch.inference_mode():
             decoder.prefill()
             decoder.step()
-        assert _cache_bytes(decoder.cache) == kv_cache_bytes(layer, tokens, batch_size=2)
+        assert _cache_bytes(decoder.cache) == kv_cache_bytes(m, 6, batch_size=2)
 
 
 def test_a_sliding_window_layer_counts_the_tokens_it_keeps() -> None:
@@ -250,7 +251,8 @@ def test_a_real_generation_workload_is_measured_end_to_end(family) -> None:
     assert lat.ratio > 0 and lat.candidate_ms > 0 and lat.baseline_ms > 0
     for key in ("ttft_ms", "baseline_ttft_ms", "tpot_ms", "baseline_tpot_ms"):
         assert d[key] > 0, key
-    assert d["ttft_speedup"] == pytest.approx(1 / d["ttft_ratio"]) and d["tpot_speedup"] == pytest.approx(1 / d["tpot_ratio"])
+    assert d["ttft_speedup"] == pytest.approx(1 / d["ttft_ratio"])
+    assert d["tpot_speedup"] == pytest.approx(1 / d["tpot_ratio"])
     low, high = d["tpot_ratio_ci"]
     assert low <= d["tpot_ratio"] <= high
     # a request is its first token and two more: the end-to-end medians are close to that sum
