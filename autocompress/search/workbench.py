@@ -188,7 +188,7 @@ def check_profiles(cfg: StudyConfig, model_config: Any, config_file: str | None 
     """Refuse, before anything slow, a profile this model or host cannot run: inputs the model
     cannot take, a batch that cannot fit, ONNX Runtime without its packages."""
     for i, profile in enumerate(cfg.all_profiles):
-        check_profile_fits(profile, model_config)
+        check_profile_fits(profile, model_config, prompt_tokens=cfg.task.max_length)
         name = missing_onnx() if profile.backend == "onnxruntime" else None
         if name is not None:
             key = "profile" if i == 0 else f"report_profiles.{i - 1}"

@@ -123,3 +123,13 @@ def test_distilling_lowers_the_kl_to_the_teacher() -> None:
     run.run_to(run.total_steps)
     after = kind.metric("kl", lm_outputs(student, data, ref), data, ref).natural
     assert after < 0.7 * before
+
+
+def test_outputs_of_a_model_with_a_quantised_head_are_computed() -> None:
+    from autocompress.ops.weight_only import quantize_weight_only_named_
+
+    model, data = _model(0), _docs()
+    ref = lm_outputs(model, data)
+    quantize_weight_only_named_(model, ["lm_head"], 8)
+    m = CausalLM().metric("perplexity", lm_outputs(model, data, ref), data, ref)
+    assert 0.9 < m.value < 1.1
