@@ -272,10 +272,14 @@ class VocabularyFacts(Facts):
 
 
 class Arch(Facts):
-    """The shape of the teacher's encoder (``models.adapters.ArchInfo``)."""
+    """The shape of the teacher (``models.adapters.ArchInfo``); a decoder's also its key/value heads,
+    head size and that it is a decoder (an encoder's are stored as they always were, without them)."""
 
     family: str | None = None
     num_layers: int | None = None
     num_heads: int | None = None
     intermediate_size: int | None = None
     hidden_size: int | None = None
+    num_kv_heads: int | None = None
+    head_size: int | None = None
+    decoder: bool | None = None

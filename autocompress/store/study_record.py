@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from pydantic import field_validator
+from pydantic import field_validator, field_serializer
 
 from autocompress.errors import StorageError, StudyNotFoundError
 from autocompress.schema import legacy
@@ -74,6 +74,10 @@ class TeacherFigures(Facts):
     @classmethod
     def _metric(cls, v: Any) -> Any:
         return legacy.metric(v) if isinstance(v, dict) else v
+
+    @field_serializer("metric", "test_metric")
+    def _metric_as_stored(self, v: Metric | None) -> dict[str, Any] | None:
+        return None if v is None else v.to_dict()  # own-unit figures only where the metric has them
 
     @property
     def score(self) -> Estimate | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import optuna
 
 from autocompress.errors import ConfigError
@@ -98,7 +100,7 @@ def record_teacher(study: optuna.Study, bench: Workbench) -> None:
         test_metric=bench.teacher_test,
         size=SizeFigures.from_dict(bench.teacher_size.to_dict()),
         fine_tune_seconds=bench.teacher.fine_tune_seconds,
-        arch=Arch.from_dict(vars(bench.arch)),
+        arch=Arch.from_dict(_arch_facts(bench)),
         labels=tuple(bench.task.label_names),
     )
     if not study_record.write_teacher(study, teacher):
@@ -107,3 +109,12 @@ def record_teacher(study: optuna.Study, bench: Workbench) -> None:
     if cfg.search.seed_baselines:
         for label, params in baseline_plans(cfg.space, bench.arch).items():
             study.enqueue_trial(params, user_attrs=record.queue_labels(baseline=label), skip_if_exists=True)
+
+
+def _arch_facts(bench: Workbench) -> dict[str, Any]:
+    """The teacher's shape as stored: a decoder's in full, an encoder's as studies always stored it."""
+    facts = dict(vars(bench.arch))
+    if not bench.arch.decoder:
+        for key in ("num_kv_heads", "head_size", "decoder"):
+            facts.pop(key, None)
+    return facts
