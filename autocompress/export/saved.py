@@ -11,6 +11,7 @@
       plan.yaml           the trial's CompressionPlan: rebuilds the shapes
       autocompress.json   format version, the task kind, the base model's Hugging Face config, the label names
       config.json         only when plain transformers can rebuild the shapes ("plain_hf")
+      generation_config.json  a model that generates: the base model's generation settings
       tokenizer files     tokenizer.save_pretrained
       metrics.json        the trial's figures and the export's own checks (written by ship.py)
       model.onnx          with --onnx (a plan with exits: model.stage0.onnx, model.stage1.onnx, ...)
@@ -18,8 +19,11 @@
 :func:`load` builds the base architecture from the stored config (nothing is downloaded and no
 remote code runs), gives it the plan's shapes and unpacks the weights into it, every tensor
 accounted for (dynamic int8 and weight-only Linears are rebuilt from their codes), so its logits
-are the trial model's. A format-1 directory (float weights, the
-bit-widths re-applied at load time) still loads.
+are the trial model's. Its ``transformers`` class is the task kind's (``task_kind`` in
+``autocompress.json``): a causal language model loads as ``AutoModelForCausalLM`` builds it, and
+``generate()`` with its default (dynamic) key/value cache gives the trial model's tokens, whatever
+the key/value heads each pruned layer kept. A format-1 directory (float weights, the bit-widths
+re-applied at load time) still loads.
 """
 
 from __future__ import annotations
@@ -45,17 +49,22 @@ from autocompress.schema import legacy
 from autocompress.schema.plan import CompressionPlan
 from autocompress.tasks.kind import TaskKind, task_kind
 
-__all__ = ["FORMAT_VERSION", "META_FILE", "PLAN_FILE", "WEIGHTS_FILE", "plain_config", "save_student", "load"]
+__all__ = ["FORMAT_VERSION", "GENERATION_FILE", "META_FILE", "PLAN_FILE", "WEIGHTS_FILE", "load", "plain_config",
+           "save_student"]
 
 FORMAT_VERSION = 2
 READS = legacy.EXPORT_FORMATS  # format 1: float weights, bit-widths re-applied from plan.yaml at load time
 META_FILE = "autocompress.json"
 PLAN_FILE = "plan.yaml"
 WEIGHTS_FILE = "model.safetensors"
+GENERATION_FILE = "generation_config.json"
 
 
 def _with_labels(config: Any, label_names: list[str]) -> Any:
+    """A copy of ``config`` naming the task's classes (a language model has none: unchanged)."""
     config = copy.deepcopy(config)
+    if not label_names:
+        return config
     config.id2label = dict(enumerate(label_names))
     config.label2id = {name: i for i, name in enumerate(label_names)}
     return config
@@ -76,30 +85,36 @@ def plain_config(student: nn.Module, plan: CompressionPlan, kind: TaskKind) -> A
     """The standard config of ``student`` (a float student shaped by ``plan``) when the plain
     ``transformers`` auto class of ``kind`` can rebuild its shapes from it, else ``None``.
 
-    That holds when no bit-width is below 32 (nothing to re-apply), every kept layer keeps all its
-    heads and every layer keeps the same number of FFN neurons; it is then checked by building
-    the architecture from the config and comparing every weight's shape.
+    That holds when nothing is below 32 bits (nothing to re-apply), no layer runs another's weights,
+    and every kept layer has the same attention heads, key/value heads and FFN neurons: the config
+    then says the kept depth and those widths (the family's own field names, the head size kept
+    where the family stores it, as grouped-query decoders do). It is checked by building the
+    architecture from the config and comparing every weight's shape, so a width a family derives
+    instead of reading (an encoder's or GPT-2's head size: hidden size / heads) refuses pruned heads.
     """
-    if plan.simulated or plan.exits is not None or plan.vocab_min_count is not None or plan.head_bits != 32 or any(
-            plan.layers[i].bits != 32 for i in plan.kept_layers):
-        return None  # exits: plain transformers would run every layer; a kept vocabulary: no such config
+    if plan.simulated or plan.quantises or plan.exits is not None or plan.vocab_min_count is not None \
+            or plan.share is not None:
+        return None  # exits: plain transformers would run every layer; a kept vocabulary or sharing: no such config
     adapter = adapter_for(student)
-    config = copy.deepcopy(student.config)
-    heads = getattr(config, "num_attention_heads", None)
-    widths = set()
-    for layer in adapter.layers(student):
+    layers = adapter.layers(student)
+    shapes = set()
+    for layer in layers:
         attn = adapter.attention(layer)
-        if attn.query.out_features // attn.head_size != heads:
-            return None
-        widths.add(adapter.ffn(layer).up.out_features)
-    if len(widths) != 1:
+        shapes.add((attn.num_heads, attn.num_kv_heads, attn.head_size, adapter.ffn(layer).width))
+    if len(shapes) != 1:
         return None
-    config.num_hidden_layers = len(adapter.layers(student))
-    (width,) = widths
-    for name in ("intermediate_size", "hidden_dim", "ffn_dim"):  # what each family calls the FFN width
-        if hasattr(config, name):
-            setattr(config, name, width)
-            break
+    ((heads, kv_heads, head_size, width),) = shapes
+    fields = adapter.fields
+    config = copy.deepcopy(student.config)
+    setattr(config, fields.layers, len(layers))
+    setattr(config, fields.heads, heads)
+    setattr(config, fields.ffn, width)
+    if fields.kv_heads is not None:
+        setattr(config, fields.kv_heads, kv_heads)
+    elif kv_heads != heads:
+        return None
+    if fields.head_size is not None:
+        setattr(config, fields.head_size, head_size)
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rebuilt = auto_class(kind).from_config(config)
@@ -124,6 +139,9 @@ def save_student(
     plain = plain_config(model, plan, kind)
     if plain is not None:
         _with_labels(plain, label_names).save_pretrained(directory)
+    generation = getattr(model, "generation_config", None)
+    if generation is not None and getattr(model, "can_generate", lambda: False)():
+        generation.save_pretrained(directory)  # what generate() does by default: the base model's settings
     meta = {
         "format_version": FORMAT_VERSION,
         "task_kind": kind.name,
@@ -190,8 +208,10 @@ def _kept_shape(model: nn.Module, weights: Path, prefix: str = "") -> KeptShape:
 def load(directory: str | Path) -> nn.Module:
     """The exported model in ``directory``, in eval mode, computing exactly what the trial's model computed.
 
-    It works with ``transformers.pipeline("text-classification", model=..., tokenizer=...)``
-    (the tokenizer is in the same directory) and shows the task's label names.
+    Its class is the one the task kind's ``transformers`` auto class builds: a classifier works with
+    ``transformers.pipeline("text-classification", model=..., tokenizer=...)`` (the tokenizer is in
+    the same directory) and shows the task's label names; a causal language model ``generate()``s
+    with the base model's generation settings and works with ``pipeline("text-generation", ...)``.
     """
     from safetensors import safe_open
     from safetensors.torch import load_model
@@ -215,7 +235,7 @@ def load(directory: str | Path) -> nn.Module:
             raise ModelError(f"the weights in {d / WEIGHTS_FILE} do not fit the plan's shapes: {str(exc).splitlines()[0]}") from None
         _point_padding_(model, plan)
         apply_bits_(model, plan)
-        return model.eval()
+        return _with_generation(model, d).eval()
     try:
         with safe_open(str(d / WEIGHTS_FILE), framework="pt") as f:
             metadata = f.metadata() or {}
@@ -227,7 +247,20 @@ def load(directory: str | Path) -> nn.Module:
     except ModelError as exc:
         raise ModelError(f"{d / WEIGHTS_FILE}: {exc}") from None
     _point_padding_(model, plan)
-    return model.eval()
+    return _with_generation(model, d).eval()
+
+
+def _with_generation(model: nn.Module, directory: Path) -> nn.Module:
+    """``model`` with the generation settings saved beside it (a model built from its config alone
+    would take the defaults). A pruned decoder's layers may cache fewer key/value heads than the
+    config's count: transformers' default cache (``DynamicCache``) and its static caches take each
+    layer's width from the keys it is given, so the config's count is not read."""
+    path = directory / GENERATION_FILE
+    if path.is_file() and getattr(model, "can_generate", lambda: False)():
+        from transformers import GenerationConfig
+
+        model.generation_config = GenerationConfig.from_pretrained(directory)
+    return model
 
 
 def _point_padding_(model: nn.Module, plan: CompressionPlan) -> None:
