@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import uuid
 import random
 from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
@@ -176,12 +178,7 @@ def tiny_config_dict(model_dir: Path, csv_path: Path, **overrides: Any) -> dict[
         "space": {"heads": [1.0, 0.5], "ffn": [1.0, 0.5], "bits": [32, 8], "depth": {"min": 2}},
         "search": {"trials": 6, "sampler": "random", "seed": 0},
     }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-            cfg[key] = {**cfg[key], **value}
-        else:
-            cfg[key] = value
-    return cfg
+    return _with_overrides(cfg, overrides)
 
 
 @pytest.fixture
@@ -342,9 +339,35 @@ def tiny_decoder_config_dict(model_dir: Path, corpus: Path, **overrides: Any) ->
         "objectives": {"max_perplexity_increase": 50.0},
         "search": {"trials": 5, "sampler": "random", "seed": 0},
     }
+    return _with_overrides(cfg, overrides)
+
+
+def _with_overrides(cfg: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` with each top-level section of ``overrides`` merged into it (other values replace)."""
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):
             cfg[key] = {**cfg[key], **value}
         else:
             cfg[key] = value
     return cfg
+
+
+class FakeTime:
+    """A clock that only moves when a fake model (or one phase of it) runs; records who ran, in order."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.calls: list[str] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def model(self, name: str, durations: Iterable[float]) -> Callable[[], None]:
+        """A zero-argument 'model' that takes ``durations`` in turn (cycled)."""
+        it = itertools.cycle(durations)
+
+        def run() -> None:
+            self.calls.append(name)
+            self.now += next(it)
+
+        return run

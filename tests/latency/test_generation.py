@@ -3,7 +3,6 @@ greedy decoding as generate runs it, and the key/value cache's bytes."""
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Callable, Iterable
 
@@ -24,32 +23,17 @@ from autocompress.ops import apply_plan
 from autocompress.schema.plan import CompressionPlan
 from autocompress.schema.profile import DeviceProfile, resolve_profile
 from autocompress.store.facts import LatencyFigures
+from conftest import FakeTime as SharedFakeTime
 
 VOCAB = 97
 
 
-class FakeTime:
-    """A clock that only moves when a fake model's prefill or step runs; records who ran, in order."""
+class FakeTime(SharedFakeTime):
+    """The shared fake clock, whose models have two phases: a prefill and a decoding step."""
 
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.calls: list[str] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def phase(self, name: str, durations: Iterable[float]) -> Callable[[], None]:
-        it = itertools.cycle(durations)
-
-        def run() -> None:
-            self.calls.append(name)
-            self.now += next(it)
-
-        return run
-
-    def model(self, name: str, prefill: Iterable[float], step: Iterable[float]) -> tuple[Callable[[], None], ...]:
+    def model(self, name: str, prefill: Iterable[float], step: Iterable[float]) -> tuple[Callable[[], None], ...]:  # type: ignore[override]
         """A (prefill, step) pair: the prefill records ``name``, each step ``name`` in lower case."""
-        return self.phase(name, prefill), self.phase(name.lower(), step)
+        return super().model(name, prefill), super().model(name.lower(), step)
 
 
 def _profile(**kw) -> DeviceProfile:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import random
 
 import fcntl
-import itertools
-from collections.abc import Callable, Iterable
 
 import pytest
 import torch
@@ -26,26 +24,7 @@ from autocompress.latency.measure import (
 from autocompress.schema.profile import resolve_profile
 from autocompress.schema.plan import CompressionPlan
 from autocompress.ops import apply_plan
-
-
-class FakeTime:
-    """A clock that only moves when a fake model runs; records who ran, in order."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.calls: list[str] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def model(self, name: str, durations: Iterable[float]) -> Callable[[], None]:
-        it = itertools.cycle(durations)
-
-        def run() -> None:
-            self.calls.append(name)
-            self.now += next(it)
-
-        return run
+from conftest import FakeTime
 
 
 def _profile(**kw) -> DeviceProfile:
