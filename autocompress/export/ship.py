@@ -2,16 +2,24 @@
 
 The rebuild is the trial's own call, :func:`autocompress.search.build.candidate` on the study's cached
 teacher (structure by the study's importance scores → the same seeded distillation → bit-widths), and is checked
-against the trial before anything is written: its accuracy on the eval split must be within
-:data:`REBUILD_TOLERANCE_PT` of the stored one (distillation is seeded; on the same host and
-library versions the rebuild is bit-exact, elsewhere floating-point order may move a few
-examples). The written directory is then loaded back and must give the rebuilt model's logits;
-the ONNX file, when asked for, must score within :data:`ONNX_TOLERANCE_PT` of it (or within the
-paired sampling noise of the two int8 models' disagreements at the 99.9 % level, if larger:
-:func:`onnx_tolerance`; beyond the 95 % level the export says so in a note).
-The exported PyTorch model is then timed against the teacher as the study timed its trials
-(interleaved rounds, the study's profile shapes), and the ONNX model against the PyTorch export.
-Everything is written to a temporary sibling directory that becomes ``out_dir`` only at the end.
+against the trial before anything is written: its accuracy on the eval split (as the task kind
+counts it: a language model's, the likeliest next token at every position) must be within
+:data:`REBUILD_TOLERANCE_PT` of the stored one, and a task metric with a unit of its own
+(perplexity) within :data:`REBUILD_NATURAL_TOLERANCE` of the stored figure (distillation is
+seeded; on the same host and library versions the rebuild is bit-exact, elsewhere floating-point
+order may move a few examples). The written directory is then loaded back and must give the
+rebuilt model's outputs (the task kind's, compared with the teacher's as the trial compared
+them); a model that generates must also ``generate()`` exactly the rebuilt model's tokens, greedily
+from the first :data:`PROMPT_TOKENS` tokens of :data:`GENERATION_PROMPTS` eval documents
+(:data:`NEW_TOKENS` new tokens each), and so must plain ``transformers`` where it loads the
+directory. The ONNX file (encoders only), when asked for, must score within
+:data:`ONNX_TOLERANCE_PT` of the PyTorch model (or within the paired sampling noise of the two
+int8 models' disagreements at the 99.9 % level, if larger: :func:`onnx_tolerance`; beyond the 95 %
+level the export says so in a note). The exported PyTorch model is then timed against the teacher
+as the study timed its trials (interleaved rounds on the study's profile: its shapes, or for a
+generation workload its prompts and new tokens, with time to first token and per output token),
+and the ONNX model against the PyTorch export. Everything is written to a temporary sibling
+directory that becomes ``out_dir`` only at the end.
 """
 
 from __future__ import annotations
@@ -36,13 +44,15 @@ from autocompress.search import build
 from autocompress.store import record
 from autocompress.schema.config import StudyConfig
 from autocompress.errors import ExportError
-from autocompress.tasks.evaluate import accuracy
-from autocompress.latency.runtimes.onnx_model import OnnxFacts, OnnxRunner, export_onnx, require_onnx
+from autocompress.tasks.batches import Encoded
+from autocompress.tasks.evaluate import Metric, accuracy
+from autocompress.tasks.kind import task_kind
+from autocompress.latency.runtimes.onnx_model import OnnxFacts, OnnxRunner, check_onnx_plan, export_onnx, require_onnx
 from autocompress.export.pick import exportable_trial
 from autocompress.export.saved import FORMAT_VERSION, auto_class, load, save_student
-from autocompress.latency.inputs import TaskInputs
+from autocompress.latency.inputs import InputsFn, TaskInputs
 from autocompress.latency.runtimes.ort import measure_runners
-from autocompress.latency.measure import ProfileLatency, compute_lock, host_info
+from autocompress.latency.measure import ProfileLatency, compute_lock, host_info, measure_profile
 from autocompress.schema.profile import DeviceProfile
 from autocompress.models.adapters import load_tokenizer
 from autocompress.schema.plan import CompressionPlan
@@ -53,8 +63,13 @@ from autocompress.search.workbench import Workbench, prepare
 
 __all__ = [
     "REBUILD_TOLERANCE_PT",
+    "REBUILD_NATURAL_TOLERANCE",
     "ONNX_TOLERANCE_PT",
     "TORCH_LOGIT_TOLERANCE",
+    "GENERATION_PROMPTS",
+    "PROMPT_TOKENS",
+    "NEW_TOKENS",
+    "GenerationCheck",
     "LatencyRow",
     "ExportResult",
     "export_trial",
@@ -64,8 +79,17 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 REBUILD_TOLERANCE_PT = 0.5  # rebuilt vs stored accuracy, points
+#: rebuilt vs stored task metric in its own unit (perplexity), relative: 1 % (for a figure below 1, 0.01 in its unit)
+REBUILD_NATURAL_TOLERANCE = 0.01
 ONNX_TOLERANCE_PT = 0.5  # ONNX Runtime vs PyTorch accuracy on the eval split, points (or the paired noise, if larger)
-TORCH_LOGIT_TOLERANCE = 1e-4  # loaded vs rebuilt model, largest absolute logit difference
+#: loaded vs rebuilt model: the largest absolute difference of their outputs (logits, log-probabilities)
+TORCH_LOGIT_TOLERANCE = 1e-4
+GENERATION_PROMPTS = 8  # eval documents whose first tokens prompt the generation check
+PROMPT_TOKENS = 8  # tokens of each prompt
+NEW_TOKENS = 16  # tokens generated greedily after each prompt
+#: the message that refuses --onnx for a model that generates
+ONNX_DECODER = ("--onnx exports encoders only; decoders ship for PyTorch (autocompress.load, or transformers where "
+                "it says so)")
 
 
 @dataclass(frozen=True)
@@ -77,12 +101,36 @@ class LatencyRow:
     """
 
     what: str  # "trial (stored)", "export (PyTorch)", "export (ONNX Runtime)"
-    candidate_ms: float | None
+    candidate_ms: float | None  # a generation workload: per request (the prompt's pass, then the new tokens)
     teacher_ms: float | None
     speedup: float | None
     kind: str  # "measured" or "predicted"
     where: str  # host or profile it comes from
     note: str = ""  # how the speedup was obtained when not timed against the teacher directly
+    # a generation workload's split (None otherwise): time to first token (the prompt's pass) and per output token
+    ttft_ms: float | None = None
+    teacher_ttft_ms: float | None = None
+    ttft_speedup: float | None = None
+    tpot_ms: float | None = None
+    teacher_tpot_ms: float | None = None
+    tpot_speedup: float | None = None
+
+
+@dataclass(frozen=True)
+class GenerationCheck:
+    """What the export's generation check compared: greedy ``generate()`` from the first tokens of eval
+    documents, the loaded export (and plain transformers, where it loads the directory) against the
+    rebuilt trial model; every generated token was the same, or nothing was written."""
+
+    prompts: int
+    prompt_tokens: int  # tokens of the longest prompt
+    new_tokens: int  # at most, per prompt (fewer where the model ends the text)
+    plain_hf: bool  # plain transformers generated them too
+    tokens: tuple[tuple[int, ...], ...] = ()  # the tokens generated after each prompt
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prompts": self.prompts, "prompt_tokens": self.prompt_tokens, "new_tokens": self.new_tokens,
+                "plain_hf": self.plain_hf, "identical": True, "do_sample": False, "num_beams": 1}
 
 
 @dataclass(frozen=True)
@@ -92,14 +140,18 @@ class ExportResult:
     trial: int
     plan_summary: str
     plain_hf: bool  # the plain transformers auto class (AutoModelForSequenceClassification, ...) loads the directory
-    trial_accuracy: float  # %, stored with the trial
+    trial_accuracy: float  # %, stored with the trial (a language model's: next-token accuracy)
     rebuilt_accuracy: float  # %, the rebuilt model on the same eval split
-    torch_max_logit_diff: float  # loaded from the directory vs rebuilt
+    torch_max_logit_diff: float  # loaded from the directory vs rebuilt: the largest difference of their outputs
     onnx_accuracy: float | None = None  # %
     onnx_agreement: float | None = None  # fraction of eval predictions equal to PyTorch's
     onnx_files: tuple[str, ...] = ()  # the ONNX file, or a model with exits' stages in the order they run
     latency: tuple[LatencyRow, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    trial_metric: Metric | None = None  # the task metric stored with the trial (perplexity: its own unit in natural)
+    rebuilt_metric: Metric | None = None  # the rebuilt model's, on the same eval split
+    teacher_metric: Metric | None = None  # the teacher's
+    generation: GenerationCheck | None = None  # a model that generates: what generate() was checked on
 
 
 # ------------------------------------------------------------------------------------------ workbench
@@ -142,16 +194,27 @@ Timed = nn.Module | OnnxRunner
 ORT_ROW = "export (ONNX Runtime) against the teacher in ONNX Runtime"
 
 
-def _measure(profile: DeviceProfile, chain: list[tuple[str, Timed]], task: TaskInputs | None) -> dict[str, ProfileLatency]:
+def _measure(profile: DeviceProfile, chain: list[tuple[str, Timed]], task: TaskInputs | None,
+             make_inputs: InputsFn) -> dict[str, ProfileLatency]:
     """Time each model of ``chain`` against the one before it (the first is the teacher), interleaved
     round by round on every workload of the profile (``task``: the study's eval examples, for task
-    inputs); each result's baseline is the previous model."""
+    inputs; ``make_inputs``: the task kind's fixed-shape inputs); each result's baseline is the
+    previous model. A generation workload (``profile.new_tokens``) is timed as the study timed its
+    trials, prompts then new tokens (:func:`~autocompress.latency.measure.measure_profile`)."""
     teacher = chain[0][1]
     if not isinstance(teacher, nn.Module):
         raise TypeError("the chain starts with the teacher, a PyTorch model")
     vocab = teacher.config.vocab_size
-    return {label: measure_runners(baseline, candidate, profile, vocab_size=vocab, task=task)
-            for (_, baseline), (label, candidate) in zip(chain, chain[1:])}
+    out: dict[str, ProfileLatency] = {}
+    for (_, baseline), (label, candidate) in zip(chain, chain[1:]):
+        if profile.generates:
+            if not isinstance(baseline, nn.Module) or not isinstance(candidate, nn.Module):
+                raise TypeError("a generation workload times PyTorch models")
+            out[label] = measure_profile(baseline, candidate, profile, vocab_size=vocab, task=task,
+                                         make_inputs=make_inputs)
+        else:
+            out[label] = measure_runners(baseline, candidate, profile, vocab_size=vocab, task=task)
+    return out
 
 
 # ------------------------------------------------------------------------------------------ export
@@ -178,14 +241,18 @@ def export_trial(
     out_dir = Path(out_dir)
     trial = exportable_trial(study, trial_number)
     _check_out_dir(out_dir)
-    if onnx:
-        require_onnx()
     cfg = stored_config(study)
     stored_record = record.read(trial)
     plan = stored_record.plan
     if plan is None:
         raise ExportError(f"trial {trial.number}'s stored plan cannot be read by this version of autocompress")
+    if onnx:
+        if task_kind(cfg.task.kind).generates:
+            raise ExportError(ONNX_DECODER)
+        check_onnx_plan(plan)
+        require_onnx()
     bench = _workbench(study, cfg, Path(cache_dir), storage_url, onnx)
+    kind = bench.kind
     notes: list[str] = []
     if not record.feasible(trial):
         notes.append(f"trial {trial.number} is outside the study's accuracy-drop budget (it is not on the feasible front)")
@@ -195,9 +262,10 @@ def export_trial(
     student = built.float_model
     if student is None:
         raise RuntimeError("build.candidate(keep_float=True) returns the float model")
+    reference = bench.teacher.eval_logits  # what the trial compared its outputs with
     with compute_lock():  # a local study's latency measurement never overlaps this
-        logits = bench.kind.outputs(model, bench.eval)
-    rebuilt = 100 * accuracy(logits, bench.eval.labels).value
+        outputs = kind.outputs(model, bench.eval, reference)
+    rebuilt = 100 * kind.accuracy(outputs, bench.eval).value
     stored = 100 * stored_record.accuracy.value if stored_record.accuracy is not None else math.nan
     if not abs(rebuilt - stored) <= REBUILD_TOLERANCE_PT:
         raise ExportError(
@@ -207,32 +275,47 @@ def export_trial(
         )
     if rebuilt != stored:
         notes.append(f"rebuilt accuracy differs from the trial's by {rebuilt - stored:+.2f} pt (tolerance {REBUILD_TOLERANCE_PT} pt)")
+    rebuilt_metric = kind.metric(cfg.task.metric, outputs, bench.eval, reference)
+    notes += _check_natural(stored_record.metric, rebuilt_metric, trial.number)
+    prompts = _prompts(bench.eval) if kind.generates else []
+    with compute_lock():
+        tokens = _generate(model, prompts)
 
     tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tokenizer = load_tokenizer(cfg.model.source)
         labels = list(bench.task.label_names)
-        plain = save_student(tmp, model, plan, bench.teacher.model.config, labels, bench.kind)
+        plain = save_student(tmp, model, plan, bench.teacher.model.config, labels, kind)
         tokenizer.save_pretrained(tmp)
 
         loaded = load(tmp)
         with compute_lock():
-            loaded_logits = bench.kind.outputs(loaded, bench.eval)
-        diff = (loaded_logits - logits).abs().max().item()
-        if diff > TORCH_LOGIT_TOLERANCE or not torch.equal(loaded_logits.argmax(-1), logits.argmax(-1)):
-            raise ExportError(f"the saved model does not reproduce the trial's model (largest logit difference {diff:.2e})")
+            loaded_outputs = kind.outputs(loaded, bench.eval, reference)
+            loaded_tokens = _generate(loaded, prompts)
+        diff = (loaded_outputs - outputs).abs().max().item()
+        if diff > TORCH_LOGIT_TOLERANCE or kind.agreement(loaded_outputs, outputs) < 1.0:
+            raise ExportError(f"the saved model does not reproduce the trial's model (largest output difference "
+                              f"{diff:.2e})")
+        if loaded_tokens != tokens:
+            raise ExportError(f"the saved model does not generate the trial model's tokens "
+                              f"({_first_difference(tokens, loaded_tokens)}); nothing was written")
         if plain:
-            _check_plain(tmp, logits, bench)
+            _check_plain(tmp, outputs, tokens, prompts, bench)
+            notes.append(f"plain transformers loads it too: {kind.auto_class}.from_pretrained(DIR) computes the same"
+                         + (" and generates the same tokens" if prompts else ""))
         else:
-            notes.append("pruned heads, uneven FFN widths or quantised layers: load it with autocompress.load(DIR)")
+            notes.append("no standard config describes it (pruned heads, layers of different widths, shared or "
+                         "quantised layers): load it with autocompress.load(DIR)")
+        generation = GenerationCheck(prompts=len(prompts), prompt_tokens=max(len(p) for p in prompts),
+                                     new_tokens=NEW_TOKENS, plain_hf=plain, tokens=tuple(tokens)) if prompts else None
 
         profile = _export_config(cfg, onnx).profile
         chain: list[tuple[str, Timed]] = [("teacher", bench.teacher.model), ("export (PyTorch)", loaded)]
         onnx_acc = agreement = None
         onnx_info: dict[str, Any] | None = None
         if onnx:
-            onnx_acc, agreement, onnx_info, runner = _write_onnx(tmp, student, plan, tokenizer, bench, logits, profile)
+            onnx_acc, agreement, onnx_info, runner = _write_onnx(tmp, student, plan, tokenizer, bench, outputs, profile)
             chain.append(("export (ONNX Runtime)", runner))
             gap, noise = onnx_acc - rebuilt, onnx_info["paired_noise_pt"]
             if abs(gap) > ONNX_TOLERANCE_PT:
@@ -253,7 +336,7 @@ def export_trial(
                 notes.append(f"early exits: the ONNX model is {len(onnx_info['stages'])} graphs run in turn "
                              f"({', '.join(onnx_info['stages'])}); an input goes on to the next only while no exit's "
                              f"largest softmax probability reached {onnx_info['exit_threshold']} (metrics.json: onnx.stage_io)")
-        measured = _measure(profile, chain, bench.task_inputs)
+        measured = _measure(profile, chain, bench.task_inputs, kind.timed_inputs)
         rows = (_stored_row(stored_record, cfg), *_rows(measured))
         as_trial: dict[str, ProfileLatency] = {}
         if cfg.profile.backend == "onnxruntime":
@@ -273,6 +356,8 @@ def export_trial(
             plain_hf=plain, trial_accuracy=stored, rebuilt_accuracy=rebuilt, torch_max_logit_diff=diff,
             onnx_accuracy=onnx_acc, onnx_agreement=agreement, latency=rows, notes=tuple(notes),
             onnx_files=tuple(onnx_info.get("stages") or [onnx_info["file"]]) if onnx_info else (),
+            trial_metric=stored_record.metric, rebuilt_metric=rebuilt_metric, teacher_metric=bench.teacher_metric,
+            generation=generation,
         )
         metrics = _metrics(study, trial.number, stored_record, cfg, bench, result, recovered, profile, onnx_info, measured,
                            as_trial)
@@ -287,13 +372,76 @@ def export_trial(
     return result
 
 
-def _check_plain(directory: Path, logits: torch.Tensor, bench: Workbench) -> None:
-    """Plain transformers must load ``directory`` into the same model."""
+def _check_natural(stored: Metric | None, rebuilt: Metric, number: int) -> list[str]:
+    """Refuse a rebuilt task metric in its own unit (perplexity) beyond :data:`REBUILD_NATURAL_TOLERANCE`
+    of the trial's; a note when it differs within it. Metrics without a unit of their own: nothing."""
+    if stored is None or stored.natural is None or rebuilt.natural is None:
+        return []
+    allowed = REBUILD_NATURAL_TOLERANCE * max(1.0, abs(stored.natural))
+    gap = rebuilt.natural - stored.natural
+    if not abs(gap) <= allowed:
+        raise ExportError(
+            f"the rebuilt model of trial {number} has {rebuilt.name} {rebuilt.natural:.4g} on the eval split but the "
+            f"trial recorded {stored.natural:.4g} (more than {REBUILD_NATURAL_TOLERANCE:.0%} apart): the teacher "
+            "cache, the data or the library versions differ from the study's; nothing was written"
+        )
+    if gap != 0:
+        return [f"rebuilt {rebuilt.name} differs from the trial's by {gap:+.4g} ({gap / stored.natural:+.2%}; "
+                f"tolerance {REBUILD_NATURAL_TOLERANCE:.0%})"]
+    return []
+
+
+def _prompts(data: Encoded) -> list[list[int]]:
+    """The first :data:`PROMPT_TOKENS` tokens of the first :data:`GENERATION_PROMPTS` eval documents
+    that have that many (fewer where the documents are shorter: then the first documents' own tokens
+    but their last, so that each prompt has a next token to agree on)."""
+    full = [ids[:PROMPT_TOKENS] for ids in data.input_ids if len(ids) >= PROMPT_TOKENS][:GENERATION_PROMPTS]
+    if len(full) == GENERATION_PROMPTS or len(full) == len(data):
+        return full
+    return [ids[: max(1, min(PROMPT_TOKENS, len(ids) - 1))] for ids in data.input_ids[:GENERATION_PROMPTS] if ids]
+
+
+@torch.inference_mode()
+def _generate(model: nn.Module, prompts: list[list[int]]) -> list[tuple[int, ...]]:
+    """The tokens ``model.generate()`` makes after each prompt: greedy, at most :data:`NEW_TOKENS`,
+    prompts of one length in one batch (no padding, so nothing but the model decides the tokens)."""
+    out: dict[int, tuple[int, ...]] = {}
+    by_length: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_length.setdefault(len(p), []).append(i)
+    device = next((t.device for t in model.parameters()), torch.device("cpu"))
+    for length, rows in by_length.items():
+        ids = torch.tensor([prompts[i] for i in rows], dtype=torch.long, device=device)
+        made = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS,
+                              do_sample=False, num_beams=1)
+        for i, row in zip(rows, made[:, length:].tolist()):
+            out[i] = tuple(row)
+    return [out[i] for i in range(len(prompts))]
+
+
+def _first_difference(want: list[tuple[int, ...]], got: list[tuple[int, ...]]) -> str:
+    """Where two lists of generated tokens first differ, in words."""
+    for i, (a, b) in enumerate(zip(want, got)):
+        if a != b:
+            at = next((j for j, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            return f"prompt {i + 1}, new token {at + 1}"
+    return "a different number of prompts"
+
+
+def _check_plain(directory: Path, outputs: torch.Tensor, tokens: list[tuple[int, ...]], prompts: list[list[int]],
+                 bench: Workbench) -> None:
+    """Plain transformers must load ``directory`` into the same model: the same outputs on the eval
+    split and, for a model that generates, the same tokens after ``prompts``."""
     plain = auto_class(bench.kind).from_pretrained(directory).eval()
     with compute_lock():
-        diff = (bench.kind.outputs(plain, bench.eval) - logits).abs().max().item()
+        diff = (bench.kind.outputs(plain, bench.eval, bench.teacher.eval_logits) - outputs).abs().max().item()
+        plain_tokens = _generate(plain, prompts)
     if diff > TORCH_LOGIT_TOLERANCE:
-        raise ExportError(f"plain transformers loads a different model from the export (largest logit difference {diff:.2e})")
+        raise ExportError(f"plain transformers loads a different model from the export (largest output difference "
+                          f"{diff:.2e})")
+    if plain_tokens != tokens:
+        raise ExportError(f"plain transformers loads a model that generates other tokens than the export "
+                          f"({_first_difference(tokens, plain_tokens)})")
 
 
 def _write_onnx(
@@ -358,9 +506,22 @@ def _rows(measured: dict[str, ProfileLatency]) -> list[LatencyRow]:
         speedup *= lat.speedup
         teacher_ms = lat.baseline_ms if previous == "teacher" else None
         note = "" if previous == "teacher" else f"{lat.speedup:.2f}× faster than {previous}, timed in the same rounds"
-        rows.append(LatencyRow(label, lat.candidate_ms, teacher_ms, speedup, "measured", host, note))
+        split = lat.extra if previous == "teacher" else {}  # a generation workload's, against the teacher
+        rows.append(LatencyRow(label, lat.candidate_ms, teacher_ms, speedup, "measured", host, note,
+                               **_generation_split(split)))
         previous = label
     return rows
+
+
+def _generation_split(figures: Any) -> dict[str, float | None]:
+    """A generation workload's time to first token and per output token, with the teacher's and the
+    speedups, from a measurement's split (a mapping) or a stored trial's figures (an object)."""
+    def get(key: str) -> float | None:
+        value = figures.get(key) if isinstance(figures, dict) else getattr(figures, key, None)
+        return None if value is None else float(value)
+
+    return {"ttft_ms": get("ttft_ms"), "teacher_ttft_ms": get("baseline_ttft_ms"), "ttft_speedup": get("ttft_speedup"),
+            "tpot_ms": get("tpot_ms"), "teacher_tpot_ms": get("baseline_tpot_ms"), "tpot_speedup": get("tpot_speedup")}
 
 
 def _stored_row(stored: record.TrialRecord, cfg: StudyConfig) -> LatencyRow:
@@ -368,6 +529,7 @@ def _stored_row(stored: record.TrialRecord, cfg: StudyConfig) -> LatencyRow:
     return LatencyRow(
         "trial (stored)", stored.candidate_ms, stored.baseline_ms, stored.speedup, kind,
         (stored.host_name or "?") if kind == "measured" else f"profile {cfg.profile.name}",
+        **_generation_split(stored.latency),
     )
 
 
@@ -378,6 +540,11 @@ def _metrics(
 ) -> dict[str, Any]:
     """metrics.json: the trial's figures as the study stored them, and the export's own checks."""
     n_eval = len(bench.eval)
+    generation_latency = (
+        {"generation": f"each request is a prompt, then {profile.new_tokens} tokens generated greedily with the "
+         "key/value cache; candidate_ms and teacher_ms are per request, ttft_ms the prompt's pass (time to first "
+         "token), tpot_ms one decoding step (time per output token), each split's speedup the median of its "
+         "per-round ratios"} if profile.generates else {})
     return {
         "format_version": FORMAT_VERSION,
         "study": study.study_name,
@@ -392,6 +559,7 @@ def _metrics(
             "metric": stored.metric.to_dict() if stored.metric else None,
             "accuracy_drop_pt": stored.accuracy_drop,
             "teacher_accuracy": bench.teacher.eval_accuracy.to_dict(),
+            "teacher_metric": bench.teacher_metric.to_dict(),
             "latency": stored.latency.to_dict() if stored.latency else None,
             "speedup": stored.speedup,
             "size": stored.size.to_dict() if stored.size else None,
@@ -399,11 +567,19 @@ def _metrics(
             "recovery": stored.recovery.to_dict() if stored.recovery else None,
         },
         "how_measured": {
-            "accuracy": f"top-1 accuracy on the study's eval split ({n_eval} examples, task '{cfg.task.source}', "
-            f"seed {cfg.task.seed}, max_length {cfg.task.max_length}); 95 % percentile-bootstrap interval",
+            "accuracy": f"accuracy as task kind '{bench.kind.name}' counts it (a classifier: its top-1 class; a "
+            f"language model: its likeliest next token at every position) on the study's eval split ({n_eval} "
+            f"examples, task '{cfg.task.source}', seed {cfg.task.seed}, max_length {cfg.task.max_length}); 95 % "
+            "percentile-bootstrap interval",
+            "metric": f"task.metric '{cfg.task.metric}' on the same split; 95 % percentile-bootstrap interval (a "
+            "language model's over documents). A metric with a unit of its own (perplexity) keeps it in natural, "
+            "with its interval (natural_low, natural_high) and the teacher's on the same documents "
+            "(teacher_natural); its value is then relative to the teacher's (perplexity: the teacher's over the "
+            "candidate's)",
             "latency": f"median of interleaved rounds (ABBA) against the uncompressed teacher after warm-up, profile "
             f"'{cfg.profile.name}' ({cfg.profile.kind}, {cfg.profile.runtime_label}): {cfg.profile.inputs_label}, "
             f"{cfg.profile.threads} thread(s); speedup = teacher / candidate",
+            **generation_latency,
             "size": "bytes of model.safetensors as export writes it (int8 weights as int8, simulated 4/2-bit "
             "weights packed per byte, shared tensors once); records made before that counted the serialised "
             "state dict with simulated weights at their width",
@@ -412,8 +588,11 @@ def _metrics(
             "rebuilt_accuracy": result.rebuilt_accuracy,
             "trial_accuracy": result.trial_accuracy,
             "rebuild_tolerance_pt": REBUILD_TOLERANCE_PT,
+            "rebuilt_metric": result.rebuilt_metric.to_dict() if result.rebuilt_metric else None,
+            "rebuild_natural_tolerance": REBUILD_NATURAL_TOLERANCE,
             "recovered": recovered,
             "torch_max_abs_logit_diff": result.torch_max_logit_diff,
+            "generation": result.generation.to_dict() if result.generation else None,
             "latency_profile": profile.model_dump(mode="json", exclude_none=True),
             "latency": {**{label: {"baseline": base, **lat.to_dict()}
                            for (base, _), (label, lat) in zip([("teacher", 0), *measured.items()], measured.items())},
