@@ -438,7 +438,7 @@ def export(
     output: Annotated[Path, typer.Option("-o", "--output", help="Directory to write (new or empty).")],
     trial: Annotated[Optional[int], typer.Option("--trial", help="Number of the trial to export.")] = None,
     pick: Annotated[Optional[str], typer.Option("--pick", help='A budget, e.g. "fastest with accuracy drop <= 1.0" or "smallest under 10 ms"; for a perplexity study "fastest with perplexity <= +10%".')] = None,
-    onnx: Annotated[bool, typer.Option("--onnx", help="Also write model.onnx (int8 layers quantised by ONNX Runtime; a plan with exits: one file per stage).")] = False,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Also write model.onnx (encoders only; int8 layers quantised by ONNX Runtime; a plan with exits: one file per stage).")] = False,
     storage: StorageOpt = None,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where the study's fine-tuned teacher is cached (default: studies/cache).")] = None,
 ) -> None:
