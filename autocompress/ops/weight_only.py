@@ -40,7 +40,9 @@ GROUP_SIZE = 32  # input features per int4 scale and zero (the kernel takes 32, 
 #: The kernel that computes each weight-only width where the running PyTorch has it.
 KERNELS = {8: "aten._weight_int8pack_mm", 4: "aten._weight_int4pack_mm_for_cpu"}
 _INT4_ROWS = 16  # the int4 kernel packs output channels in blocks of 16
-_INT8_COLS = 8  # the int8 kernel reads input features in blocks of 8 (torch 2.13 crashes on others): padded
+# the int8 kernel reads input features in blocks (torch 2.13 crashes or computes garbage on others: blocks of 8
+# on some CPUs, of 16 on AVX-512 ones): inputs are padded to a multiple of 32
+_INT8_COLS = 32
 
 
 def weight_only_kernel(bits: int, device: torch.device | str = "cpu") -> str | None:
@@ -53,23 +55,44 @@ def weight_only_kernel(bits: int, device: torch.device | str = "cpu") -> str | N
 
 
 # Whether a kernel exists is a fact of the installed PyTorch and the device kind, fixed for the
-# process: it is tried once on a tiny input and remembered.
+# process: it is tried once on a small input of the shapes it is given (padded) and remembered; one
+# that computes other numbers than the dequantised weight does is not used either.
 @functools.cache
 def _kernel_runs(bits: int, device_type: str) -> bool:
+    gen = torch.Generator().manual_seed(0)
+    rows, cols = 2 * _INT4_ROWS, 2 * GROUP_SIZE
+    x = torch.randint(-4, 5, (3, cols), generator=gen).to(torch.bfloat16)
     try:
-        x = torch.zeros(1, GROUP_SIZE, dtype=torch.bfloat16, device=device_type)
         if bits == 8:
-            w = torch.zeros(_INT4_ROWS, GROUP_SIZE, dtype=torch.int8, device=device_type)  # a shape it takes
-            torch.ops.aten._weight_int8pack_mm(x, w, torch.ones(_INT4_ROWS, dtype=torch.bfloat16, device=device_type))
+            w = torch.randint(-127, 128, (rows, cols), generator=gen, dtype=torch.int8)
+            expected = x.float() @ w.float().T / 64
+            got = torch.ops.aten._weight_int8pack_mm(x.to(device_type), w.to(device_type),
+                                                     torch.full((rows,), 1 / 64, dtype=torch.bfloat16, device=device_type))
         else:
-            packed = _int4_pack(torch.zeros(_INT4_ROWS, GROUP_SIZE, dtype=torch.int32, device=device_type))
-            scales = torch.ones(1, _INT4_ROWS, 2, dtype=torch.bfloat16, device=device_type)
-            torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, GROUP_SIZE, scales)
+            codes = torch.randint(0, 16, (rows, cols), generator=gen, dtype=torch.int32)
+            expected = x.float() @ (codes.float() - 8).T / 4  # scale 1/4, zero 0: (code − 8) / 4
+            scales = torch.zeros(cols // GROUP_SIZE, rows, 2, dtype=torch.bfloat16)
+            scales[..., 0] = 0.25
+            got = torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(device_type), _int4_pack(codes.to(device_type)),
+                                                             GROUP_SIZE, scales.to(device_type))
     except (AttributeError, RuntimeError, NotImplementedError) as exc:
         log.info("no %d-bit weight-only kernel for %s in torch %s (%s): such layers compute with their dequantised "
                  "weights", bits, device_type, torch.__version__, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return False
+    if not torch.allclose(got.float().cpu(), expected, rtol=2**-7, atol=2**-7 * float(expected.abs().max())):
+        log.warning("the %d-bit weight-only kernel of torch %s computes wrong numbers on this %s: such layers compute "
+                    "with their dequantised weights", bits, torch.__version__, device_type)
+        return False
     return True
+
+
+def _aligned(t: torch.Tensor) -> torch.Tensor:
+    """``t`` contiguous at a 64-byte boundary: the CPU kernels read with aligned vector loads (torch
+    2.13's int8 kernel crashes on AVX-512 machines given a weight at another offset, as a tensor read
+    from a safetensors file may be)."""
+    if t.is_contiguous() and t.data_ptr() % 64 == 0:
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
 
 
 def _int4_pack(codes: torch.Tensor) -> torch.Tensor:
@@ -199,13 +222,13 @@ class WeightOnlyLinear(nn.Module):
             elif self.bits == 8:
                 cols = -(-self.in_features // _INT8_COLS) * _INT8_COLS
                 weight = self.weight_int8 if cols == self.in_features else F.pad(self.weight_int8, (0, cols - self.in_features))
-                ready = (weight.contiguous(), self.scales.to(torch.bfloat16).contiguous(), cols)
+                ready = (_aligned(weight), _aligned(self.scales.to(torch.bfloat16)), cols)
             else:  # pad to the kernel's blocks: 16 outputs, whole groups of inputs
                 rows = -(-self.out_features // _INT4_ROWS) * _INT4_ROWS
                 cols = self.scales_and_zeros.shape[0] * self.group_size
                 codes = F.pad(self.codes().to(torch.int32), (0, cols - self.in_features, 0, rows - self.out_features))
                 sz = F.pad(self.scales_and_zeros.to(torch.bfloat16), (0, 0, 0, rows - self.out_features))
-                ready = (_int4_pack(codes), sz.contiguous(), cols)
+                ready = (_aligned(_int4_pack(codes)), _aligned(sz), cols)
         self._prepared = (codes, scales, versions, ready)
         return ready
 
@@ -223,7 +246,7 @@ class WeightOnlyLinear(nn.Module):
             weight, scales, cols = ready
             if cols != self.in_features:  # zero inputs against the padding columns
                 flat = F.pad(flat, (0, cols - self.in_features))
-            flat = flat.contiguous()
+            flat = _aligned(flat)
             if self.bits == 8:
                 y = torch.ops.aten._weight_int8pack_mm(flat, weight, scales)
             else:

@@ -101,6 +101,26 @@ def test_changing_the_codes_is_seen_by_the_next_call() -> None:
     assert torch.allclose(q(x), -before, rtol=1e-2, atol=1e-2)
 
 
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("offset", [1, 8])
+def test_state_read_at_any_offset_computes_the_same(bits: int, offset: int) -> None:
+    # a tensor read from a file (safetensors) can start anywhere in its buffer; the kernels read aligned blocks
+    q = WeightOnlyLinear.from_float(_module("linear", 64, 96, True), bits)
+    x = torch.randn(1024, 64)  # enough rows for the kernel's blocked path
+    expected = q(x)
+    for name, t in list(q._buffers.items()):
+        if t is None:
+            continue
+        raw = t.contiguous().view(torch.uint8).reshape(-1)
+        buf = torch.zeros(raw.numel() + offset, dtype=torch.uint8)
+        buf[offset:] = raw
+        q._buffers[name] = buf[offset:].view(t.dtype).view(t.shape) if offset % t.element_size() == 0 else \
+            torch.frombuffer(bytearray(buf[offset:].numpy().tobytes()), dtype=t.dtype).view(t.shape)
+    x_moved = torch.zeros(x.numel() + 1)[1:].view(x.shape)
+    x_moved.copy_(x)
+    assert torch.equal(q(x_moved), expected)
+
+
 # -------------------------------------------------------------------------------------- bytes
 def test_an_int4_layer_ships_as_half_a_byte_a_weight_plus_a_scale_and_zero_per_group() -> None:
     n_in, n_out = 256, 128
