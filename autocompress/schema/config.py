@@ -63,6 +63,9 @@ class TaskConfig(_Frozen):
     eval_size: int = Field(1000, ge=10)  # examples the search evaluates accuracy on
     transfer_size: int = Field(0, ge=0)  # extra examples for distillation, used without their labels
     max_length: int = Field(128, ge=8, le=4096)  # tokens per example at train/eval time
+    # causal-lm: train (teacher and distillation) on up to this many consecutive max_length-token windows of each
+    # training document, not only its first (eval and test documents are always scored on their first window)
+    windows: int = Field(1, ge=1, le=64)
     seed: int = 0  # seed of the train/eval split
     # what the search optimises, one of the task kind's metrics (checked against it): accuracy or macro_f1
     # (imbalanced classes) for classification; perplexity, next_token_accuracy or kl for causal-lm

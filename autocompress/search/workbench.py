@@ -85,7 +85,7 @@ def prepare(
     check_profiles(cfg, model_config, config_file)
     task = task or kind.load_data(cfg.task)
     tokenizer = load_tokenizer(cfg.model.source)
-    train = kind.encode(tokenizer, task.train, cfg.task.max_length)
+    train = kind.encode_training(tokenizer, task.train, cfg.task.max_length, cfg.task.windows)
     eval_ = kind.encode(tokenizer, task.eval, cfg.task.max_length)
     teacher = prepare_teacher(cfg, kind, task, train, eval_, cache_dir, progress)
     arch = arch_info(teacher.model)

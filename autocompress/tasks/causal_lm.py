@@ -1,7 +1,8 @@
 """Causal language modelling: the decoder task kind.
 
 Data are documents of a text corpus (:mod:`autocompress.tasks.corpus`), each tokenised to its
-first ``task.max_length`` tokens; the targets of an example are its own tokens (``labels``: an
+first ``task.max_length`` tokens (training documents to up to ``task.windows`` consecutive windows
+of that many); the targets of an example are its own tokens (``labels``: an
 ``(n, max_length)`` tensor of token ids, −100 past each document's end). The teacher is trained
 (or fine-tuned) on next-token cross-entropy; students distil the teacher's distribution over its
 :data:`TOP_K` likeliest next tokens at a temperature, plus next-token cross-entropy.
@@ -48,9 +49,16 @@ COLUMNS = 3 + 2 * TOP_K
 _SAMPLES = 1000  # bootstrap draws
 
 
-def encode_documents(tokenizer: Any, examples: Examples, max_length: int) -> Encoded:
-    """Each document's first ``max_length`` tokens; its labels are those tokens (−100 beyond)."""
-    ids = tokenizer(examples.texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
+def encode_documents(tokenizer: Any, examples: Examples, max_length: int, windows: int = 1) -> Encoded:
+    """Each document's first ``max_length`` tokens; its labels are those tokens (−100 beyond). With
+    ``windows`` > 1, also the document's next ``max_length`` tokens, and so on, up to that many
+    consecutive windows (the last one shorter; none of fewer than two tokens, which predict nothing):
+    every document's first window, then every second window, and so on, so that the first ``n`` rows
+    are those a single window would give."""
+    ids = tokenizer(examples.texts, truncation=True, max_length=max_length * windows, padding=False)["input_ids"]
+    if windows > 1:
+        ids = [row[k * max_length : (k + 1) * max_length] for k in range(windows) for row in ids
+               if k == 0 or len(row) - k * max_length >= 2]
     labels = torch.full((len(ids), max_length), -100, dtype=torch.long)
     for i, row in enumerate(ids):
         labels[i, : len(row)] = torch.tensor(row, dtype=torch.long)
@@ -202,6 +210,7 @@ class CausalLM(TaskKind):
     supports_exits = False
     supports_vocabulary = False
     supports_sharing = False
+    supports_windows = True
     generates = True
 
     def load_data(self, cfg: TaskConfig) -> TaskData:
@@ -209,6 +218,9 @@ class CausalLM(TaskKind):
 
     def encode(self, tokenizer: Any, examples: Examples, max_length: int) -> Encoded:
         return encode_documents(tokenizer, examples, max_length)
+
+    def encode_training(self, tokenizer: Any, examples: Examples, max_length: int, windows: int) -> Encoded:
+        return encode_documents(tokenizer, examples, max_length, windows)
 
     def load_model(self, source: str, data: TaskData | int, *, trust_remote_code: bool = False) -> nn.Module:
         model = initialised(resolve_model_source(source))  # a decoder the study trains from scratch

@@ -47,6 +47,8 @@ class TaskKind(ABC):
     supports_sharing: ClassVar[bool] = True
     #: whether the model generates text: its latency is a generation workload (``profile.new_tokens``)
     generates: ClassVar[bool] = False
+    #: whether training may take several consecutive windows of one long example (``task.windows``)
+    supports_windows: ClassVar[bool] = False
 
     # ---------------------------------------------------------------- data
     @abstractmethod
@@ -56,6 +58,11 @@ class TaskKind(ABC):
     @abstractmethod
     def encode(self, tokenizer: Any, examples: Examples, max_length: int) -> Encoded:
         """``examples`` as token ids (truncated to ``max_length``) with their targets."""
+
+    def encode_training(self, tokenizer: Any, examples: Examples, max_length: int, windows: int) -> Encoded:
+        """The training examples (the teacher's and the students'): by default encoded as any others;
+        a kind that :attr:`supports_windows` takes up to ``windows`` consecutive pieces of each."""
+        return self.encode(tokenizer, examples, max_length)
 
     # ---------------------------------------------------------------- model
     @abstractmethod
@@ -164,5 +171,8 @@ def check_task(cfg: StudyConfig, file: str | None = None) -> TaskKind:
     if any(s != "none" for s in cfg.space.sharing) and not kind.supports_sharing:
         raise ConfigError(f"task kind '{kind.name}' cannot share layers (each layer keeps its own key/value cache); "
                           "set space.sharing: [none]", file=file, key="space.sharing")
+    if cfg.task.windows > 1 and not kind.supports_windows:
+        raise ConfigError(f"task kind '{kind.name}' takes each example's first max_length tokens only; remove "
+                          "task.windows", file=file, key="task.windows")
     kind.check(cfg, file)
     return kind

@@ -99,3 +99,16 @@ def test_a_bad_decoder_input_leaves_a_stored_study_untouched(capsys, tmp_path, t
     code, _, _ = run_cli(capsys, "run", str(_write(tmp_path, cfg)), "--storage", f"sqlite:///{db}",
                          "--cache-dir", str(tmp_path / "cache"))
     assert code == 2 and file_digest(db) == before
+
+
+def test_training_windows_give_the_teacher_and_the_students_more_of_each_document(tiny_llama_dir, decoder_corpus,
+                                                                                  tmp_path) -> None:
+    one = prepare(parse_config(tiny_decoder_config_dict(tiny_llama_dir, decoder_corpus, task={"max_length": 8})),
+                  tmp_path / "cache")
+    three = prepare(parse_config(tiny_decoder_config_dict(tiny_llama_dir, decoder_corpus,
+                                                          task={"max_length": 8, "windows": 3})), tmp_path / "cache")
+    assert three.teacher.cache != one.teacher.cache  # a teacher trained on other text
+    assert len(one.train) == 240 and len(three.train) > 2 * 240
+    assert three.train.head(240).input_ids == one.train.input_ids
+    assert len(three.transfer) == len(three.train) and len(three.transfer_logits) == len(three.train)
+    assert three.eval.input_ids == one.eval.input_ids  # scored on each document's first window, as before

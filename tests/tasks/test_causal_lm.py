@@ -133,3 +133,33 @@ def test_outputs_of_a_model_with_a_quantised_head_are_computed() -> None:
     quantize_weight_only_named_(model, ["lm_head"], 8)
     m = CausalLM().metric("perplexity", lm_outputs(model, data, ref), data, ref)
     assert 0.9 < m.value < 1.1
+
+
+class _Words:
+    """A tokenizer of space-separated integers (token ids), with a beginning-of-text token 1."""
+
+    pad_token_id = 0
+    eos_token_id = 2
+
+    def __call__(self, texts, truncation, max_length, padding):
+        rows = [[1, *map(int, t.split())] for t in texts]
+        return {"input_ids": [r[:max_length] if truncation else r for r in rows]}
+
+
+def test_training_windows_cover_each_document_in_order_first_windows_first() -> None:
+    from autocompress.tasks.causal_lm import encode_documents
+    from autocompress.tasks.data import Examples
+
+    texts = [" ".join(str(10 + i) for i in range(n)) for n in (9, 3, 20)]  # 10, 4 and 21 tokens with the first
+    examples = Examples(texts, [0, 0, 0])
+    one = encode_documents(_Words(), examples, 4)
+    assert one.input_ids == [[1, 10, 11, 12], [1, 10, 11, 12], [1, 10, 11, 12]]
+    many = encode_documents(_Words(), examples, 4, windows=3)
+    # every document's first window, then every second one, then third: no window of fewer than 2 tokens
+    assert many.input_ids == [[1, 10, 11, 12], [1, 10, 11, 12], [1, 10, 11, 12],
+                              [13, 14, 15, 16], [13, 14, 15, 16],
+                              [17, 18], [17, 18, 19, 20]]
+    assert many.labels.shape == (7, 4) and many.labels[5].tolist() == [17, 18, -100, -100]
+    assert many.head(3).input_ids == one.input_ids  # the first rows are those one window gives
+    # windows stop at the count asked for, however long the document
+    assert len(encode_documents(_Words(), Examples(["5 " * 100], [0]), 4, windows=2)) == 2

@@ -120,3 +120,13 @@ def test_a_metric_the_kind_does_not_have_names_the_key_and_the_choices() -> None
     with pytest.raises(ConfigError) as info:
         check_task(cfg, "s.yaml")
     assert info.value.key == "task.metric" and "accuracy, macro_f1" in str(info.value)
+
+
+def test_windows_are_for_kinds_that_take_them_and_leave_cached_teachers_alone(tiny_model_dir, tiny_csv) -> None:
+    base = tiny_config_dict(tiny_model_dir, tiny_csv)
+    windowed = tiny_config_dict(tiny_model_dir, tiny_csv, task={"windows": 3})
+    with pytest.raises(ConfigError) as info:
+        check_task(parse_config(windowed), "s.yaml")
+    assert info.value.key == "task.windows" and "first max_length tokens" in str(info.value)
+    one = tiny_config_dict(tiny_model_dir, tiny_csv, task={"windows": 1})
+    assert teacher_fingerprint(parse_config(base)) == teacher_fingerprint(parse_config(one))
