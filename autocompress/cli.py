@@ -392,18 +392,11 @@ def profiles(
 @app.command()
 def validate(space: Annotated[Path, typer.Argument(help="Search-space YAML file.")]) -> None:
     """Check a search space (config, model, profiles and data) without running anything costly."""
-    from autocompress.models.adapters import arch_from_config, check_max_length, peek_config
     from autocompress.schema.config import load_config
-    from autocompress.search.space import check_space
-    from autocompress.search.workbench import check_profiles
-    from autocompress.tasks.kind import check_task
+    from autocompress.search.workbench import check_inputs
 
     cfg = load_config(space)
-    kind = check_task(cfg, str(space))
-    model_config = peek_config(cfg.model.source)
-    check_space(cfg.space, arch_from_config(model_config), file=str(space))
-    check_max_length(model_config, cfg.task.max_length)
-    check_profiles(cfg, model_config, str(space))
+    kind, _ = check_inputs(cfg, str(space))
     task = kind.load_data(cfg.task)
     out.print(
         f"{space}: ok — study '{cfg.name}', {len(task.train)} train / {len(task.eval)} eval"

@@ -113,6 +113,15 @@ def _gpt2_dir(d: Path) -> Path:
     return target
 
 
+def _mamba_dir(d: Path) -> Path:
+    """A state-space model's config (no weights: it is refused from its config alone)."""
+    from transformers import MambaConfig
+
+    target = d / "models" / "mamba"
+    MambaConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1).save_pretrained(target)
+    return target
+
+
 def _one_class_csv(d: Path) -> Path:
     path = d / "one-class.csv"
     path.write_text("review,rating\n" + "".join(f"good day {i},great\n" for i in range(400)))
@@ -122,24 +131,30 @@ def _one_class_csv(d: Path) -> Path:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ("gpt2", "Unknown architecture 'gpt2'. Available: bert, camembert, distilbert, electra, roberta, xlm-roberta"),
+        ("mamba", "Unknown architecture 'mamba'. Did you mean 'llama'? Available: bert, camembert, distilbert, electra, gpt2, llama, mistral, "
+                  "qwen2, qwen3, roberta, xlm-roberta"),
+        ("gpt2", "key 'task.kind': model '{model}' is a gpt2 causal language model, but a sequence-classification "
+                 "study takes an encoder (bert, camembert, distilbert, electra, roberta, xlm-roberta); set task.kind: "
+                 "causal-lm"),
         ({"label_column": "stars"}, "no column 'stars'; available: id, review, rating — set task.label_column"),
         ({"text_pair_column": "context"}, "no column 'context'"),
         ({"text_pair_column": "review"}, "a pair task needs two text columns"),
         ("one-class", "only one class"),
-        ({"metric": "f1"}, "key 'task.metric': Input should be 'accuracy' or 'macro_f1'"),
+        ({"metric": "f1"}, "key 'task.metric': 'f1' is not a metric of task kind 'sequence-classification'; use one of "
+                           "accuracy, macro_f1"),
         ({"max_length": 512}, "task.max_length is 512 tokens but this distilbert model takes at most 128"),
         ({"test_size": 200}, "lower task.train_size, task.eval_size, task.transfer_size or task.test_size"),
     ],
-    ids=["architecture", "column", "pair-column", "pair-same", "one-class", "metric", "max-length", "test-size"],
+    ids=["architecture", "decoder", "column", "pair-column", "pair-same", "one-class", "metric", "max-length", "test-size"],
 )
 def test_bad_inputs_are_one_line_and_exit_2(byo, capsys, monkeypatch, change, expected) -> None:
     monkeypatch.chdir(byo)
     monkeypatch.setenv("COLUMNS", "400")
     path = _from_template(byo, name="bad.yaml", **(change if isinstance(change, dict) else {}))
     cfg = yaml.safe_load(path.read_text())
-    if change == "gpt2":
-        cfg["model"]["source"] = str(_gpt2_dir(byo))
+    if change in ("gpt2", "mamba"):
+        cfg["model"]["source"] = str(_gpt2_dir(byo) if change == "gpt2" else _mamba_dir(byo))
+        expected = expected.format(model=cfg["model"]["source"])
     elif change == "one-class":
         cfg["task"]["source"] = str(_one_class_csv(byo))
     path.write_text(yaml.safe_dump(cfg))

@@ -31,6 +31,7 @@ from torch import nn
 from autocompress.errors import LatencyError, ModelError
 from autocompress.latency.inputs import Workload
 from autocompress.latency.measure import (
+    GENERATION,
     Clock,
     LatencyResult,
     Phases,
@@ -246,6 +247,9 @@ def measure_generation_workload(
         out["kv_cache_bytes"] = kv_cache_bytes(candidate, context, batch)  # type: ignore[arg-type]
         out["baseline_kv_cache_bytes"] = kv_cache_bytes(baseline, context, batch)  # type: ignore[arg-type]
     return {**out, **workload.facts}
+
+
+GENERATION.append(measure_generation_workload)
 
 
 def _timed_requests(model: GenerationModel, prompts: Sequence[dict[str, torch.Tensor]] | None, new_tokens: int,

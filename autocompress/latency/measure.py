@@ -357,6 +357,11 @@ def _out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text
 
 
+#: how a generation workload is timed: :func:`autocompress.latency.generation.measure_generation_workload`,
+#: which builds on this module and puts itself here when imported (the package imports it)
+GENERATION: list[Callable[..., dict[str, Any]]] = []
+
+
 def measure_workload(
     baseline: Any,
     candidate: Any,
@@ -379,9 +384,7 @@ def measure_workload(
     if profile.generates:
         if call is not None:
             raise ValueError(f"profile '{profile.name}' generates tokens, timed in PyTorch here: it takes no call")
-        from autocompress.latency.generation import measure_generation_workload  # it builds on this module
-
-        return measure_generation_workload(baseline, candidate, profile, workload, lock=lock, clock=clock)
+        return GENERATION[0](baseline, candidate, profile, workload, lock=lock, clock=clock)
     sync = profile.device == "cuda"
 
     def default_call(model: Any, inputs: dict[str, torch.Tensor]) -> Callable[[], Any]:

@@ -43,6 +43,7 @@ __all__ = [
     "load_classifier",
     "load_tokenizer",
     "peek_arch",
+    "supported_families",
     "peek_config",
     "resolve_model_source",
 ]
@@ -627,6 +628,11 @@ def adapter_for_config(cfg) -> ModelAdapter:  # cfg: a transformers PretrainedCo
         raise UnknownNameError("architecture", family, _ADAPTERS) from None
 
 
+def supported_families(*, decoder: bool) -> list[str]:
+    """The model types with an adapter: decoders (causal language models) or encoders."""
+    return sorted(f for f, a in _ADAPTERS.items() if a.decoder == decoder)
+
+
 def arch_from_config(cfg) -> ArchInfo:  # cfg: a transformers PretrainedConfig
     """The :class:`ArchInfo` of a config, read through its family's adapter."""
     return adapter_for_config(cfg).config_info(cfg)
@@ -744,7 +750,7 @@ def load_causal_lm(source: str, *, trust_remote_code: bool = False) -> nn.Module
     except (OSError, ValueError) as exc:
         raise _load_error(source, exc) from None
     if not adapter_for_config(cfg).decoder:
-        decoders = ", ".join(sorted(f for f, a in _ADAPTERS.items() if a.decoder))
+        decoders = ", ".join(supported_families(decoder=True))
         raise ModelError(f"'{source}' is a {cfg.model_type} encoder, not a causal language model; "
                          f"supported decoders: {decoders}")
     try:

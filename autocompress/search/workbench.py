@@ -24,7 +24,16 @@ from autocompress.latency.measure import check_profile_fits, host_info
 from autocompress.latency.predict import Calibration, cached_calibration
 from autocompress.latency.runtimes.onnx_model import INSTALL, missing_onnx
 from autocompress.latency.runtimes.ort import OrtTeacher, teacher_session
-from autocompress.models.adapters import ArchInfo, arch_info, check_max_length, load_tokenizer, peek_config
+from autocompress.models.adapters import (
+    ArchInfo,
+    adapter_for_config,
+    arch_from_config,
+    arch_info,
+    check_max_length,
+    load_tokenizer,
+    peek_config,
+    supported_families,
+)
 from autocompress.ops import Importance, apply_plan
 from autocompress.ops.importance import layer_importance, unit_importance
 from autocompress.ops.size import Size, model_size
@@ -34,13 +43,13 @@ from autocompress.search.space import check_space
 from autocompress.tasks.batches import Encoded
 from autocompress.tasks.data import Examples, TaskData
 from autocompress.tasks.evaluate import Metric
-from autocompress.tasks.kind import TaskKind, check_task
+from autocompress.tasks.kind import TASK_KINDS, TaskKind, check_task
 from autocompress.train.distill import Progress, TeacherStates, teacher_states
 from autocompress.train.teacher import Teacher, cached_tensors, prepare_teacher
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Workbench", "check_profiles", "prepare", "screening_predicts"]
+__all__ = ["Workbench", "check_inputs", "check_profiles", "prepare", "screening_predicts"]
 
 
 @dataclass
@@ -79,10 +88,7 @@ def prepare(
     task: TaskData | None = None,
 ) -> Workbench:
     """Load data (unless given) and tokenizer, and get the fine-tuned teacher (cached when possible)."""
-    kind = check_task(cfg, config_file)
-    model_config = peek_config(cfg.model.source)
-    check_max_length(model_config, cfg.task.max_length)  # before anything slow: inputs the model cannot take
-    check_profiles(cfg, model_config, config_file)
+    kind, _ = check_inputs(cfg, config_file)  # before anything slow
     task = task or kind.load_data(cfg.task)
     tokenizer = load_tokenizer(cfg.model.source)
     train = kind.encode_training(tokenizer, task.train, cfg.task.max_length, cfg.task.windows)
@@ -182,6 +188,30 @@ def _vocabulary(cfg: StudyConfig, tokenizer: Any, kd_train: Encoded, vocab: int,
     counts = token_counts(sequences, vocab)
     return VocabularyCorpus(counts=counts, always=tuple(int(i) for i in tokenizer.all_special_ids), fallback=int(unk),
                             source=source)
+
+
+def check_inputs(cfg: StudyConfig, config_file: str | None = None) -> tuple[TaskKind, Any]:
+    """Every check that reads the config and the model's config alone (no weights, no data), in the
+    order a user fixes them: the task kind and its settings, a model of the kind the task takes,
+    the space against the model's shape, its positions against ``max_length`` and the profiles.
+    The study's kind and the model's Hugging Face config; raises :class:`ConfigError` (or another
+    :class:`~autocompress.errors.AutocompressError`) naming what to change."""
+    model_config = peek_config(cfg.model.source)
+    decoder = adapter_for_config(model_config).decoder
+    kind = TASK_KINDS[cfg.task.kind]() if cfg.task.kind in TASK_KINDS else check_task(cfg, config_file)
+    if decoder != kind.generates:  # first: a wrong pairing makes every other setting look wrong
+        families = ", ".join(supported_families(decoder=kind.generates))
+        what = "causal language model" if decoder else "encoder"
+        fix = ("set task.kind: causal-lm" if decoder else
+               "set model.source to one, or task.kind: sequence-classification")
+        raise ConfigError(f"model '{cfg.model.source}' is a {model_config.model_type} {what}, but a {kind.name} study "
+                          f"takes {'a decoder' if kind.generates else 'an encoder'} ({families}); {fix}",
+                          file=config_file, key="model.source" if kind.generates else "task.kind")
+    kind = check_task(cfg, config_file)
+    check_space(cfg.space, arch_from_config(model_config), file=config_file)
+    check_max_length(model_config, cfg.task.max_length)
+    check_profiles(cfg, model_config, config_file)
+    return kind, model_config
 
 
 def check_profiles(cfg: StudyConfig, model_config: Any, config_file: str | None = None) -> None:

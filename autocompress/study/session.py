@@ -14,18 +14,15 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from autocompress.schema.config import StudyConfig
-from autocompress.tasks.kind import check_task
 from autocompress.tasks.evaluate import Metric
-from autocompress.models.adapters import arch_from_config, check_max_length, peek_config
 from autocompress.search.samplers import with_sampler
-from autocompress.search.space import check_space
 from autocompress.study.create import check_can_continue, continued_config, create_or_load
 from autocompress.study.runner import RunResult, completed, run
 from autocompress.study.workers import prepare_worker
 from autocompress.store import study_record
 from autocompress.store.storage import DEFAULT_CACHE, default_storage, load, open_storage, stored_config
 from autocompress.study.warm_start import WarmStart, open_warm_start_source, warm_start
-from autocompress.search.workbench import check_profiles
+from autocompress.search.workbench import check_inputs
 
 __all__ = ["StudyRequest", "StudyProgress", "StudyRun", "StudyInterrupted", "resume_request", "run_request", "run_study"]
 
@@ -119,11 +116,7 @@ def run_study(request: StudyRequest, progress: StudyProgress | None = None) -> S
     """
     progress = progress or StudyProgress()
     cfg, name, url = request.config, request.name, request.url
-    kind = check_task(cfg, request.config_file)
-    model_config = peek_config(cfg.model.source)
-    check_space(cfg.space, arch_from_config(model_config), file=request.config_file)
-    check_max_length(model_config, cfg.task.max_length)
-    check_profiles(cfg, model_config, request.config_file)  # before a study is created in the storage
+    kind, _ = check_inputs(cfg, request.config_file)  # before a study is created in the storage
     task_data = kind.load_data(cfg.task)
     cfg = continued_config(cfg, url, name)  # a study made before a training setting keeps its own
     check_can_continue(cfg, url, name)  # before minutes of teacher preparation

@@ -62,7 +62,8 @@ def _write(tmp_path: Path, cfg: dict) -> Path:
 @pytest.mark.parametrize(
     ("change", "key"),
     [
-        ({"task": {"kind": "sequence-classification", "metric": "accuracy"}}, None),  # a decoder as a classifier
+        ({"task": {"kind": "sequence-classification", "metric": "accuracy"},  # a decoder as a classifier
+          "objectives": {"max_perplexity_increase": None}}, "set task.kind: causal-lm"),
         ({"profile": {"new_tokens": 0}}, "profile.new_tokens"),
         ({"profile": {"seq_len": 120, "new_tokens": 64}}, "profile"),  # longer than the model's 128 positions
         ({"task": {"train_size": 5000}}, None),  # corpus too small
@@ -87,6 +88,7 @@ def test_a_classifier_given_the_causal_lm_kind_is_refused(capsys, tmp_path, tiny
     code, _, err = run_cli(capsys, "run", str(_write(tmp_path, cfg)), "--storage", f"sqlite:///{tmp_path / 'x.db'}",
                            "--cache-dir", str(tmp_path / "cache"))
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "key 'model.source'" in err and "bert encoder" in err and "takes a decoder (gpt2, llama" in err
 
 
 def test_a_bad_decoder_input_leaves_a_stored_study_untouched(capsys, tmp_path, tiny_model_dir, tiny_csv,
