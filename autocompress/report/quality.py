@@ -257,6 +257,7 @@ READINGS: dict[str, Reading] = {
     "next_token_accuracy": Share("next-token accuracy"),
     "perplexity": Perplexity("perplexity"),
     "kl": Divergence("KL divergence"),
+    "multiple_choice": Share("multiple-choice accuracy"),
 }
 
 #: Labels of the task metrics the objective may maximise (``task.metric``).

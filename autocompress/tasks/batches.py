@@ -21,6 +21,8 @@ class Encoded:
     token_type_ids: list[list[int]] | None
     labels: torch.Tensor  # (n,) int64
     pad_id: int
+    groups: tuple[int, ...] | None = None  # rows scored together (a multiple-choice question's choices): its number
+
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -30,7 +32,8 @@ class Encoded:
         if n >= len(self):
             return self
         types = self.token_type_ids[:n] if self.token_type_ids else None
-        return Encoded(self.input_ids[:n], types, self.labels[:n], self.pad_id)
+        return Encoded(self.input_ids[:n], types, self.labels[:n], self.pad_id,
+                       None if self.groups is None else self.groups[:n])
 
     def concat(self, other: "Encoded") -> "Encoded":
         """These examples followed by ``other``'s (same tokenizer)."""
@@ -43,7 +46,7 @@ class Encoded:
         return Encoded(self.input_ids + other.input_ids, types, torch.cat([self.labels, other.labels]), self.pad_id)
 
     def with_labels(self, labels: torch.Tensor) -> "Encoded":
-        return Encoded(self.input_ids, self.token_type_ids, labels, self.pad_id)
+        return Encoded(self.input_ids, self.token_type_ids, labels, self.pad_id, self.groups)
 
     def batches(
         self, batch_size: int, *, shuffle: bool = False, seed: int = 0, by_length: bool = False

@@ -17,7 +17,10 @@ That is enough for every metric, computed per document so that intervals resampl
   teacher), ``natural`` the perplexity itself;
 * ``next_token_accuracy`` — the share of positions whose likeliest token is the true one;
 * ``kl`` — the forward KL divergence from the teacher (its top-:data:`TOP_K` tokens and the rest
-  of its mass as one bucket: a lower bound of the full KL), ``value`` = exp(−KL).
+  of its mass as one bucket: a lower bound of the full KL), ``value`` = exp(−KL);
+* ``multiple_choice`` — on the questions of ``task.choices`` instead of documents (each choice a
+  row after its context, only its tokens targets): the share of questions whose right choice has
+  the highest log-likelihood.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autocompress.errors import ConfigError
+from autocompress.errors import ConfigError, DataError
 from autocompress.models.adapters import adapter_for, load_causal_lm, register_bundled_model, resolve_model_source
 from autocompress.models.scratch import LLAMA_BBC, decoder_to_train, initialised
 from autocompress.schema.config import StudyConfig, TaskConfig
@@ -39,7 +42,8 @@ from autocompress.tasks.data import BUNDLED_DATASETS, Examples, TaskData
 from autocompress.tasks.evaluate import Accuracy, Metric
 from autocompress.tasks.kind import TaskKind, register_task_kind
 
-__all__ = ["COLUMNS", "TOP_K", "CausalLM", "encode_documents", "lm_distillation_loss", "lm_outputs", "next_token_loss"]
+__all__ = ["COLUMNS", "TOP_K", "CausalLM", "encode_choices", "encode_documents", "lm_distillation_loss", "lm_outputs",
+           "multiple_choice", "next_token_loss"]
 
 #: the teacher tokens per position whose probabilities are kept (distillation targets, KL)
 TOP_K = 16
@@ -64,6 +68,33 @@ def encode_documents(tokenizer: Any, examples: Examples, max_length: int, window
         labels[i, : len(row)] = torch.tensor(row, dtype=torch.long)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     return Encoded([list(r) for r in ids], None, labels, int(pad))
+
+
+def encode_choices(tokenizer: Any, examples: Examples, max_length: int) -> Encoded:
+    """Multiple-choice questions (:func:`autocompress.tasks.corpus.load_choices`): each choice after its
+    question's context, a space between them as lm-evaluation-harness puts it (none where either side
+    has one); only the choice's tokens are targets, so that a row's summed target log-probabilities
+    are the choice's log-likelihood. A long context loses its beginning, never the choice."""
+    assert examples.pairs is not None
+    rows, starts = [], []
+    for context, choice in zip(examples.texts, examples.pairs):
+        gap = "" if not context or context[-1].isspace() or choice[:1].isspace() else " "
+        whole = tokenizer(context + gap + choice)["input_ids"]
+        head = tokenizer(context)["input_ids"]
+        start = 0
+        while start < min(len(head), len(whole)) and head[start] == whole[start]:
+            start += 1  # the choice's tokens begin where the context's stop matching
+        if len(whole) - start >= max_length:
+            raise DataError(f"a choice of {len(whole) - start} tokens ('{choice[:40]}') leaves no room for its "
+                            f"context in task.max_length = {max_length}; raise max_length or shorten the choice")
+        cut = max(0, len(whole) - max_length)
+        rows.append(whole[cut:])
+        starts.append(max(1, start - cut))
+    labels = torch.full((len(rows), max_length), -100, dtype=torch.long)
+    for i, (row, start) in enumerate(zip(rows, starts)):
+        labels[i, start : len(row)] = torch.tensor(row[start:], dtype=torch.long)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    return Encoded(rows, None, labels, int(pad), tuple(examples.labels))
 
 
 def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -169,6 +200,26 @@ def perplexity(outputs: torch.Tensor, reference: torch.Tensor) -> Metric:
                   natural_high=nhi, teacher_natural=math.exp(theirs.sum().item() / tokens.item()))
 
 
+def multiple_choice(outputs: torch.Tensor, data: Encoded) -> Metric:
+    """The share of questions whose right choice (each question's first row, :func:`encode_choices`)
+    is likelier than every other, by its summed log-probability (lm-evaluation-harness's ``acc``; a
+    tie counts as wrong); the interval resamples questions."""
+    if data.groups is None:
+        raise ValueError("multiple_choice is computed on questions (task.choices), not on documents")
+    loglik = outputs[..., _TARGET].double().sum(1)
+    groups = torch.tensor(data.groups)
+    first = torch.ones(len(groups), dtype=torch.bool)
+    first[1:] = groups[1:] != groups[:-1]
+    question = torch.cumsum(first.long(), 0) - 1
+    count = int(first.sum())
+    best_other = torch.full((count,), -math.inf, dtype=torch.float64)
+    best_other = best_other.scatter_reduce(0, question[~first], loglik[~first], reduce="amax")
+    correct = (loglik[first] > best_other).double()
+    draws = _draws(count)
+    lo, hi = _interval(correct[draws].mean(1))
+    return Metric(name="multiple_choice", value=correct.mean().item(), ci_low=lo, ci_high=hi, n=count)
+
+
 def next_token_accuracy(outputs: torch.Tensor, data: Encoded) -> Metric:
     """The share of positions whose likeliest token is the true next one (interval over documents)."""
     valid = outputs[..., _VALID]
@@ -206,7 +257,7 @@ class CausalLM(TaskKind):
 
     auto_class = "AutoModelForCausalLM"
     pipeline = "text-generation"
-    metrics = ("perplexity", "next_token_accuracy", "kl")
+    metrics = ("perplexity", "next_token_accuracy", "kl", "multiple_choice")
     supports_exits = False
     supports_vocabulary = False
     supports_sharing = False
@@ -217,6 +268,8 @@ class CausalLM(TaskKind):
         return load_corpus(cfg)
 
     def encode(self, tokenizer: Any, examples: Examples, max_length: int) -> Encoded:
+        if examples.pairs is not None:  # questions of task.choices
+            return encode_choices(tokenizer, examples, max_length)
         return encode_documents(tokenizer, examples, max_length)
 
     def encode_training(self, tokenizer: Any, examples: Examples, max_length: int, windows: int) -> Encoded:
@@ -239,6 +292,8 @@ class CausalLM(TaskKind):
             return next_token_accuracy(outputs, data)
         if name == "kl":
             return kl_divergence(outputs, _need_reference(name, reference))
+        if name == "multiple_choice":
+            return multiple_choice(outputs, data)
         raise ValueError(f"metric '{name}' is not computed from a corpus's outputs")
 
     def accuracy(self, outputs: torch.Tensor, data: Encoded) -> Accuracy:
@@ -261,6 +316,13 @@ class CausalLM(TaskKind):
         return lm_distillation_loss(student, teacher, targets, temperature, alpha)
 
     def check(self, cfg: StudyConfig, file: str | None = None) -> None:
+        if cfg.task.metric == "multiple_choice" and cfg.task.choices is None:
+            raise ConfigError("task.metric multiple_choice scores questions: set task.choices to a .jsonl file with "
+                              "context, choices and answer on each line", file=file, key="task.choices")
+        if cfg.task.choices is not None and cfg.task.metric != "multiple_choice":
+            raise ConfigError(f"task.choices is scored only with task.metric: multiple_choice (it is "
+                              f"{cfg.task.metric}); set the metric or remove task.choices", file=file,
+                              key="task.choices")
         for i, profile in enumerate(cfg.all_profiles):
             key = "profile" if i == 0 else f"report_profiles.{i - 1}"
             if not getattr(profile, "new_tokens", 0):

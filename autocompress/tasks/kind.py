@@ -171,6 +171,9 @@ def check_task(cfg: StudyConfig, file: str | None = None) -> TaskKind:
     if any(s != "none" for s in cfg.space.sharing) and not kind.supports_sharing:
         raise ConfigError(f"task kind '{kind.name}' cannot share layers (each layer keeps its own key/value cache); "
                           "set space.sharing: [none]", file=file, key="space.sharing")
+    if cfg.task.choices is not None and "multiple_choice" not in kind.metrics:
+        raise ConfigError(f"task kind '{kind.name}' scores no multiple-choice questions; remove task.choices",
+                          file=file, key="task.choices")
     if cfg.task.windows > 1 and not kind.supports_windows:
         raise ConfigError(f"task kind '{kind.name}' takes each example's first max_length tokens only; remove "
                           "task.windows", file=file, key="task.windows")

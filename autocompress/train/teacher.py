@@ -59,7 +59,8 @@ def teacher_fingerprint(cfg: StudyConfig) -> str:
         # the first task kind is left out so that teachers cached before kinds existed still match
         "task": cfg.task.model_dump(mode="json", exclude={"transfer_size", "metric", "test_size", "test_split",
                                                           *(["kind"] if cfg.task.kind == "sequence-classification" else []),
-                                                          *(["windows"] if cfg.task.windows == 1 else [])}),
+                                                          *(["windows"] if cfg.task.windows == 1 else []),
+                                                          *(["choices"] if cfg.task.choices is None else [])}),
         "teacher": None if cfg.model.finetuned else _training_key(cfg.teacher),
         "v": 1,
     }
