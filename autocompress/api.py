@@ -482,9 +482,13 @@ def write_report(study: Study | str, path: str | Path | None = None, *, format: 
 
 def load(directory: str | Path) -> nn.Module:
     """The model ``autocompress export`` (or :func:`export_trial`) wrote to ``directory``: a
-    ``transformers`` model in eval mode.
+    ``transformers`` model in eval mode, its plan applied (pruned shapes, dropped blocks, int8 and
+    weight-only int8/int4 layers as the trial had them).
 
-    Use it with ``transformers.pipeline("text-classification", model=load(DIR), tokenizer=DIR)``.
+    A classifier: ``transformers.pipeline("text-classification", model=load(DIR), tokenizer=DIR)``.
+    A decoder (a causal language model) comes with the base model's generation settings, so
+    ``load(DIR).generate(**AutoTokenizer.from_pretrained(DIR)(text, return_tensors="pt"))`` gives
+    the tokens the trial's model gives (export checks it greedily before writing).
     """
     return _load(directory)
 

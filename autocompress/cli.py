@@ -381,6 +381,8 @@ def profiles(
         p = load_profile(pname)
         where = p.spec.cpu.split(" (")[0] if p.spec else ("this host's GPU" if p.device == "cuda" else "this host's CPU")
         shapes = "the task's eval texts, batch 1" if p.task_inputs else ", ".join(f"{b}×{q}" for b, q in p.shapes)
+        if p.generates:  # a chat workload: the prompt, then tokens generated one at a time
+            shapes = f"{shapes} prompt, then {p.new_tokens} tokens generated"
         runtime = "—" if p.predicted else ("ONNX Runtime" if p.backend == "onnxruntime" else "PyTorch")
         table.add_row(pname, p.kind, where, runtime, str(p.threads), shapes)
     out.print(table)
@@ -398,11 +400,20 @@ def validate(space: Annotated[Path, typer.Argument(help="Search-space YAML file.
     cfg = load_config(space)
     kind, _ = check_inputs(cfg, str(space))
     task = kind.load_data(cfg.task)
-    out.print(
-        f"{space}: ok — study '{cfg.name}', {len(task.train)} train / {len(task.eval)} eval"
-        + (f" / {len(task.test)} test" if task.test is not None else "") + " examples, "
-        f"{task.num_labels} classes ({', '.join(task.label_names)})"
-    )
+    if not kind.generates:
+        out.print(
+            f"{space}: ok — study '{cfg.name}', {len(task.train)} train / {len(task.eval)} eval"
+            + (f" / {len(task.test)} test" if task.test is not None else "") + " examples, "
+            f"{task.num_labels} classes ({', '.join(task.label_names)})"
+        )
+        return
+    scored = [len(task.eval), len(task.test) if task.test is not None else 0]
+    if cfg.task.choices is not None:  # one example per choice; its label is the question's number
+        scored = [len(set(task.eval.labels)), len(set(task.test.labels)) if task.test is not None else 0]
+    unit = "questions" if cfg.task.choices is not None else "documents"
+    out.print(f"{space}: ok — study '{cfg.name}', {len(task.train)} train documents (up to {cfg.task.windows} "
+              f"window{'s' if cfg.task.windows > 1 else ''} of {cfg.task.max_length} tokens each), {scored[0]} eval"
+              + (f" / {scored[1]} test" if scored[1] else "") + f" {unit}, metric {cfg.task.metric}")
 
 
 def export_table(result) -> Table:
@@ -410,16 +421,29 @@ def export_table(result) -> Table:
     an ellipsis (a log file is 80 columns wide); a long model label folds instead."""
     table = Table(title=f"trial {result.trial} of '{result.study}': {result.plan_summary}")
     table.add_column("model", overflow="fold", min_width=16)
-    for col in ("accuracy\n%", "latency\nms", "teacher\nms", "speedup"):
+    natural = result.trial_metric is not None and result.trial_metric.natural is not None
+    quality = f"{result.trial_metric.name}" if natural else "accuracy\n%"  # a perplexity in its own unit
+    generates = any(row.ttft_ms is not None for row in result.latency)
+    split = ("first token\nms", "per token\nms") if generates else ()
+    for col in (quality, "latency\nms", *split, "teacher\nms", "speedup"):
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column("measured\non", overflow="fold")
-    accuracy = {"trial (stored)": result.trial_accuracy, "export (PyTorch)": result.rebuilt_accuracy,
-                "export (ONNX Runtime)": result.onnx_accuracy}
+    if natural:
+        figures = {"trial (stored)": result.trial_metric, "export (PyTorch)": result.rebuilt_metric}
+        scores = {k: (m.natural if m is not None else None) for k, m in figures.items()}
+    else:
+        scores = {"trial (stored)": result.trial_accuracy, "export (PyTorch)": result.rebuilt_accuracy,
+                  "export (ONNX Runtime)": result.onnx_accuracy}
+
+    def ms(v: float | None) -> str:
+        return f"{v:.2f}" if v else ""
+
     for row in result.latency:
-        acc = accuracy.get(row.what)
+        score = scores.get(row.what)
+        timing = (ms(row.ttft_ms), ms(row.tpot_ms)) if generates else ()
         table.add_row(
-            row.what, f"{acc:.2f}" if acc is not None else "",
-            f"{row.candidate_ms:.2f}" if row.candidate_ms else "", f"{row.teacher_ms:.2f}" if row.teacher_ms else "",
+            row.what, (f"{score:.4g}" if natural else f"{score:.2f}") if score is not None else "",
+            ms(row.candidate_ms), *timing, ms(row.teacher_ms),
             f"{row.speedup:.2f}×" if row.speedup else "", f"{row.where} ({row.kind})",
         )
     return table

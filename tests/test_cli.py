@@ -292,12 +292,39 @@ def test_export_table_keeps_every_figure_readable_at_80_columns():
             LatencyRow("export (ONNX Runtime)", 7.15, None, 2.51, "measured", "vm"),
             LatencyRow(ORT_ROW, 4.41, 7.08, 1.61, "measured", "vm"))
     result = SimpleNamespace(trial=2, study="latency-onnxruntime-seed1", plan_summary="6/6 layers · heads 50% · ffn 50%",
-                             trial_accuracy=72.2, rebuilt_accuracy=72.2, onnx_accuracy=72.05, latency=rows)
+                             trial_accuracy=72.2, rebuilt_accuracy=72.2, onnx_accuracy=72.05, latency=rows,
+                             trial_metric=None, rebuilt_metric=None)
     buf = StringIO()
     Console(file=buf, width=80, force_terminal=False).print(export_table(result))
     text = buf.getvalue()
     assert "…" not in text and all(line.rstrip().endswith(("┓", "┃", "┩", "│", "┘")) for line in text.splitlines()[1:])  # nothing cut off
     for figure in ("72.20", "72.05", "4.46", "7.27", "1.63×", "11.32", "17.93", "1.58×", "7.15", "2.51×", "4.41", "7.08", "1.61×"):
+        assert figure in text, figure
+
+
+def test_a_decoders_export_table_shows_perplexity_and_the_generation_split():
+    from io import StringIO
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from autocompress.cli import export_table
+    from autocompress.export.ship import LatencyRow
+    from autocompress.tasks.evaluate import Metric
+
+    def ppl(value: float) -> Metric:
+        return Metric(name="perplexity", value=0.9, ci_low=0.85, ci_high=0.95, n=200, natural=value)
+
+    rows = (LatencyRow("trial (stored)", 812.0, 1890.0, 2.33, "measured", "vm", ttft_ms=40.1, tpot_ms=12.25),
+            LatencyRow("export (PyTorch)", 820.5, 1901.0, 2.32, "measured", "vm", ttft_ms=41.0, tpot_ms=12.39))
+    result = SimpleNamespace(trial=9, study="llama-bbc", plan_summary="2/6 layers · int8", trial_accuracy=21.0,
+                             rebuilt_accuracy=21.0, onnx_accuracy=None, latency=rows, trial_metric=ppl(187.3),
+                             rebuilt_metric=ppl(187.4))
+    buf = StringIO()
+    Console(file=buf, width=100, force_terminal=False).print(export_table(result))
+    text = buf.getvalue()
+    assert "perplexity" in text and "first token" in text and "per token" in text and "accuracy" not in text
+    for figure in ("187.3", "187.4", "812.00", "40.10", "12.25", "1890.00", "2.33×", "41.00", "12.39"):
         assert figure in text, figure
 
 

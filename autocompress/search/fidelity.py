@@ -160,6 +160,12 @@ def decide(
     budget = cfg.objectives.max_drop
     blind = rung == "cheap" and recovers  # the unrecovered metric says nothing of the recovered one
     if budget is not None and not blind and teacher_percent - best > budget:
+        if at.natural is not None and cfg.objectives.max_perplexity_increase is not None:
+            return Gate(reason=(  # the budget in the metric's own terms
+                f"stopped {where}: {name} {at.natural:.4g} on the subset ({100 * at.value:.1f}% of the teacher's "
+                f"quality, at best {best:.1f}%), cannot come within the budget: {name} at most "
+                f"{cfg.objectives.max_perplexity_increase:g} % above the teacher's"
+            ))
         return Gate(reason=(
             f"stopped {where}: {name} {100 * at.value:.1f}% on the subset, at best {best:.1f}%, cannot come "
             f"within {budget:g} pt of the teacher's {teacher_percent:.1f}%"

@@ -72,7 +72,7 @@ def load_corpus(cfg: TaskConfig) -> TaskData:
     if questions:
         eval_, test = load_choices(cfg)
     return TaskData(train=train, eval=eval_, label_names=[], transfer=transfer if len(transfer) else None,
-                    test=test if len(test) else None)
+                    test=test if test is not None and len(test) else None)
 
 
 def _question(item: Any, where: str) -> tuple[str, list[str], int]:

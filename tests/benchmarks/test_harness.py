@@ -116,3 +116,17 @@ def test_resizing_the_operators_results_measures_every_row_again_and_keeps_the_o
     assert [r["size_ratio_effective_old"] for r in data["candidates"]] == [0.7, 0.6]
     assert data["size"] == [{"name": "teacher", "exported_bytes": 123}]
     assert data["resized"]["figures"]["int8"][0] == 0.7
+
+
+def test_the_decoder_benchmarks_recipes_are_the_uniform_plans_it_names():
+    decoder = _script("decoder")
+    recipes = decoder._recipes(6)
+    assert set(recipes) == {"int8 weight-only", "int4 weight-only", "int8 dynamic", "half the blocks", "half the MLP"}
+    assert len(recipes["half the blocks"].kept_layers) == 3 and recipes["int8 dynamic"].weight_scheme == "dynamic"
+    combined = decoder._with_bits(recipes["half the blocks"], recipes["int4 weight-only"])
+    assert combined.weight_scheme == "weight_only" and combined.head_bits == 4
+    assert combined.kept_layers == recipes["half the blocks"].kept_layers
+    assert {combined.layers[i].bits for i in combined.kept_layers} == {4}
+    # weight-only widths are computed by a kernel here; dynamic int4 would be simulated
+    assert decoder._real_bits(combined) == [4]
+    assert decoder._real_bits(recipes["int8 dynamic"]) == [8]

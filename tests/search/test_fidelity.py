@@ -116,6 +116,18 @@ def test_a_candidate_that_cannot_come_within_the_budget_is_stopped(tiny_model_di
     assert _gate(budget, rung="cheap", at=Metric(name="accuracy", value=0.3, ci_low=0.25, ci_high=0.35, n=500)).promote
 
 
+def test_a_perplexity_budget_stop_speaks_perplexity(tiny_llama_dir, decoder_corpus):
+    from conftest import tiny_decoder_config_dict
+
+    cfg = parse_config(tiny_decoder_config_dict(tiny_llama_dir, decoder_corpus, objectives={"max_perplexity_increase": 10},
+                                                fidelity={"enabled": True, "margin": MARGIN}))
+    # 10 % more perplexity is 100/1.1 = 90.9 % of the teacher's quality: a drop of 9.1 pt from 100
+    short = Metric(name="perplexity", value=0.70, ci_low=0.68, ci_high=0.72, n=200, natural=28.6, teacher_natural=20.0)
+    gate = decide(cfg, "short", 100.0, short, RATIO, SIZE_MB, recovers=True, known=NOTHING)
+    assert gate.promote is False
+    assert "perplexity 28.6 on the subset" in gate.reason and "at most 10 % above the teacher's" in gate.reason
+
+
 def test_successive_halving_keeps_the_rungs_front_and_the_better_half(cfg):
     low = Metric(name="accuracy", value=0.50, ci_low=0.45, ci_high=0.55, n=500)
     better = [Point(60.0 + i, 0.4, 8.0, i) for i in range(5)]  # faster, smaller and more accurate: it is dominated

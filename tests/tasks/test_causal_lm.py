@@ -141,7 +141,9 @@ class _Words:
     pad_token_id = 0
     eos_token_id = 2
 
-    def __call__(self, texts, truncation, max_length, padding):
+    def __call__(self, texts, truncation=False, max_length=None, padding=False):
+        if isinstance(texts, str):
+            return {"input_ids": [1, *map(int, texts.split())]}
         rows = [[1, *map(int, t.split())] for t in texts]
         return {"input_ids": [r[:max_length] if truncation else r for r in rows]}
 
@@ -163,3 +165,43 @@ def test_training_windows_cover_each_document_in_order_first_windows_first() -> 
     assert many.head(3).input_ids == one.input_ids  # the first rows are those one window gives
     # windows stop at the count asked for, however long the document
     assert len(encode_documents(_Words(), Examples(["5 " * 100], [0]), 4, windows=2)) == 2
+
+
+def test_a_choice_is_scored_on_its_own_tokens_after_its_context() -> None:
+    from autocompress.tasks.causal_lm import encode_choices
+    from autocompress.tasks.data import Examples
+
+    examples = Examples(["5 6 7", "5 6 7", "8"], [0, 0, 1], ["20 21", "30", "40 41 42"])
+    enc = encode_choices(_Words(), examples, 6)
+    assert enc.input_ids == [[1, 5, 6, 7, 20, 21], [1, 5, 6, 7, 30], [1, 8, 40, 41, 42]]
+    assert enc.labels[0].tolist() == [-100, -100, -100, -100, 20, 21]
+    assert enc.labels[2].tolist() == [-100, -100, 40, 41, 42, -100]
+    assert enc.groups == (0, 0, 1) and enc.head(2).groups == (0, 0)
+    # a long context loses its beginning; the choice is kept whole
+    long = encode_choices(_Words(), Examples(["5 6 7 8 9 10 11"], [0], ["20 21"]), 4)
+    assert long.input_ids == [[10, 11, 20, 21]] and long.labels[0].tolist() == [-100, -100, 20, 21]
+    with pytest.raises(Exception, match="leaves no room for its context"):
+        encode_choices(_Words(), Examples(["5"], [0], ["20 21 22 23"]), 4)
+
+
+def _choice_outputs(logliks: list[float]) -> torch.Tensor:
+    """Outputs whose rows' target log-probabilities sum to ``logliks`` (spread over two positions)."""
+    out = torch.zeros((len(logliks), 4, COLUMNS))
+    for i, ll in enumerate(logliks):
+        out[i, 1, 0] = out[i, 2, 0] = ll / 2
+        out[i, 1:3, 2] = 1.0
+    return out
+
+
+def test_multiple_choice_counts_questions_whose_right_choice_is_likeliest() -> None:
+    from autocompress.tasks.causal_lm import multiple_choice
+
+    # three questions (the right choice first in each): right, wrong, a tie (counted wrong)
+    data = Encoded([[1]] * 7, None, torch.zeros((7, 4), dtype=torch.long), 0, (0, 0, 0, 1, 1, 2, 2))
+    m = multiple_choice(_choice_outputs([-1.0, -3.0, -2.0, -5.0, -4.0, -2.0, -2.0]), data)
+    assert m.name == "multiple_choice" and m.n == 3 and m.value == pytest.approx(1 / 3)
+    assert 0.0 <= m.ci_low <= m.value <= m.ci_high <= 1.0
+    assert CausalLM().metric("multiple_choice", _choice_outputs([-1.0, -3.0, -2.0, -5.0, -4.0, -2.0, -2.0]),
+                             data).value == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="computed on questions"):
+        multiple_choice(_choice_outputs([-1.0]), Encoded([[1]], None, torch.zeros((1, 4), dtype=torch.long), 0))
