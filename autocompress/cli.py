@@ -148,8 +148,14 @@ def _print_front(study) -> None:
     table = Table(title=f"Pareto front of '{study.study_name}' ({len(info.front)} of {len(info.complete)} trials)")
     kind = info.front[0].latency_kind if info.front else "measured"
     split = any(t.prefill_speedup is not None for t in info.front)
-    quality = (q.column, q.versus_column) if q.own_unit else (f"{metric_name(study)}\n%", "drop\npt")
-    columns = ("trial", "baseline", *quality, f"speedup\n({kind})", *(("prefill", "decode") if split else ()), "size\nMB", "plan")
+    baselines = any(t.baseline for t in info.front)
+    # a generation front has two more figures: at under 120 columns its plans go below the table, so
+    # that no figure is cut short
+    plans_below = split and out.width < 120
+    quality = (q.column, q.versus_column.replace(" the ", " the\n")) if q.own_unit else (
+        f"{metric_name(study)}\n%", "drop\npt")
+    columns = ("trial", *(("baseline",) if baselines else ()), *quality, f"speedup\n({kind})",
+               *(("prefill", "decode") if split else ()), "size\nMB", *(() if plans_below else ("plan",)))
     for col in columns:
         # figures whole at 80 columns (a log file); the plan text wraps, a long word folds
         table.add_column(col, justify="left" if col in ("plan", "baseline") else "right",
@@ -162,16 +168,21 @@ def _print_front(study) -> None:
             figures = (q.number(q.natural(t.accuracy, t.natural)), q.versus(t.accuracy, t.accuracy_drop))
         else:
             figures = (f"{t.accuracy:.2f}", f"{t.accuracy_drop:+.2f}" if t.accuracy_drop is not None else "")
+        plan = t.plan_summary + (" (simulated bits)" if t.simulated else "")
         table.add_row(
             str(t.number),
-            t.baseline or "",
+            *((t.baseline or "",) if baselines else ()),
             *figures,
             times(t.speedup),
             *((times(t.prefill_speedup), times(t.decode_speedup)) if split else ()),
             f"{t.size_mb:.1f}" if t.size_mb is not None else "",
-            t.plan_summary + (" (simulated bits)" if t.simulated else ""),
+            *(() if plans_below else (plan,)),
         )
     out.print(table)
+    if plans_below:
+        for t in info.front:
+            out.print(f"  trial {t.number}{f' ({t.baseline})' if t.baseline else ''}: {t.plan_summary}"
+                      + (" (simulated bits)" if t.simulated else ""), highlight=False, soft_wrap=True)
 
 
 def _run_study(request) -> None:

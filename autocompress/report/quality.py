@@ -258,6 +258,7 @@ READINGS: dict[str, Reading] = {
     "perplexity": Perplexity("perplexity"),
     "kl": Divergence("KL divergence"),
     "multiple_choice": Share("multiple-choice accuracy"),
+    "multiple_choice_norm": Share("multiple-choice accuracy (per byte)"),
 }
 
 #: Labels of the task metrics the objective may maximise (``task.metric``).

@@ -66,12 +66,12 @@ class TaskConfig(_Frozen):
     # causal-lm: train (teacher and distillation) on up to this many consecutive max_length-token windows of each
     # training document, not only its first (eval and test documents are always scored on their first window)
     windows: int = Field(1, ge=1, le=64)
-    # causal-lm with metric multiple_choice: a .jsonl file of questions (context, choices, answer on each line, as
+    # causal-lm with metric multiple_choice(_norm): a .jsonl file of questions (context, choices, answer on each line, as
     # lm-evaluation-harness tasks have them); its questions, not corpus documents, are the eval and test sets
     choices: str | None = None
     seed: int = 0  # seed of the train/eval split
     # what the search optimises, one of the task kind's metrics (checked against it): accuracy or macro_f1
-    # (imbalanced classes) for classification; perplexity, next_token_accuracy, kl or multiple_choice for causal-lm
+    # (imbalanced classes) for classification; perplexity, next_token_accuracy, kl, multiple_choice or multiple_choice_norm for causal-lm
     metric: str = "accuracy"
     test_split: str | None = None  # hub datasets: a split to draw the held-out test examples from
     test_size: int = Field(0, ge=0, validate_default=True)  # held-out test examples, reported for full trials, never optimised on (0: none)

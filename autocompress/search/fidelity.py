@@ -162,8 +162,7 @@ def decide(
     if budget is not None and not blind and teacher_percent - best > budget:
         if at.natural is not None and cfg.objectives.max_perplexity_increase is not None:
             return Gate(reason=(  # the budget in the metric's own terms
-                f"stopped {where}: {name} {at.natural:.4g} on the subset ({100 * at.value:.1f}% of the teacher's "
-                f"quality, at best {best:.1f}%), cannot come within the budget: {name} at most "
+                f"stopped {where}: {_on_subset(at)}, at best {best:.1f}%, cannot come within the budget: {name} at most "
                 f"{cfg.objectives.max_perplexity_increase:g} % above the teacher's"
             ))
         return Gate(reason=(
@@ -174,7 +173,7 @@ def decide(
         if f.ratio <= ratio * (1 - tolerance) and f.size_mb <= size_mb and f.percent >= best:
             return Gate(blocker=f.number, reason=(
                 f"stopped {where}: trial {f.number} is already as fast, as small and at {f.percent:.1f}%, "
-                f"at least the {best:.1f}% this one could reach ({name} {100 * at.value:.1f}% on the subset)"
+                f"at least the {best:.1f}% this one could reach ({_on_subset(at)})"
             ))
     me = Point(100 * at.value, ratio, size_mb, layers=layers, recovers=recovers)
     peers = known.peers
@@ -188,9 +187,17 @@ def decide(
     if ranks[mine] > 0 and order.index(mine) >= keep:
         return Gate(reason=(
             f"stopped {where}: not among the best {keep} of the {len(group)} candidates at this rung "
-            f"({name} {100 * at.value:.1f}% on the subset, {1 / ratio:.2f}× faster, {size_mb:.1f} MB)"
+            f"({_on_subset(at)}, {1 / ratio:.2f}× faster, {size_mb:.1f} MB)"
         ))
     return Gate()
+
+
+def _on_subset(at: Metric) -> str:
+    """The candidate's figure at this rung: the objective's %, and a metric's own figure where it has one
+    ("perplexity 287.4 (69.1%) on the subset")."""
+    if at.natural is None:
+        return f"{at.name} {100 * at.value:.1f}% on the subset"
+    return f"{at.name} {at.natural:.4g} ({100 * at.value:.1f}% of the teacher's quality) on the subset"
 
 
 def _ranks(points: Sequence[Point]) -> list[int]:

@@ -22,6 +22,7 @@ class Encoded:
     labels: torch.Tensor  # (n,) int64
     pad_id: int
     groups: tuple[int, ...] | None = None  # rows scored together (a multiple-choice question's choices): its number
+    sizes: tuple[int, ...] | None = None  # with groups: each row's scored text in UTF-8 bytes (a choice's length)
 
 
     def __len__(self) -> int:
@@ -33,7 +34,7 @@ class Encoded:
             return self
         types = self.token_type_ids[:n] if self.token_type_ids else None
         return Encoded(self.input_ids[:n], types, self.labels[:n], self.pad_id,
-                       None if self.groups is None else self.groups[:n])
+                       None if self.groups is None else self.groups[:n], None if self.sizes is None else self.sizes[:n])
 
     def concat(self, other: "Encoded") -> "Encoded":
         """These examples followed by ``other``'s (same tokenizer)."""
@@ -46,7 +47,7 @@ class Encoded:
         return Encoded(self.input_ids + other.input_ids, types, torch.cat([self.labels, other.labels]), self.pad_id)
 
     def with_labels(self, labels: torch.Tensor) -> "Encoded":
-        return Encoded(self.input_ids, self.token_type_ids, labels, self.pad_id, self.groups)
+        return Encoded(self.input_ids, self.token_type_ids, labels, self.pad_id, self.groups, self.sizes)
 
     def batches(
         self, batch_size: int, *, shuffle: bool = False, seed: int = 0, by_length: bool = False

@@ -20,7 +20,7 @@ That is enough for every metric, computed per document so that intervals resampl
   of its mass as one bucket: a lower bound of the full KL), ``value`` = exp(−KL);
 * ``multiple_choice`` — on the questions of ``task.choices`` instead of documents (each choice a
   row after its context, only its tokens targets): the share of questions whose right choice has
-  the highest log-likelihood.
+  the highest log-likelihood (``multiple_choice_norm``: per byte of the choice).
 """
 
 from __future__ import annotations
@@ -76,9 +76,10 @@ def encode_choices(tokenizer: Any, examples: Examples, max_length: int) -> Encod
     has one); only the choice's tokens are targets, so that a row's summed target log-probabilities
     are the choice's log-likelihood. A long context loses its beginning, never the choice."""
     assert examples.pairs is not None
-    rows, starts = [], []
+    rows, starts, sizes = [], [], []
     for context, choice in zip(examples.texts, examples.pairs):
         gap = "" if not context or context[-1].isspace() or choice[:1].isspace() else " "
+        sizes.append(len((gap + choice).encode("utf-8")))
         whole = tokenizer(context + gap + choice)["input_ids"]
         head = tokenizer(context)["input_ids"]
         start = 0
@@ -94,7 +95,7 @@ def encode_choices(tokenizer: Any, examples: Examples, max_length: int) -> Encod
     for i, (row, start) in enumerate(zip(rows, starts)):
         labels[i, start : len(row)] = torch.tensor(row[start:], dtype=torch.long)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    return Encoded(rows, None, labels, int(pad), tuple(examples.labels))
+    return Encoded(rows, None, labels, int(pad), tuple(examples.labels), tuple(sizes))
 
 
 def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -200,13 +201,17 @@ def perplexity(outputs: torch.Tensor, reference: torch.Tensor) -> Metric:
                   natural_high=nhi, teacher_natural=math.exp(theirs.sum().item() / tokens.item()))
 
 
-def multiple_choice(outputs: torch.Tensor, data: Encoded) -> Metric:
+def multiple_choice(outputs: torch.Tensor, data: Encoded, *, per_byte: bool = False) -> Metric:
     """The share of questions whose right choice (each question's first row, :func:`encode_choices`)
-    is likelier than every other, by its summed log-probability (lm-evaluation-harness's ``acc``; a
-    tie counts as wrong); the interval resamples questions."""
-    if data.groups is None:
-        raise ValueError("multiple_choice is computed on questions (task.choices), not on documents")
+    is likelier than every other, by its summed log-probability (lm-evaluation-harness's ``acc``),
+    or ``per_byte`` by that sum over the choice's length in bytes (its ``acc_norm``, which does not
+    favour choices of fewer tokens); a tie counts as wrong, and the interval resamples questions."""
+    name = "multiple_choice_norm" if per_byte else "multiple_choice"
+    if data.groups is None or data.sizes is None:
+        raise ValueError(f"{name} is computed on questions (task.choices), not on documents")
     loglik = outputs[..., _TARGET].double().sum(1)
+    if per_byte:
+        loglik = loglik / torch.tensor(data.sizes, dtype=torch.float64).clamp_min(1)
     groups = torch.tensor(data.groups)
     first = torch.ones(len(groups), dtype=torch.bool)
     first[1:] = groups[1:] != groups[:-1]
@@ -217,7 +222,7 @@ def multiple_choice(outputs: torch.Tensor, data: Encoded) -> Metric:
     correct = (loglik[first] > best_other).double()
     draws = _draws(count)
     lo, hi = _interval(correct[draws].mean(1))
-    return Metric(name="multiple_choice", value=correct.mean().item(), ci_low=lo, ci_high=hi, n=count)
+    return Metric(name=name, value=correct.mean().item(), ci_low=lo, ci_high=hi, n=count)
 
 
 def next_token_accuracy(outputs: torch.Tensor, data: Encoded) -> Metric:
@@ -257,7 +262,7 @@ class CausalLM(TaskKind):
 
     auto_class = "AutoModelForCausalLM"
     pipeline = "text-generation"
-    metrics = ("perplexity", "next_token_accuracy", "kl", "multiple_choice")
+    metrics = ("perplexity", "next_token_accuracy", "kl", "multiple_choice", "multiple_choice_norm")
     supports_exits = False
     supports_vocabulary = False
     supports_sharing = False
@@ -292,8 +297,8 @@ class CausalLM(TaskKind):
             return next_token_accuracy(outputs, data)
         if name == "kl":
             return kl_divergence(outputs, _need_reference(name, reference))
-        if name == "multiple_choice":
-            return multiple_choice(outputs, data)
+        if name in ("multiple_choice", "multiple_choice_norm"):
+            return multiple_choice(outputs, data, per_byte=name == "multiple_choice_norm")
         raise ValueError(f"metric '{name}' is not computed from a corpus's outputs")
 
     def accuracy(self, outputs: torch.Tensor, data: Encoded) -> Accuracy:
@@ -316,12 +321,13 @@ class CausalLM(TaskKind):
         return lm_distillation_loss(student, teacher, targets, temperature, alpha)
 
     def check(self, cfg: StudyConfig, file: str | None = None) -> None:
-        if cfg.task.metric == "multiple_choice" and cfg.task.choices is None:
-            raise ConfigError("task.metric multiple_choice scores questions: set task.choices to a .jsonl file with "
+        questions = cfg.task.metric.startswith("multiple_choice")
+        if questions and cfg.task.choices is None:
+            raise ConfigError(f"task.metric {cfg.task.metric} scores questions: set task.choices to a .jsonl file with "
                               "context, choices and answer on each line", file=file, key="task.choices")
-        if cfg.task.choices is not None and cfg.task.metric != "multiple_choice":
-            raise ConfigError(f"task.choices is scored only with task.metric: multiple_choice (it is "
-                              f"{cfg.task.metric}); set the metric or remove task.choices", file=file,
+        if cfg.task.choices is not None and not questions:
+            raise ConfigError(f"task.choices is scored only with task.metric: multiple_choice or multiple_choice_norm "
+                              f"(it is {cfg.task.metric}); set the metric or remove task.choices", file=file,
                               key="task.choices")
         for i, profile in enumerate(cfg.all_profiles):
             key = "profile" if i == 0 else f"report_profiles.{i - 1}"

@@ -125,7 +125,8 @@ def test_a_perplexity_budget_stop_speaks_perplexity(tiny_llama_dir, decoder_corp
     short = Metric(name="perplexity", value=0.70, ci_low=0.68, ci_high=0.72, n=200, natural=28.6, teacher_natural=20.0)
     gate = decide(cfg, "short", 100.0, short, RATIO, SIZE_MB, recovers=True, known=NOTHING)
     assert gate.promote is False
-    assert "perplexity 28.6 on the subset" in gate.reason and "at most 10 % above the teacher's" in gate.reason
+    assert "perplexity 28.6 (70.0% of the teacher's quality) on the subset" in gate.reason
+    assert "at most 10 % above the teacher's" in gate.reason
 
 
 def test_successive_halving_keeps_the_rungs_front_and_the_better_half(cfg):

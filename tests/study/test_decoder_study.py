@@ -114,3 +114,82 @@ def test_training_windows_give_the_teacher_and_the_students_more_of_each_documen
     assert three.train.head(240).input_ids == one.train.input_ids
     assert len(three.transfer) == len(three.train) and len(three.transfer_logits) == len(three.train)
     assert three.eval.input_ids == one.eval.input_ids  # scored on each document's first window, as before
+
+
+def _grammar_questions(path: Path, n: int, seed: int = 1) -> Path:
+    """Questions on the test corpus' grammar: after "the big cat" comes a verb, never an adjective or a
+    preposition (each one token of the tiny tokenizer, so that no choice is favoured by its length)."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        context = f"the {rng.choice(['small', 'big', 'red'])} {rng.choice(['cat', 'dog', 'bird'])}"
+        choices = [rng.choice(["small", "big", "red"]), rng.choice(["sat", "ran", "flew"]),
+                   rng.choice(["on", "under", "over"])]
+        rows.append({"context": context, "choices": choices, "answer": choices[1]})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_multiple_choice_study_scores_questions(tiny_llama_dir, decoder_corpus, tmp_path) -> None:
+    choices = _grammar_questions(tmp_path / "questions.jsonl", 60)
+    cfg = tiny_decoder_config_dict(tiny_llama_dir, decoder_corpus,
+                                   task={"metric": "multiple_choice", "choices": str(choices), "eval_size": 40,
+                                         "test_size": 20},
+                                   objectives={"max_perplexity_increase": None, "max_accuracy_drop": 10},
+                                   search={"trials": 3})
+    study = api.run_study(cfg, storage=f"sqlite:///{tmp_path / 'mc.db'}", cache_dir=tmp_path / "cache")
+    teacher = optuna.load_study(study_name=study.name, storage=study.url).user_attrs["teacher"]
+    assert teacher["metric"]["name"] == "multiple_choice" and teacher["metric"]["n"] == 40
+    assert teacher["metric"]["value"] >= 0.8  # chance is 1 in 3: the teacher learnt that a verb follows "the cat"
+    assert teacher["test_metric"]["n"] == 20
+    done = [t for t in study.trials() if t.complete]
+    assert len(done) >= 3 and all(t.metric_name == "multiple_choice" for t in done)
+
+
+def test_multiple_choice_and_its_questions_go_together(capsys, tmp_path, tiny_llama_dir, decoder_corpus) -> None:
+    choices = _grammar_questions(tmp_path / "questions.jsonl", 30)
+    for task, key in (({"metric": "multiple_choice"}, "task.choices"), ({"choices": str(choices)}, "task.choices")):
+        cfg = tiny_decoder_config_dict(tiny_llama_dir, decoder_corpus, task=task,
+                                       objectives={"max_perplexity_increase": None, "max_accuracy_drop": 10}
+                                       if "metric" in task else {})
+        code, _, err = run_cli(capsys, "validate", str(_write(tmp_path, cfg)))
+        assert code == 2 and key in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_two_decoder_workers_share_one_postgresql_study_and_its_teacher(pg_url, tiny_llama_dir, decoder_corpus,
+                                                                         tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from autocompress import study as st
+
+    space = _write(tmp_path, tiny_decoder_config_dict(tiny_llama_dir, decoder_corpus, search={"trials": 4}))
+    procs = [subprocess.Popen([sys.executable, "-m", "autocompress.cli", "-v", "run", str(space), "--storage", pg_url,
+                               "--cache-dir", str(tmp_path / f"cache-{i}")],  # two machines: only the database shared
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+             for i in range(2)]
+    results = [(p.wait(timeout=900), p.stderr.read()) for p in procs]
+    assert all(rc == 0 for rc, _ in results), [e[-800:] for _, e in results]
+    logs = [e for _, e in results]
+    assert sum("using the teacher shared by another worker" in e for e in logs) == 1
+    study = optuna.load_study(study_name="tiny-lm", storage=st.open_storage(pg_url))
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    assert len(done) == 4 and all(record.read(t).latency.tpot_ms for t in done)
+
+
+def test_a_decoder_study_warm_starts_from_another_ones_front(llama_study, tiny_llama_dir, decoder_corpus,
+                                                           tmp_path) -> None:
+    source, cache = llama_study
+    want = sorted(t.plan.describe() for t in source.front())
+    assert want
+    cfg = tiny_decoder_config_dict(tiny_llama_dir, decoder_corpus, name="warm-lm",
+                                   search={"trials": len(want) + 1, "seed_baselines": False})
+    warm = api.run_study(cfg, storage=f"sqlite:///{tmp_path / 'warm.db'}", cache_dir=cache,
+                         warm_start=source.name, warm_start_storage=source.url)
+    queued = [t.plan.describe() for t in warm.trials()[: len(want)]]
+    assert sorted(queued) == want  # the source's front ran first, as it was

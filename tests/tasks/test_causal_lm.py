@@ -177,6 +177,7 @@ def test_a_choice_is_scored_on_its_own_tokens_after_its_context() -> None:
     assert enc.labels[0].tolist() == [-100, -100, -100, -100, 20, 21]
     assert enc.labels[2].tolist() == [-100, -100, 40, 41, 42, -100]
     assert enc.groups == (0, 0, 1) and enc.head(2).groups == (0, 0)
+    assert enc.sizes == (6, 3, 9)  # " 20 21", " 30", " 40 41 42": the choice and the space before it
     # a long context loses its beginning; the choice is kept whole
     long = encode_choices(_Words(), Examples(["5 6 7 8 9 10 11"], [0], ["20 21"]), 4)
     assert long.input_ids == [[10, 11, 20, 21]] and long.labels[0].tolist() == [-100, -100, 20, 21]
@@ -197,11 +198,16 @@ def test_multiple_choice_counts_questions_whose_right_choice_is_likeliest() -> N
     from autocompress.tasks.causal_lm import multiple_choice
 
     # three questions (the right choice first in each): right, wrong, a tie (counted wrong)
-    data = Encoded([[1]] * 7, None, torch.zeros((7, 4), dtype=torch.long), 0, (0, 0, 0, 1, 1, 2, 2))
-    m = multiple_choice(_choice_outputs([-1.0, -3.0, -2.0, -5.0, -4.0, -2.0, -2.0]), data)
+    sizes = (4, 1, 1, 10, 1, 2, 2)
+    data = Encoded([[1]] * 7, None, torch.zeros((7, 4), dtype=torch.long), 0, (0, 0, 0, 1, 1, 2, 2), sizes)
+    outputs = _choice_outputs([-1.0, -3.0, -2.0, -5.0, -4.0, -2.0, -2.0])
+    m = multiple_choice(outputs, data)
     assert m.name == "multiple_choice" and m.n == 3 and m.value == pytest.approx(1 / 3)
     assert 0.0 <= m.ci_low <= m.value <= m.ci_high <= 1.0
-    assert CausalLM().metric("multiple_choice", _choice_outputs([-1.0, -3.0, -2.0, -5.0, -4.0, -2.0, -2.0]),
-                             data).value == pytest.approx(1 / 3)
+    assert CausalLM().metric("multiple_choice", outputs, data).value == pytest.approx(1 / 3)
+    # per byte question 1's long right choice wins too (-0.5 a byte against -4): the tie still counts as wrong
+    norm = CausalLM().metric("multiple_choice_norm", outputs, data)
+    assert norm.name == "multiple_choice_norm" and norm.value == pytest.approx(2 / 3)
+    assert multiple_choice(outputs, data, per_byte=True).value == norm.value
     with pytest.raises(ValueError, match="computed on questions"):
         multiple_choice(_choice_outputs([-1.0]), Encoded([[1]], None, torch.zeros((1, 4), dtype=torch.long), 0))
