@@ -226,9 +226,9 @@ class WeightOnlyLinear(nn.Module):
             else:  # pad to the kernel's blocks: 16 outputs, whole groups of inputs
                 rows = -(-self.out_features // _INT4_ROWS) * _INT4_ROWS
                 cols = self.scales_and_zeros.shape[0] * self.group_size
-                codes = F.pad(self.codes().to(torch.int32), (0, cols - self.in_features, 0, rows - self.out_features))
+                padded = F.pad(self.codes().to(torch.int32), (0, cols - self.in_features, 0, rows - self.out_features))
                 sz = F.pad(self.scales_and_zeros.to(torch.bfloat16), (0, 0, 0, rows - self.out_features))
-                ready = (_aligned(_int4_pack(codes)), _aligned(sz), cols)
+                ready = (_aligned(_int4_pack(padded)), _aligned(sz), cols)
         self._prepared = (codes, scales, versions, ready)
         return ready
 

@@ -31,19 +31,24 @@ def read_documents(cfg: TaskConfig) -> list[str]:
     else:
         path = Path(cfg.source).expanduser()
         if path.suffix.lower() == ".txt":
-            if not path.is_file():
-                raise DataError(f"{where} does not exist; give a text file with one document per line")
-            try:
-                lines = path.read_text(encoding="utf-8").splitlines()
-            except UnicodeDecodeError:
-                raise DataError(f"{where} is not UTF-8 text; save it as UTF-8, one document per line") from None
-            rows = {cfg.text_column: lines}
+            rows = {cfg.text_column: _lines(path, where, "a text file with one document per line",
+                                            "UTF-8, one document per line")}
         else:
             rows, _, _, _ = _load_with_datasets(cfg)
     if cfg.text_column not in rows:
         raise DataError(f"{where} has no column '{cfg.text_column}'; available: {', '.join(rows) or '(none)'} "
                         "— set task.text_column")
     return [t.strip() for t in rows[cfg.text_column] if isinstance(t, str) and t.strip()]
+
+
+def _lines(path: Path, where: str, give: str, save_as: str) -> list[str]:
+    """The lines of a UTF-8 text file (``where`` names it in errors, ``give`` says what it should be)."""
+    if not path.is_file():
+        raise DataError(f"{where} does not exist; give {give}")
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DataError(f"{where} is not UTF-8 text; save it as {save_as}") from None
 
 
 def load_corpus(cfg: TaskConfig) -> TaskData:
@@ -102,12 +107,7 @@ def load_choices(cfg: TaskConfig) -> tuple[Examples, Examples | None]:
     each question's right choice comes first (:func:`autocompress.tasks.causal_lm.multiple_choice`)."""
     path = Path(str(cfg.choices)).expanduser()
     where = f"task.choices '{cfg.choices}'"
-    if not path.is_file():
-        raise DataError(f"{where} does not exist; give a .jsonl file with context, choices and answer on each line")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise DataError(f"{where} is not UTF-8 text; save it as UTF-8 JSON lines") from None
+    lines = _lines(path, where, "a .jsonl file with context, choices and answer on each line", "UTF-8 JSON lines")
     questions = []
     for number, line in enumerate(lines, 1):
         if not line.strip():

@@ -102,6 +102,19 @@ def test_changing_the_codes_is_seen_by_the_next_call() -> None:
 
 
 @pytest.mark.parametrize("bits", [8, 4])
+def test_the_kernel_layout_is_made_once_not_on_every_call(bits: int, monkeypatch) -> None:
+    q = WeightOnlyLinear.from_float(_module("linear", 40, 20, False), bits)  # padded on both sides at 4 bits
+    made = []
+    original = weight_only._aligned
+    monkeypatch.setattr(weight_only, "_aligned", lambda t: made.append(t.shape) or original(t))
+    x = torch.randn(1, 40)
+    first = q(x)
+    per_call = len(made)  # the input is aligned on every call; the weight and its scales only once
+    assert torch.equal(q(x), first) and torch.equal(q(x), first)
+    assert len(made) == per_call + 2 and per_call == 3
+
+
+@pytest.mark.parametrize("bits", [8, 4])
 @pytest.mark.parametrize("offset", [1, 8])
 def test_state_read_at_any_offset_computes_the_same(bits: int, offset: int) -> None:
     # a tensor read from a file (safetensors) can start anywhere in its buffer; the kernels read aligned blocks
