@@ -192,8 +192,9 @@ def _vocabulary(cfg: StudyConfig, tokenizer: Any, kd_train: Encoded, vocab: int,
 
 def check_inputs(cfg: StudyConfig, config_file: str | None = None) -> tuple[TaskKind, Any]:
     """Every check that reads the config and the model's config alone (no weights, no data), in the
-    order a user fixes them: the task kind and its settings, a model of the kind the task takes,
-    the space against the model's shape, its positions against ``max_length`` and the profiles.
+    order a user fixes them: a model of the kind the task takes (an encoder for classification, a
+    decoder for causal-lm), the task kind's own settings, the space against the model's shape, its
+    positions against ``max_length``, and the profiles.
     The study's kind and the model's Hugging Face config; raises :class:`ConfigError` (or another
     :class:`~autocompress.errors.AutocompressError`) naming what to change."""
     model_config = peek_config(cfg.model.source)
