@@ -12,6 +12,25 @@ bootstrap interval of the difference (same eval examples). One process, one vari
     python benchmarks/recovery.py --quick    # smoke run (~2 min), results to recovery-quick.json
     python benchmarks/recovery.py --hidden --teacher-variants both --teacher-epochs 3   # hidden-state KD (~15 min)
 
+    python benchmarks/recovery.py --quant-aware      # quantisation-aware recovery on tweets and BBC (~25 min)
+
+``--quant-aware`` builds, on two bundled tasks with their search spaces' settings (tweets from
+``search_spaces/tweets.yaml``, BBC News from ``search_spaces/bbc.yaml`` with the tweets' recovery
+budget), int8 plans as a study does: full depth quantised as it is, and with its short
+quantisation-aware pass (and a longer one); pruned and shallow int8 students distilled in float and
+then quantised, and distilled through the rounding. Each row gives the accuracy with its interval and
+the paired difference to the teacher and to the same student without the rounding; it writes the
+``quantization_aware`` section.
+
+    python benchmarks/recovery.py --data             # more data for the student: augmentation, a transfer file (~15 min)
+
+``--data`` distils 6-layer (heads and FFN 50 %), 4-layer and 3-layer students of the bundled default
+(``search_spaces/tweets.yaml``: 2,000 train tweets) at the same number of steps (equal wall time but
+for the extra examples' labelling) from three distillation sets: the train tweets alone, the train
+tweets and their augmented variants (``recovery.augment``), and the train tweets and 4,000 other
+tweets of the corpus written to a text file as a user's own unlabelled texts
+(``task.transfer_source``); it writes the ``distillation_data`` section.
+
 ``--hidden`` distils the same three students with the recovery the default study uses (word
 embeddings frozen, depth-scaled epochs) from logits alone and with each kept layer's hidden state
 too (:func:`autocompress.train.distill.hidden_targets`), at the full budget and at part of it, and
@@ -30,8 +49,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from _common import candidate, paired_ci, prepare, right, scored, write_results
+from _common import ROOT, candidate, paired_ci, prepare, right, scored, write_results
 from autocompress.schema.config import RecoveryConfig, parse_config
 from autocompress.schema.plan import CompressionPlan
 from autocompress.search.build import recovery_epochs
@@ -123,10 +143,24 @@ def main() -> None:
                     help="how the teacher is fine-tuned (every variant is tried on the students)")
     ap.add_argument("--cache", type=Path, help="teacher cache to reuse (default: a new temporary one)")
     ap.add_argument("--hidden", action="store_true", help="hidden-state distillation against logits alone")
+    ap.add_argument("--quant-aware", action="store_true", help="quantisation-aware recovery against float recovery")
+    ap.add_argument("--tasks", nargs="+", default=list(QAT_TASKS), choices=list(QAT_TASKS))
+    ap.add_argument("--data", action="store_true", help="augmented and transfer-file distillation sets")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(2)
     cache = args.cache or Path(tempfile.mkdtemp(prefix="bench-recovery-"))
+    if args.data:
+        path = write_results("recovery-quick" if args.quick else "recovery", "distillation_data",
+                             data_rows(args.quick, cache))
+        print(f"wrote {path}")
+        return
+    if args.quant_aware:
+        rows = {name: quant_aware_rows(name, args.quick, cache) for name in args.tasks}
+        path = write_results("recovery-quick" if args.quick else "recovery", "quantization_aware",
+                             {"tasks": rows, "cache": str(cache)})
+        print(f"wrote {path}")
+        return
     epochs = [1.0] if args.quick else args.teacher_epochs
     out: dict[str, Any] = {"teacher": [], "distillation": [], "cache": str(cache)}
 
@@ -169,6 +203,117 @@ def main() -> None:
     out["settings"] = config(args.quick, False, False, epochs[0])
     path = write_results("recovery-quick" if args.quick else "recovery", None, out)  # hidden_state stays
     print(f"wrote {path}")
+
+
+#: task → (its search space, recovery settings over the space's): the bundled tasks the int8 rows run on
+QAT_TASKS: dict[str, tuple[str, dict[str, Any]]] = {
+    "tweets": ("search_spaces/tweets.yaml", {}),
+    "bbc": ("search_spaces/bbc.yaml", {"epochs": 0.75, "learning_rate": 1.0e-4, "temperature": 2.0, "alpha": 0.5}),
+}
+
+
+def quant_aware_rows(task: str, quick: bool, cache: Path) -> dict[str, Any]:
+    """Int8 students of ``task`` (:data:`QAT_TASKS`) with and without quantisation-aware recovery."""
+    space, recovery = QAT_TASKS[task]
+    raw = yaml.safe_load((ROOT / space).read_text())
+    raw["recovery"] = {**raw.get("recovery", {}), **recovery}
+    raw["report_profiles"] = []
+    if quick:
+        raw["task"].update(train_size=200, eval_size=200, max_length=32)
+        raw["teacher"]["epochs"] = 1
+    cfg = parse_config(raw)
+    start = time.perf_counter()
+    bench = prepare(cfg, cache)
+    teacher, trow = figures(bench.teacher.eval_logits, bench.eval.labels)
+    out: dict[str, Any] = {"space": space, "recovery": cfg.recovery.model_dump(), "eval_examples": len(bench.eval),
+                           "teacher": {**trow, "prepare_seconds": time.perf_counter() - start}, "rows": []}
+    n = bench.arch.num_layers
+    aware = cfg.recovery.model_copy(update={"quantization_aware": True})
+    unaware = cfg.recovery.model_copy(update={"quantization_aware": False})
+    full_int8 = CompressionPlan.uniform(n, bits=8)
+    variants: list[tuple[str, CompressionPlan, RecoveryConfig, bool]] = [
+        ("int8, quantised as it is", full_int8, unaware, False),
+        ("int8, quantisation-aware pass (a quarter of recovery.epochs, the default)", full_int8, aware, True),
+        ("int8, quantisation-aware pass (recovery.epochs)", full_int8,
+         aware.model_copy(update={"quantize_only_fraction": 1.0}), True),
+    ]
+    for label, plan in (("6 layers, heads+FFN 50 %, int8", CompressionPlan.uniform(n, heads=0.5, ffn=0.5, bits=8)),
+                        ("3 layers, int8", CompressionPlan.uniform(n, bits=8, keep=list(range(0, n, 2))))):
+        variants += [(f"{label}, distilled in float", plan, unaware, True),
+                     (f"{label}, distilled through the rounding", plan, aware, True)]
+    float_of: dict[str, torch.Tensor] = {}
+    for name, plan, rcfg, recover in variants:
+        built = candidate(bench, plan, recovery=rcfg, recover=recover)
+        correct, row = figures(predict_logits(built.model, bench.eval), bench.eval.labels)
+        row.update(name=name, plan=plan.describe(), quantization_aware=bool(built.recovery.get("quantization_aware")),
+                   recovery_epochs=built.recovery.get("recovery_epochs"), recovery_seconds=built.recovery.get("recovery_seconds"),
+                   vs_teacher=paired(correct, teacher))
+        key = plan.describe()
+        if key in float_of:
+            row["vs_without_rounding"] = paired(correct, float_of[key])
+        else:
+            float_of[key] = correct
+        out["rows"].append(row)
+        logging.info("%s %s: %.2f%% (%+.2f vs teacher)", task, name, row["accuracy"], row["vs_teacher"]["diff_pt"])
+    return out
+
+
+def data_rows(quick: bool, cache: Path) -> dict[str, Any]:
+    """Students of the bundled default distilled from each distillation set at equal steps."""
+    raw = yaml.safe_load((ROOT / "search_spaces/tweets.yaml").read_text())
+    raw["report_profiles"] = []
+    if quick:
+        raw["task"].update(train_size=200, eval_size=200, max_length=32)
+        raw["teacher"]["epochs"] = 1
+    base = parse_config({**raw, "recovery": {**raw["recovery"], "augment": {"kind": "none"}}})
+    others = transfer_file(base, 400 if quick else 4000, cache / "other-tweets.txt")
+    sources = {
+        "train only": base,
+        "train + augmented (neighbours, 2 copies, 30 %)": parse_config(
+            {**raw, "recovery": {**raw["recovery"], "augment": {"kind": "neighbours"}}}),
+        "train + 4,000 other tweets (transfer file)": parse_config(
+            {**raw, "task": {**raw["task"], "transfer_source": str(others)},
+             "recovery": {**raw["recovery"], "augment": {"kind": "none"}}}),
+    }
+    out: dict[str, Any] = {"space": "search_spaces/tweets.yaml", "transfer_file": f"{len(others.read_text().splitlines())} "
+                           "tweets of the bundled corpus outside the study's train and eval splits", "rows": []}
+    reference: dict[str, torch.Tensor] = {}
+    for source, cfg in sources.items():
+        start = time.perf_counter()
+        bench = prepare(cfg, cache)
+        prep = time.perf_counter() - start
+        if "teacher" not in out:
+            _, out["teacher"] = figures(bench.teacher.eval_logits, bench.eval.labels)
+        n = bench.arch.num_layers
+        plans = {"6 layers, heads+FFN 50 %": CompressionPlan.uniform(n, heads=0.5, ffn=0.5),
+                 "4 layers": CompressionPlan.uniform(n, keep=[0, 2, 3, 5]),
+                 "3 layers": CompressionPlan.uniform(n, keep=[0, 2, 4])}
+        for student, plan in plans.items():
+            built = candidate(bench, plan)
+            correct, row = figures(predict_logits(built.model, bench.eval), bench.eval.labels)
+            row.update(source=source, student=student, distillation_set=bench.distillation_set,
+                       prepare_seconds=prep, steps=built.recovery["recovery_steps"],
+                       recovery_seconds=built.recovery["recovery_seconds"])
+            if student in reference:
+                row["vs_train_only"] = paired(correct, reference[student])
+            else:
+                reference[student] = correct
+            out["rows"].append(row)
+            logging.info("%s, %s: %.2f%% in %d steps", source, student, row["accuracy"], row["steps"])
+    return out
+
+
+def transfer_file(cfg: Any, n: int, path: Path) -> Path:
+    """``n`` tweets of the bundled corpus that the study's train and eval splits do not hold, one a line."""
+    from autocompress.tasks.data import BUNDLED_DATASETS, load_task
+
+    task = load_task(cfg.task)
+    used = set(task.train.texts) | set(task.eval.texts)
+    rows = BUNDLED_DATASETS[cfg.task.source]()[cfg.task.text_column]
+    texts = [t.replace("\n", " ").strip() for t in rows if isinstance(t, str) and t.strip() and t not in used]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(texts[-n:]) + "\n", encoding="utf-8")
+    return path
 
 
 def hidden_rows(bench: Any) -> dict[str, Any]:

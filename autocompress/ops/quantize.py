@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,10 +25,11 @@ from transformers.pytorch_utils import Conv1D
 from autocompress.errors import PlanError
 from autocompress.models.adapters import adapter_for
 from autocompress.ops.exits import static_part
-from autocompress.ops.weight_only import GROUP_SIZE, quantize_weight_only_, quantize_weight_only_named_, weight_only_kernel
+from autocompress.ops.weight_only import (GROUP_SIZE, quantize_weight_only_, quantize_weight_only_named_, weight_only_kernel,
+                                          weight_only_rounded)
 from autocompress.schema.plan import CompressionPlan
 
-__all__ = ["CODES_ATTR", "Int8Embedding", "apply_bits_", "bits_summary", "simulated_widths", "remember_codes",
+__all__ = ["CODES_ATTR", "Int8Embedding", "Rounding", "apply_bits_", "kernel_roundings", "bits_summary", "simulated_widths", "remember_codes",
            "quantize_embeddings_int8_", "quantize_tables_int8_", "quantize_int8_", "quantize_int8_named_", "fake_quantize_",
            "fake_quantize_weight"]
 
@@ -261,3 +264,105 @@ def bits_summary(plan: CompressionPlan, device: torch.device | str = "cpu") -> d
         "8-bit tables = 8-bit codes per row. A weight-only width with no kernel where it runs computes with "
         "its dequantised weights (listed as simulated)",
     }
+
+
+# ------------------------------------------------------------------ the rounding a shipped model computes with
+Round = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Rounding:
+    """How one module of a model shaped by a plan computes once :func:`apply_bits_` quantises it:
+    ``weight`` maps its float weight (as the module stores it) to the values the shipped kernel
+    multiplies by, ``inputs`` its input to what the kernel reads (``None``: the input as it is).
+    Quantisation-aware training (:mod:`autocompress.train.quant_aware`) computes through them."""
+
+    module: str  # the module's name in the model
+    weight: Round
+    inputs: Round | None
+    how: str  # e.g. "dynamic int8", "weight-only int4", "4-bit rows (simulated)"
+
+
+def kernel_roundings(model: nn.Module, plan: CompressionPlan) -> list[Rounding]:
+    """The :class:`Rounding` of every module of ``model`` (shaped by ``plan``, float) that
+    :func:`apply_bits_` would quantise, as it would: each kept layer's Linears at the layer's
+    width, the head at ``head_bits``, the input tables at ``embedding_bits``. Empty for a plan
+    that keeps 32 bits everywhere."""
+    model = static_part(model)
+    adapter = adapter_for(model)
+    names = {id(m): name for name, m in model.named_modules()}
+    weight_only = plan.weight_scheme == "weight_only"
+    out: list[Rounding] = []
+    seen: set[int] = set()
+
+    def add(module: nn.Module, bits: int) -> None:
+        for sub in module.modules():
+            if id(sub) in seen or not (type(sub) is nn.Linear or isinstance(sub, Conv1D)):
+                continue
+            seen.add(id(sub))
+            out.append(_linear_rounding(names[id(sub)], isinstance(sub, Conv1D), bits, weight_only, plan))
+
+    for layer, base_i in zip(adapter.layers(model), plan.kept_layers, strict=True):
+        if plan.layers[base_i].bits < 32:
+            add(layer, plan.layers[base_i].bits)
+    if plan.head_bits < 32:
+        for name in adapter.head_modules(model):
+            add(model.get_submodule(name), plan.head_bits)
+    if plan.embedding_bits < 32:
+        for name in _tables(model):
+            bits = plan.embedding_bits
+            out.append(Rounding(name, lambda w, bits=bits: fake_quantize_weight(w, bits), None,
+                                f"{bits}-bit rows" + (" (simulated)" if bits < 8 else "")))
+    return out
+
+
+def _linear_rounding(name: str, conv1d: bool, bits: int, weight_only: bool, plan: CompressionPlan) -> Rounding:
+    """The rounding :func:`apply_bits_` gives one Linear (``conv1d``: a transformers Conv1D, weight (in, out))."""
+    if weight_only and bits in (8, 4):
+        fn: Round = lambda w: weight_only_rounded(w, bits)  # noqa: E731
+        inputs: Round | None = _bfloat16
+        how = f"weight-only int{bits}"
+    elif bits == 8:
+        fn, inputs, how = _dynamic_int8_weight, _dynamic_int8_inputs, "dynamic int8"
+    else:
+        fn, inputs, how = (lambda w: fake_quantize_weight(w, bits)), None, f"{bits}-bit rows (simulated)"
+    if conv1d:  # an output channel is a column
+        rows = fn
+        fn = lambda w: rows(w.T).T  # noqa: E731
+    return Rounding(name, fn, inputs, how)
+
+
+@torch.no_grad()
+def _dynamic_int8_weight(weight: torch.Tensor) -> torch.Tensor:
+    """The weight ``quantize_dynamic`` stores (``per_channel_dynamic_qconfig``: symmetric int8 per
+    output channel, by the same observer), dequantised."""
+    from torch.ao.quantization import default_per_channel_weight_observer
+
+    observer = default_per_channel_weight_observer()
+    observer(weight.detach().float())
+    scale, zero = observer.calculate_qparams()
+    return torch.fake_quantize_per_channel_affine(weight.detach().float(), scale.float(), zero.int(), 0, -128, 127)
+
+
+#: the activation range of the dynamic int8 kernel on x86 (``quantized::linear_dynamic`` with ``reduce_range``)
+_DYNAMIC_QMAX = 127
+
+
+@torch.no_grad()
+def _dynamic_int8_inputs(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as the dynamic int8 kernel reads it: unsigned 7-bit codes, the scale and zero point chosen
+    from the tensor's range (and 0). Each example of a batch gets its own range, as the shipped model
+    sees one example at a time: the first dimension indexes examples ((examples, tokens, features),
+    or (examples, features) where a head reads one vector per example)."""
+    flat = x.detach().float().reshape(x.shape[0], -1) if x.dim() > 1 else x.detach().float().reshape(1, -1)
+    lo = flat.amin(dim=1).clamp(max=0.0)
+    hi = flat.amax(dim=1).clamp(min=0.0)
+    scale = ((hi - lo) / _DYNAMIC_QMAX).clamp_min(1e-8)
+    zero = torch.round(-lo / scale).clamp(0, _DYNAMIC_QMAX)
+    codes = torch.clamp(torch.round(flat / scale[:, None]) + zero[:, None], 0, _DYNAMIC_QMAX)
+    return ((codes - zero[:, None]) * scale[:, None]).reshape(x.shape).to(x.dtype)
+
+
+@torch.no_grad()
+def _bfloat16(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().to(torch.bfloat16).to(x.dtype)

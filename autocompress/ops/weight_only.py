@@ -32,7 +32,7 @@ from transformers.pytorch_utils import Conv1D
 from autocompress.errors import ModelError
 
 __all__ = ["GROUP_SIZE", "KERNELS", "WeightOnlyLinear", "quantize_weight_only_", "quantize_weight_only_named_",
-           "weight_only_kernel"]
+           "weight_only_codes", "weight_only_kernel", "weight_only_rounded"]
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,49 @@ def _float_weight(module: nn.Module) -> torch.Tensor:
     raise ModelError(f"weight-only quantisation takes an nn.Linear or a Conv1D, not a {type(module).__name__}")
 
 
+def weight_only_codes(weight: torch.Tensor, bits: int, group_size: int = GROUP_SIZE) -> dict[str, torch.Tensor]:
+    """The state a :class:`WeightOnlyLinear` stores for the float (out, in) ``weight``: int8 codes
+    and a bfloat16 scale per output channel, or int4 codes (two a byte) with a bfloat16 scale and
+    zero per group of ``group_size`` inputs."""
+    out_features, in_features = weight.shape
+    if bits == 8:
+        # the stored (bfloat16) scale is the one the codes are rounded against
+        scales = (weight.abs().amax(dim=1) / 127).clamp_min(1e-12).to(torch.bfloat16)
+        codes = torch.round(weight / scales.float()[:, None]).clamp(-127, 127).to(torch.int8)
+        return {"weight_int8": codes, "scales": scales}
+    if bits == 4:
+        groups = -(-in_features // group_size)
+        padded = F.pad(weight, (0, groups * group_size - in_features), value=float("nan"))
+        grouped = padded.reshape(out_features, groups, group_size)
+        lo = torch.nan_to_num(grouped, nan=float("inf")).amin(dim=2)
+        hi = torch.nan_to_num(grouped, nan=float("-inf")).amax(dim=2)
+        scale = ((hi - lo) / 15).clamp_min(1e-12).to(torch.bfloat16)
+        zero = (lo + 8 * scale.float()).to(torch.bfloat16)
+        codes = torch.round((grouped - zero.float()[..., None]) / scale.float()[..., None] + 8).clamp(0, 15)
+        codes = codes.reshape(out_features, -1)[:, :in_features]
+        return {"weight_int4": _pack_nibbles(codes),
+                "scales_and_zeros": torch.stack([scale, zero], dim=2).transpose(0, 1).contiguous()}
+    raise ModelError(f"weight-only widths are {sorted(KERNELS)}, not {bits}")
+
+
+@torch.no_grad()
+def weight_only_rounded(weight: torch.Tensor, bits: int, group_size: int = GROUP_SIZE) -> torch.Tensor:
+    """The float (out, in) weight a ``bits``-bit :class:`WeightOnlyLinear` made from ``weight``
+    computes with (its codes dequantised): what quantisation-aware training rounds to."""
+    return _dequantized(weight_only_codes(weight.detach().float(), bits, group_size), bits, weight.shape[1], group_size)
+
+
+def _dequantized(tensors: dict[str, torch.Tensor], bits: int, in_features: int, group_size: int) -> torch.Tensor:
+    """The float (out, in) weight that weight-only state ``tensors`` stands for."""
+    if bits == 8:
+        return tensors["weight_int8"].float() * tensors["scales"].float()[:, None]
+    codes = _unpack_nibbles(tensors["weight_int4"], in_features).float()
+    sz = tensors["scales_and_zeros"].float()
+    scale = sz[..., 0].T.repeat_interleave(group_size, dim=1)[:, :in_features]
+    zero = sz[..., 1].T.repeat_interleave(group_size, dim=1)[:, :in_features]
+    return (codes - 8) * scale + zero
+
+
 class WeightOnlyLinear(nn.Module):
     """A Linear whose weight is int8 per output channel (``bits=8``) or int4 per group of
     :data:`GROUP_SIZE` inputs (``bits=4``). It computes ``x @ W.T + bias`` with ``x`` rounded to
@@ -163,25 +206,7 @@ class WeightOnlyLinear(nn.Module):
         weight = _float_weight(module)
         out_features, in_features = weight.shape
         bias = None if module.bias is None else module.bias.detach().clone()
-        if bits == 8:
-            # the stored (bfloat16) scale is the one the codes are rounded against
-            scales = (weight.abs().amax(dim=1) / 127).clamp_min(1e-12).to(torch.bfloat16)
-            codes = torch.round(weight / scales.float()[:, None]).clamp(-127, 127).to(torch.int8)
-            tensors = {"weight_int8": codes, "scales": scales}
-        elif bits == 4:
-            groups = -(-in_features // group_size)
-            padded = F.pad(weight, (0, groups * group_size - in_features), value=float("nan"))
-            grouped = padded.reshape(out_features, groups, group_size)
-            lo = torch.nan_to_num(grouped, nan=float("inf")).amin(dim=2)
-            hi = torch.nan_to_num(grouped, nan=float("-inf")).amax(dim=2)
-            scale = ((hi - lo) / 15).clamp_min(1e-12).to(torch.bfloat16)
-            zero = (lo + 8 * scale.float()).to(torch.bfloat16)
-            codes = torch.round((grouped - zero.float()[..., None]) / scale.float()[..., None] + 8).clamp(0, 15)
-            codes = codes.reshape(out_features, -1)[:, :in_features]
-            tensors = {"weight_int4": _pack_nibbles(codes),
-                       "scales_and_zeros": torch.stack([scale, zero], dim=2).transpose(0, 1).contiguous()}
-        else:
-            raise ModelError(f"weight-only widths are {sorted(KERNELS)}, not {bits}")
+        tensors = weight_only_codes(weight, bits, group_size)
         if bias is not None:
             tensors["bias"] = bias
         return cls(in_features, out_features, bits, tensors, group_size=group_size)
@@ -194,12 +219,7 @@ class WeightOnlyLinear(nn.Module):
 
     def dequantized_weight(self) -> torch.Tensor:
         """The (out, in) float32 weight the module computes with."""
-        if self.bits == 8:
-            return self.weight_int8.float() * self.scales.float()[:, None]
-        sz = self.scales_and_zeros.float()
-        scale = sz[..., 0].T.repeat_interleave(self.group_size, dim=1)[:, :self.in_features]
-        zero = sz[..., 1].T.repeat_interleave(self.group_size, dim=1)[:, :self.in_features]
-        return (self.codes().float() - 8) * scale + zero
+        return _dequantized(dict(self.named_buffers(recurse=False)), self.bits, self.in_features, self.group_size)
 
     @property
     def kernel(self) -> str | None:

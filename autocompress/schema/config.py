@@ -62,6 +62,10 @@ class TaskConfig(_Frozen):
     train_size: int = Field(3000, ge=10)  # labelled examples to fine-tune on
     eval_size: int = Field(1000, ge=10)  # examples the search evaluates accuracy on
     transfer_size: int = Field(0, ge=0)  # extra examples for distillation, used without their labels
+    # a local file of your own unlabelled texts to distil on (the teacher labels them): .txt (one text per line) or
+    # .csv/.tsv/.json/.jsonl/.parquet with transfer_column; transfer_size then caps how many are used (0: all)
+    transfer_source: str | None = None
+    transfer_column: str | None = None  # the text column of transfer_source (default: text_column)
     max_length: int = Field(128, ge=8, le=4096)  # tokens per example at train/eval time
     # causal-lm: train (teacher and distillation) on up to this many consecutive max_length-token windows of each
     # training document, not only its first (eval and test documents are always scored on their first window)
@@ -111,6 +115,24 @@ class TrainConfig(_Frozen):
         return _int_to_float(v)
 
 
+class AugmentConfig(_Frozen):
+    """More distillation examples made from the train examples: each gets ``copies`` variants with
+    ``share`` of its tokens swapped for one of their ``neighbours`` nearest rows of the teacher's
+    token-embedding table (word replacement at the token level); the teacher labels them."""
+
+    # auto: neighbours for a classification task whose distillation set is small (under small_below), none otherwise
+    kind: Literal["auto", "none", "neighbours"] = "auto"
+    copies: int = Field(2, ge=1, le=32)  # variants of each train example
+    share: float = Field(0.3, gt=0, le=0.9)  # share of each variant's tokens replaced
+    neighbours: int = Field(10, ge=1, le=100)  # candidates for a replaced token: its nearest rows by cosine
+    small_below: int = Field(20_000, ge=0)  # auto: augment when the distillation set has fewer examples than this
+
+    @field_validator("share", mode="before")
+    @classmethod
+    def _share_float(cls, v: Any) -> Any:
+        return _int_to_float(v)
+
+
 class RecoveryConfig(_Frozen):
     """Knowledge-distillation recovery of each compressed student (0 epochs: off)."""
 
@@ -126,8 +148,18 @@ class RecoveryConfig(_Frozen):
     depth_scaled: bool = True  # a student keeping k of n layers distils epochs × n/k (a deeper cut, more steps)
     max_epochs: float = Field(3.0, gt=0, le=100)  # cap on a depth-scaled student's epochs
     hidden_weight: float = Field(0.0, ge=0, le=100)  # weight of each kept layer's hidden-state loss (0: logits only)
+    # a student whose plan quantises distils through the rounding its kernels apply (int8 per channel, the dynamic
+    # kernel's activations, weight-only int8/int4; straight-through gradients): the model trained is the one shipped
+    quantization_aware: bool = True
+    # a plan that only quantises (every layer and unit kept) distils this fraction of ``epochs`` through its
+    # rounding (0: such plans ship as quantised, untrained); needs quantization_aware
+    quantize_only_fraction: float = Field(0.25, ge=0, le=10)
+    # more examples to distil on, made from the train examples (see AugmentConfig); the budget's steps stay those of
+    # ``epochs`` over the train examples (and task.transfer_size): extra texts widen what they draw from
+    augment: AugmentConfig = AugmentConfig()
 
-    @field_validator("epochs", "learning_rate", "temperature", "alpha", "max_epochs", "hidden_weight", mode="before")
+    @field_validator("epochs", "learning_rate", "temperature", "alpha", "max_epochs", "hidden_weight",
+                     "quantize_only_fraction", mode="before")
     @classmethod
     def _ints_as_floats(cls, v: Any) -> Any:
         return _int_to_float(v)
@@ -477,8 +509,8 @@ def continuing(cfg: StudyConfig, stored: dict[str, Any]) -> StudyConfig:
         current = getattr(cfg, section)
         default = type(current)()
         change = {k: v for k, v in predated.items() if getattr(current, k) == getattr(default, k)}
-        if change:
-            updates[section] = current.model_copy(update=change)
+        if change:  # validated: a nested setting (recovery.augment) is stored as a mapping
+            updates[section] = type(current).model_validate({**current.model_dump(), **change})
     return cfg.model_copy(update=updates) if updates else cfg
 
 

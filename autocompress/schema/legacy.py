@@ -45,7 +45,9 @@ __all__ = [
 #: studies trained (their stored configs lack the keys; see :func:`with_legacy_training`)
 LEGACY_TRAINING: dict[str, Any] = {"freeze_word_embeddings": False, "group_by_length": False}
 #: the same for recovery: one flat budget whatever the depth, logits only
-LEGACY_RECOVERY: dict[str, Any] = {**LEGACY_TRAINING, "depth_scaled": False, "hidden_weight": 0.0}
+LEGACY_RECOVERY: dict[str, Any] = {**LEGACY_TRAINING, "depth_scaled": False, "hidden_weight": 0.0,
+                                   "quantization_aware": False, "quantize_only_fraction": 0.0,
+                                   "augment": {"kind": "none"}}
 _PREDATED = (("teacher", LEGACY_TRAINING), ("recovery", LEGACY_RECOVERY))
 
 
@@ -54,7 +56,8 @@ def with_legacy_training(stored: dict[str, Any]) -> dict[str, Any]:
     predates filled in as it ran them.
 
     Reads: configs stored before ``teacher``/``recovery`` had ``freeze_word_embeddings``,
-    ``group_by_length`` (both) and ``depth_scaled``, ``hidden_weight`` (recovery), e.g. the
+    ``group_by_length`` (both) and ``depth_scaled``, ``hidden_weight``, ``quantization_aware``,
+    ``quantize_only_fraction``, ``augment`` (recovery), e.g. the
     version-1 study of 0.1.0. A stored config holds every setting of the version that wrote it; a
     setting it lacks was added later and the study's trials were built without it. Filling in
     :data:`LEGACY_TRAINING` / :data:`LEGACY_RECOVERY` keeps the study's teacher (and its cache

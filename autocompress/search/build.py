@@ -3,8 +3,9 @@ outputs and examples: :class:`BuildSource`) in, a candidate model out.
 
 Structure (depth, then head and FFN pruning by the teacher's importance scores, sharing and the
 kept vocabulary: :func:`autocompress.ops.apply_structure_`) → recovery
-(seeded knowledge distillation from the teacher, when the plan changes structure and the study
-recovers) → exit heads (when the plan has early exits: distilled from the teacher with the
+(seeded knowledge distillation from the teacher, when the study recovers and the plan changes
+structure, or only quantises and gets a short quantisation-aware pass; a plan that quantises
+distils through its kernels' rounding, :mod:`autocompress.train.quant_aware`) → exit heads (when the plan has early exits: distilled from the teacher with the
 student frozen) → bit-widths (of the student; the small exit heads stay float). A trial, an export and every benchmark call :func:`candidate`, so what is
 shipped is what was scored: building is deterministic, and the same plan gives the same model.
 """
@@ -22,6 +23,7 @@ from torch import nn
 from autocompress.errors import PlanError
 from autocompress.latency.measure import compute_lock
 from autocompress.ops import Importance, Selection, apply_bits_, apply_structure_, attach_exits
+from autocompress.ops.quantize import kernel_roundings
 from autocompress.ops.vocab import VocabularyCorpus
 from autocompress.schema.config import ExitsSpace, RecoveryConfig
 from autocompress.schema.plan import CompressionPlan
@@ -31,7 +33,8 @@ from autocompress.tasks.kind import TaskKind
 from autocompress.train.distill import TeacherStates, TrainingRun, distillation
 from autocompress.train.exits import ExitTraining, train_exits_
 
-__all__ = ["Build", "BuildSource", "Candidate", "add_exits", "candidate", "needs_recovery", "recovery_epochs", "source_of"]
+__all__ = ["Build", "BuildSource", "Candidate", "add_exits", "candidate", "needs_recovery", "quantize_only_pass",
+           "recovery_epochs", "source_of"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class BuildSource:
     transfer_states: TeacherStates | None = None  # the teacher's hidden states on ``transfer`` (hidden-state distillation)
     vocabulary: VocabularyCorpus | None = None  # token counts a plan's kept vocabulary is chosen from
     eval_ids: list[list[int]] | None = None  # the eval split's token ids: the share a kept vocabulary drops
+    budget_examples: int | None = None  # the examples ``recovery.epochs`` count (None: all of ``transfer``)
 
 
 def source_of(bench: Workbench) -> BuildSource:
@@ -56,7 +60,7 @@ def source_of(bench: Workbench) -> BuildSource:
     return BuildSource(model=bench.teacher.model, kind=bench.kind, recovery=bench.config.recovery,
                        exits=bench.config.space.exits, transfer=bench.transfer, transfer_logits=bench.transfer_logits,
                        importance=bench.importance, transfer_states=bench.transfer_states, vocabulary=bench.vocabulary,
-                       eval_ids=bench.eval.input_ids)
+                       eval_ids=bench.eval.input_ids, budget_examples=bench.budget_examples)
 
 
 @dataclass
@@ -73,8 +77,16 @@ class Candidate:
 
 
 def needs_recovery(recovery: RecoveryConfig, plan: CompressionPlan) -> bool:
-    """True when the study recovers (``recovery.epochs`` > 0) and the plan changes structure."""
-    return recovery.epochs > 0 and plan.changes_structure
+    """True when the study recovers (``recovery.epochs`` > 0) and the plan changes structure, or
+    only quantises and :func:`quantize_only_pass` gives it a quantisation-aware pass."""
+    return recovery.epochs > 0 and (plan.changes_structure or quantize_only_pass(recovery, plan))
+
+
+def quantize_only_pass(recovery: RecoveryConfig, plan: CompressionPlan) -> bool:
+    """True when ``plan`` keeps every layer and unit, quantises, and the study distils such plans
+    through their rounding (``recovery.quantization_aware`` and ``quantize_only_fraction`` > 0)."""
+    return (not plan.changes_structure and plan.quantises and recovery.quantization_aware
+            and recovery.quantize_only_fraction > 0)
 
 
 def recovery_epochs(recovery: RecoveryConfig, plan: CompressionPlan) -> float:
@@ -82,8 +94,11 @@ def recovery_epochs(recovery: RecoveryConfig, plan: CompressionPlan) -> float:
     keeps k of the model's n layers when ``recovery.depth_scaled`` (capped at ``max_epochs``).
 
     A shallower student's step costs about k/n of a full one, so each depth gets about the same
-    compute, and the deep cuts, which lose the most, get the most steps.
+    compute, and the deep cuts, which lose the most, get the most steps. A plan that only
+    quantises gets ``quantize_only_fraction`` of ``recovery.epochs``.
     """
+    if not plan.changes_structure:
+        return recovery.epochs * recovery.quantize_only_fraction
     if not recovery.depth_scaled:
         return recovery.epochs
     scale = plan.num_layers / max(1, len(plan.kept_layers))
@@ -109,9 +124,11 @@ class Build:
         apply_structure_(self.student, plan, Selection(importance=src.importance, vocabulary=vocabulary))
         self.run: TrainingRun | None = None
         if recover and needs_recovery(src.recovery, plan):
+            roundings = kernel_roundings(self.student, plan) if src.recovery.quantization_aware else []
             self.run = distillation(self.student, src.transfer_logits, src.transfer, src.recovery,
                                     epochs=recovery_epochs(src.recovery, plan), states=src.transfer_states,
-                                    kept=plan.kept_layers, output_loss=src.kind.distillation_loss)
+                                    kept=plan.kept_layers, output_loss=src.kind.distillation_loss, roundings=roundings,
+                                    epoch_examples=src.budget_examples)
 
     @property
     def recovers(self) -> bool:
@@ -142,6 +159,8 @@ class Build:
                 "recovery_examples": len(self.source.transfer),
                 "recovery_steps": self.run.total_steps,
                 "recovery_epochs": recovery_epochs(self.source.recovery, self.plan),
+                "quantization_aware": bool(self.run.roundings),
+                "rounded_modules": len(self.run.roundings),
             }
         facts.update(self.vocabulary)
         model: nn.Module = self.student

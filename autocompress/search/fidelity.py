@@ -91,12 +91,14 @@ class Standing:
 
 
 def staged(cfg: StudyConfig, plan: CompressionPlan) -> bool:
-    """True when ``plan`` climbs the rungs: the study screens, and the plan needs recovery, or it
-    quantises and the screen predicts its latency (where the screen would have to time it, timing
-    it once at the full fidelity costs less); False: straight to the full fidelity."""
+    """True when ``plan`` climbs the rungs: the study screens, and the plan changes structure that
+    recovery will distil, or it quantises and the screen predicts its latency (where the screen
+    would have to time it, timing it once at the full fidelity costs less; a plan that only
+    quantises is screened as it is, before its short quantisation-aware pass); False: straight to
+    the full fidelity."""
     if not cfg.fidelity.enabled:
         return False
-    return needs_recovery(cfg.recovery, plan) or (plan.quantises and screening_predicts(cfg))
+    return (plan.changes_structure and needs_recovery(cfg.recovery, plan)) or (plan.quantises and screening_predicts(cfg))
 
 
 def standing(trials: Sequence[FrozenTrial], rung: Rung, number: int) -> Standing:

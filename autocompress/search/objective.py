@@ -67,8 +67,9 @@ class Objective:
             if fidelity.staged(b.config, plan) and not run.record.baseline:
                 screened = run.timed("screen", scoring.screen, b, build_.snapshot(), plan, build_.student)  # cheap rung
                 run.screened(screened)
-                run.gate("cheap", screened.metric, screened, build_.recovers)
-                if build_.recovers:
+                reshaped = build_.recovers and plan.changes_structure  # distillation will move its metric far
+                run.gate("cheap", screened.metric, screened, reshaped)
+                if reshaped:
                     run.timed("short_recover", build_.recover_to, b.config.fidelity.short_fraction)  # short rung
                     short = run.timed("short_evaluate", scoring.subset_metric, b, build_.snapshot())
                     run.update(short_accuracy=short)

@@ -6,6 +6,7 @@ builds its candidates from it (see :mod:`autocompress.search.build`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -40,6 +41,7 @@ from autocompress.ops.size import Size, model_size
 from autocompress.ops.vocab import VocabularyCorpus, token_counts
 from autocompress.schema.config import StudyConfig
 from autocompress.search.space import check_space
+from autocompress.tasks.augment import Augmented, augment, neighbour_table, token_kinds
 from autocompress.tasks.batches import Encoded
 from autocompress.tasks.data import Examples, TaskData
 from autocompress.tasks.evaluate import Metric
@@ -78,6 +80,8 @@ class Workbench:
     task_inputs: TaskInputs | None = None  # the eval examples, which a profile with task inputs samples and times
     onnx_teacher: OrtTeacher | None = None  # the teacher's ONNX model, for profiles timed in ONNX Runtime
     vocabulary: VocabularyCorpus | None = None  # token counts a plan's kept vocabulary is chosen from
+    budget_examples: int | None = None  # the examples ``recovery.epochs`` count (None: all of ``transfer``)
+    distillation_set: dict[str, Any] | None = None  # what ``transfer`` is made of (stored with the teacher's figures)
 
 
 def prepare(
@@ -114,13 +118,21 @@ def prepare(
     )
     kd_train = train.head(cfg.recovery.max_examples or len(train))
     kd_logits = teacher.train_logits[: len(kd_train)]
+    labelled = kd_train
+    budget = len(kd_train)  # what recovery.epochs count: the train examples and task.transfer_size more
     if task.transfer is not None:
         extra = kind.encode(tokenizer, task.transfer, cfg.task.max_length)
-        extra_logits = cached_tensors(
-            teacher, f"transfer-logits-{len(extra)}", lambda: {"logits": kind.outputs(teacher.model, extra)}
-        )["logits"]
+        name = (f"transfer-logits-{len(extra)}" if cfg.task.transfer_source is None
+                else f"transfer-logits-{_digest(task.transfer)}")
+        extra_logits = cached_tensors(teacher, name, lambda: {"logits": kind.outputs(teacher.model, extra)})["logits"]
         kd_train = kd_train.concat(kind.pseudo_labelled(extra, extra_logits))  # the teacher's targets
         kd_logits = torch.cat([kd_logits, extra_logits])
+        budget += len(extra) if cfg.task.transfer_source is None else 0
+    augmented = _augmented(cfg, kind, tokenizer, teacher, labelled, len(kd_train))
+    if augmented is not None:
+        more, more_logits = augmented
+        kd_train = kd_train.concat(kind.pseudo_labelled(more.examples, more_logits))
+        kd_logits = torch.cat([kd_logits, more_logits])
     sample = task_inputs(eval_) if any(p.task_inputs for p in cfg.all_profiles) else None
     calibration = None
     predicted = [p for p in cfg.all_profiles if p.predicted]
@@ -149,6 +161,8 @@ def prepare(
         calibration=calibration,
         transfer=kd_train,
         transfer_logits=kd_logits,
+        budget_examples=budget,
+        distillation_set=_distillation_facts(cfg, labelled, task, kd_train, budget, augmented),
         importance=Importance(
             heads={int(k): v for k, v in scores["heads"].items()}, ffn={int(k): v for k, v in scores["ffn"].items()}
         ),
@@ -160,7 +174,7 @@ def prepare(
         transfer_states=_states(cfg, teacher.model, kd_train),
         task_inputs=sample,
         onnx_teacher=_onnx_teacher(cfg, teacher.model, eval_),
-        vocabulary=_vocabulary(cfg, tokenizer, kd_train, int(teacher.model.config.vocab_size), config_file) if cfg.space.vocabulary.offered else None,
+        vocabulary=_vocabulary(cfg, tokenizer, labelled, int(teacher.model.config.vocab_size), config_file) if cfg.space.vocabulary.offered else None,
     )
 
 
@@ -193,7 +207,8 @@ def _vocabulary(cfg: StudyConfig, tokenizer: Any, kd_train: Encoded, vocab: int,
 def check_inputs(cfg: StudyConfig, config_file: str | None = None) -> tuple[TaskKind, Any]:
     """Every check that reads the config and the model's config alone (no weights, no data), in the
     order a user fixes them: a model of the kind the task takes (an encoder for classification, a
-    decoder for causal-lm), the task kind's own settings, the space against the model's shape, its
+    decoder for causal-lm), the task kind's own settings, a transfer file that is not there, the
+    space against the model's shape, its
     positions against ``max_length``, and the profiles.
     The study's kind and the model's Hugging Face config; raises :class:`ConfigError` (or another
     :class:`~autocompress.errors.AutocompressError`) naming what to change."""
@@ -209,6 +224,10 @@ def check_inputs(cfg: StudyConfig, config_file: str | None = None) -> tuple[Task
                           f"takes {'a decoder' if kind.generates else 'an encoder'} ({families}); {fix}",
                           file=config_file, key="model.source" if kind.generates else "task.kind")
     kind = check_task(cfg, config_file)
+    if cfg.task.transfer_source and not Path(cfg.task.transfer_source).expanduser().is_file():
+        raise ConfigError(f"'{cfg.task.transfer_source}' does not exist; give a .txt file with one text per line, or a "
+                          ".csv/.tsv/.json/.jsonl/.parquet file with a text column", file=config_file,
+                          key="task.transfer_source")
     check_space(cfg.space, arch_from_config(model_config), file=config_file)
     check_max_length(model_config, cfg.task.max_length)
     check_profiles(cfg, model_config, config_file)
@@ -253,6 +272,45 @@ def screening_predicts(cfg: StudyConfig) -> bool:
     main = cfg.profile
     return (cfg.fidelity.enabled and cfg.recovery.epochs > 0 and not main.predicted and main.device == "cpu"
             and main.backend == "torch" and not getattr(main, "new_tokens", 0))  # the cost model times forward passes, not generation
+
+
+def augments(cfg: StudyConfig, kind_name: str, examples: int) -> bool:
+    """Whether the study enlarges its distillation set of ``examples`` by augmentation
+    (``recovery.augment``; ``auto``: for a classification task under ``small_below`` examples)."""
+    aug = cfg.recovery.augment
+    if aug.kind == "auto":
+        return cfg.recovery.epochs > 0 and kind_name == "sequence-classification" and examples < aug.small_below
+    return aug.kind != "none" and cfg.recovery.epochs > 0
+
+
+def _augmented(cfg: StudyConfig, kind: TaskKind, tokenizer: Any, teacher: Teacher, labelled: Encoded,
+               examples: int) -> tuple[Augmented, torch.Tensor] | None:
+    """The augmented examples of ``labelled`` and the teacher's outputs on them (cached with the
+    teacher), when :func:`augments`."""
+    if not augments(cfg, cfg.task.kind, examples):
+        return None
+    aug = cfg.recovery.augment
+    start = time.perf_counter()
+    table = teacher.model.get_input_embeddings().weight
+    kinds = token_kinds(tokenizer.convert_ids_to_tokens(list(range(len(table)))))
+    ids = [t for row in labelled.input_ids for t in row]
+    near = neighbour_table(table, ids, aug.neighbours, kinds, set(tokenizer.all_special_ids))
+    made = augment(labelled, near, copies=aug.copies, share=aug.share, seed=cfg.task.seed, neighbours=aug.neighbours)
+    key = hashlib.sha256(json.dumps([aug.model_dump(mode="json"), labelled.input_ids[:50], len(labelled)]).encode())
+    logits = cached_tensors(teacher, f"augmented-logits-{key.hexdigest()[:12]}",
+                            lambda: {"logits": kind.outputs(teacher.model, made.examples)})["logits"]
+    made = dataclasses.replace(made, seconds=time.perf_counter() - start)
+    log.info("distillation set: %d augmented examples (%d copies, %.0f%% of tokens replaced by embedding neighbours) "
+             "in %.1f s", len(made.examples), aug.copies, 100 * made.replaced_share, made.seconds)
+    return made, logits
+
+
+def _distillation_facts(cfg: StudyConfig, labelled: Encoded, task: TaskData, kd_train: Encoded, budget: int,
+                        augmented: tuple[Augmented, torch.Tensor] | None) -> dict[str, Any]:
+    transfer = len(task.transfer) if task.transfer is not None else 0
+    return {"examples": len(kd_train), "train": len(labelled), "transfer": transfer,
+            "transfer_source": cfg.task.transfer_source or (cfg.task.source if transfer else None),
+            "budget_examples": budget, "augmented": None if augmented is None else augmented[0].facts()}
 
 
 def _digest(examples: Examples) -> str:

@@ -238,6 +238,8 @@ class RecoveryFacts(Facts):
     recovery_examples: int | None = None
     recovery_steps: int | None = None
     recovery_epochs: float | None = None
+    quantization_aware: bool | None = None  # distilled through the kernels' rounding (None: stored before it could be)
+    rounded_modules: int | None = None  # how many modules computed through it
     exit_steps: int | None = None
     exit_seconds: float | None = None
     exit_pass_seconds: float | None = None

@@ -35,6 +35,7 @@ from autocompress.tasks.evaluate import Accuracy, Estimate, Metric
 
 __all__ = [
     "STUDY_RECORD_VERSION",
+    "DistillationSet",
     "StudyRecord",
     "TeacherFigures",
     "read",
@@ -53,6 +54,18 @@ _CONFIG, _ABOUT, _TEACHER, _TARGET, _CACHE = "config", "autocompress", "teacher"
 _STORED_METRIC_NAME = "accuracy"
 
 
+class DistillationSet(Facts):
+    """What the students distil on: the train examples, the teacher-labelled transfer texts and the
+    augmented variants, and how many examples ``recovery.epochs`` count."""
+
+    examples: int | None = None  # in all
+    train: int | None = None  # labelled train examples
+    transfer: int | None = None  # unlabelled texts (task.transfer_size, or task.transfer_source's)
+    transfer_source: str | None = None  # where those came from
+    budget_examples: int | None = None  # what an epoch of recovery counts
+    augmented: dict[str, Any] | None = None  # kind, copies, share, neighbours, examples, replaced_share, seconds
+
+
 class TeacherFigures(Facts):
     """The teacher's figures, stored once per study: what drops and speedups are measured from."""
 
@@ -64,6 +77,7 @@ class TeacherFigures(Facts):
     fine_tune_seconds: float | None = None  # 0 when it came from the cache
     arch: Arch | None = None
     labels: tuple[str, ...] | None = None  # the task's label names, in label order
+    distillation: DistillationSet | None = None  # what students distil on (None: stored before it was recorded)
 
     @field_validator("accuracy", mode="before")
     @classmethod

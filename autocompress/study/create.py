@@ -15,7 +15,7 @@ from autocompress.search.workbench import Workbench
 from autocompress.store import record, study_record
 from autocompress.store.facts import Arch, SizeFigures
 from autocompress.store.storage import open_storage
-from autocompress.store.study_record import TeacherFigures
+from autocompress.store.study_record import DistillationSet, TeacherFigures
 from autocompress.store.urls import sqlite_path
 
 __all__ = ["check_can_continue", "continued_config", "create_or_load", "record_teacher"]
@@ -102,6 +102,7 @@ def record_teacher(study: optuna.Study, bench: Workbench) -> None:
         fine_tune_seconds=bench.teacher.fine_tune_seconds,
         arch=Arch.from_dict(_arch_facts(bench)),
         labels=tuple(bench.task.label_names),
+        distillation=None if bench.distillation_set is None else DistillationSet.from_dict(bench.distillation_set),
     )
     if not study_record.write_teacher(study, teacher):
         return

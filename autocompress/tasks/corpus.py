@@ -4,7 +4,7 @@ A corpus is a ``.txt`` file with one document per line, a ``.jsonl``/``.json``/`
 ``.parquet`` file (or a hub dataset) with a text column (``task.text_column``), or a bundled
 source (``bundled:bbc``: the 2,225 BBC News articles). Documents are shuffled by ``task.seed``
 and cut into ``train_size`` documents to train and distil on, ``eval_size`` the search scores,
-``transfer_size`` more to distil on and ``test_size`` held out.
+``transfer_size`` more to distil on (or the documents of ``transfer_source``) and ``test_size`` held out.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from autocompress.errors import DataError, UnknownNameError
 from autocompress.schema.config import TaskConfig
-from autocompress.tasks.data import BUNDLED_DATASETS, Examples, TaskData, _load_with_datasets
+from autocompress.tasks.data import BUNDLED_DATASETS, Examples, TaskData, _load_with_datasets, read_transfer
 
 __all__ = ["load_choices", "load_corpus", "read_documents"]
 
@@ -59,14 +59,15 @@ def load_corpus(cfg: TaskConfig) -> TaskData:
     order = list(range(len(docs)))
     random.Random(cfg.seed).shuffle(order)
     questions = cfg.choices is not None
-    need = cfg.train_size + cfg.transfer_size + (0 if questions else cfg.eval_size + cfg.test_size)
+    own_transfer = 0 if cfg.transfer_source else cfg.transfer_size  # documents of the corpus, or of transfer_source
+    need = cfg.train_size + own_transfer + (0 if questions else cfg.eval_size + cfg.test_size)
     if len(docs) < need:
         sizes = "train_size + transfer_size" if questions else "train_size + eval_size + transfer_size + test_size"
         raise DataError(
             f"corpus '{cfg.source}' has {len(docs)} documents but task.{sizes} = {need}; lower them to at most "
             f"{len(docs)} in all"
         )
-    cuts = [cfg.train_size, 0 if questions else cfg.eval_size, cfg.transfer_size, 0 if questions else cfg.test_size]
+    cuts = [cfg.train_size, 0 if questions else cfg.eval_size, own_transfer, 0 if questions else cfg.test_size]
     parts: list[Examples] = []
     start = 0
     for size in cuts:
@@ -74,6 +75,8 @@ def load_corpus(cfg: TaskConfig) -> TaskData:
         parts.append(Examples([docs[i] for i in ids], [0] * len(ids)))
         start += size
     train, eval_, transfer, test = parts
+    if cfg.transfer_source:
+        transfer = read_transfer(cfg)
     if questions:
         eval_, test = load_choices(cfg)
     return TaskData(train=train, eval=eval_, label_names=[], transfer=transfer if len(transfer) else None,

@@ -21,7 +21,7 @@ from typing import Any
 from autocompress.schema.config import TaskConfig
 from autocompress.errors import DataError, UnknownNameError
 
-__all__ = ["BUNDLED_DATASETS", "Examples", "TaskData", "load_task"]
+__all__ = ["BUNDLED_DATASETS", "Examples", "TaskData", "load_task", "read_transfer"]
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +189,50 @@ def _columns(rows: Rows, cfg: TaskConfig, where: str) -> None:
         )
 
 
+def read_transfer(cfg: TaskConfig) -> Examples:
+    """The unlabelled texts of ``task.transfer_source`` (raises :class:`DataError` naming the key):
+    a ``.txt`` file with one text per line, or a table with ``task.transfer_column`` (default
+    ``task.text_column``; a pair task's file needs ``task.text_pair_column`` too). With
+    ``task.transfer_size`` above 0, that many of them, drawn by ``task.seed``."""
+    if cfg.transfer_source is None:
+        raise ValueError("the task names no transfer_source")
+    where = f"task.transfer_source '{cfg.transfer_source}'"
+    path = Path(cfg.transfer_source).expanduser()
+    column = cfg.transfer_column or cfg.text_column
+    if not path.is_file():
+        raise DataError(f"{where} does not exist; give a .txt file with one text per line, or a "
+                        ".csv/.tsv/.json/.jsonl/.parquet file with a text column")
+    if path.suffix.lower() == ".txt":
+        if cfg.text_pair_column:
+            raise DataError(f"{where}: a pair task's texts come in two columns; give a table file with columns "
+                            f"'{column}' and '{cfg.text_pair_column}'")
+        try:
+            rows: Rows = {column: path.read_text(encoding="utf-8").splitlines()}
+        except UnicodeDecodeError:
+            raise DataError(f"{where} is not UTF-8 text; save it as UTF-8, one text per line") from None
+    elif path.suffix.lower() in _LOCAL_FORMATS:
+        rows = _load_with_datasets(cfg.model_copy(update={"source": str(path), "eval_split": None,
+                                                          "test_split": None, "train_split": "train"}))[0]
+    else:
+        raise DataError(f"cannot read {where}: use a .txt, .csv, .tsv, .json, .jsonl or .parquet file")
+    for name, key in ((column, "task.transfer_column"), (cfg.text_pair_column, "task.text_pair_column")):
+        if name is not None and name not in rows:
+            raise DataError(f"{where} has no column '{name}'; available: {', '.join(rows) or '(none)'} — set {key}")
+    pairs = rows[cfg.text_pair_column] if cfg.text_pair_column else None
+    keep = [i for i, t in enumerate(rows[column]) if isinstance(t, str) and t.strip()
+            and (pairs is None or (isinstance(pairs[i], str) and pairs[i].strip()))]
+    if not keep:
+        raise DataError(f"{where} has no usable text in column '{column}'; give a file with non-empty texts")
+    if cfg.transfer_size:
+        random.Random(cfg.seed).shuffle(keep)
+        keep = sorted(keep[: cfg.transfer_size])
+    return Examples([rows[column][i].strip() for i in keep], [-1] * len(keep),
+                    [pairs[i].strip() for i in keep] if pairs is not None else None)
+
+
 def load_task(cfg: TaskConfig) -> TaskData:
     """Load, check and split the task's data (raises :class:`DataError` with a fix)."""
+    own_transfer = 0 if cfg.transfer_source else cfg.transfer_size  # extra rows of the source, or of transfer_source
     names: list[str] | None = None
     eval_rows: Rows | None = None
     test_rows: Rows | None = None
@@ -227,14 +269,14 @@ def load_task(cfg: TaskConfig) -> TaskData:
     test_from_tail = cfg.test_size if test_rows is None else 0
     if eval_rows is None:
         need = cfg.train_size + cfg.eval_size
-        if len(idx) < need + cfg.transfer_size + test_from_tail:
+        if len(idx) < need + own_transfer + test_from_tail:
             raise DataError(
                 f"{where} has {len(idx)} usable examples but train_size + eval_size + transfer_size + test_size = "
-                f"{need + cfg.transfer_size + test_from_tail}; lower task.train_size, task.eval_size, "
+                f"{need + own_transfer + test_from_tail}; lower task.train_size, task.eval_size, "
                 "task.transfer_size or task.test_size"
             )
         train_idx, eval_idx, eval_src = idx[: cfg.train_size], idx[cfg.train_size : need], rows
-        transfer_idx = idx[need : need + cfg.transfer_size]
+        transfer_idx = idx[need : need + own_transfer]
         tail_idx, tail_src = idx[len(idx) - test_from_tail :], rows
     else:
         e_idx = clean(eval_rows)
@@ -246,11 +288,11 @@ def load_task(cfg: TaskConfig) -> TaskData:
                 f"train_size={cfg.train_size} / eval_size={cfg.eval_size}{extra}; lower them"
             )
         train_idx, eval_idx, eval_src = idx[: cfg.train_size], e_idx[: cfg.eval_size], eval_rows
-        transfer_idx = idx[cfg.train_size : cfg.train_size + cfg.transfer_size]
-        if len(transfer_idx) < cfg.transfer_size:
+        transfer_idx = idx[cfg.train_size : cfg.train_size + own_transfer]
+        if len(transfer_idx) < own_transfer:
             raise DataError(
                 f"{where} split '{cfg.train_split}' has {len(idx)} examples, fewer than "
-                f"train_size + transfer_size = {cfg.train_size + cfg.transfer_size}; lower task.transfer_size"
+                f"train_size + transfer_size = {cfg.train_size + own_transfer}; lower task.transfer_size"
             )
         tail_idx, tail_src = e_idx[len(e_idx) - test_from_tail :], eval_rows
     if test_rows is not None:
@@ -297,6 +339,7 @@ def load_task(cfg: TaskConfig) -> TaskData:
         train=examples(rows, train_idx, all_labels[:n_train]),
         eval=examples(eval_src, eval_idx, all_labels[n_train:]),
         label_names=label_names,
-        transfer=examples(rows, transfer_idx, [-1] * len(transfer_idx)) if transfer_idx else None,
+        transfer=(read_transfer(cfg) if cfg.transfer_source else
+                  examples(rows, transfer_idx, [-1] * len(transfer_idx)) if transfer_idx else None),
         test=examples(test_src, test_idx, test_labels) if test_idx else None,
     )

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from autocompress.ops.quantize import Rounding
 from autocompress.tasks.batches import Encoded
 from autocompress.schema.config import RecoveryConfig, TrainConfig
 from autocompress.tasks.classification import SequenceClassification
+from autocompress.train.quant_aware import rounded
 
 __all__ = [
     "TeacherStates",
@@ -131,6 +133,10 @@ class TrainingRun:
     ``freeze_word_embeddings`` leaves the word-embedding table (the largest tensor of a small
     encoder) as it is: AdamW neither updates nor keeps moments for it. ``group_by_length`` batches
     examples of similar length together (see :func:`~autocompress.tasks.batches.length_grouped`).
+    ``epoch_examples`` is how many examples an epoch counts (default: all of ``data``; fewer where
+    extra examples widen what the steps draw from without adding steps). With ``roundings``, the
+    named modules compute through them while training
+    (:func:`~autocompress.train.quant_aware.rounded`): quantisation-aware training.
     """
 
     def __init__(
@@ -148,11 +154,14 @@ class TrainingRun:
         freeze_word_embeddings: bool = False,
         group_by_length: bool = False,
         hidden_states: bool = False,
+        roundings: Sequence[Rounding] = (),
+        epoch_examples: int | None = None,
     ) -> None:
+        self.roundings = tuple(roundings)
         self.model, self.data, self.batch_size, self.seed, self.loss_fn = model, data, batch_size, seed, loss_fn
         self.group_by_length, self.hidden_states = group_by_length, hidden_states
         self.device = train_device()
-        steps_per_epoch = math.ceil(len(data) / batch_size)
+        steps_per_epoch = math.ceil((epoch_examples or len(data)) / batch_size)
         self.total_steps = max(1, math.ceil(steps_per_epoch * epochs))
         self.step = 0
         self.recent: list[float] = []
@@ -203,20 +212,8 @@ class TrainingRun:
             p.requires_grad_(False)
         self.model.to(self.device).train()
         try:
-            while self.step < step:
-                idx, inputs = next(self._batches)
-                inputs = {k: v.to(self.device) for k, v in inputs.items()}
-                out = self.model(**inputs, output_hidden_states=True) if self.hidden_states else self.model(**inputs)
-                loss = self.loss_fn(out, idx, self.data.labels[idx].to(self.device), inputs["attention_mask"])
-                self._opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self._trained, 1.0)
-                self._opt.step()
-                self._sched.step()
-                self.step += 1
-                self.recent = (self.recent + [loss.item()])[-50:]
-                if progress is not None:
-                    progress(self.step, self.total_steps, self.recent[-1])
+            with rounded(self.model, self.roundings):
+                self._train_to(step, progress)
         finally:
             for p in self._frozen:
                 p.requires_grad_(True)
@@ -225,6 +222,22 @@ class TrainingRun:
             self.model.to("cpu").eval()
             self.seconds += time.perf_counter() - start
         return self.loss
+
+    def _train_to(self, step: int, progress: Progress | None) -> None:
+        while self.step < step:
+            idx, inputs = next(self._batches)
+            inputs = {k: v.to(self.device) for k, v in inputs.items()}
+            out = self.model(**inputs, output_hidden_states=True) if self.hidden_states else self.model(**inputs)
+            loss = self.loss_fn(out, idx, self.data.labels[idx].to(self.device), inputs["attention_mask"])
+            self._opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self._trained, 1.0)
+            self._opt.step()
+            self._sched.step()
+            self.step += 1
+            self.recent = (self.recent + [loss.item()])[-50:]
+            if progress is not None:
+                progress(self.step, self.total_steps, self.recent[-1])
 
 
 def fine_tune_(model: nn.Module, data: Encoded, cfg: TrainConfig, progress: Progress | None = None, *,
@@ -257,13 +270,17 @@ def distillation(
     states: TeacherStates | None = None,
     kept: Sequence[int] | None = None,
     output_loss: OutputLoss = SEQUENCE_CLASSIFICATION.distillation_loss,
+    roundings: Sequence[Rounding] = (),
+    epoch_examples: int | None = None,
 ) -> TrainingRun:
     """The distillation of ``teacher_logits`` (precomputed on ``data``) into ``student``, not yet
     started: ``epochs`` (default ``cfg.epochs``) of ``data``, on the task kind's ``output_loss``.
 
     With ``cfg.hidden_weight`` above 0, each kept layer's output is also distilled towards the
     teacher's state it replaces (:func:`hidden_targets`; ``kept`` lists the teacher layers the
-    student keeps, ``states`` holds the teacher's states on ``data``)."""
+    student keeps, ``states`` holds the teacher's states on ``data``). With ``roundings`` (the
+    student's plan quantises, :func:`~autocompress.ops.quantize.kernel_roundings`), the student
+    trains through its kernels' rounding."""
     if teacher_logits.shape[0] != len(data):
         raise ValueError(f"{teacher_logits.shape[0]} teacher logits for {len(data)} examples")
     device = train_device()
@@ -300,6 +317,8 @@ def distillation(
         freeze_word_embeddings=cfg.freeze_word_embeddings,
         group_by_length=cfg.group_by_length,
         hidden_states=bool(layers),
+        roundings=roundings,
+        epoch_examples=epoch_examples,
     )
 
 

@@ -57,7 +57,8 @@ def teacher_fingerprint(cfg: StudyConfig) -> str:
         "model": cfg.model.model_dump(mode="json"),
         # KD-only data, the metric and the held-out test split leave the teacher and its train/eval data alone;
         # the first task kind is left out so that teachers cached before kinds existed still match
-        "task": cfg.task.model_dump(mode="json", exclude={"transfer_size", "metric", "test_size", "test_split",
+        "task": cfg.task.model_dump(mode="json", exclude={"transfer_size", "transfer_source", "transfer_column", "metric",
+                                                          "test_size", "test_split",
                                                           *(["kind"] if cfg.task.kind == "sequence-classification" else []),
                                                           *(["windows"] if cfg.task.windows == 1 else []),
                                                           *(["choices"] if cfg.task.choices is None else [])}),

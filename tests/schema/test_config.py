@@ -283,6 +283,7 @@ def test_a_study_stored_before_the_training_cuts_reads_as_it_ran():
     old = parse_config(with_legacy_training(stored))
     assert not old.teacher.freeze_word_embeddings and not old.teacher.group_by_length
     assert not old.recovery.depth_scaled and not old.recovery.freeze_word_embeddings
+    assert not old.recovery.quantization_aware and old.recovery.quantize_only_fraction == 0.0  # int8 as it was built
     # the same file run again on that study: settings it left at their defaults follow the study
     again = continuing(new, stored)
     assert again.teacher == old.teacher and again.recovery == old.recovery
