@@ -208,8 +208,7 @@ def check_inputs(cfg: StudyConfig, config_file: str | None = None) -> tuple[Task
     """Every check that reads the config and the model's config alone (no weights, no data), in the
     order a user fixes them: a model of the kind the task takes (an encoder for classification, a
     decoder for causal-lm), the task kind's own settings, a transfer file that is not there, the
-    space against the model's shape, its
-    positions against ``max_length``, and the profiles.
+    space against the model's shape, its positions against ``max_length``, and the profiles.
     The study's kind and the model's Hugging Face config; raises :class:`ConfigError` (or another
     :class:`~autocompress.errors.AutocompressError`) naming what to change."""
     model_config = peek_config(cfg.model.source)
@@ -296,7 +295,7 @@ def _augmented(cfg: StudyConfig, kind: TaskKind, tokenizer: Any, teacher: Teache
     ids = [t for row in labelled.input_ids for t in row]
     near = neighbour_table(table, ids, aug.neighbours, kinds, set(tokenizer.all_special_ids))
     made = augment(labelled, near, copies=aug.copies, share=aug.share, seed=cfg.task.seed, neighbours=aug.neighbours)
-    key = hashlib.sha256(json.dumps([aug.model_dump(mode="json"), labelled.input_ids[:50], len(labelled)]).encode())
+    key = hashlib.sha256(json.dumps([aug.model_dump(mode="json"), cfg.task.seed, labelled.input_ids]).encode())
     logits = cached_tensors(teacher, f"augmented-logits-{key.hexdigest()[:12]}",
                             lambda: {"logits": kind.outputs(teacher.model, made.examples)})["logits"]
     made = dataclasses.replace(made, seconds=time.perf_counter() - start)

@@ -324,7 +324,9 @@ def test_a_study_written_today_stores_the_attributes_it_always_has(finished):
         "objectives": [["accuracy", "maximize"], ["relative_latency", "minimize"], ["size_mb", "minimize"]],
         "schema_version": 1}
     teacher = study.user_attrs["teacher"]
-    assert list(teacher) == ["fingerprint", "accuracy", "metric", "test_metric", "size", "fine_tune_seconds", "arch", "labels"]
+    assert list(teacher) == ["fingerprint", "accuracy", "metric", "test_metric", "size", "fine_tune_seconds", "arch", "labels",
+                             "distillation"]
+    assert teacher["distillation"]["augmented"] is None, "a study that does not distil augments nothing"
     assert teacher["test_metric"] is None and list(teacher["size"]) == _SIZE_KEYS
     assert list(teacher["arch"]) == ["family", "num_layers", "num_heads", "intermediate_size", "hidden_size"]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
