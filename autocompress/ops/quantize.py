@@ -281,6 +281,7 @@ class Rounding:
     weight: Round
     inputs: Round | None
     how: str  # e.g. "dynamic int8", "weight-only int4", "4-bit rows (simulated)"
+    differentiable: bool = False  # the functions pass gradients themselves (else: straight through, unchanged)
 
 
 def kernel_roundings(model: nn.Module, plan: CompressionPlan) -> list[Rounding]:
@@ -322,8 +323,11 @@ def _linear_rounding(name: str, conv1d: bool, bits: int, weight_only: bool, plan
         fn: Round = lambda w: weight_only_rounded(w, bits)  # noqa: E731
         inputs: Round | None = _bfloat16
         how = f"weight-only int{bits}"
-    elif bits == 8:
-        fn, inputs, how = _dynamic_int8_weight, _dynamic_int8_inputs, "dynamic int8"
+    elif bits == 8:  # torch's fake-quantisation ops: one pass each, gradients masked where clipped
+        fn, inputs = _dynamic_int8_weight, _dynamic_int8_inputs
+        if conv1d:  # an output channel is a column
+            return Rounding(name, lambda w: _dynamic_int8_weight(w.T).T, inputs, "dynamic int8", True)
+        return Rounding(name, fn, inputs, "dynamic int8", True)
     else:
         fn, inputs, how = (lambda w: fake_quantize_weight(w, bits)), None, f"{bits}-bit rows (simulated)"
     if conv1d:  # an output channel is a column
@@ -332,35 +336,36 @@ def _linear_rounding(name: str, conv1d: bool, bits: int, weight_only: bool, plan
     return Rounding(name, fn, inputs, how)
 
 
-@torch.no_grad()
 def _dynamic_int8_weight(weight: torch.Tensor) -> torch.Tensor:
     """The weight ``quantize_dynamic`` stores (``per_channel_dynamic_qconfig``: symmetric int8 per
-    output channel, by the same observer), dequantised."""
-    from torch.ao.quantization import default_per_channel_weight_observer
-
-    observer = default_per_channel_weight_observer()
-    observer(weight.detach().float())
-    scale, zero = observer.calculate_qparams()
-    return torch.fake_quantize_per_channel_affine(weight.detach().float(), scale.float(), zero.int(), 0, -128, 127)
+    output channel, the scale its observer chooses: the row's largest magnitude over 127.5),
+    dequantised; gradients pass where the weight is not clipped."""
+    with torch.no_grad():
+        lo, hi = torch.aminmax(weight.detach().float(), dim=1)
+        amax = torch.maximum(-lo, hi)
+        scale = (amax / 127.5).clamp_min(torch.finfo(torch.float32).eps)
+        zero = torch.zeros_like(scale, dtype=torch.int32)
+    return torch.fake_quantize_per_channel_affine(weight.float(), scale, zero, 0, -128, 127).to(weight.dtype)
 
 
 #: the activation range of the dynamic int8 kernel on x86 (``quantized::linear_dynamic`` with ``reduce_range``)
 _DYNAMIC_QMAX = 127
 
 
-@torch.no_grad()
 def _dynamic_int8_inputs(x: torch.Tensor) -> torch.Tensor:
     """``x`` as the dynamic int8 kernel reads it: unsigned 7-bit codes, the scale and zero point chosen
-    from the tensor's range (and 0). Each example of a batch gets its own range, as the shipped model
-    sees one example at a time: the first dimension indexes examples ((examples, tokens, features),
-    or (examples, features) where a head reads one vector per example)."""
-    flat = x.detach().float().reshape(x.shape[0], -1) if x.dim() > 1 else x.detach().float().reshape(1, -1)
-    lo = flat.amin(dim=1).clamp(max=0.0)
-    hi = flat.amax(dim=1).clamp(min=0.0)
-    scale = ((hi - lo) / _DYNAMIC_QMAX).clamp_min(1e-8)
-    zero = torch.round(-lo / scale).clamp(0, _DYNAMIC_QMAX)
-    codes = torch.clamp(torch.round(flat / scale[:, None]) + zero[:, None], 0, _DYNAMIC_QMAX)
-    return ((codes - zero[:, None]) * scale[:, None]).reshape(x.shape).to(x.dtype)
+    from the tensor's range (and 0); gradients pass where ``x`` is not clipped. Each example of a
+    batch gets its own range, as the shipped model sees one example at a time: the first dimension
+    indexes examples ((examples, tokens, features), or (examples, features) where a head reads one
+    vector per example)."""
+    flat = x.reshape(x.shape[0], -1) if x.dim() > 1 else x.reshape(1, -1)
+    with torch.no_grad():
+        lo, hi = torch.aminmax(flat.detach().float(), dim=1)
+        lo, hi = lo.clamp(max=0.0), hi.clamp(min=0.0)
+        scale = ((hi - lo) / _DYNAMIC_QMAX).clamp_min(1e-8)
+        zero = torch.round(-lo / scale).clamp(0, _DYNAMIC_QMAX).to(torch.int32)
+    out = torch.fake_quantize_per_channel_affine(flat.float(), scale, zero, 0, 0, _DYNAMIC_QMAX)
+    return out.reshape(x.shape).to(x.dtype)
 
 
 @torch.no_grad()

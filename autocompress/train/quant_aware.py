@@ -4,7 +4,8 @@ A compressed candidate is quantised after its recovery (:func:`autocompress.ops.
 Distilled in float, it never sees that rounding, and an int8 model loses what the rounding costs.
 Inside :func:`rounded`, each module a plan quantises computes with the weight (and reads the input)
 as the shipped kernel will (:class:`~autocompress.ops.quantize.Rounding`), while the gradient
-passes through the rounding unchanged (the straight-through estimator) to the float weight, which
+passes through the rounding unchanged (the straight-through estimator; torch's fake-quantisation
+ops, which the dynamic int8 rounding uses, pass it where nothing was clipped) to the float weight, which
 is what is trained and, afterwards, quantised: the model distillation optimised is the model that
 ships. Outside the block the model is as it was, float modules with plain weights.
 """
@@ -29,14 +30,15 @@ def straight_through(x: torch.Tensor, fn: Round) -> torch.Tensor:
 
 
 class _Rounded(nn.Module):
-    """A weight parametrisation: the weight as the kernel computes with it, straight-through."""
+    """A weight parametrisation: the weight as the kernel computes with it, straight-through (or
+    with the rounding's own gradient where it has one)."""
 
-    def __init__(self, fn: Round) -> None:
+    def __init__(self, fn: Round, differentiable: bool) -> None:
         super().__init__()
-        self.fn = fn
+        self.fn, self.differentiable = fn, differentiable
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return straight_through(weight, self.fn)
+        return self.fn(weight) if self.differentiable else straight_through(weight, self.fn)
 
 
 @contextmanager
@@ -48,12 +50,11 @@ def rounded(model: nn.Module, roundings: Sequence[Rounding]) -> Iterator[nn.Modu
     try:
         for r in roundings:
             module = model.get_submodule(r.module)
-            parametrize.register_parametrization(module, "weight", _Rounded(r.weight), unsafe=True)
+            parametrize.register_parametrization(module, "weight", _Rounded(r.weight, r.differentiable), unsafe=True)
             done.append(module)
             if r.inputs is not None:
-                fn = r.inputs
-                hooks.append(module.register_forward_pre_hook(
-                    lambda _m, args, fn=fn: (straight_through(args[0], fn), *args[1:])))
+                rounding = _Rounded(r.inputs, r.differentiable)
+                hooks.append(module.register_forward_pre_hook(lambda _m, args, f=rounding: (f(args[0]), *args[1:])))
         yield model
     finally:
         for hook in hooks:
