@@ -120,8 +120,9 @@ class AugmentConfig(_Frozen):
     ``share`` of its tokens swapped for one of their ``neighbours`` nearest rows of the teacher's
     token-embedding table (word replacement at the token level); the teacher labels them."""
 
-    # auto: neighbours for a classification task whose distillation set is small (under small_below), none otherwise
-    kind: Literal["auto", "none", "neighbours"] = "auto"
+    # none (default: at the same number of steps neither source gained on the bundled tweets, benchmarks/recovery.py
+    # --data); neighbours; auto: neighbours for a classification task whose distillation set is under small_below
+    kind: Literal["auto", "none", "neighbours"] = "none"
     copies: int = Field(2, ge=1, le=32)  # variants of each train example
     share: float = Field(0.3, gt=0, le=0.9)  # share of each variant's tokens replaced
     neighbours: int = Field(10, ge=1, le=100)  # candidates for a replaced token: its nearest rows by cosine

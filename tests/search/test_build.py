@@ -28,7 +28,8 @@ INT8_ONLY = CompressionPlan.uniform(4, bits=8)
 def bench(tiny_model_dir, tiny_csv, tmp_path_factory):
     cfg = parse_config(
         tiny_config_dict(
-            tiny_model_dir, tiny_csv, teacher={"epochs": 10.0}, recovery={"epochs": 1.0, "learning_rate": 1e-3}
+            tiny_model_dir, tiny_csv, teacher={"epochs": 10.0},
+            recovery={"epochs": 1.0, "learning_rate": 1e-3, "augment": {"kind": "auto"}}
         )
     )
     return prepare(cfg, tmp_path_factory.mktemp("cache"))

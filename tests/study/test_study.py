@@ -241,7 +241,7 @@ def test_transfer_set_is_labelled_by_the_teacher_and_keeps_the_cached_teacher(ti
 
     base = tiny_config_dict(tiny_model_dir, tiny_csv, teacher={"epochs": 10.0},
                             task={"train_size": 150, "eval_size": 80},
-                            recovery={"epochs": 1.0, "augment": {"kind": "none"}})
+                            recovery={"epochs": 1.0})
     plain = parse_config(base)
     more = parse_config({**base, "task": {**base["task"], "transfer_size": 60}})
     assert teacher_fingerprint(plain) == teacher_fingerprint(more)

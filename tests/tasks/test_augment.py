@@ -121,15 +121,16 @@ def test_a_missing_transfer_file_is_refused_before_anything_slow(tiny_model_dir,
     assert info.value.key == "task.transfer_source" and "does not exist" in str(info.value)
 
 
-def test_augmentation_is_on_by_default_for_a_small_classification_task_only():
+def test_auto_augments_a_small_classification_task_only():
     from autocompress.search.workbench import augments
 
     def cfg(**recovery):
-        return parse_config(tiny_config_dict(Path("/m"), Path("/d.csv"), recovery={"epochs": 1.0, **recovery}))
+        recovery = {"epochs": 1.0, "augment": {"kind": "auto"}, **recovery}
+        return parse_config(tiny_config_dict(Path("/m"), Path("/d.csv"), recovery=recovery))
 
     assert augments(cfg(), "sequence-classification", 2000)
     assert not augments(cfg(), "sequence-classification", 25_000)
     assert not augments(cfg(), "causal-lm", 2000)
     assert not augments(cfg(epochs=0.0), "sequence-classification", 2000)  # a study that does not distil
-    assert not augments(cfg(augment={"kind": "none"}), "sequence-classification", 2000)
+    assert not augments(cfg(augment={}), "sequence-classification", 2000), "off by default"
     assert augments(cfg(augment={"kind": "neighbours"}), "causal-lm", 25_000)
