@@ -301,7 +301,7 @@ def kernel_roundings(model: nn.Module, plan: CompressionPlan) -> list[Rounding]:
             if id(sub) in seen or not (type(sub) is nn.Linear or isinstance(sub, Conv1D)):
                 continue
             seen.add(id(sub))
-            out.append(_linear_rounding(names[id(sub)], isinstance(sub, Conv1D), bits, weight_only, plan))
+            out.append(_linear_rounding(names[id(sub)], isinstance(sub, Conv1D), bits, weight_only))
 
     for layer, base_i in zip(adapter.layers(model), plan.kept_layers, strict=True):
         if plan.layers[base_i].bits < 32:
@@ -317,23 +317,20 @@ def kernel_roundings(model: nn.Module, plan: CompressionPlan) -> list[Rounding]:
     return out
 
 
-def _linear_rounding(name: str, conv1d: bool, bits: int, weight_only: bool, plan: CompressionPlan) -> Rounding:
+def _linear_rounding(name: str, conv1d: bool, bits: int, weight_only: bool) -> Rounding:
     """The rounding :func:`apply_bits_` gives one Linear (``conv1d``: a transformers Conv1D, weight (in, out))."""
+    fn: Round
+    inputs: Round | None
     if weight_only and bits in (8, 4):
-        fn: Round = lambda w: weight_only_rounded(w, bits)  # noqa: E731
-        inputs: Round | None = _bfloat16
-        how = f"weight-only int{bits}"
+        fn, inputs, how, own = (lambda w: weight_only_rounded(w, bits)), _bfloat16, f"weight-only int{bits}", False
     elif bits == 8:  # torch's fake-quantisation ops: one pass each, gradients masked where clipped
-        fn, inputs = _dynamic_int8_weight, _dynamic_int8_inputs
-        if conv1d:  # an output channel is a column
-            return Rounding(name, lambda w: _dynamic_int8_weight(w.T).T, inputs, "dynamic int8", True)
-        return Rounding(name, fn, inputs, "dynamic int8", True)
+        fn, inputs, how, own = _dynamic_int8_weight, _dynamic_int8_inputs, "dynamic int8", True
     else:
-        fn, inputs, how = (lambda w: fake_quantize_weight(w, bits)), None, f"{bits}-bit rows (simulated)"
+        fn, inputs, how, own = (lambda w: fake_quantize_weight(w, bits)), None, f"{bits}-bit rows (simulated)", False
     if conv1d:  # an output channel is a column
         rows = fn
         fn = lambda w: rows(w.T).T  # noqa: E731
-    return Rounding(name, fn, inputs, how)
+    return Rounding(name, fn, inputs, how, own)
 
 
 def _dynamic_int8_weight(weight: torch.Tensor) -> torch.Tensor:
