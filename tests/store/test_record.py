@@ -224,6 +224,21 @@ def test_every_trial_of_a_v1_study_reads_as_a_record(legacy):
         assert TrialRecord.from_attrs(r.to_attrs()) == r
 
 
+def test_a_v1_study_rebuilds_its_trials_without_the_training_added_since(legacy):
+    """Quantisation-aware recovery and augmented distillation came later: the v1 study's int8 trial
+    was built untrained and its students distilled on the train examples alone, and an export of
+    them rebuilds them so."""
+    from autocompress.search.build import needs_recovery
+    from autocompress.store.study_record import stored_config
+
+    _, study = legacy
+    cfg = stored_config(study)
+    assert not cfg.recovery.quantization_aware and cfg.recovery.quantize_only_fraction == 0.0
+    assert cfg.recovery.augment.kind == "none"
+    int8 = next(record.read(t).plan for t in study.trials if record.read(t).baseline == "int8")
+    assert int8 is not None and int8.quantises and not needs_recovery(cfg.recovery, int8)
+
+
 def test_a_v1_study_reports_picks_and_lists_as_the_version_that_wrote_it(legacy):
     """The report's data, the pick rule, the study list and the CSV table read from a v1 study are
     what that version read from it (tests/fixtures/study-v1-report.json)."""
