@@ -109,12 +109,12 @@ def test_an_int8_only_plan_without_the_quantisation_aware_pass_is_the_teacher_qu
     assert torch.equal(_logits(built.model, bench), _logits(apply_plan(bench.teacher.model, INT8_ONLY), bench))
 
 
-def test_an_int8_only_plan_gets_a_short_quantisation_aware_pass(bench):
-    recovery = bench.config.recovery
-    assert recovery.quantization_aware and recovery.quantize_only_fraction == 0.25  # the defaults
+def test_an_int8_only_plan_gets_a_short_quantisation_aware_pass_when_asked(bench):
+    assert bench.config.recovery.quantization_aware and not quantize_only_pass(bench.config.recovery, INT8_ONLY)
+    recovery = bench.config.recovery.model_copy(update={"quantize_only_fraction": 0.25})
     assert needs_recovery(recovery, INT8_ONLY) and quantize_only_pass(recovery, INT8_ONLY)
     assert recovery_epochs(recovery, INT8_ONLY) == pytest.approx(0.25 * recovery.epochs)
-    built = candidate(bench, INT8_ONLY)
+    built = candidate(replace(source_of(bench), recovery=recovery), INT8_ONLY)
     assert built.recovered and built.recovery["quantization_aware"] is True
     assert built.recovery["rounded_modules"] == 4 * 6  # q, k, v, attention output, FFN in and out per layer
     assert built.recovery["recovery_epochs"] == pytest.approx(0.25 * recovery.epochs)
