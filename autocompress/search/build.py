@@ -4,10 +4,12 @@ outputs and examples: :class:`BuildSource`) in, a candidate model out.
 Structure (depth, then head and FFN pruning by the teacher's importance scores, sharing and the
 kept vocabulary: :func:`autocompress.ops.apply_structure_`) → recovery
 (seeded knowledge distillation from the teacher, when the study recovers and the plan changes
-structure, or only quantises and gets a short quantisation-aware pass; a plan that quantises
-distils through its kernels' rounding, :mod:`autocompress.train.quant_aware`) → exit heads (when the plan has early exits: distilled from the teacher with the
-student frozen) → bit-widths (of the student; the small exit heads stay float). A trial, an export and every benchmark call :func:`candidate`, so what is
-shipped is what was scored: building is deterministic, and the same plan gives the same model.
+structure, or only quantises and the study asks for a quantisation-aware pass; a plan that
+quantises distils through its kernels' rounding, :mod:`autocompress.train.quant_aware`) → exit
+heads (when the plan has early exits: distilled from the teacher with the student frozen) →
+bit-widths (of the student; the small exit heads stay float). A trial, an export and every
+benchmark call :func:`candidate`, so what is shipped is what was scored: building is
+deterministic, and the same plan gives the same model.
 """
 
 from __future__ import annotations
