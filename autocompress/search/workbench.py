@@ -43,7 +43,7 @@ from autocompress.schema.config import StudyConfig
 from autocompress.search.space import check_space
 from autocompress.tasks.augment import Augmented, augment, neighbour_table, token_kinds
 from autocompress.tasks.batches import Encoded
-from autocompress.tasks.data import Examples, TaskData
+from autocompress.tasks.data import TRANSFER_FILES, Examples, TaskData
 from autocompress.tasks.evaluate import Metric
 from autocompress.tasks.kind import TASK_KINDS, TaskKind, check_task
 from autocompress.train.distill import Progress, TeacherStates, teacher_states
@@ -224,8 +224,7 @@ def check_inputs(cfg: StudyConfig, config_file: str | None = None) -> tuple[Task
                           file=config_file, key="model.source" if kind.generates else "task.kind")
     kind = check_task(cfg, config_file)
     if cfg.task.transfer_source and not Path(cfg.task.transfer_source).expanduser().is_file():
-        raise ConfigError(f"'{cfg.task.transfer_source}' does not exist; give a .txt file with one text per line, or a "
-                          ".csv/.tsv/.json/.jsonl/.parquet file with a text column", file=config_file,
+        raise ConfigError(f"'{cfg.task.transfer_source}' does not exist; give {TRANSFER_FILES}", file=config_file,
                           key="task.transfer_source")
     check_space(cfg.space, arch_from_config(model_config), file=config_file)
     check_max_length(model_config, cfg.task.max_length)

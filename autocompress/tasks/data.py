@@ -21,7 +21,7 @@ from typing import Any
 from autocompress.schema.config import TaskConfig
 from autocompress.errors import DataError, UnknownNameError
 
-__all__ = ["BUNDLED_DATASETS", "Examples", "TaskData", "load_task", "read_transfer"]
+__all__ = ["BUNDLED_DATASETS", "TRANSFER_FILES", "Examples", "TaskData", "load_task", "read_transfer"]
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +189,10 @@ def _columns(rows: Rows, cfg: TaskConfig, where: str) -> None:
         )
 
 
+#: what ``task.transfer_source`` may be, as its errors say
+TRANSFER_FILES = "a .txt file with one text per line, or a .csv/.tsv/.json/.jsonl/.parquet file with a text column"
+
+
 def read_transfer(cfg: TaskConfig) -> Examples:
     """The unlabelled texts of ``task.transfer_source`` (raises :class:`DataError` naming the key):
     a ``.txt`` file with one text per line, or a table with ``task.transfer_column`` (default
@@ -200,8 +204,7 @@ def read_transfer(cfg: TaskConfig) -> Examples:
     path = Path(cfg.transfer_source).expanduser()
     column = cfg.transfer_column or cfg.text_column
     if not path.is_file():
-        raise DataError(f"{where} does not exist; give a .txt file with one text per line, or a "
-                        ".csv/.tsv/.json/.jsonl/.parquet file with a text column")
+        raise DataError(f"{where} does not exist; give {TRANSFER_FILES}")
     if path.suffix.lower() == ".txt":
         if cfg.text_pair_column:
             raise DataError(f"{where}: a pair task's texts come in two columns; give a table file with columns "
