@@ -385,6 +385,12 @@ class _Listener(StudyProgress):
         self.target, self.started_at = target, time.monotonic()
         self.progress.trials_started(study, target)
 
+    def refining(self, study: optuna.Study, seconds: float) -> None:
+        self.progress.refining(study, seconds)
+
+    def refined(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.progress.refined(study, trial)
+
     def trial_done(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.progress.trial_done(study, trial)
         if self.on_trial is not None:

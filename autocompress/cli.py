@@ -272,7 +272,26 @@ def _bar_progress():
                 err.print(_trial_line(study, trial, done, self.target, time.monotonic() - self.started_at),
                           highlight=False, markup=False, soft_wrap=True)
 
+        def refining(self, study, seconds: float) -> None:
+            self.task = self.bar.add_task("refining the front", total=None, best=f"up to {seconds:.0f} s")
+
+        def refined(self, study, trial) -> None:
+            self.bar.update(self.task, best=_best_text(study))
+            err.print(_refined_line(study, trial), highlight=False, markup=False, soft_wrap=True)
+
     return _BarProgress()
+
+
+def _refined_line(study, trial) -> str:
+    """One line for a refinement: the trial it rebuilt, its metric before and after, at what speed."""
+    from autocompress.store import record
+
+    r = record.read(trial)
+    before = next((t for t in study.get_trials(deepcopy=False) if t.number == r.refines), None)
+    was = f"{before.values[0]:.2f}" if before is not None and before.values else "?"
+    drop = f" (drop {r.accuracy_drop:+.2f} pt)" if r.accuracy_drop is not None else ""
+    return (f"trial {trial.number} refines trial {r.refines} ({r.plan_summary}) with {r.scale:g}× the recovery: "
+            f"{was} → {trial.values[0]:.2f}{drop}, {r.speedup or 0:.2f}× faster")
 
 
 @app.command()

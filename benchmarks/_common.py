@@ -118,15 +118,17 @@ def write_results(target: str | Path, section: str | None, data: Any, *, stamp: 
 
 # ------------------------------------------------------------------------------------------ building
 def candidate(bench: Workbench, plan: CompressionPlan, *, recover: bool = True, keep_float: bool = False,
-              recovery: RecoveryConfig | None = None, states: TeacherStates | None = None) -> build.Candidate:
-    """The candidate a study's trial of ``plan`` builds (``build.candidate``); with ``recovery`` (and the
-    teacher's hidden ``states``), distilled with those settings instead of the study's."""
+              recovery: RecoveryConfig | None = None, states: TeacherStates | None = None,
+              scale: float = 1.0) -> build.Candidate:
+    """The candidate a study's trial of ``plan`` builds (``build.candidate``; a refinement's with its
+    ``scale``); with ``recovery`` (and the teacher's hidden ``states``), distilled with those settings
+    instead of the study's."""
     if recovery is None and states is None:
-        return build.candidate(bench, plan, recover=recover, keep_float=keep_float)
+        return build.candidate(bench, plan, recover=recover, keep_float=keep_float, scale=scale)
     source = build.source_of(bench)
     source = dataclasses.replace(source, recovery=recovery or source.recovery,
                                  transfer_states=states if states is not None else source.transfer_states)
-    return build.candidate(source, plan, recover=recover, keep_float=keep_float)
+    return build.candidate(source, plan, recover=recover, keep_float=keep_float, scale=scale)
 
 
 @functools.lru_cache(maxsize=4)

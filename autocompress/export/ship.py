@@ -257,7 +257,7 @@ def export_trial(
     if not record.feasible(trial):
         notes.append(f"trial {trial.number} is outside the study's accuracy-drop budget (it is not on the feasible front)")
 
-    built = build.candidate(bench, plan, keep_float=True)  # the trial's own builder
+    built = build.candidate(bench, plan, keep_float=True, scale=stored_record.scale)  # the trial's own builder
     model, recovered = built.model, built.recovered
     student = built.float_model
     if student is None:

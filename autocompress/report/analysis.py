@@ -15,6 +15,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from autocompress.schema.config import COMMON_BUDGETS
 from autocompress.store import optuna_internals as compat
 from autocompress.report.rows import TrialRow
 
@@ -33,7 +34,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Accuracy drops (points below the teacher) at which the summary names the best candidates.
-BUDGETS: tuple[float, ...] = (0.5, 1.0, 2.0)
+BUDGETS: tuple[float, ...] = COMMON_BUDGETS
 
 #: Readable names of the study's objectives, in the order the objective returns them.
 OBJECTIVE_TITLES: tuple[str, ...] = ("accuracy", "latency", "size")

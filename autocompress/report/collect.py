@@ -57,6 +57,16 @@ class ReportInfo:
         return sorted((t for t in self.trials if t.on_front), key=lambda t: -(t.speedup or 0))
 
     @property
+    def refinements(self) -> list[TrialRow]:
+        """The complete refinements (see :mod:`autocompress.search.refine`), in the order they ran."""
+        return [t for t in self.complete if t.refines is not None]
+
+    @property
+    def unrefined(self) -> list[TrialRow]:
+        """The trials as they stood before any refinement."""
+        return [t for t in self.trials if t.refines is None]
+
+    @property
     def metric(self) -> str:
         """What the first objective measures, as a reader says it ('accuracy', 'macro-F1', 'perplexity')."""
         name = legacy.config_metric(self.config)
@@ -109,7 +119,9 @@ def collect(study: optuna.Study, storage: str | None = None) -> ReportInfo:
     """
     trials = study.get_trials(deepcopy=False)
     front = {t.number for t in record.front(study)}
-    rows = [trial_row(t, front) for t in trials]
+    refined = any(record.REFINES in t.user_attrs for t in trials)
+    before = {t.number for t in record.front_before_refinement(study)} if refined else None
+    rows = [trial_row(t, front, before) for t in trials]
     stored = study_record.read(study)
     teacher = stored.teacher or TeacherFigures()
     quality = Quality(scale_of(stored.config or {}, teacher, (t.teacher_natural for t in rows if t.complete)))

@@ -53,6 +53,8 @@ def hover(t: TrialRow, q: Quality) -> str:
         generation,
         f"size {t.size_mb:.1f} MB" if t.size_mb is not None else "",
     ]
+    if t.refines is not None:
+        parts.append(f"refines trial {t.refines}: {t.recovery_scale or 1:g}× its recovery, latency of trial {t.refines}")
     if t.on_front:
         parts.append(f"on the Pareto front ({q.word}, latency, size)")
     if not t.feasible:
@@ -169,6 +171,18 @@ def pareto_figure(info: ReportInfo, x: str, title: str, x_title: str) -> go.Figu
                 line=dict(dash="dot", width=1, color=FRONT), name="best trade-off in this view", hoverinfo="skip",
             )
         )
+    if any(t.refines is not None for t in rows):  # the same trade-off as it stood before refinement
+        unrefined = [t for t in feasible if t.refines is None]
+        mask = pareto_mask([(getattr(t, x), t.accuracy) for t in unrefined], [x == "speedup", True])
+        old = sorted((t for t, on in zip(unrefined, mask) if on), key=lambda t: getattr(t, x))
+        if old:
+            fig.add_trace(
+                go.Scatter(
+                    x=[getattr(t, x) for t in old], y=[_y(t, q) for t in old], mode="lines",
+                    line=dict(dash="dash", width=1, color=DOMINATED), name="trade-off before refinement",
+                    hoverinfo="skip",
+                )
+            )
     base = [t for t in rows if t.baseline]
     if base:
         fig.add_trace(

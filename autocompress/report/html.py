@@ -25,7 +25,7 @@ from autocompress.report.charts import (
 )
 from autocompress.report.collect import ReportInfo, TrialRow
 from autocompress.report.figures import layer_heatmaps, pareto_3d_figure, pareto_figure
-from autocompress.report.tables import front_table, trials_table
+from autocompress.report.tables import front_table, refinement_table, trials_table
 
 __all__ = ["render_html", "write_report"]
 
@@ -235,6 +235,7 @@ def _pareto(info: ReportInfo) -> str:
         f"Error bars: 95 % bootstrap interval of the {escape(q.word)}.{lower}</p>"
         + _plot(pareto_3d_figure(info), "plot-3d", "")
         + "<h3>Front members</h3>" + front_table(info)
+        + refinement_table(info)
     )
 
 

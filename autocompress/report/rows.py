@@ -77,6 +77,10 @@ class TrialRow:
     decode_speedup: float | None = None
     kv_cache_bytes: int | None = None
     teacher_kv_cache_bytes: int | None = None
+    refines: int | None = None  # a refinement: the trial whose plan it built again with a longer recovery
+    recovery_scale: float | None = None  # its recovery's epochs as a multiple of the study's (None: 1)
+    recovery_epochs: float | None = None  # the epochs its distillation ran
+    on_front_before: bool = False  # on the front as it stood before any refinement
 
     @property
     def profile_speedups(self) -> dict[str, float]:
@@ -130,8 +134,9 @@ def _generation(f: LatencyFigures | None) -> dict[str, Any]:
     }
 
 
-def trial_row(t: optuna.trial.FrozenTrial, front: set[int]) -> TrialRow:
-    """``t`` as a report row; ``front`` holds the numbers of the trials on the Pareto front."""
+def trial_row(t: optuna.trial.FrozenTrial, front: set[int], front_before: set[int] | None = None) -> TrialRow:
+    """``t`` as a report row; ``front`` holds the numbers of the trials on the Pareto front,
+    ``front_before`` those on it before any refinement (``None``: the same)."""
     r = record.read(t)
     score = r.score
     done = t.state == TrialState.COMPLETE and t.values is not None
@@ -184,6 +189,10 @@ def trial_row(t: optuna.trial.FrozenTrial, front: set[int]) -> TrialRow:
         if metric is not None and metric.natural_low is not None and metric.natural_high is not None else None,
         teacher_natural=metric.teacher_natural if metric is not None else None,
         **_generation(r.latency),
+        refines=r.refines,
+        recovery_scale=r.recovery_scale,
+        recovery_epochs=r.recovery.recovery_epochs if r.recovery is not None else None,
+        on_front_before=t.number in (front if front_before is None else front_before),
     )
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from autocompress.errors import AutocompressError
+from autocompress.report.analysis import best_within
 from autocompress.report.collect import ReportInfo, TrialRow
 from autocompress.report.quality import Quality
 from autocompress.report.rows import exits_text, split_text, vocabulary_text
@@ -30,6 +31,7 @@ __all__ = [
     "FORMATS",
     "export_command",
     "front_table",
+    "refinement_table",
     "script_json",
     "trial_records",
     "trials_frame",
@@ -61,6 +63,7 @@ def trial_records(info: ReportInfo) -> list[dict[str, Any]]:
     metric = legacy.config_metric(info.config)  # natural figures' columns are named for task.metric
     natural = any(t.natural is not None for t in info.trials)
     generation = any(t.prefill_speedup is not None or t.kv_cache_bytes is not None for t in info.trials)
+    refined = any(t.refines is not None for t in info.trials)
     out = []
     for t in sorted(info.trials, key=lambda t: t.number):
         rec: dict[str, Any] = {
@@ -69,6 +72,7 @@ def trial_records(info: ReportInfo) -> list[dict[str, Any]]:
             "on_front": t.on_front,
             "feasible": t.feasible,
             "baseline": t.baseline,
+            **({"refines": t.refines, "recovery_scale": t.recovery_scale or 1.0} if refined else {}),
             "accuracy": t.accuracy,
             "accuracy_ci_low": t.accuracy_ci[0] if t.accuracy_ci else None,
             "accuracy_ci_high": t.accuracy_ci[1] if t.accuracy_ci else None,
@@ -207,6 +211,47 @@ def generation_note(info: ReportInfo) -> str:
 
 def _megabytes(b: int | None) -> str:
     return "—" if b is None else f"{b / 1e6:.2f}"
+
+
+def refinement_table(info: ReportInfo) -> str:
+    """The refinements (front members built again with a longer recovery): each one's figures before
+    and after, and the best candidate at each budget before refinement and after it; empty when the
+    study refined nothing."""
+    refined = info.refinements
+    if not refined:
+        return ""
+    q = info.quality
+    by_number = {t.number: t for t in info.trials}
+    budgets = []
+    for budget in info.budgets:
+        before, after = best_within(info.unrefined, budget), best_within(info.trials, budget)
+        if before is None and after is None:
+            continue
+
+        def said(t: TrialRow | None) -> str:
+            return "none" if t is None else f"trial {t.number} {_fmt(t.speedup, '.2f', '×')}"
+        budgets.append(f"{escape(q.budget_words(budget))}: {said(before)} → <b>{said(after)}</b>")
+    rows = []
+    for t in refined:
+        old = by_number.get(t.refines) if t.refines is not None else None
+        epochs = f"{_fmt(old.recovery_epochs if old else None, '.3g')} → {_fmt(t.recovery_epochs, '.3g')}"
+        was = q.versus(old.accuracy, old.accuracy_drop) if old else "—"
+        front = ("yes" if t.on_front else "no")
+        rows.append(
+            f"<tr><td>{t.number}</td><td>{t.refines}</td><td class='l'>{escape(t.plan_summary)}</td>"
+            f"<td>{_fmt(t.speedup, '.2f', '×')}</td><td>{epochs}</td><td>{escape(was)}</td>"
+            f"<td><b>{escape(q.versus(t.accuracy, t.accuracy_drop))}</b></td><td>{front}</td>"
+            f"<td>{_fmt(t.duration_s, '.0f')}</td></tr>"
+        )
+    return (
+        "<h3>Refinement</h3><p>After the trials, front members were built again from the teacher with a longer "
+        f"distillation ({len(refined)} refinement{'s' if len(refined) != 1 else ''}, the most promising first; each is "
+        "a trial of its own, with the latency of the trial it rebuilt, and exports as itself). Fastest within each "
+        "budget, before refinement → after: " + "; ".join(budgets) + ".</p>"
+        f"<div class='scroll'><table style='width:auto'><thead><tr><th>trial</th><th>refines trial</th><th>plan</th>"
+        f"<th>speedup</th><th>epochs</th><th>{escape(q.versus_column)} before</th><th>after</th><th>on the front</th>"
+        "<th>seconds</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>"
+    )
 
 
 def front_table(info: ReportInfo) -> str:

@@ -30,6 +30,8 @@ __all__ = [
     "ExitsSpace",
     "SpaceConfig",
     "ObjectivesConfig",
+    "COMMON_BUDGETS",
+    "RefineConfig",
     "SearchConfig",
     "StudyConfig",
     "load_config",
@@ -376,6 +378,11 @@ class SpaceConfig(_Frozen):
         return v
 
 
+#: Accuracy drops (points of the first objective below the teacher) at which reports name the best
+#: candidates and refinement looks for candidates that could become the fastest, besides the study's own.
+COMMON_BUDGETS: tuple[float, ...] = (0.5, 1.0, 2.0)
+
+
 class ObjectivesConfig(_Frozen):
     max_accuracy_drop: float | None = Field(None, ge=0, le=100)  # points of the task metric; trials beyond are infeasible
     # metric perplexity: the budget as perplexity at most this many percent above the teacher's
@@ -402,12 +409,46 @@ class ObjectivesConfig(_Frozen):
         return self.max_accuracy_drop
 
 
+class RefineConfig(_Frozen):
+    """Recovery spent where the front is: once the trials are done, candidates on or near the front
+    (accuracy against speed) are built again with a longer distillation, the most promising first,
+    while the time lasts; each refinement is stored as a trial of its own (see docs/search.md)."""
+
+    # seconds kept for refinements after the trials; None: a quarter of search.time_budget when one is
+    # set, else none; 0: never refine
+    seconds: float | None = Field(None, ge=0)
+    scale: float = Field(2.0, gt=1, le=16)  # a refinement distils with this many times the epochs of what it refines
+    near: float = Field(1.0, ge=0, le=100)  # points: a candidate this far below the front at its speed is refined too
+
+
 class SearchConfig(_Frozen):
-    trials: int = Field(20, ge=1, le=100_000)  # completed trials the study aims for
+    trials: int = Field(20, ge=1, le=100_000)  # completed trials the study aims for (refinements are extra)
     # tpe, nsga2 and gp model the objectives (and prefer trials within max_accuracy_drop); random does not
     sampler: Literal["tpe", "nsga2", "gp", "random"] = "gp"  # highest hypervolume in benchmarks/search.py
     seed: int = 0
     seed_baselines: bool = True  # enqueue the uniform baselines as the first trials
+    # seconds one run may take, teacher preparation included: trials stop starting when only the
+    # refinements' time is left; None: run to `trials`
+    time_budget: float | None = Field(None, gt=0)
+    refine: RefineConfig = RefineConfig()
+
+    @field_validator("refine", mode="after")
+    @classmethod
+    def _refine_fits(cls, v: RefineConfig, info: ValidationInfo) -> RefineConfig:
+        budget = info.data.get("time_budget")
+        if budget is not None and v.seconds is not None and v.seconds >= budget:
+            raise ValueError(
+                f"seconds ({v.seconds:g}) is not less than search.time_budget ({budget:g}), which would leave the "
+                "trials no time: give refine.seconds below the time budget, or leave it out (a quarter of the budget)"
+            )
+        return v
+
+    @property
+    def refine_seconds(self) -> float:
+        """The time kept for refinements: ``refine.seconds``, or a quarter of the time budget, or none."""
+        if self.refine.seconds is not None:
+            return self.refine.seconds
+        return self.time_budget / 4 if self.time_budget is not None else 0.0
 
 
 class StudyConfig(_Frozen):

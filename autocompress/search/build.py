@@ -112,9 +112,11 @@ class Build:
     scores it part-way), then quantised. The steps give the model that :func:`candidate` builds in
     one go: the distillation is one :class:`~autocompress.train.distill.TrainingRun`."""
 
-    def __init__(self, source: Workbench | BuildSource, plan: CompressionPlan, *, recover: bool = True) -> None:
+    def __init__(self, source: Workbench | BuildSource, plan: CompressionPlan, *, recover: bool = True,
+                 scale: float = 1.0) -> None:
         self.source = src = source_of(source) if isinstance(source, Workbench) else source
         self.plan = plan
+        self.scale = scale  # the distillation's epochs as a multiple of recovery_epochs' (a refinement's > 1)
         self.student = copy.deepcopy(src.model)
         self.vocabulary: dict[str, Any] = {}
         vocabulary = None
@@ -128,7 +130,7 @@ class Build:
         if recover and needs_recovery(src.recovery, plan):
             roundings = kernel_roundings(self.student, plan) if src.recovery.quantization_aware else []
             self.run = distillation(self.student, src.transfer_logits, src.transfer, src.recovery,
-                                    epochs=recovery_epochs(src.recovery, plan), states=src.transfer_states,
+                                    epochs=scale * recovery_epochs(src.recovery, plan), states=src.transfer_states,
                                     kept=plan.kept_layers, output_loss=src.kind.distillation_loss, roundings=roundings,
                                     epoch_examples=src.budget_examples)
 
@@ -160,7 +162,7 @@ class Build:
                 "recovery_loss": self.run.loss,
                 "recovery_examples": len(self.source.transfer),
                 "recovery_steps": self.run.total_steps,
-                "recovery_epochs": recovery_epochs(self.source.recovery, self.plan),
+                "recovery_epochs": self.scale * recovery_epochs(self.source.recovery, self.plan),
                 "quantization_aware": bool(self.run.roundings),
                 "rounded_modules": len(self.run.roundings),
             }
@@ -192,11 +194,11 @@ def add_exits(source: Workbench | BuildSource, student: nn.Module, plan: Compres
 
 
 def candidate(source: Workbench | BuildSource, plan: CompressionPlan, *, recover: bool = True,
-              keep_float: bool = False) -> Candidate:
+              keep_float: bool = False, scale: float = 1.0) -> Candidate:
     """The candidate for ``plan``: a copy of the teacher shaped by the plan, recovered when ``recover``
-    and :func:`needs_recovery` (for :func:`recovery_epochs`), then quantised to the plan's
-    bit-widths. The teacher is untouched.
+    and :func:`needs_recovery` (for ``scale`` × :func:`recovery_epochs`: a refined trial's scale
+    rebuilds it), then quantised to the plan's bit-widths. The teacher is untouched.
 
     Raises :class:`~autocompress.errors.PlanError` when the plan does not fit the model.
     """
-    return Build(source, plan, recover=recover).finish(keep_float=keep_float)
+    return Build(source, plan, recover=recover, scale=scale).finish(keep_float=keep_float)

@@ -28,7 +28,8 @@ _OWN = ("plan", "plan_summary", "simulated", "host", "sampler", *record.QUEUED_B
 def seen(study: optuna.Study, number: int, plan: CompressionPlan, host: Host | dict) -> FrozenTrial | None:
     """A trial of ``study`` other than ``number`` that already built ``plan`` on ``host`` (as
     ``latency.measure.host_info`` describes it): complete at the full fidelity, or stopped before
-    it; ``None`` if there is none."""
+    it; ``None`` if there is none. A refinement is not a build of the plan at the study's recovery:
+    never the one repeated."""
     here = host if isinstance(host, Host) else Host.from_dict(host)
     done = (TrialState.COMPLETE, TrialState.PRUNED)
     for t in study.get_trials(deepcopy=False, states=done):
@@ -36,7 +37,7 @@ def seen(study: optuna.Study, number: int, plan: CompressionPlan, host: Host | d
             continue
         r = record.read(t)
         fidelities = ("full",) if t.state == TrialState.COMPLETE else ("cheap", "short")
-        if r.same_plan_as is None and r.fidelity in fidelities and r.host == here and r.plan == plan:
+        if r.same_plan_as is None and r.refines is None and r.fidelity in fidelities and r.host == here and r.plan == plan:
             return t
     return None
 

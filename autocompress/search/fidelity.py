@@ -109,7 +109,7 @@ def standing(trials: Sequence[FrozenTrial], rung: Rung, number: int) -> Standing
         if t.number == number or t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
             continue
         r = record.read(t)
-        if r.same_plan_as is not None:
+        if r.same_plan_as is not None or r.refines is not None:  # a refinement's longer recovery is no peer
             continue
         layers = len(r.plan.kept_layers) if r.plan is not None else 0
         recovers = r.plan is not None and r.plan.changes_structure

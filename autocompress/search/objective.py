@@ -34,7 +34,7 @@ from autocompress.search.samplers import sampler_name
 from autocompress.search.space import suggest_plan
 from autocompress.search.workbench import Workbench
 
-__all__ = ["OBJECTIVES", "Objective"]
+__all__ = ["OBJECTIVES", "Objective", "with_evaluation", "with_measurement"]
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +117,7 @@ class _RunningTrial:
             self.update(seconds={**(self.record.seconds or {}), step: time.perf_counter() - start})
 
     def measured(self, m: scoring.Measurement) -> scoring.Measurement:
-        latencies = {name: LatencyFigures.from_dict(figures) for name, figures in m.records.items()}
-        self.update(
-            latency=latencies[self.bench.config.profile.name], latencies=latencies, speedup=m.objective.speedup,
-            size=SizeFigures.from_dict(m.size.to_dict()), size_ratio=m.size_ratio,
-        )
+        self.record = with_measurement(self.record, m, self.bench.config.profile.name)
         return m
 
     def screened(self, screen: scoring.Screen) -> None:
@@ -167,17 +163,31 @@ class _RunningTrial:
     def complete(
         self, ev: scoring.Evaluation, test: scoring.HeldOut | None, recovery: dict[str, object], m: scoring.Measurement
     ) -> Values:
-        vocabulary = recovery.get("vocabulary")
-        self.update(
-            accuracy=ev.accuracy, metric=ev.metric, accuracy_drop=ev.drop, teacher_agreement=ev.teacher_agreement,
-            test_metric=test.metric if test else None, test_accuracy=test.accuracy if test else None,
-            fidelity="full", recovery=RecoveryFacts.from_dict({k: v for k, v in recovery.items() if k != "vocabulary"}),
-            exits=None if ev.exits is None else ExitsTaken.from_dict(ev.exits),
-            vocabulary=None if vocabulary is None else VocabularyFacts.from_dict(vocabulary),
-        )
+        self.record = with_evaluation(self.record, ev, test, recovery)
         log.info(
             "trial %d: %s → %s %.2f%% (drop %.2f), %.2f× faster, %.1f MB",
             self.trial.number, self.record.plan_summary, ev.metric.name, ev.percent, ev.drop,
             m.objective.speedup, m.size.megabytes,
         )
         return ev.percent, m.objective.ratio, m.size.megabytes
+
+
+def with_measurement(rec: TrialRecord, m: scoring.Measurement, profile: str) -> TrialRecord:
+    """``rec`` with a candidate's measured latency (every profile's; ``profile`` is the objective's) and size."""
+    latencies = {name: LatencyFigures.from_dict(figures) for name, figures in m.records.items()}
+    return rec.with_(latency=latencies[profile], latencies=latencies, speedup=m.objective.speedup,
+                     size=SizeFigures.from_dict(m.size.to_dict()), size_ratio=m.size_ratio)
+
+
+def with_evaluation(
+    rec: TrialRecord, ev: scoring.Evaluation, test: scoring.HeldOut | None, recovery: dict[str, object]
+) -> TrialRecord:
+    """``rec`` at the full fidelity: the eval (and test) split's figures and how the candidate was recovered."""
+    vocabulary = recovery.get("vocabulary")
+    return rec.with_(
+        accuracy=ev.accuracy, metric=ev.metric, accuracy_drop=ev.drop, teacher_agreement=ev.teacher_agreement,
+        test_metric=test.metric if test else None, test_accuracy=test.accuracy if test else None,
+        fidelity="full", recovery=RecoveryFacts.from_dict({k: v for k, v in recovery.items() if k != "vocabulary"}),
+        exits=None if ev.exits is None else ExitsTaken.from_dict(ev.exits),
+        vocabulary=None if vocabulary is None else VocabularyFacts.from_dict(vocabulary),
+    )

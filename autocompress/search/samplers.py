@@ -117,6 +117,8 @@ class OnePlanOnce(optuna.samplers.BaseSampler):
     def _told(self, trials: list[FrozenTrial]) -> list[FrozenTrial]:
         out = []
         for t in trials:
+            if record.REFINES in t.user_attrs:
+                continue  # the sampler models the study's own recovery; a refinement's longer one would skew it
             told = record.told(t, self._teacher_percent, self._max_drop) if t.state == TrialState.PRUNED else None
             out.append(told if told is not None else t)
         return out

@@ -24,6 +24,8 @@ __all__ = [
     "StudyView",
     "as_complete",
     "backing_storage",
+    "constraint_attrs",
+    "numbers_with_user_attr",
     "pareto_mask",
     "hypervolume",
     "queued_params",
@@ -173,7 +175,7 @@ def as_complete(trial: FrozenTrial, values: Sequence[float], constraints: dict[s
     as constrained must carry them there.
     """
     system_attrs = {k: v for k, v in trial.system_attrs.items() if k != "constraints" and not k.startswith("constraints:")}
-    system_attrs.update({f"constraints:{k}": float(v) for k, v in constraints.items()})
+    system_attrs.update(constraint_attrs(constraints))
     return FrozenTrial(
         number=trial.number,
         state=TrialState.COMPLETE,
@@ -188,3 +190,27 @@ def as_complete(trial: FrozenTrial, values: Sequence[float], constraints: dict[s
         intermediate_values=trial.intermediate_values,
         trial_id=trial._trial_id,
     )
+
+
+def constraint_attrs(constraints: dict[str, float]) -> dict[str, float]:
+    """The system attributes that hold ``constraints`` (private: Optuna's ``constraints:<name>`` keys,
+    what ``trial.set_constraint`` writes), for a trial made with ``optuna.trial.create_trial``."""
+    return {f"constraints:{k}": float(v) for k, v in constraints.items()}
+
+
+def numbers_with_user_attr(storage: optuna.storages.BaseStorage, study_id: int, key: str) -> set[int]:
+    """The numbers of the study's trials that hold user attribute ``key``, read from the database.
+
+    Private for RDB storages, as :func:`trial_states` and for its reason: a query of Optuna's trial
+    and user-attribute tables. Other storages use the public call.
+    """
+    engine = getattr(storage, "engine", None)
+    if engine is None:
+        return {t.number for t in storage.get_all_trials(study_id, deepcopy=False) if key in t.user_attrs}
+    from optuna.storages._rdb.models import TrialModel, TrialUserAttributeModel
+
+    query = (sa.select(TrialModel.number)
+             .join(TrialUserAttributeModel, TrialUserAttributeModel.trial_id == TrialModel.trial_id)
+             .where(TrialModel.study_id == study_id, TrialUserAttributeModel.key == key))
+    with engine.connect() as conn:
+        return {int(number) for (number,) in conn.execute(query)}

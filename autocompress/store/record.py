@@ -16,6 +16,7 @@ classes of :mod:`autocompress.store.facts`, written back exactly as they were re
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -42,6 +43,7 @@ from autocompress.tasks.evaluate import Accuracy, Estimate, Metric
 __all__ = [
     "RECORD_VERSION",
     "SAME_PLAN_AS",
+    "REFINES",
     "QUEUED_BY",
     "DROP_CONSTRAINT",
     "TrialRecord",
@@ -52,6 +54,7 @@ __all__ = [
     "INTERRUPTED",
     "feasible",
     "front",
+    "front_before_refinement",
     "is_full",
     "told",
     "FIDELITIES",
@@ -65,6 +68,8 @@ RECORD_VERSION = 1
 _VERSION_KEY = "record_version"
 #: a trial whose plan the study had already built on this host holds that trial's number here
 SAME_PLAN_AS = "same_plan_as"
+#: a refinement (a plan built again with a longer recovery) holds the refined trial's number here
+REFINES = "refines"
 #: labels of a trial whose parameters were queued rather than sampled
 QUEUED_BY = ("baseline", "warm_start", "retry_of")
 #: name of the accuracy-drop constraint (Optuna's ``trial.set_constraint``): > 0 means infeasible
@@ -102,6 +107,8 @@ class TrialRecord:
     warm_start: str | None = None  # "<study>#<trial>" this plan was queued from
     retry_of: int | None = None  # the trial whose worker died, run again
     same_plan_as: int | None = None  # the trial whose figures this one repeats
+    refines: int | None = None  # the trial whose plan this one built again with a longer recovery
+    recovery_scale: float | None = None  # the recovery's epochs as a multiple of the study's for the plan (None: 1)
     fidelity: Fidelity | None = None  # how far it got (FIDELITIES); None for trials before any
     cheap_accuracy: Metric | None = None  # the task metric on the cheap subset, before recovery
     short_accuracy: Metric | None = None  # the task metric on the cheap subset after the short distillation
@@ -135,6 +142,11 @@ class TrialRecord:
     def queued(self) -> bool:
         """The trial's parameters were queued (a baseline, a warm start, a retry), not sampled."""
         return any(getattr(self, key) is not None for key in QUEUED_BY)
+
+    @property
+    def scale(self) -> float:
+        """The recovery's epochs as a multiple of the study's for the plan (1 unless refined)."""
+        return self.recovery_scale if self.recovery_scale is not None else 1.0
 
     @property
     def latency_kind(self) -> str:
@@ -258,6 +270,8 @@ class TrialRecord:
             warm_start=_str(attrs.get("warm_start")),
             retry_of=_int(attrs.get("retry_of")),
             same_plan_as=_int(attrs.get(SAME_PLAN_AS)),
+            refines=_int(attrs.get(REFINES)),
+            recovery_scale=_num(attrs.get("recovery_scale")),
             fidelity=attrs.get("fidelity") if attrs.get("fidelity") in FIDELITIES else None,
             cheap_accuracy=_metric(attrs.get("cheap_accuracy")),
             short_accuracy=_metric(attrs.get("short_accuracy")),
@@ -323,8 +337,27 @@ def feasible(trial: FrozenTrial) -> bool:
 
 def front(study: optuna.Study) -> list[FrozenTrial]:
     """The study's Pareto front (Optuna's: feasible trials only), each plan once: a trial that
-    repeated an earlier trial's plan is left out."""
-    return [t for t in study.best_trials if SAME_PLAN_AS not in t.user_attrs]
+    repeated an earlier trial's plan is left out, and of a plan's builds with equal figures (a
+    refinement that changed nothing) the first is kept."""
+    out, seen = [], set()
+    for t in sorted(study.best_trials, key=lambda t: t.number):
+        if SAME_PLAN_AS in t.user_attrs:
+            continue
+        key = (json.dumps(t.user_attrs.get("plan"), sort_keys=True), tuple(t.values))
+        if key not in seen:
+            seen.add(key)
+            out.append(t)
+    return out
+
+
+def front_before_refinement(study: optuna.Study) -> list[FrozenTrial]:
+    """The front :func:`front` gives, as it stood before any refinement (see
+    :mod:`autocompress.search.refine`): feasible full trials, refinements and repeats left out."""
+    trials = [t for t in study.get_trials(deepcopy=False) if is_full(t) and feasible(t)
+              and REFINES not in t.user_attrs and SAME_PLAN_AS not in t.user_attrs]
+    losses = [[-v if d == optuna.study.StudyDirection.MAXIMIZE else v for v, d in zip(t.values, study.directions)]
+              for t in trials]
+    return [t for t, on in zip(trials, compat.pareto_mask(losses)) if on]
 
 
 def is_full(trial: FrozenTrial) -> bool:

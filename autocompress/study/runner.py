@@ -29,7 +29,7 @@ from autocompress.store.storage import GRACE_SECONDS, retry_stale_trial
 from autocompress.store.urls import mask_url
 from autocompress.search.workbench import Workbench
 
-__all__ = ["RunResult", "completed", "fail_orphaned_trials", "run", "run_trials", "study_sampler", "trial_states"]
+__all__ = ["RunResult", "completed", "counted_states", "fail_orphaned_trials", "run", "run_trials", "study_sampler", "trial_states"]
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,17 @@ def trial_states(study: optuna.Study) -> dict[int, TrialState]:
     return compat.trial_states(storage, storage.get_study_id_from_name(study.study_name))
 
 
+def counted_states(study: optuna.Study) -> dict[int, TrialState]:
+    """:func:`trial_states` without the refinements: the trials the study's target counts."""
+    storage = compat.backing_storage(study)
+    refinements = compat.numbers_with_user_attr(storage, storage.get_study_id_from_name(study.study_name), record.REFINES)
+    return {n: s for n, s in trial_states(study).items() if n not in refinements}
+
+
 def completed(study: optuna.Study) -> int:
-    """How many trials of the study are complete (read from the database)."""
-    return sum(s == TrialState.COMPLETE for s in trial_states(study).values())
+    """How many trials of the study are complete (read from the database), refinements left out:
+    they rebuild trials already counted (see :mod:`autocompress.search.refine`)."""
+    return sum(s == TrialState.COMPLETE for s in counted_states(study).values())
 
 
 def fail_orphaned_trials(study: optuna.Study, grace_seconds: float) -> list[int]:
@@ -86,7 +94,7 @@ class _GuardedObjective:
         self.target = target
 
     def __call__(self, trial: optuna.Trial) -> Sequence[float]:
-        states = trial_states(trial.study)
+        states = counted_states(trial.study)
         done = sum(s == TrialState.COMPLETE for s in states.values())
         ahead = [n for n, s in states.items() if s == TrialState.RUNNING and n < trial.number]
         if done + len(ahead) >= self.target:
@@ -162,7 +170,7 @@ def run_trials(
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
             fail_orphaned_trials(study, grace)
-            states = list(trial_states(study).values())
+            states = list(counted_states(study).values())
             done = states.count(TrialState.COMPLETE)
             if done >= n_trials or (deadline is not None and time.monotonic() >= deadline):
                 break

@@ -7,6 +7,7 @@ study's other workers), the warm-start plans queued, and trials run to the targe
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from optuna.trial import FrozenTrial
 
 from autocompress.schema.config import StudyConfig
 from autocompress.tasks.evaluate import Metric
+from autocompress.search.refine import refine_until
 from autocompress.search.samplers import with_sampler
 from autocompress.study.create import check_can_continue, continued_config, create_or_load
 from autocompress.study.runner import RunResult, completed, run
@@ -62,11 +64,18 @@ class StudyProgress:
     def trial_done(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """A trial ended (complete, stopped or failed)."""
 
+    def refining(self, study: optuna.Study, seconds: float) -> None:
+        """The trials are done; front members are refined for up to ``seconds``."""
+
+    def refined(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """A refinement was added (its ``refines`` names the trial it rebuilt)."""
+
 
 @dataclass(frozen=True)
 class StudyRun:
     study: optuna.Study
     result: RunResult
+    refined: tuple[int, ...] = ()  # the refinements this run added, by trial number
 
 
 class StudyInterrupted(KeyboardInterrupt):
@@ -114,6 +123,7 @@ def run_study(request: StudyRequest, progress: StudyProgress | None = None) -> S
     :class:`~autocompress.errors.AutocompressError` for any input that cannot work, before
     anything slow.
     """
+    started = time.monotonic()  # search.time_budget counts from here: teacher preparation included
     progress = progress or StudyProgress()
     cfg, name, url = request.config, request.name, request.url
     kind, _ = check_inputs(cfg, request.config_file)  # before a study is created in the storage
@@ -130,8 +140,19 @@ def run_study(request: StudyRequest, progress: StudyProgress | None = None) -> S
     if source is not None:
         progress.warm_started(warm_start(study, source, bench))
     progress.trials_started(study, request.trials)
+    search = cfg.search
+    budget_end = started + search.time_budget if search.time_budget is not None else None
+    timeout = request.timeout
+    if budget_end is not None:  # the trials stop starting when only the refinements' time is left
+        left = max(budget_end - search.refine_seconds - time.monotonic(), 1e-3)
+        timeout = left if timeout is None else min(timeout, left)
     try:
-        result = run(study, bench, n_trials=request.trials, timeout=request.timeout, callbacks=[progress.trial_done])
+        result = run(study, bench, n_trials=request.trials, timeout=timeout, callbacks=[progress.trial_done])
+        refined: list[int] = []
+        if search.refine_seconds > 0 and not result.gave_up:
+            end = budget_end if budget_end is not None else time.monotonic() + search.refine_seconds
+            progress.refining(study, max(0.0, end - time.monotonic()))
+            refined = refine_until(study, bench, end, on_refined=progress.refined)
     except KeyboardInterrupt:
         raise StudyInterrupted(completed(study), request.trials) from None
-    return StudyRun(study, result)
+    return StudyRun(study, result, tuple(refined))
