@@ -145,7 +145,9 @@ def _print_front(study) -> None:
 
     info = collect(study)
     q = info.quality
-    table = Table(title=f"Pareto front of '{study.study_name}' ({len(info.front)} of {len(info.complete)} trials)")
+    refined = len(info.refinements)
+    table = Table(title=f"Pareto front of '{study.study_name}' ({len(info.front)} of {len(info.complete) - refined} trials"
+                  + (f" and {refined} refinements)" if refined else ")"))
     kind = info.front[0].latency_kind if info.front else "measured"
     split = any(t.prefill_speedup is not None for t in info.front)
     baselines = any(t.baseline for t in info.front)
@@ -169,6 +171,8 @@ def _print_front(study) -> None:
         else:
             figures = (f"{t.accuracy:.2f}", f"{t.accuracy_drop:+.2f}" if t.accuracy_drop is not None else "")
         plan = t.plan_summary + (" (simulated bits)" if t.simulated else "")
+        if t.refines is not None:
+            plan += f" (refines trial {t.refines}: {t.recovery_scale or 1:g}× its recovery)"
         table.add_row(
             str(t.number),
             *((t.baseline or "",) if baselines else ()),
@@ -382,7 +386,7 @@ def studies(storage: StorageOpt = None) -> None:
         else:
             best = q.describe(r.best_accuracy, line.best_natural) if q.own_unit else f"{r.best_accuracy:.2f}"
         table.add_row(
-            r.name, str(r.complete), str(r.failed), str(r.running), str(r.front_size),
+            r.name, str(r.complete) + (f" (+{r.refined} refined)" if r.refined else ""), str(r.failed), str(r.running), str(r.front_size),
             best,
             f"{r.best_speedup:.2f}×" if r.best_speedup else "—",
             r.storage,

@@ -427,8 +427,8 @@ class SearchConfig(_Frozen):
     sampler: Literal["tpe", "nsga2", "gp", "random"] = "gp"  # highest hypervolume in benchmarks/search.py
     seed: int = 0
     seed_baselines: bool = True  # enqueue the uniform baselines as the first trials
-    # seconds one run may take, teacher preparation included: trials stop starting when only the
-    # refinements' time is left; None: run to `trials`
+    # seconds one run may take, teacher preparation included: no trial starts that would likely run
+    # into the refinements' time (the study's median trial time says); None: run to `trials`
     time_budget: float | None = Field(None, gt=0)
     refine: RefineConfig = RefineConfig()
 

@@ -97,6 +97,7 @@ class StudySummary:
     front_size: int
     best_accuracy: float | None  # the first objective, %
     best_speedup: float | None  # among trials within the study's accuracy-drop budget
+    refined: int = 0  # complete refinements (not counted in ``complete``: see autocompress.search.refine)
 
 
 @dataclass(frozen=True)
@@ -123,12 +124,13 @@ def study_lines(storage: optuna.storages.BaseStorage, url: str) -> list[StudyLin
             summary=StudySummary(
                 name=summary.study_name,
                 storage=mask_url(url),
-                complete=len(complete),
+                complete=sum(record.REFINES not in t.user_attrs for t in complete),
                 failed=sum(t.state == TrialState.FAIL for t in trials),
                 running=sum(t.state == TrialState.RUNNING for t in trials),
                 front_size=len(front),
                 best_accuracy=best.values[0] if best is not None else None,
                 best_speedup=max((s if s is not None else 0.0 for s in speedups), default=None),
+                refined=sum(record.REFINES in t.user_attrs for t in complete),
             ),
             scale=scale_of(stored.config or {}, stored.teacher, (_teacher_natural(t) for t in complete)),
             best_natural=_natural(best),

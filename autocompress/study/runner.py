@@ -29,7 +29,7 @@ from autocompress.store.storage import GRACE_SECONDS, retry_stale_trial
 from autocompress.store.urls import mask_url
 from autocompress.search.workbench import Workbench
 
-__all__ = ["RunResult", "completed", "counted_states", "fail_orphaned_trials", "run", "run_trials", "study_sampler", "trial_states"]
+__all__ = ["RunResult", "completed", "counted_states", "typical_trial_seconds", "fail_orphaned_trials", "run", "run_trials", "study_sampler", "trial_states"]
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ def run_trials(
     n_trials: int,
     timeout: float | None = None,
     callbacks: Sequence[TrialCallback] = (),
+    stop: Callable[[optuna.Study], bool] | None = None,
     max_consecutive_failures: int = 10,
     poll_seconds: float = 2.0,
     outage_seconds: float = 120.0,
@@ -155,7 +156,8 @@ def run_trials(
     trials are below the target, waits while the others finish (a dead worker's trial is failed
     by its missing heartbeat and queued again), and stops when the target is reached — the study
     ends with exactly ``n_trials`` complete trials. Storage outages are retried with backoff for
-    ``outage_seconds``, then raise :class:`StorageError`. ``gc_after_trial`` frees a trial's
+    ``outage_seconds``, then raise :class:`StorageError`. No trial starts after ``timeout`` seconds,
+    nor once ``stop(study)`` is true. ``gc_after_trial`` frees a trial's
     models at once (worth its ~0.1 s when trials build models; not for cheap objectives).
     """
     deadline = time.monotonic() + timeout if timeout else None
@@ -173,6 +175,8 @@ def run_trials(
             states = list(counted_states(study).values())
             done = states.count(TrialState.COMPLETE)
             if done >= n_trials or (deadline is not None and time.monotonic() >= deadline):
+                break
+            if stop is not None and stop(study):
                 break
             if streak >= max_consecutive_failures:
                 break
@@ -215,6 +219,7 @@ def run(
     n_trials: int,
     timeout: float | None = None,
     callbacks: Sequence[TrialCallback] = (),
+    stop: Callable[[optuna.Study], bool] | None = None,
 ) -> RunResult:
     """Run the study's own objective until it holds ``n_trials`` complete trials (see :func:`run_trials`).
 
@@ -225,7 +230,8 @@ def run(
     if completed(study) >= n_trials:
         return RunResult(completed(study), n_trials, False)
     study.sampler = study_sampler(bench, offset=len(study.trials))
-    return run_trials(study, Objective(bench), n_trials=n_trials, timeout=timeout, callbacks=callbacks, gc_after_trial=True)
+    return run_trials(study, Objective(bench), n_trials=n_trials, timeout=timeout, callbacks=callbacks, stop=stop,
+                      gc_after_trial=True)
 
 
 def study_sampler(bench: Workbench, offset: int = 0) -> OnePlanOnce:
@@ -237,3 +243,13 @@ def study_sampler(bench: Workbench, offset: int = 0) -> OnePlanOnce:
         teacher_percent=100 * bench.teacher_metric.value, max_accuracy_drop=cfg.objectives.max_drop,
         seed=cfg.search.seed + offset,
     )
+
+
+def typical_trial_seconds(study: optuna.Study) -> float:
+    """The median wall time of the study's complete full-fidelity trials (refinements and repeats left
+    out); 0 before there is one."""
+    spans = sorted((t.datetime_complete - t.datetime_start).total_seconds()
+                   for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                   if record.is_full(t) and t.datetime_start and t.datetime_complete
+                   and record.REFINES not in t.user_attrs and record.SAME_PLAN_AS not in t.user_attrs)
+    return spans[len(spans) // 2] if spans else 0.0

@@ -19,7 +19,7 @@ from autocompress.tasks.evaluate import Metric
 from autocompress.search.refine import refine_until
 from autocompress.search.samplers import with_sampler
 from autocompress.study.create import check_can_continue, continued_config, create_or_load
-from autocompress.study.runner import RunResult, completed, run
+from autocompress.study.runner import RunResult, completed, run, typical_trial_seconds
 from autocompress.study.workers import prepare_worker
 from autocompress.store import study_record
 from autocompress.store.storage import DEFAULT_CACHE, default_storage, load, open_storage, stored_config
@@ -142,12 +142,13 @@ def run_study(request: StudyRequest, progress: StudyProgress | None = None) -> S
     progress.trials_started(study, request.trials)
     search = cfg.search
     budget_end = started + search.time_budget if search.time_budget is not None else None
-    timeout = request.timeout
-    if budget_end is not None:  # the trials stop starting when only the refinements' time is left
-        left = max(budget_end - search.refine_seconds - time.monotonic(), 1e-3)
-        timeout = left if timeout is None else min(timeout, left)
+    trials_end = budget_end - search.refine_seconds if budget_end is not None else None
+
+    def stop(s: optuna.Study) -> bool:  # no trial starts that would likely run into the refinements' time
+        return trials_end is not None and time.monotonic() + typical_trial_seconds(s) > trials_end
     try:
-        result = run(study, bench, n_trials=request.trials, timeout=timeout, callbacks=[progress.trial_done])
+        result = run(study, bench, n_trials=request.trials, timeout=request.timeout, callbacks=[progress.trial_done],
+                     stop=stop)
         refined: list[int] = []
         if search.refine_seconds > 0 and not result.gave_up:
             end = budget_end if budget_end is not None else time.monotonic() + search.refine_seconds

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from autocompress.ops.size import model_size
 from autocompress.schema.config import DepthSpace, SpaceConfig, parse_config
@@ -130,3 +131,27 @@ def test_the_decoder_benchmarks_recipes_are_the_uniform_plans_it_names():
     # weight-only widths are computed by a kernel here; dynamic int4 would be simulated
     assert decoder._real_bits(combined) == [4]
     assert decoder._real_bits(recipes["int8 dynamic"]) == [8]
+
+
+def test_the_untuned_benchmark_swaps_only_the_task_and_bounds_the_study_in_time(tmp_path):
+    untuned = _script("untuned")
+    base = yaml.safe_load((BENCHMARKS.parent / "search_spaces" / "tweets.yaml").read_text())
+    task = untuned.TASKS["headline-pairs"]
+    space = untuned.space_for(base, task.name, task.section(tmp_path), 1200.0, True, False)
+    parse_config(space)  # a valid study config
+    assert space["search"]["time_budget"] == 1200.0 and "refine" not in space["search"]
+    assert {k: v for k, v in space.items() if k not in ("name", "task", "search")} == \
+        {k: v for k, v in base.items() if k not in ("name", "task", "search")}
+    assert space["task"]["text_pair_column"] == "sentence" and Path(space["task"]["source"]).is_file()
+    off = untuned.space_for(base, "bbc", untuned.TASKS["bbc"].section(tmp_path), 600.0, False, False)
+    assert parse_config(off).search.refine_seconds == 0 and parse_config(space).search.refine_seconds == 300
+    rows = [{"drop_pt": 0.4, "speedup": 2.0}, {"drop_pt": 1.2, "speedup": 5.0}, {"drop_pt": -0.1, "speedup": 3.0}]
+    assert untuned.best(rows)["speedup"] == 3.0 and untuned.best(rows, 2.0)["speedup"] == 5.0
+
+
+def test_the_headline_pairs_are_balanced_and_the_same_on_every_run(tmp_path):
+    tasks = _script("untuned_tasks")
+    first = tasks.headline_pairs(tmp_path / "a").read_text()
+    assert first == tasks.headline_pairs(tmp_path / "b").read_text()
+    labels = [line.rsplit(",", 1)[-1] for line in first.splitlines()[1:]]
+    assert labels.count("same") == labels.count("other") > 2000
