@@ -371,3 +371,34 @@ class FakeTime:
             self.now += next(it)
 
         return run
+
+
+def _hard_csv(path, n=300, noise=0.3, seed=0):
+    """Sentiment rows whose label is flipped for ``noise`` of them: no model reaches 100 %."""
+    rng = random.Random(seed)
+    rows = sentiment_rows(n, seed)
+    for r in rows:
+        if rng.random() < noise:
+            r["sentiment"] = rng.choice(["negative", "neutral", "positive"])
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["sentence", "sentiment"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def refined_study(tiny_model_dir, tmp_path_factory):
+    """(StudyRun, its request, its folder): a five-trial tiny study on noisy labels whose front was refined."""
+    from autocompress.schema.config import parse_config
+    from autocompress.study import session
+
+    tmp = tmp_path_factory.mktemp("refine")
+    data = _hard_csv(tmp / "noisy.csv")
+    cfg = parse_config(tiny_config_dict(
+        tiny_model_dir, data, teacher={"epochs": 6.0}, recovery={"epochs": 0.5, "learning_rate": 1e-3},
+        fidelity={"enabled": False}, space={"heads": [1.0, 0.5], "ffn": [1.0, 0.5], "bits": [32], "depth": {"min": 1}},
+        search={"trials": 5, "sampler": "random", "seed": 3, "refine": {"seconds": 40, "near": 50.0}},
+    ))
+    request = session.run_request(cfg, storage=f"sqlite:///{tmp / 'r.db'}", cache_dir=tmp / "cache")
+    return session.run_study(request), request, tmp

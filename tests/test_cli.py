@@ -340,3 +340,16 @@ def test_the_front_table_keeps_its_figures_whole_at_80_columns(workdir, monkeypa
     for t in collect(study).front:
         cells = [str(t.number), f"{t.accuracy:.2f}", f"{t.accuracy_drop:+.2f}", f"{t.speedup:.2f}×"]
         assert re.search(r"│\s+" + r" │.*?".join(map(re.escape, cells)) + " │", text), (cells, text)
+
+
+def test_a_refinement_budget_not_below_the_studys_time_budget_is_refused_in_one_line(tiny_model_dir, tiny_csv,
+                                                                                     tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(tiny_config_dict(tiny_model_dir, tiny_csv,
+                                                   search={"time_budget": 600, "refine": {"seconds": 900}})))
+    code, _, err = run_cli(capsys, "validate", str(bad))
+    assert code == 2 and "Traceback" not in err
+    assert "key 'search.refine'" in err and "below the time budget" in err and len(err.strip().splitlines()) == 1
+    db = tmp_path / "kept.db"
+    code, _, err = run_cli(capsys, "run", str(bad), "--storage", f"sqlite:///{db}")
+    assert code == 2 and not db.exists()  # refused before a study is stored

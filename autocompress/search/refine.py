@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -41,7 +41,7 @@ from autocompress.store import record
 from autocompress.store.facts import Host
 from autocompress.store.record import TrialRecord
 
-__all__ = ["Refinable", "refinable", "refine", "refine_until", "refined_numbers"]
+__all__ = ["Refinable", "refinable", "refine", "refine_until"]
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,9 @@ def refinable(study: optuna.Study, cfg: StudyConfig, host: Host | None = None) -
     ``search.refine.near`` points of it at their speed."""
     builds = _builds(study)
     by_plan: dict[tuple, list[tuple[FrozenTrial, TrialRecord]]] = {}
-    for t, r in builds:
-        by_plan.setdefault(r.plan.key(), []).append((t, r))  # type: ignore[union-attr]
+    for t, r in builds:  # a plan built on two hosts climbs on each: each worker refines its own builds
+        host_key = None if r.host is None else tuple(sorted(r.host.to_dict().items()))
+        by_plan.setdefault((r.plan.key(), host_key), []).append((t, r))  # type: ignore[union-attr]
     metric = {key: max(t.values[0] for t, _ in group) for key, group in by_plan.items()}
     ratio = {key: group[0][0].values[1] for key, group in by_plan.items()}
     drop = {key: min((r.accuracy_drop for _, r in group if r.accuracy_drop is not None), default=None)
@@ -189,12 +190,12 @@ def refine_until(
         fits = [c for c in refinable(study, bench.config, host) if c.estimate <= left]
         if not fits:
             return added
-        trial = refine(study, bench, fits[0])
+        try:
+            trial = refine(study, bench, fits[0])
+        except Exception as exc:  # the trials are stored; a refinement that cannot be built ends the refining
+            log.warning("refining trial %d failed (%s: %s); no further refinement in this run",
+                        fits[0].trial.number, type(exc).__name__, exc)
+            return added
         added.append(trial.number)
         if on_refined is not None:
             on_refined(study, trial)
-
-
-def refined_numbers(trials: Sequence[FrozenTrial]) -> dict[int, int]:
-    """Each refinement's number → the number of the trial it refines."""
-    return {t.number: t.user_attrs[record.REFINES] for t in trials if record.REFINES in t.user_attrs}

@@ -477,3 +477,25 @@ def test_a_classification_report_has_no_decoder_figures(realistic):
     for word in ("perplexity", "prefill", "decode speedup", "KV cache"):
         assert word not in html.replace(get_plotlyjs(), "")
     assert {"prefill_speedup", "kv_cache_bytes", "perplexity"}.isdisjoint(trials_frame(collect(realistic)).columns)
+
+
+def test_a_refined_study_shows_its_front_before_and_after_refinement(refined_study):
+    run, request, _ = refined_study
+    info = collect(run.study)
+    assert [t.number for t in info.refinements] == sorted(t.number for t in run.study.trials
+                                                          if "refines" in t.user_attrs)
+    assert all(t.refines is None for t in info.unrefined)
+    page = render_html(info)
+    assert "<h3>Refinement</h3>" in page and "before refinement → after" in page
+    first = info.refinements[0]
+    assert re.search(rf"<tr><td>{first.number}</td><td>{first.refines}</td>", page)
+    speed = pareto_figure(info, "speedup", "t", "x")
+    assert "trade-off before refinement" in [trace.name for trace in speed.data]
+    frame = trials_frame(info)
+    assert set(frame.loc[frame["trial"] == first.number, "refines"]) == {first.refines}
+
+
+def test_a_study_without_refinements_shows_no_refinement_section(finished):
+    info = collect(optuna.load_study(study_name="rep", storage=finished))
+    assert not info.refinements and "<h3>Refinement</h3>" not in render_html(info)
+    assert "trade-off before refinement" not in [t.name for t in pareto_figure(info, "speedup", "t", "x").data]

@@ -309,3 +309,48 @@ def test_a_vocabulary_corpus_that_exists_is_accepted(tmp_path: Path) -> None:
     corpus.write_text("a text\nanother one\n")
     cfg = load_config(_write(tmp_path, _config(space={"vocabulary": {"keep": ["all", "task"], "corpus": str(corpus)}})))
     assert cfg.space.vocabulary.offered and cfg.space.vocabulary.choices == (0, 1)
+
+
+def test_refinement_takes_a_quarter_of_the_time_budget_unless_told_and_never_all_of_it(tiny_model_dir, tiny_csv):
+    from autocompress.schema.config import parse_config
+
+    def search(**s: Any):
+        return parse_config(tiny_config_dict(tiny_model_dir, tiny_csv, search=s)).search
+
+    assert search().refine_seconds == 0 and search(time_budget=1200).refine_seconds == 300
+    assert search(time_budget=1200, refine={"seconds": 0}).refine_seconds == 0
+    assert search(refine={"seconds": 60}).refine_seconds == 60  # after the trials, without a time budget
+    for bad in ({"time_budget": 100, "refine": {"seconds": 100}}, {"refine": {"scale": 1.0}}, {"time_budget": 0}):
+        with pytest.raises(ConfigError):
+            search(**bad)
+
+
+@pytest.mark.parametrize(
+    ("search", "key", "words"),
+    [
+        ({"time_budget": 600, "refine": {"seconds": 600}}, "search.refine", "below the time budget"),
+        ({"time_budget": 600.0, "refine": {"seconds": 900.0}}, "search.refine", "below the time budget"),
+        ({"refine": {"scale": 1.0}}, "search.refine.scale", "greater than 1"),
+        ({"refine": {"scale": 17.0}}, "search.refine.scale", "16"),
+        ({"refine": {"near": -1.0}}, "search.refine.near", "0"),
+        ({"refine": {"seconds": -5}}, "search.refine.seconds", "0"),
+        ({"time_budget": 0}, "search.time_budget", "greater than 0"),
+        ({"refine": {"secs": 60}}, "search.refine.secs", "seconds"),
+    ],
+)
+def test_a_bad_refinement_setting_names_its_key(tmp_path: Path, search: dict[str, Any], key: str, words: str) -> None:
+    path = _write(tmp_path, _config(search=search))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == key and f"key '{key}'" in str(info.value) and str(path) in str(info.value)
+    assert words in str(info.value)
+
+
+def test_refinement_time_just_below_the_budget_is_accepted_and_a_refinement_setting_alone_needs_no_budget(
+        tmp_path: Path) -> None:
+    search = load_config(_write(tmp_path, _config(search={"time_budget": 600, "refine": {"seconds": 599.5}}))).search
+    assert search.refine_seconds == 599.5 and search.time_budget == 600
+    search = load_config(_write(tmp_path, _config(search={"refine": {"seconds": 1e6, "scale": 16, "near": 100}}))).search
+    assert (search.refine_seconds, search.refine.scale, search.refine.near, search.time_budget) == (1e6, 16, 100, None)
+    default = load_config(_write(tmp_path, _config())).search
+    assert (default.refine.seconds, default.refine.scale, default.refine.near, default.refine_seconds) == (None, 2.0, 1.0, 0.0)

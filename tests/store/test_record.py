@@ -57,6 +57,8 @@ def _full() -> TrialRecord:
         warm_start="old#4",
         retry_of=3,
         same_plan_as=1,
+        refines=2,
+        recovery_scale=4.0,
         fidelity="full",
         cheap_accuracy=Metric(name="macro_f1", value=0.55, ci_low=0.4, ci_high=0.7, n=50),
         accuracy=Accuracy(value=0.8125, ci_low=0.7, ci_high=0.9, n=80),
@@ -259,7 +261,9 @@ def test_a_v1_study_reports_picks_and_lists_as_the_version_that_wrote_it(legacy)
     assert json.loads(json.dumps(_plain(info.hypervolume))) == then["hypervolume"]
     assert {e: pick_trial(study, e).number for e in then["picks"]} == then["picks"]
     (listed,) = st.list_studies(st.open_storage(url), url)
-    assert {k: v for k, v in _plain(listed).items() if k != "storage"} == {
+    listed = _plain(listed)  # fields added since (refinements) are new reads: v1 had none
+    assert listed["refined"] == 0
+    assert {k: listed[k] for k in then["studies"][0] if k != "storage"} == {
         k: v for k, v in then["studies"][0].items() if k != "storage"}
     assert trials_frame(info).to_csv(index=False) == then["table_csv"]
 
@@ -381,3 +385,13 @@ def test_the_record_reads_its_figures_through_typed_views():
     empty = TrialRecord()
     assert (empty.ratio, empty.size_mb, empty.host_name, empty.latency_kind, empty.recovered) == (None, None, None,
                                                                                                "measured", False)
+
+
+def test_a_refinement_round_trips_and_an_older_record_reads_as_unrefined():
+    from autocompress.store.record import TrialRecord
+
+    rec = TrialRecord(fail_reason="x", refines=4, recovery_scale=2.0)
+    again = TrialRecord.from_attrs(rec.to_attrs())
+    assert again == rec and again.scale == 2.0
+    old = TrialRecord.from_attrs({"fail_reason": "x", "record_version": 1})
+    assert old.refines is None and old.scale == 1.0 and "refines" not in old.to_attrs()
