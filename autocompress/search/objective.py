@@ -34,7 +34,7 @@ from autocompress.search.samplers import sampler_name
 from autocompress.search.space import suggest_plan
 from autocompress.search.workbench import Workbench
 
-__all__ = ["OBJECTIVES", "Objective", "with_evaluation", "with_measurement"]
+__all__ = ["OBJECTIVES", "Objective", "timed", "with_evaluation", "with_measurement"]
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +110,11 @@ class _RunningTrial:
         self.record = self.record.with_(**changes)
 
     def timed(self, step: str, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
-        start = time.perf_counter()
+        seconds = dict(self.record.seconds or {})
         try:
-            return fn(*args, **kwargs)
+            return timed(seconds, step, fn, *args, **kwargs)
         finally:
-            self.update(seconds={**(self.record.seconds or {}), step: time.perf_counter() - start})
+            self.update(seconds=seconds)
 
     def measured(self, m: scoring.Measurement) -> scoring.Measurement:
         self.record = with_measurement(self.record, m, self.bench.config.profile.name)
@@ -170,6 +170,15 @@ class _RunningTrial:
             m.objective.speedup, m.size.megabytes,
         )
         return ev.percent, m.objective.ratio, m.size.megabytes
+
+
+def timed(seconds: dict[str, float], step: str, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
+    """``fn(*args, **kwargs)``, its wall time written to ``seconds[step]`` however it ends."""
+    start = time.perf_counter()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        seconds[step] = time.perf_counter() - start
 
 
 def with_measurement(rec: TrialRecord, m: scoring.Measurement, profile: str) -> TrialRecord:

@@ -27,14 +27,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autocompress.schema.config import COMMON_BUDGETS, StudyConfig
 from autocompress.search import build, scoring
-from autocompress.search.objective import with_evaluation, with_measurement
+from autocompress.search.objective import timed, with_evaluation, with_measurement
 from autocompress.search.workbench import Workbench
 from autocompress.store import optuna_internals as compat
 from autocompress.store import record
@@ -44,8 +43,6 @@ from autocompress.store.record import TrialRecord
 __all__ = ["Refinable", "refinable", "refine", "refine_until"]
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 #: seconds a refinement's build and evaluation are assumed to take beyond its distillation, when
 #: the refined trial recorded none
@@ -137,29 +134,21 @@ def refine(study: optuna.Study, bench: Workbench, target: Refinable) -> FrozenTr
     if plan is None:
         raise ValueError(f"trial {target.trial.number} has no plan to refine")
     seconds: dict[str, float] = {}
-
-    def timed(step: str, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
-        start = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            seconds[step] = time.perf_counter() - start
-
     host = Host.from_dict(bench.host)
     rec = TrialRecord(plan=plan, plan_summary=plan.describe(), simulated=plan.simulated, host=host,
                       sampler="refinement", refines=target.trial.number, recovery_scale=target.scale)
-    built = timed("build", build.Build, bench, plan, scale=target.scale)
-    full = timed("recover", built.finish, keep_float=bench.onnx_teacher is not None)
+    built = timed(seconds, "build", build.Build, bench, plan, scale=target.scale)
+    full = timed(seconds, "recover", built.finish, keep_float=bench.onnx_teacher is not None)
     if base.host == host:  # the same shapes and kernels on the same host: the same time
         rec = rec.with_(latency=base.latency, latencies=base.latencies, speedup=base.speedup, size=base.size,
                         size_ratio=base.size_ratio)
         ratio, size = target.trial.values[1], target.trial.values[2]
     else:
-        m = timed("latency", scoring.measure, bench, full.model, plan, full.float_model)
+        m = timed(seconds, "latency", scoring.measure, bench, full.model, plan, full.float_model)
         rec = with_measurement(rec, m, bench.config.profile.name)
         ratio, size = m.objective.ratio, m.size.megabytes
-    ev = timed("evaluate", scoring.evaluate, bench, full.model)
-    test = timed("test_evaluate", scoring.held_out, bench, full.model) if bench.test is not None else None
+    ev = timed(seconds, "evaluate", scoring.evaluate, bench, full.model)
+    test = timed(seconds, "test_evaluate", scoring.held_out, bench, full.model) if bench.test is not None else None
     rec = with_evaluation(rec, ev, test, full.recovery).with_(seconds=seconds)
     budget = bench.config.objectives.max_drop
     constraints = {} if budget is None else {record.DROP_CONSTRAINT: ev.drop - budget}
