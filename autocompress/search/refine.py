@@ -90,8 +90,7 @@ def refinable(study: optuna.Study, cfg: StudyConfig, host: Host | None = None) -
     builds = _builds(study)
     by_plan: dict[tuple, list[tuple[FrozenTrial, TrialRecord]]] = {}
     for t, r in builds:  # a plan built on two hosts climbs on each: each worker refines its own builds
-        host_key = None if r.host is None else tuple(sorted(r.host.to_dict().items()))
-        by_plan.setdefault((r.plan.key(), host_key), []).append((t, r))  # type: ignore[union-attr]
+        by_plan.setdefault((r.plan.key(), r.host), []).append((t, r))  # type: ignore[union-attr]
     metric = {key: max(t.values[0] for t, _ in group) for key, group in by_plan.items()}
     ratio = {key: group[0][0].values[1] for key, group in by_plan.items()}
     drop = {key: min((r.accuracy_drop for _, r in group if r.accuracy_drop is not None), default=None)
